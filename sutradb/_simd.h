@@ -1,0 +1,292 @@
+/* Small inline helpers for the sutradb kernels (included by _core.pyx).
+ *
+ * Only what Cython cannot say well: float16 -> float32 conversion (F16C when the
+ * compiler targets it, a portable bit-exact fallback otherwise) and the two dot /
+ * squared-L2 loops over float32 and float16 rows used by exact re-ranking.
+ * Nothing here allocates, touches Python or can fail.
+ */
+#ifndef SUTRADB_SIMD_H
+#define SUTRADB_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#if defined(__F16C__) || defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+static inline float sutra_h2f(uint16_t h)
+{
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    /* IEEE 754 binary16 -> binary32, exact for every input (incl. subnormals, inf, nan). */
+    uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu;
+    uint32_t mant = h & 0x3FFu;
+    uint32_t bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else {               /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while ((mant & 0x400u) == 0) { mant <<= 1; exp--; }
+            mant &= 0x3FFu;
+            bits = sign | (exp << 23) | (mant << 13);
+        }
+    } else if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+#endif
+}
+
+/* sum_j a[j] * b[j], b float32 */
+static inline float sutra_dot_f32(const float *a, const float *b, Py_ssize_t d)
+{
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+    Py_ssize_t j = 0;
+    for (; j + 4 <= d; j += 4) {
+        s0 += a[j] * b[j];
+        s1 += a[j + 1] * b[j + 1];
+        s2 += a[j + 2] * b[j + 2];
+        s3 += a[j + 3] * b[j + 3];
+    }
+    for (; j < d; j++) s0 += a[j] * b[j];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* sum_j (a[j] - b[j])^2, b float32 */
+static inline float sutra_l2_f32(const float *a, const float *b, Py_ssize_t d)
+{
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+    Py_ssize_t j = 0;
+    for (; j + 4 <= d; j += 4) {
+        float t0 = a[j] - b[j], t1 = a[j + 1] - b[j + 1];
+        float t2 = a[j + 2] - b[j + 2], t3 = a[j + 3] - b[j + 3];
+        s0 += t0 * t0; s1 += t1 * t1; s2 += t2 * t2; s3 += t3 * t3;
+    }
+    for (; j < d; j++) { float t = a[j] - b[j]; s0 += t * t; }
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* The float16 variants convert 8 lanes at a time with F16C when available. */
+static inline float sutra_dot_f16(const float *a, const uint16_t *b, Py_ssize_t d)
+{
+    Py_ssize_t j = 0;
+    float s = 0.f;
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; j + 16 <= d; j += 16) {
+        __m256 b0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + j)));
+        __m256 b1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + j + 8)));
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), b0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), b1, acc1);
+    }
+    acc0 = _mm256_add_ps(acc0, acc1);
+    __m128 lo = _mm256_castps256_ps128(acc0), hi = _mm256_extractf128_ps(acc0, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_hadd_ps(lo, lo);
+    lo = _mm_hadd_ps(lo, lo);
+    s = _mm_cvtss_f32(lo);
+#endif
+    for (; j < d; j++) s += a[j] * sutra_h2f(b[j]);
+    return s;
+}
+
+static inline float sutra_l2_f16(const float *a, const uint16_t *b, Py_ssize_t d)
+{
+    Py_ssize_t j = 0;
+    float s = 0.f;
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; j + 16 <= d; j += 16) {
+        __m256 t0 = _mm256_sub_ps(_mm256_loadu_ps(a + j),
+                                  _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + j))));
+        __m256 t1 = _mm256_sub_ps(_mm256_loadu_ps(a + j + 8),
+                                  _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + j + 8))));
+        acc0 = _mm256_fmadd_ps(t0, t0, acc0);
+        acc1 = _mm256_fmadd_ps(t1, t1, acc1);
+    }
+    acc0 = _mm256_add_ps(acc0, acc1);
+    __m128 lo = _mm256_castps256_ps128(acc0), hi = _mm256_extractf128_ps(acc0, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_hadd_ps(lo, lo);
+    lo = _mm_hadd_ps(lo, lo);
+    s = _mm_cvtss_f32(lo);
+#endif
+    for (; j < d; j++) { float t = a[j] - sutra_h2f(b[j]); s += t * t; }
+    return s;
+}
+
+
+/* Nearest centre of x among K centres given transposed (CT: d x K, row-major) with
+ * squared norms cn: argmin_c cn[c] - 2 x.c (first index on ties); *best gets the
+ * minimum value. Vectorised over centres (16 lanes with AVX-512, 8 with AVX2+FMA),
+ * scalar otherwise; small d are specialised so the loop over d unrolls and the
+ * broadcasts of x stay in registers. A given binary always gives the same answer. */
+#if defined(__AVX512F__)
+#define SUTRA_LANES 16
+typedef __m512 sutra_vf;
+typedef __m512i sutra_vi;
+#define SUTRA_INIT_INDEX() _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define SUTRA_SET1(v) _mm512_set1_ps(v)
+#define SUTRA_SET1I(v) _mm512_set1_epi32(v)
+#define SUTRA_LOAD(p) _mm512_loadu_ps(p)
+#define SUTRA_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define SUTRA_ADDI(a, b) _mm512_add_epi32(a, b)
+#define SUTRA_KEEP_MIN(acc, vbest, vbesti, vidx) do { \
+        __mmask16 lt_ = _mm512_cmp_ps_mask(acc, vbest, _CMP_LT_OQ); \
+        vbest = _mm512_mask_blend_ps(lt_, vbest, acc); \
+        vbesti = _mm512_mask_blend_epi32(lt_, vbesti, vidx); } while (0)
+#define SUTRA_STORE(p, v) _mm512_storeu_ps(p, v)
+#define SUTRA_STOREI(p, v) _mm512_storeu_si512((void *)(p), v)
+#elif defined(__AVX2__) && defined(__FMA__)
+#define SUTRA_LANES 8
+typedef __m256 sutra_vf;
+typedef __m256i sutra_vi;
+#define SUTRA_INIT_INDEX() _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+#define SUTRA_SET1(v) _mm256_set1_ps(v)
+#define SUTRA_SET1I(v) _mm256_set1_epi32(v)
+#define SUTRA_LOAD(p) _mm256_loadu_ps(p)
+#define SUTRA_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define SUTRA_ADDI(a, b) _mm256_add_epi32(a, b)
+#define SUTRA_KEEP_MIN(acc, vbest, vbesti, vidx) do { \
+        __m256 lt_ = _mm256_cmp_ps(acc, vbest, _CMP_LT_OQ); \
+        vbest = _mm256_blendv_ps(vbest, acc, lt_); \
+        vbesti = _mm256_blendv_epi8(vbesti, vidx, _mm256_castps_si256(lt_)); } while (0)
+#define SUTRA_STORE(p, v) _mm256_storeu_ps(p, v)
+#define SUTRA_STOREI(p, v) _mm256_storeu_si256((__m256i *)(p), v)
+#endif
+
+#ifdef SUTRA_LANES
+/* SIMD part over the first K - K % SUTRA_LANES centres; returns the lane-merged
+ * minimum in *m and its index in *arg. `d` is a compile-time constant at the
+ * specialised call sites below. */
+static inline __attribute__((always_inline)) void
+sutra_nearest_simd(const float *x, const float *CT, const float *cn,
+                   Py_ssize_t K, const Py_ssize_t d, float *m, Py_ssize_t *arg)
+{
+    sutra_vf xb[64];
+    Py_ssize_t c, j;
+    for (j = 0; j < d && j < 64; j++) xb[j] = SUTRA_SET1(-2.f * x[j]);
+    sutra_vf vbest = SUTRA_SET1(INFINITY);
+    sutra_vi vidx = SUTRA_INIT_INDEX(), vbesti = SUTRA_SET1I(0);
+    const sutra_vi step = SUTRA_SET1I(SUTRA_LANES);
+    for (c = 0; c + SUTRA_LANES <= K; c += SUTRA_LANES) {
+        /* two partial sums halve the FMA dependency chain */
+        sutra_vf acc = SUTRA_LOAD(cn + c), acc1 = SUTRA_SET1(0.f);
+        for (j = 0; j + 1 < d; j += 2) {
+            acc = SUTRA_FMA(d <= 64 ? xb[j] : SUTRA_SET1(-2.f * x[j]),
+                            SUTRA_LOAD(CT + j * K + c), acc);
+            acc1 = SUTRA_FMA(d <= 64 ? xb[j + 1] : SUTRA_SET1(-2.f * x[j + 1]),
+                             SUTRA_LOAD(CT + (j + 1) * K + c), acc1);
+        }
+        if (j < d)
+            acc = SUTRA_FMA(d <= 64 ? xb[j] : SUTRA_SET1(-2.f * x[j]),
+                            SUTRA_LOAD(CT + j * K + c), acc);
+        acc = acc + acc1;
+        SUTRA_KEEP_MIN(acc, vbest, vbesti, vidx);
+        vidx = SUTRA_ADDI(vidx, step);
+    }
+    float lb[SUTRA_LANES];
+    int li[SUTRA_LANES];
+    SUTRA_STORE(lb, vbest);
+    SUTRA_STOREI(li, vbesti);
+    *m = lb[0]; *arg = li[0];
+    for (j = 1; j < SUTRA_LANES; j++)
+        if (lb[j] < *m || (lb[j] == *m && li[j] < *arg)) { *m = lb[j]; *arg = li[j]; }
+}
+#endif
+
+static inline Py_ssize_t sutra_nearest(const float *x, const float *CT, const float *cn,
+                                       Py_ssize_t K, Py_ssize_t d, float *best)
+{
+    Py_ssize_t c = 0, j, arg = -1;
+    float m = 0.f;
+#ifdef SUTRA_LANES
+    if (K >= SUTRA_LANES) {
+        switch (d) {   /* constant d: the loop over d unrolls, x stays in registers */
+        case 2: sutra_nearest_simd(x, CT, cn, K, 2, &m, &arg); break;
+        case 4: sutra_nearest_simd(x, CT, cn, K, 4, &m, &arg); break;
+        case 8: sutra_nearest_simd(x, CT, cn, K, 8, &m, &arg); break;
+        case 16: sutra_nearest_simd(x, CT, cn, K, 16, &m, &arg); break;
+        case 32: sutra_nearest_simd(x, CT, cn, K, 32, &m, &arg); break;
+        default: sutra_nearest_simd(x, CT, cn, K, d, &m, &arg); break;
+        }
+        c = K - K % SUTRA_LANES;
+    }
+#endif
+    for (; c < K; c++) {
+        float s = cn[c];
+        for (j = 0; j < d; j++) s += -2.f * x[j] * CT[j * K + c];
+        if (arg < 0 || s < m) { m = s; arg = c; }
+    }
+    *best = m;
+    return arg;
+}
+
+
+/* ADC sums of `nrows` byte-code rows of width W against tables T (W, 256):
+ * out[r] = sum_j T[j * 256 + codes[r * W + j]].
+ * With AVX-512 one row takes ceil(W / 16) 16-lane gathers (code bytes widened to
+ * 32-bit offsets in registers, so only the table is read through the load ports)
+ * and one horizontal sum; rows are independent, so out-of-order execution
+ * overlaps them. Elsewhere: a scalar loop with four partial sums. */
+static inline void sutra_adc_rows(const float *T, const uint8_t *codes, Py_ssize_t W,
+                                  Py_ssize_t nrows, float *out)
+{
+    Py_ssize_t r, g;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    const Py_ssize_t G = W / 16, rem = W % 16;
+    const __m512i lane = _mm512_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792,
+                                           2048, 2304, 2560, 2816, 3072, 3328, 3584, 3840);
+    const __mmask16 remmask = (__mmask16)((1u << rem) - 1u);
+    for (r = 0; r < nrows; r++) {
+        const uint8_t *c = codes + r * W;
+        const float *t = T;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        for (g = 0; g + 2 <= G; g += 2) {
+            __m512i i0 = _mm512_add_epi32(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(c + 16 * g))), lane);
+            __m512i i1 = _mm512_add_epi32(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(c + 16 * g + 16))), lane);
+            acc0 = _mm512_add_ps(acc0, _mm512_i32gather_ps(i0, t, 4));
+            acc1 = _mm512_add_ps(acc1, _mm512_i32gather_ps(i1, t + 4096, 4));
+            t += 8192;
+        }
+        if (g < G) {
+            __m512i i0 = _mm512_add_epi32(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(c + 16 * g))), lane);
+            acc0 = _mm512_add_ps(acc0, _mm512_i32gather_ps(i0, t, 4));
+            t += 4096;
+        }
+        if (rem) {
+            __m512i i0 = _mm512_add_epi32(
+                _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(remmask, c + 16 * G)), lane);
+            acc1 = _mm512_add_ps(acc1, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), remmask,
+                                                                i0, t, 4));
+        }
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    }
+#else
+    for (r = 0; r < nrows; r++) {
+        const uint8_t *c = codes + r * W;
+        float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+        for (g = 0; g + 4 <= W; g += 4) {
+            s0 += T[g * 256 + c[g]];
+            s1 += T[(g + 1) * 256 + c[g + 1]];
+            s2 += T[(g + 2) * 256 + c[g + 2]];
+            s3 += T[(g + 3) * 256 + c[g + 3]];
+        }
+        for (; g < W; g++) s0 += T[g * 256 + c[g]];
+        out[r] = (s0 + s1) + (s2 + s3);
+    }
+#endif
+}
+
+#endif /* SUTRADB_SIMD_H */
