@@ -26,7 +26,7 @@ table indexed by the whole packed byte.
 
 from libc.stdint cimport uint8_t, uint16_t, int64_t
 from libc.stdlib cimport malloc, free
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, sqrtf
 from cython.parallel cimport prange, threadid
 
 import numpy as np
@@ -41,6 +41,7 @@ cdef extern from "_simd.h" nogil:
 
 METRIC_L2 = 0
 METRIC_IP = 1
+METRIC_COS = 2     # re-ranking only: -dot(q, v) / ||v|| (q normalised by the caller)
 
 # Rows a single query is split into when it runs on several threads: below this many
 # rows per thread the split costs more than it saves.
@@ -348,10 +349,12 @@ def adc_distances(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
 
 cdef void _rerank_one(const float *q, const char *vecs, bint half, Py_ssize_t d,
                       Py_ssize_t n, const int64_t *cand, Py_ssize_t nc, int metric,
-                      float *hd, int64_t *hi, Py_ssize_t k) noexcept nogil:
+                      const float *zeros, float *hd, int64_t *hi,
+                      Py_ssize_t k) noexcept nogil:
+    # zeros: d zero floats (||v||^2 is the squared L2 distance of v to 0)
     cdef Py_ssize_t j
     cdef int64_t r
-    cdef float dist
+    cdef float dist, norm
     _heap_init(hd, hi, k)
     for j in range(nc):
         r = cand[j]
@@ -362,11 +365,17 @@ cdef void _rerank_one(const float *q, const char *vecs, bint half, Py_ssize_t d,
                 dist = sutra_l2_f16(q, (<const uint16_t *> vecs) + r * d, d)
             else:
                 dist = -sutra_dot_f16(q, (<const uint16_t *> vecs) + r * d, d)
+                if metric == 2:
+                    norm = sqrtf(sutra_l2_f16(zeros, (<const uint16_t *> vecs) + r * d, d))
+                    dist = dist / norm if norm > 0 else 0
         else:
             if metric == 0:
                 dist = sutra_l2_f32(q, (<const float *> vecs) + r * d, d)
             else:
                 dist = -sutra_dot_f32(q, (<const float *> vecs) + r * d, d)
+                if metric == 2:
+                    norm = sqrtf(sutra_l2_f32(zeros, (<const float *> vecs) + r * d, d))
+                    dist = dist / norm if norm > 0 else 0
         _heap_push(hd, hi, k, dist, r)
     _heap_sort(hd, hi, k)
 
@@ -383,7 +392,8 @@ def rerank(const float[:, ::1] queries, vectors, const int64_t[:, ::1] candidate
     candidates : (nq, c) int64 rows; entries outside [0, n) (e.g. -1) are ignored,
         each row should appear at most once per query.
     k : int >= 1
-    metric : METRIC_L2 or METRIC_IP
+    metric : METRIC_L2, METRIC_IP, or METRIC_COS (``-dot(q, v) / ||v||``: the
+        caller normalises the queries; stored vectors need not be normalised)
 
     Returns
     -------
@@ -424,9 +434,11 @@ def rerank(const float[:, ::1] queries, vectors, const int64_t[:, ::1] candidate
         D[:] = np.inf
         I[:] = -1
         return D, I
+    zeros = np.zeros(d, dtype=np.float32)
+    cdef const float[::1] zv = zeros
     for q in prange(nq, nogil=True, num_threads=max(1, nthreads), schedule="static"):
         _rerank_one(&queries[q, 0], vp, half, d, n, &candidates[q, 0], nc, metric,
-                    &Dv[q, 0], &Iv[q, 0], k)
+                    &zv[0], &Dv[q, 0], &Iv[q, 0], k)
     return D, I
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-L2, IP = 0, 1
+L2, IP, COS = 0, 1, 2
 
 
 def distance_tables(queries: np.ndarray, codebooks: np.ndarray, metric: int) -> np.ndarray:
@@ -88,6 +88,9 @@ def exact_distances(queries: np.ndarray, vectors: np.ndarray, metric: int) -> np
     v = vectors.astype(np.float64)
     if metric == L2:
         return ((q[:, None, :] - v[None]) ** 2).sum(-1)
+    if metric == COS:
+        norms = np.linalg.norm(v, axis=1)
+        return -(q @ v.T) / np.where(norms > 0, norms, np.inf)
     return -(q @ v.T)
 
 

@@ -449,8 +449,10 @@ class ProductQuantizer:
         with open(path, "rb") as f:
             data = f.read()
         try:
-            d = msgpack.unpackb(data, raw=False, max_buffer_size=_MAX_FILE_BYTES,
-                                strict_map_key=True)
+            # explicit limits: a quantizer is a small map of scalars and one blob
+            d = msgpack.unpackb(data, raw=False, strict_map_key=True, max_map_len=64,
+                                max_array_len=64, max_ext_len=0, max_str_len=1 << 16,
+                                max_bin_len=_MAX_FILE_BYTES)
         except (msgpack.UnpackException, ValueError, TypeError) as e:
             raise CorruptDatabaseError(f"{path}: not a valid sutradb quantizer ({e})") from None
         return cls.from_dict(d, source=path)
@@ -510,7 +512,7 @@ def exact_rerank(Q: np.ndarray, vectors, candidates, k: int, metric: str, nthrea
     if cand.size and cand.max() >= v.shape[0]:
         raise InvalidArgumentError(f"candidate row {int(cand.max())} is out of range "
                                    f"(vectors has {v.shape[0]} rows)")
-    kmetric = _core.METRIC_L2 if metric == "l2" else _core.METRIC_IP
+    kmetric = {"l2": _core.METRIC_L2, "ip": _core.METRIC_IP, "cosine": _core.METRIC_COS}[metric]
     D, I = _core.rerank(Q, v, cand, k, kmetric, nthreads)
     if metric == "cosine":
         D[I >= 0] += 1.0
