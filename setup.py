@@ -76,5 +76,8 @@ setup(
         compiler_directives=directives,
         compile_time_env={"SUTRADB_OPENMP": OPENMP},
         annotate=os.environ.get("SUTRADB_CYTHON_ANNOTATE", "0") not in ("", "0"),
+        # the generated C depends on the directives: keep one tree per mode, so
+        # switching between debug and release builds always re-generates it
+        build_dir=os.path.join("build", "cython-debug" if DEBUG else "cython-release"),
     ),
 )
