@@ -31,6 +31,9 @@ DEF CHUNK = 256
 cdef extern from "_simd.h" nogil:
     Py_ssize_t sutra_nearest(const float *x, const float *CT, const float *cn,
                              Py_ssize_t K, Py_ssize_t d, float *best)
+    void sutra_nearest2(const float *x0, const float *x1, const float *CT,
+                        const float *cn, Py_ssize_t K, Py_ssize_t d,
+                        float *best0, Py_ssize_t *arg0, float *best1, Py_ssize_t *arg1)
 
 
 cdef inline Py_ssize_t _nearest(const float *x, const float *CT, const float *cn,
@@ -76,19 +79,38 @@ def assign(const float[:, ::1] X, const float[:, ::1] centers, int nthreads=1):
     cdef float[::1] sq = sqdist
     cdef float[:, ::1] sc = scratch
     cdef Py_ssize_t nchunks = (n + CHUNK - 1) // CHUNK
-    cdef Py_ssize_t ch, i, i1, j
-    cdef float best, xx
+    cdef Py_ssize_t ch, i, i1, j, a0, a1
+    cdef float best, best1, xx
     if n == 0:
         return labels, sqdist
     for ch in prange(nchunks, nogil=True, num_threads=nthreads, schedule="static"):
         i1 = min(n, (ch + 1) * CHUNK)
+        # assigned here so that Cython makes them thread-private (they are written
+        # through pointers below, which it does not see as assignments)
+        a0 = 0
+        a1 = 0
+        best = 0
+        best1 = 0
+        i = ch * CHUNK
+        while i < i1:
+            if i + 1 < i1:
+                sutra_nearest2(&X[i, 0], &X[i + 1, 0], &CT[0, 0], &cn[0], K, d,
+                               &best, &a0, &best1, &a1)
+                lab[i] = <int32_t> a0
+                lab[i + 1] = <int32_t> a1
+                sq[i] = best
+                sq[i + 1] = best1
+                i = i + 2
+            else:
+                lab[i] = <int32_t> _nearest(&X[i, 0], &CT[0, 0], &cn[0], K, d,
+                                            &sc[threadid(), 0], &best)
+                sq[i] = best
+                i = i + 1
         for i in range(ch * CHUNK, i1):
-            lab[i] = <int32_t> _nearest(&X[i, 0], &CT[0, 0], &cn[0], K, d,
-                                        &sc[threadid(), 0], &best)
             xx = 0
             for j in range(d):
                 xx = xx + X[i, j] * X[i, j]
-            best = best + xx
+            best = sq[i] + xx
             if best < 0:
                 best = 0
             sq[i] = best
@@ -151,16 +173,30 @@ def encode(const float[:, ::1] X, const float[:, :, ::1] codebooks, int nthreads
     cdef uint8_t[:, ::1] out = codes
     cdef float[:, ::1] sc = scratch
     cdef Py_ssize_t nchunks = (n + CHUNK - 1) // CHUNK
-    cdef Py_ssize_t ch, i, i1, m
-    cdef float best
+    cdef Py_ssize_t ch, i, i1, m, a0, a1
+    cdef float best, best1
     if n == 0 or M == 0:
         return codes
     for ch in prange(nchunks, nogil=True, num_threads=nthreads, schedule="static"):
         i1 = min(n, (ch + 1) * CHUNK)
-        for i in range(ch * CHUNK, i1):
-            for m in range(M):
-                out[i, m] = <uint8_t> _nearest(&X[i, m * Ds], &CT[m, 0, 0], &cn[m, 0],
-                                               Ks, Ds, &sc[threadid(), 0], &best)
+        a0 = 0          # thread-private (see assign)
+        a1 = 0
+        best = 0
+        best1 = 0
+        i = ch * CHUNK
+        while i < i1:
+            if i + 1 < i1:
+                for m in range(M):
+                    sutra_nearest2(&X[i, m * Ds], &X[i + 1, m * Ds], &CT[m, 0, 0],
+                                   &cn[m, 0], Ks, Ds, &best, &a0, &best1, &a1)
+                    out[i, m] = <uint8_t> a0
+                    out[i + 1, m] = <uint8_t> a1
+                i = i + 2
+            else:
+                for m in range(M):
+                    out[i, m] = <uint8_t> _nearest(&X[i, m * Ds], &CT[m, 0, 0], &cn[m, 0],
+                                                   Ks, Ds, &sc[threadid(), 0], &best)
+                i = i + 1
     return codes
 
 

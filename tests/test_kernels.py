@@ -254,3 +254,22 @@ def test_float16_conversion_covers_special_values():
     got = dict(zip(I[0].tolist(), (-D[0]).tolist()))
     for i, v in enumerate(special.astype(np.float32)):
         assert got[i] == v
+
+
+def test_regression_assign_encode_thread_private_results():
+    """Regression: results written through pointers inside a prange were shared
+    between threads (Cython did not see them as assigned), so assign/encode with 2
+    threads raced. Needs several chunks (CHUNK = 256 rows) to show."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((20_000, 4)).astype(np.float32)
+    C = rng.standard_normal((256, 4)).astype(np.float32)
+    l1, s1 = _pq.assign(X, C, 1)
+    for _ in range(3):
+        l2, s2 = _pq.assign(X, C, 2)
+        np.testing.assert_array_equal(l1, l2)
+        np.testing.assert_array_equal(s1, s2)
+    cb = rng.standard_normal((8, 256, 4)).astype(np.float32)
+    Y = rng.standard_normal((20_000, 32)).astype(np.float32)
+    e1 = _pq.encode(Y, cb, 1)
+    for _ in range(3):
+        np.testing.assert_array_equal(e1, _pq.encode(Y, cb, 2))
