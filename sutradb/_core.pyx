@@ -145,6 +145,14 @@ cdef void _tables_one(const float *q, const float *CT, const float *cn, Py_ssize
             sutra_linear_row(q + m * Ds, CT + m * Ds * Ks, base, -1.0, Ks, Ds, out + m * Ks)
 
 
+def table_operands(const float[:, :, ::1] codebooks):
+    """What ``distance_tables_t`` needs from the codebooks, computed once per
+    quantizer: the transposed codebooks (M, Ds, Ks) and their squared norms (M, Ks)."""
+    cb = np.asarray(codebooks)
+    return (np.ascontiguousarray(cb.transpose(0, 2, 1)),
+            np.ascontiguousarray(np.einsum("mkd,mkd->mk", cb, cb), dtype=np.float32))
+
+
 def distance_tables(const float[:, ::1] queries, const float[:, :, ::1] codebooks,
                     int metric, int nthreads=1):
     """Distance tables of a batch of queries against the codebooks.
@@ -161,23 +169,34 @@ def distance_tables(const float[:, ::1] queries, const float[:, :, ::1] codebook
     -------
     tables : (nq, M, Ks) float32
     """
-    cdef Py_ssize_t nq = queries.shape[0], M = codebooks.shape[0]
-    cdef Py_ssize_t Ks = codebooks.shape[1], Ds = codebooks.shape[2]
+    CT, cn = table_operands(codebooks)
+    return distance_tables_t(queries, CT, cn, metric, nthreads)
+
+
+def distance_tables_t(const float[:, ::1] queries, const float[:, :, ::1] CT,
+                      const float[:, ::1] cn, int metric, int nthreads=1):
+    """``distance_tables`` from precomputed ``table_operands`` (no per-call work on
+    the codebooks: what a single-query search wants)."""
+    cdef Py_ssize_t nq = queries.shape[0], M = CT.shape[0]
+    cdef Py_ssize_t Ds = CT.shape[1], Ks = CT.shape[2]
     if queries.shape[1] != M * Ds:
         raise ValueError("queries and codebooks disagree on the dimension")
-    nthreads = max(1, nthreads)
+    if cn.shape[0] != M or cn.shape[1] != Ks:
+        raise ValueError("norms do not match the codebooks")
+    nthreads = max(1, min(nthreads, nq))
     out = np.empty((nq, M, Ks), dtype=np.float32)
     if nq == 0 or M == 0:
         return out
-    cb = np.asarray(codebooks)
-    CT_arr = np.ascontiguousarray(cb.transpose(0, 2, 1))               # (M, Ds, Ks)
-    cn_arr = np.ascontiguousarray(np.einsum("mkd,mkd->mk", cb, cb), dtype=np.float32)
     scratch = np.empty((nthreads, Ks), dtype=np.float32)
-    cdef const float[:, :, ::1] CT = CT_arr
-    cdef const float[:, ::1] cn = cn_arr
     cdef float[:, ::1] sc = scratch
     cdef float[:, :, ::1] o = out
     cdef Py_ssize_t q
+    if nthreads == 1:
+        with nogil:
+            for q in range(nq):
+                _tables_one(&queries[q, 0], &CT[0, 0, 0], &cn[0, 0], M, Ks, Ds, metric,
+                            &sc[0, 0], &o[q, 0, 0])
+        return out
     for q in prange(nq, nogil=True, num_threads=nthreads, schedule="static"):
         _tables_one(&queries[q, 0], &CT[0, 0, 0], &cn[0, 0], M, Ks, Ds, metric,
                     &sc[threadid(), 0], &o[q, 0, 0])

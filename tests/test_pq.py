@@ -95,7 +95,7 @@ def test_recall_on_clustered_data(nbits, metric):
     assert recall2 > 0.9, recall2
 
 
-def test_cosine_distances_are_one_minus_cos():
+def test_cosine_adc_distances_are_half_squared_l2_to_the_reconstruction():
     x = clustered(1000, 16, seed=2)
     pq = ProductQuantizer(16, 4, metric="cosine", seed=0).fit(x, iters=5)
     codes = pq.encode(x)
@@ -104,8 +104,9 @@ def test_cosine_distances_are_one_minus_cos():
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     rec = pq.decode(codes)
     for i in range(3):
-        np.testing.assert_allclose(D[i], 1 - rec[I[i]] @ qn[i], atol=1e-4)
-    # exact re-ranking in the same metric
+        # ||q - x_hat||^2 / 2 (= 1 - cos(q, x_hat) when x_hat has unit norm)
+        np.testing.assert_allclose(D[i], 0.5 * ((rec[I[i]] - qn[i]) ** 2).sum(1), atol=1e-4)
+    # exact re-ranking reports the true cosine distance
     Dr, Ir = pq.rerank(q, x, I, k=5)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     for i in range(3):
