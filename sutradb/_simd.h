@@ -381,4 +381,137 @@ static inline void sutra_linear_row(const float *x, const float *CT, const float
 }
 
 
+
+/* ------------------------------------------------------------------------------
+ * 4-bit fast scan (AVX-512 VBMI + VNNI).
+ *
+ * Each 16-entry table of a query is quantised to uint8 with one scale `a` for all
+ * subspaces: q_s[c] = round((T_s[c] - min_s) / a). For a block of 16 rows, group
+ * g (4 code bytes = subspaces 8g..8g+7 of every row) is fetched with one dword
+ * gather; the low and high nibbles index two 64-byte registers holding the
+ * quantised tables of the even and odd subspaces of the group (vpermb: 64 table
+ * lookups in one instruction), and vpdpbusd adds each row's 4 looked-up bytes into
+ * its int32 lane. The quantised sums give a lower bound of every row's exact ADC
+ * distance, LB = a * (sum_q - M/2) + sum_s min_s; the caller computes the exact
+ * float distance only for rows whose bound can still beat its k-th best, so the
+ * result is exactly the float ADC top-k.
+ *
+ * Layout of `qlut`: 2 * G4 registers of 64 bytes, G4 = ceil(ceil(M/2) / 4);
+ * register 2g holds the tables of subspaces 8g, 8g+2, 8g+4, 8g+6 (16 bytes each),
+ * register 2g+1 those of 8g+1, ..., 8g+7. Subspaces >= M have all-zero tables, so
+ * padding nibbles (and the bytes of the next row that the last group's dword
+ * gather may read when ceil(M/2) % 4 != 0) add nothing.
+ * ---------------------------------------------------------------------------- */
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__) && \
+    defined(__AVX512VNNI__)
+#define SUTRA_HAVE_FASTSCAN4 1
+
+/* Returns the scale a (> 0); *summin = sum of the per-subspace minima, *slack a
+ * bound of the float rounding in the exact sums. */
+static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
+                                  double *summin, double *slack)
+{
+    Py_ssize_t s, c;
+    const Py_ssize_t G4 = ((M + 1) / 2 + 3) / 4;
+    float maxrange = 0.f;
+    double smin = 0.0, sabs = 0.0;
+    for (s = 0; s < M; s++) {
+        float mn = T[s * 16], mx = T[s * 16];
+        for (c = 1; c < 16; c++) {
+            float v = T[s * 16 + c];
+            if (v < mn) mn = v;
+            if (v > mx) mx = v;
+        }
+        if (mx - mn > maxrange) maxrange = mx - mn;
+        smin += mn;
+        sabs += fabs(mn) + fabs(mx);
+    }
+    float a = maxrange / 255.f;
+    if (!(a > 0.f)) a = 1.f;
+    memset(qlut, 0, (size_t)(2 * G4 * 64));
+    for (s = 0; s < M; s++) {
+        const Py_ssize_t g = s / 8, within = s % 8, reg = 2 * g + (within & 1);
+        uint8_t *dst = qlut + reg * 64 + 16 * (within >> 1);
+        float mn = T[s * 16];
+        for (c = 1; c < 16; c++) if (T[s * 16 + c] < mn) mn = T[s * 16 + c];
+        for (c = 0; c < 16; c++) {
+            float qv = nearbyintf((T[s * 16 + c] - mn) / a);
+            dst[c] = (uint8_t)(qv < 0.f ? 0.f : (qv > 255.f ? 255.f : qv));
+        }
+    }
+    *summin = smin;
+    /* float sums of M terms: relative error well below 1e-5 of their magnitude,
+     * plus the division's rounding in each quantised entry (<< a per term) */
+    *slack = 1e-5 * (sabs + 1e-30) + 1e-3 * (double)a * (double)M;
+    return a;
+}
+
+/* Quantised sums of 16 consecutive rows (codes points at the first); returns the
+ * bit mask of rows whose sum is <= qthr. Reads up to 4 * G4 bytes from the start
+ * of the last row (the caller guarantees they are inside the array). */
+static inline unsigned sutra_q4_block16(const uint8_t *codes, Py_ssize_t W,
+                                        const uint8_t *qlut, Py_ssize_t G4,
+                                        int32_t qthr)
+{
+    const __m512i rowoff = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32((int)W));
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    /* byte j of every dword looks in the j-th 16-byte table of its register */
+    const __m512i sel = _mm512_set1_epi32(0x30201000);
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    Py_ssize_t g;
+    for (g = 0; g < G4; g++) {
+        __m512i v = _mm512_i32gather_epi32(_mm512_add_epi32(rowoff, _mm512_set1_epi32((int)(4 * g))),
+                                           (const void *)codes, 1);
+        __m512i lo = _mm512_or_si512(_mm512_and_si512(v, low4), sel);
+        __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), sel);
+        __m512i tl = _mm512_loadu_si512((const void *)(qlut + (2 * g) * 64));
+        __m512i th = _mm512_loadu_si512((const void *)(qlut + (2 * g + 1) * 64));
+        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_permutexvar_epi8(lo, tl), ones);
+        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_permutexvar_epi8(hi, th), ones);
+    }
+    __m512i acc = _mm512_add_epi32(acc0, acc1);
+    return (unsigned)_mm512_cmple_epi32_mask(acc, _mm512_set1_epi32(qthr));
+}
+
+/* The same for SUTRA_QB queries at once: the code gathers and nibble splits are
+ * shared, each query only adds its two byte permutes and two dot-adds per group.
+ * qlut holds the queries' tables one after the other (2 * G4 * 64 bytes each);
+ * bits[b] gets query b's mask. */
+#define SUTRA_QB 4
+static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
+                                          const uint8_t *qlut, Py_ssize_t G4,
+                                          const int32_t *qthr, unsigned *bits)
+{
+    const __m512i rowoff = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32((int)W));
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i sel = _mm512_set1_epi32(0x30201000);
+    const __m512i ones = _mm512_set1_epi8(1);
+    const Py_ssize_t stride = 2 * G4 * 64;
+    __m512i acc[SUTRA_QB];
+    Py_ssize_t g;
+    int b;
+    for (b = 0; b < SUTRA_QB; b++) acc[b] = _mm512_setzero_si512();
+    for (g = 0; g < G4; g++) {
+        __m512i v = _mm512_i32gather_epi32(_mm512_add_epi32(rowoff, _mm512_set1_epi32((int)(4 * g))),
+                                           (const void *)codes, 1);
+        __m512i lo = _mm512_or_si512(_mm512_and_si512(v, low4), sel);
+        __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), sel);
+        for (b = 0; b < SUTRA_QB; b++) {
+            const uint8_t *t = qlut + b * stride + (2 * g) * 64;
+            acc[b] = _mm512_dpbusd_epi32(acc[b], _mm512_permutexvar_epi8(
+                         lo, _mm512_loadu_si512((const void *)t)), ones);
+            acc[b] = _mm512_dpbusd_epi32(acc[b], _mm512_permutexvar_epi8(
+                         hi, _mm512_loadu_si512((const void *)(t + 64))), ones);
+        }
+    }
+    for (b = 0; b < SUTRA_QB; b++)
+        bits[b] = (unsigned)_mm512_cmple_epi32_mask(acc[b], _mm512_set1_epi32(qthr[b]));
+}
+#endif
+
 #endif /* SUTRADB_SIMD_H */

@@ -273,3 +273,39 @@ def test_regression_assign_encode_thread_private_results():
     e1 = _pq.encode(Y, cb, 1)
     for _ in range(3):
         np.testing.assert_array_equal(e1, _pq.encode(Y, cb, 2))
+
+
+@given(pq_problem(integer=False, nbits=4), st.integers(1, 30), st.booleans(),
+       st.sampled_from(THREADS))
+def test_4bit_fast_scan_equals_plain_scan(p, k, use_mask, threads):
+    """The quantised fast scan only prunes with a lower bound: its top-k must be
+    exactly the plain float scan's (same distances, same rows, same ties)."""
+    cb, codes, packed, q, _ = p
+    tables = _core.distance_tables(q, cb, 0, 1)
+    mask = None
+    if use_mask:
+        mask = (np.random.default_rng(k).random(len(packed)) < 0.5).astype(np.uint8)
+    D1, I1 = _core.adc_topk(tables, packed, k, mask, threads, fastscan=True)
+    D2, I2 = _core.adc_topk(tables, packed, k, mask, 1, fastscan=False)
+    np.testing.assert_array_equal(I1, I2)
+    np.testing.assert_array_equal(D1, D2)
+
+
+def test_4bit_fast_scan_many_rows_and_odd_widths():
+    rng = np.random.default_rng(3)
+    for M in (1, 2, 7, 8, 9, 15, 16, 17, 33, 48, 64):
+        codes = pack4(rng.integers(0, 16, (1000 + M, M)).astype(np.uint8))
+        # the same rows in a 70,000-row array: one query is split over threads
+        big = np.concatenate([codes] * (70_000 // len(codes) + 1))
+        t1 = rng.standard_normal((1, M, 16)).astype(np.float32)
+        np.testing.assert_array_equal(_core.adc_topk(t1, big, 40, None, 2, fastscan=True)[1],
+                                      _core.adc_topk(t1, big, 40, None, 1, fastscan=False)[1])
+        for scale, nq in ((1.0, 3), (1e-3, 7), (1e4, 9)):   # query groups of 4 + a rest
+            tables = (rng.standard_normal((nq, M, 16)) * scale).astype(np.float32)
+            D1, I1 = _core.adc_topk(tables, codes, 25, None, 1, fastscan=True)
+            D2, I2 = _core.adc_topk(tables, codes, 25, None, 1, fastscan=False)
+            np.testing.assert_array_equal(I1, I2)
+            np.testing.assert_array_equal(D1, D2)
+        # constant tables: every distance ties, the smallest rows win
+        D, I = _core.adc_topk(np.ones((1, M, 16), np.float32), codes, 5, None, 1)
+        np.testing.assert_array_equal(I[0], np.arange(5))
