@@ -447,8 +447,12 @@ def adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
         return D, I
     cdef float[:, ::1] Dv = D
     cdef int64_t[:, ::1] Iv = I
-    unit_d_arr = np.empty((nunits, k), dtype=np.float32)
-    unit_i_arr = np.empty((nunits, k), dtype=np.int64)
+    # With one unit per query the units' heaps are the outputs themselves.
+    if nsplit == 1:
+        unit_d_arr, unit_i_arr = D, I
+    else:
+        unit_d_arr = np.empty((nunits, k), dtype=np.float32)
+        unit_i_arr = np.empty((nunits, k), dtype=np.int64)
     cdef float[:, ::1] ud = unit_d_arr
     cdef int64_t[:, ::1] ui = unit_i_arr
 
@@ -473,8 +477,11 @@ def adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
             nsplit = 1
         rows_per = (n + nsplit - 1) // nsplit
         # unit results are laid out by (query, split) as in the plain path
-        unit_d_arr = np.empty((nq * nsplit, k), dtype=np.float32)
-        unit_i_arr = np.empty((nq * nsplit, k), dtype=np.int64)
+        if nsplit == 1:
+            unit_d_arr, unit_i_arr = D, I
+        else:
+            unit_d_arr = np.empty((nq * nsplit, k), dtype=np.float32)
+            unit_i_arr = np.empty((nq * nsplit, k), dtype=np.int64)
         ud = unit_d_arr
         ui = unit_i_arr
         for u in prange(nqg * nsplit, nogil=True, num_threads=nthreads, schedule="dynamic"):
@@ -504,6 +511,11 @@ def adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
                        mask_p, &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k)
 
     # Merge the units of each query (in unit order) and sort.
+    if nsplit == 1:
+        with nogil:
+            for q in range(nq):
+                _heap_sort(&Dv[q, 0], &Iv[q, 0], k)
+        return D, I
     for q in prange(nq, nogil=True, num_threads=nthreads, schedule="static"):
         for j in range(k):
             Dv[q, j] = ud[q * nsplit, j]

@@ -213,6 +213,12 @@ class ProductQuantizer:
             raise DimensionError(f"{name} has dimension {arr.shape[1]}, expected {self.dim}")
         if arr.shape[0] == 0 and not allow_empty:
             raise InvalidArgumentError(f"{name} is empty")
+        if (self.metric != "cosine" and arr.dtype == np.float32 and arr.flags.c_contiguous
+                and arr.shape[0] <= _BATCH_ROWS):
+            # the common query case: already what the kernels take, read in place
+            if not np.isfinite(arr).all():
+                raise InvalidArgumentError(f"{name} holds NaN or infinite values")
+            return arr
         out = np.empty(arr.shape, dtype=np.float32)
         for s in range(0, arr.shape[0], _BATCH_ROWS):
             out[s:s + _BATCH_ROWS] = arr[s:s + _BATCH_ROWS]
