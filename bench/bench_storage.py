@@ -16,7 +16,7 @@ Measures, in one run and on the same disk:
 
 Usage::
 
-    python bench/bench_storage.py [--quick] [--json PATH] [--dir DIR]
+    python bench/bench_storage.py [--quick] [--only commit] [--json PATH] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -220,6 +220,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, help="commit-latency rounds (default 6, quick 3)")
     ap.add_argument("--per-round", type=int, help="commits per round (default 200, quick 50)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--only", choices=["commit"], help="run only the commit-latency part")
     args = ap.parse_args(argv)
     bulk_n = args.bulk_n or (100_000 if args.quick else 1_000_000)
     open_ns = args.open_n or [10_000, 100_000, 1_000_000]
@@ -230,12 +231,14 @@ def main(argv=None):
                "sqlite_version": sqlite3.sqlite_version, "work_dir": str(work),
                "params": {"dim": DIM, "code_bytes": M, "quick": args.quick}}
     try:
-        with Progress(total_steps=4 + len(open_ns), title="storage") as prog:
+        with Progress(total_steps=1 if args.only else 4 + len(open_ns), title="storage") as prog:
             c = results["commit"] = bench_commit(work, rounds, per_round, prog)
             prog.log(f"commit (one concept, durability full): sutradb {c['sutradb_full_ms']['median']:.3f} ms,"
                      f" sqlite WAL FULL {c['sqlite_wal_full_ms']['median']:.3f} ms,"
                      f" ratio {c['ratio_sutradb_over_sqlite']:.2f}")
             prog.step()
+            if args.only == "commit":
+                return _finish(args, results)
             path, b = bench_bulk(work, bulk_n, 10_000, prog)
             results["bulk"] = b
             prog.log(f"bulk load: {fmt_num(b['rows_per_s'])} vectors/s ({b['seconds']:.2f} s for "
@@ -258,7 +261,12 @@ def main(argv=None):
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    out = write_json(args.json or default_json_path("storage"), results)
+    return _finish(args, results)
+
+
+def _finish(args, results):
+    out = write_json(args.json or default_json_path("storage" + (f"-{args.only}" if args.only else "")),
+                     results)
     print(f"results: {out}")
     return results
 

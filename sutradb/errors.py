@@ -13,6 +13,8 @@ __all__ = [
     "DimensionError",
     "NotTrainedError",
     "NotFoundError",
+    "DatabaseNotFoundError",
+    "DatabaseExistsError",
     "DuplicateKeyError",
     "ReadOnlyError",
     "LockedError",
@@ -45,6 +47,16 @@ class NotFoundError(SutraError, KeyError):
 
     def __str__(self):  # KeyError quotes its argument; a message reads better plain
         return str(self.args[0]) if self.args else ""
+
+
+class DatabaseNotFoundError(SutraError, FileNotFoundError):
+    """There is no database at the path (opening read-only, or a path that must exist).
+    Still a :class:`FileNotFoundError` for callers who do not know sutradb."""
+
+
+class DatabaseExistsError(SutraError, FileExistsError):
+    """A database (or something else) already exists where one must be created
+    (``mode="x"``). Still a :class:`FileExistsError`."""
 
 
 class DuplicateKeyError(InvalidArgumentError):

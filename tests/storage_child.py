@@ -71,6 +71,11 @@ def txn_ops(t: int) -> list[tuple]:
     return ops
 
 
+def key_for(i: int, text: str) -> str:
+    """The (unique) key of a row: it changes when a new version changes the text."""
+    return f"k{i}:{text}"
+
+
 def codes_for(t: int, k: int) -> np.ndarray:
     return np.full((k, M), t % 251, np.uint8)
 
@@ -85,8 +90,8 @@ def run_txn(store: Store, t: int) -> None:
         for op in txn_ops(t):
             if op[0] == "put":
                 _, ids, texts, metas, v = op
-                txn.put(ids, texts=texts, metadata=metas, codes=codes_for(v, len(ids)),
-                        vectors=vectors_for(v, len(ids)))
+                txn.put(ids, keys=[key_for(i, x) for i, x in zip(ids, texts)], texts=texts,
+                        metadata=metas, codes=codes_for(v, len(ids)), vectors=vectors_for(v, len(ids)))
             elif op[0] == "delete":
                 txn.delete(op[1])
             elif op[0] == "link":
@@ -145,6 +150,9 @@ def check_full(store: Store, model: Model) -> None:
             r = store.get_record(i)
             assert (r.text, r.metadata) == (text, meta), (i, r, model.rows[i])
             assert (c == val % 251).all() and (v == val % 97).all(), (i, c, v, val)
+            assert r.key == key_for(i, text) and store.id_for_key(r.key) == i, (i, r.key)
+            if text.startswith("u"):     # a new version with a new key freed the old one
+                assert store.id_for_key(key_for(i, f"t{i // 3}-{i % 3}")) is None, i
     got = {(s, d, r): w for s, d, r, w in store.all_links()}
     assert got == model.links, (model.t, set(got) ^ set(model.links))
     assert store.meta == model.meta
@@ -164,6 +172,7 @@ def check_quick(store: Store, model: Model) -> None:
                     r = store.get_record(i)
                     assert (r.text, r.metadata) == (text, meta)
                     assert (store.get_codes([i]) == val % 251).all()
+                    assert store.id_for_key(key_for(i, text)) == i
 
 
 def _say(*words) -> None:

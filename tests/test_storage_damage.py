@@ -39,7 +39,7 @@ def _txn(s, k, rng):
 @pytest.fixture(scope="module")
 def damaged_db(tmp_path_factory):
     """A store with every file kind: checkpointed segments (ids, ends, rec, dead,
-    codes, vec, order, links, index) and a log holding two more transactions."""
+    codes, vec, order, links, index, keys) and a log holding two more transactions."""
     path = tmp_path_factory.mktemp("damage") / "db"
     rng = np.random.default_rng(11)
     s = Store.open(path, **KW)
@@ -55,13 +55,14 @@ def damaged_db(tmp_path_factory):
         _txn(s, k, rng)
         states.append(dump(s))
     wal = s._man["wal"]
+    wal_end = s._wal_pos                # the log is preallocated: zeros follow its end
     kinds = sorted(os.path.splitext(n)[1] for n in os.listdir(path))
     s._release()                       # leave the log as a crash would
     assert {".ids", ".ends", ".rec", ".dead", ".codes", ".vec", ".order", ".links", ".index",
-            ".log"} <= set(kinds), kinds
+            ".keys", ".log"} <= set(kinds), kinds
     files = {n: (path / n).read_bytes() for n in os.listdir(path)}
     return {"path": path, "states": states, "checkpointed": checkpointed, "wal": wal,
-            "wal_starts": wal_starts, "files": files}
+            "wal_starts": wal_starts, "wal_end": wal_end, "files": files}
 
 
 def _restore(db):
@@ -100,13 +101,14 @@ def test_wal_truncated_at_every_byte_of_its_last_record(damaged_db):
     db = damaged_db
     wal = db["path"] / db["wal"]
     full = db["files"][db["wal"]]
-    start = db["wal_starts"][-1]
+    start, end = db["wal_starts"][-1], db["wal_end"]
+    assert len(full) > end and not any(full[end:]), "a full-durability log is preallocated"
     results = {"ok": 0, "corrupt": 0}
-    for cut in range(start, len(full) + 1):
+    for cut in list(range(start, end + 1)) + [end + 1, len(full) - 1]:
         with open(wal, "r+b") as f:
             f.truncate(cut)
-        expect = db["states"][-1] if cut == len(full) else db["states"][-2]
-        for mode in ("r", "a") if (cut - start) % 7 == 0 or cut == len(full) else ("r",):
+        expect = db["states"][-1] if cut >= end else db["states"][-2]
+        for mode in ("r", "a") if (cut - start) % 7 == 0 or cut == end else ("r",):
             results[_outcome(db, mode, [expect])] += 1
         _restore(db)
     assert results["corrupt"] == 0, "a torn tail is not damage"
@@ -119,7 +121,7 @@ def test_truncating_the_log_anywhere_gives_a_committed_prefix(damaged_db):
     full = db["files"][db["wal"]]
     prefixes = db["states"][db["checkpointed"]:]
     n = 0
-    for cut in range(0, len(full), 5):
+    for cut in list(range(0, db["wal_end"] + 64, 5)) + [len(full) // 2, len(full) - 1]:
         with open(wal, "r+b") as f:
             f.truncate(cut)
         outcome = _outcome(db, "r", prefixes)
@@ -138,7 +140,7 @@ def _positions(size, header, rng, n_data):
 
 
 @pytest.mark.parametrize("kind", [".ids", ".ends", ".rec", ".dead", ".codes", ".vec", ".order",
-                                  ".links", ".index", ".log", "MANIFEST"])
+                                  ".links", ".index", ".keys", ".log", "MANIFEST"])
 def test_flipped_and_truncated_bytes_of_every_file_kind(damaged_db, kind):
     db = damaged_db
     rng = random.Random(kind)
@@ -151,6 +153,9 @@ def test_flipped_and_truncated_bytes_of_every_file_kind(damaged_db, kind):
         header = MAN_HEADER_SIZE if name == "MANIFEST" else HEADER_SIZE
         small = name == "MANIFEST" or kind == ".log"
         positions = range(len(orig)) if small else _positions(len(orig), header, rng, 60)
+        if kind == ".log":      # every byte of the records, a few of the preallocated zeros
+            end = db["wal_end"]
+            positions = list(range(end)) + sorted({rng.randrange(end, len(orig)) for _ in range(20)})
         for i, p in enumerate(positions):
             bad = bytearray(orig)
             bad[p] ^= 1 << rng.randrange(8) if i % 2 else 0xFF

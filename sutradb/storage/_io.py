@@ -36,6 +36,12 @@ class FileIO:
     """
 
     def pwrite(self, fd: int, data, offset: int) -> None:
+        if type(data) is bytes:                # the common case: one call, no view
+            n = os.pwrite(fd, data, offset)
+            if n == len(data):
+                return
+            data = memoryview(data)[max(n, 0):]
+            offset += max(n, 0)
         view = memoryview(data).cast("B")
         done = 0
         total = len(view)

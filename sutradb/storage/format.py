@@ -17,6 +17,8 @@ import numpy as np
 from ..errors import CorruptDatabaseError
 
 FORMAT_VERSION = 1
+#: Version of the log format (2: salted 16-byte frame headers, preallocated logs).
+WAL_VERSION = 2
 
 #: Size of the header that starts every segment file and every log file.
 HEADER_SIZE = 64
@@ -30,10 +32,10 @@ MAN_MAGIC = b"SUTRAMAN"
 
 # kinds of segment files: code -> (name, file extension)
 KIND_IDS, KIND_ENDS, KIND_REC, KIND_CODES, KIND_VEC, KIND_DEAD, KIND_ORDER = 1, 2, 3, 4, 5, 6, 7
-KIND_LINKS, KIND_INDEX = 8, 9
+KIND_LINKS, KIND_INDEX, KIND_KEYS = 8, 9, 10
 KIND_EXT = {KIND_IDS: "ids", KIND_ENDS: "ends", KIND_REC: "rec", KIND_CODES: "codes",
             KIND_VEC: "vec", KIND_DEAD: "dead", KIND_ORDER: "order", KIND_LINKS: "links",
-            KIND_INDEX: "index"}
+            KIND_INDEX: "index", KIND_KEYS: "keys"}
 EXT_KIND = {v: k for k, v in KIND_EXT.items()}
 
 # dtypes that may be stored (code in headers / log records <-> numpy dtype)
@@ -50,15 +52,23 @@ MAX_CODE_SIZE = 1 << 16
 MAX_DIM = 1 << 20
 MAX_RELATION = 1024
 
-# log frame: payload length, payload crc, crc of the first 8 bytes
-FRAME = struct.Struct("<III")
+# log frame: payload length, the log's salt, payload crc, crc of the first 12 bytes
+FRAME = struct.Struct("<IIII")
 FRAME_SIZE = FRAME.size
+_FRAME_HEAD = struct.Struct("<III")
+#: A torn write leaves zeros from a sector boundary on (the unit a disk writes whole;
+#: page-cache copies are cut at 4096-byte boundaries, a multiple of it).
+SECTOR = 512
+#: Last item of every commit record: its final byte (0x5A) is not zero and no single
+#: flipped bit or byte makes it zero, so damage to a commit frame is never mistaken
+#: for a write cut short.
+COMMIT_TRAILER = 0x5A5A
 
 # log record types
 OP_PUT, OP_DELETE, OP_LINK, OP_UNLINK, OP_INDEX, OP_META, OP_COMMIT = 1, 2, 3, 4, 5, 6, 7
 
 _SEG_HEADER = struct.Struct("<8sII16sQI16x")        # magic ver kind uuid width dtype -> 60
-_WAL_HEADER = struct.Struct("<8sI16sQ24x")          # magic ver uuid generation -> 60
+_WAL_HEADER = struct.Struct("<8sI16sQI20x")         # magic ver uuid generation salt -> 60
 _MAN_HEADER = struct.Struct("<8sIIQI")              # magic ver len generation crc -> 28
 MAN_HEADER_SIZE = 32
 
@@ -135,26 +145,32 @@ def check_seg_header(raw: bytes, where: str, kind: int, uuid: bytes,
     return w, dt
 
 
-def wal_header(uuid: bytes, generation: int) -> bytes:
-    """The 64-byte header of a log file."""
-    body = _WAL_HEADER.pack(WAL_MAGIC, FORMAT_VERSION, uuid, generation)
+def wal_header(uuid: bytes, generation: int, salt: int) -> bytes:
+    """The 64-byte header of a log file (``salt``: random, nonzero, 32 bits)."""
+    body = _WAL_HEADER.pack(WAL_MAGIC, WAL_VERSION, uuid, generation, salt)
     return body + struct.pack("<I", crc32(body))
 
 
-def check_wal_header(raw: bytes, where: str, uuid: bytes, generation: int) -> None:
-    """Validate a log header against the manifest that names the log."""
+def check_wal_header(raw: bytes, where: str, uuid: bytes, generation: int) -> tuple[int, int]:
+    """Validate a log header against the manifest that names the log; return
+    ``(version, salt)`` (version 1 logs have no salt: 0)."""
     if len(raw) < HEADER_SIZE:
         raise CorruptDatabaseError(f"{where}: truncated header ({len(raw)} bytes)")
     body, (crc,) = raw[:60], struct.unpack("<I", raw[60:64])
     if crc32(body) != crc:
         raise CorruptDatabaseError(f"{where}: header checksum mismatch")
-    magic, ver, u, gen = _WAL_HEADER.unpack(body)
+    magic, ver, u, gen, salt = _WAL_HEADER.unpack(body)
     if magic != WAL_MAGIC:
         raise CorruptDatabaseError(f"{where}: bad magic {magic!r}")
-    if ver != FORMAT_VERSION:
+    if ver not in (1, WAL_VERSION):
         raise CorruptDatabaseError(f"{where}: unsupported format version {ver}")
     if u != uuid or gen != generation:
         raise CorruptDatabaseError(f"{where}: log does not belong to manifest generation {generation}")
+    if ver == 1:
+        salt = 0
+    elif salt == 0:
+        raise CorruptDatabaseError(f"{where}: zero salt")
+    return ver, salt
 
 
 # --------------------------------------------------------------------------- manifest
@@ -192,41 +208,80 @@ def decode_manifest(raw: bytes, where: str) -> tuple[int, dict]:
 
 # --------------------------------------------------------------------------- log frames
 
-def frame(payload: bytes) -> bytes:
-    """A log frame: length, crc32(payload), crc32 of those 8 bytes, payload."""
-    head = struct.pack("<II", len(payload), crc32(payload))
+def frame(payload: bytes, salt: int) -> bytes:
+    """A log frame: length, salt, crc32(payload), crc32 of those 12 bytes, payload."""
+    head = _FRAME_HEAD.pack(len(payload), salt, crc32(payload))
     return head + struct.pack("<I", crc32(head)) + payload
 
 
-def parse_frames(buf, start: int, where: str):
+def _align_up(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+def all_zero(mv) -> bool:
+    """Whether every byte of a bytes-like object is zero (fast, C loops)."""
+    return not np.frombuffer(mv, np.uint8).any() if len(mv) else True
+
+
+def parse_frames(buf, start: int, where: str, salt: int, base: int = 0, strict: bool = True):
     """Iterate over the frames of a log buffer from offset ``start``.
 
-    Yields ``(offset_after_frame, payload_memoryview)``. Stops quietly at a *torn tail*:
-    fewer bytes left than a frame header, a payload that runs past the end of the
-    buffer (a write cut short), or a header of twelve zero bytes when everything after
-    it is zero too (space the file system extended but never wrote). Anything else
-    that does not check out (a header or payload checksum mismatch, an impossible
-    length, zeros followed by data) is damage and raises :class:`CorruptDatabaseError`.
+    ``buf`` holds the log from file offset ``base`` to its end of file (space
+    preallocated with zeros included). Yields ``(offset_after_frame,
+    payload_memoryview)``. The log ends quietly at:
+
+    * a frame header of sixteen zero bytes with only zeros after it (space
+      preallocated, or extended but never written);
+    * a frame with another salt (stale bytes of another log: never applied);
+    * fewer bytes left than a frame header, or a payload that runs past the end of
+      the buffer (a write cut short by the end of file);
+    * a *torn write*: a frame whose header or payload checksum fails while every byte
+      from a sector boundary inside that frame to the end of the buffer is zero
+      (a write cut short in preallocated space).
+
+    Anything else that does not check out (a checksum mismatch with data after it, an
+    impossible length, zeros followed by data) is damage and raises
+    :class:`CorruptDatabaseError`. With ``strict=False`` (a reader catching up with a
+    live writer, whose write may be in progress) every such case ends the log quietly.
     """
     mv = memoryview(buf)
     end = len(mv)
     pos = start
+    zstart = [None]
+
+    def torn(fend):
+        if zstart[0] is None:
+            zstart[0] = len(bytes(mv).rstrip(b"\0"))
+        cut = _align_up(base + max(zstart[0], pos + 1), SECTOR) - base
+        return cut < fend
+
     while end - pos >= FRAME_SIZE:
-        length, pcrc, hcrc = FRAME.unpack_from(mv, pos)
-        if length == 0 and pcrc == 0 and hcrc == 0:
-            if not any(mv[pos:]):
+        length, fsalt, pcrc, hcrc = FRAME.unpack_from(mv, pos)
+        if crc32(mv[pos:pos + 12]) != hcrc:
+            if not strict:
                 return
-            raise CorruptDatabaseError(f"{where}: zeroed frame header followed by data at offset {pos}")
-        if crc32(mv[pos:pos + 8]) != hcrc:
-            raise CorruptDatabaseError(f"{where}: frame header checksum mismatch at offset {pos}")
+            if not (length or fsalt or pcrc or hcrc):
+                if all_zero(mv[pos:]):
+                    return
+                raise CorruptDatabaseError(f"{where}: zeroed frame header followed by data "
+                                           f"at offset {base + pos}")
+            if torn(pos + FRAME_SIZE):
+                return
+            raise CorruptDatabaseError(f"{where}: frame header checksum mismatch at offset {base + pos}")
+        if fsalt != salt:
+            return
         if length == 0 or length > MAX_FRAME:
-            raise CorruptDatabaseError(f"{where}: impossible frame length {length} at offset {pos}")
+            if not strict:
+                return
+            raise CorruptDatabaseError(f"{where}: impossible frame length {length} at offset {base + pos}")
         body_end = pos + FRAME_SIZE + length
         if body_end > end:
             return
         payload = mv[pos + FRAME_SIZE:body_end]
         if crc32(payload) != pcrc:
-            raise CorruptDatabaseError(f"{where}: frame checksum mismatch at offset {pos}")
+            if not strict or torn(body_end):
+                return
+            raise CorruptDatabaseError(f"{where}: frame checksum mismatch at offset {base + pos}")
         yield body_end, payload
         pos = body_end
 

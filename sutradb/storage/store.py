@@ -12,6 +12,11 @@ read-only: a view of the mapped code file when the log holds no rows, else a cac
 concatenation) or, without any copy, :meth:`Store.code_blocks`; ``store.ids`` maps a
 row to its id and ``store.live`` says which rows are current.
 
+Keys are unique among live rows: :meth:`Transaction.put` raises
+:class:`~sutradb.errors.DuplicateKeyError` for a key another live id holds, and
+:meth:`Store.id_for_key` finds the id of a key (a ``.keys`` segment of sorted key
+hashes, plus the keys the log added since the last checkpoint).
+
 Beside the rows a store keeps links ``(src, dst, relation) -> weight``, an opaque
 index blob with named arrays (codebooks, parameters: the index layer's business) and
 a small ``meta`` dict.
@@ -20,7 +25,10 @@ Durability levels (``durability=``)
 -----------------------------------
 ``"full"``
     Every commit fsyncs the log before :meth:`Transaction.commit` returns. A commit
-    that returned survives a process crash, an OS crash and a power loss.
+    that returned survives a process crash, an OS crash and a power loss. The log is
+    preallocated with zeros (and grown by as much in the write of a commit), so the
+    ``fdatasync`` of a commit does not update the file size; the end of the log is
+    found by its salted, checksummed frames (``docs/file-format.md``, section 4).
 ``"normal"``
     Commits are written to the log but fsynced only at checkpoints (as SQLite's WAL
     with ``synchronous=NORMAL``). A process crash loses nothing that committed; an OS
@@ -53,6 +61,7 @@ from __future__ import annotations
 import bisect
 import errno
 import fcntl
+import hashlib
 import math
 import os
 import time
@@ -61,18 +70,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import (ClosedError, CorruptDatabaseError, DimensionError,
+from ..errors import (ClosedError, CorruptDatabaseError, DatabaseExistsError,
+                      DatabaseNotFoundError, DimensionError, DuplicateKeyError,
                       InvalidArgumentError, LockedError, NotFoundError, ReadOnlyError,
                       SutraError)
 from . import _io
-from .format import (DTYPE_CODE, DTYPES, HEADER_SIZE, KIND_CODES, KIND_DEAD, KIND_ENDS,
-                     KIND_IDS, KIND_INDEX, KIND_LINKS, KIND_ORDER, KIND_REC, KIND_VEC,
+from .format import (COMMIT_TRAILER, DTYPE_CODE, DTYPES, FRAME, FRAME_SIZE, HEADER_SIZE, KIND_CODES, KIND_DEAD, KIND_ENDS,
+                     KIND_IDS, KIND_INDEX, KIND_KEYS, KIND_LINKS, KIND_ORDER, KIND_REC, KIND_VEC,
                      LOCK_NAME, MANIFEST_NAME, MAX_CODE_SIZE, MAX_DIM, MAX_FRAME,
                      MAX_MANIFEST, MAX_RECORD, MAX_RELATION, OP_COMMIT, OP_DELETE,
                      OP_INDEX, OP_LINK, OP_META, OP_PUT, OP_UNLINK, VECTOR_DTYPES,
                      check_wal_header, crc32, seg_header, decode_manifest, encode_manifest,
                      file_name, frame, packb, parse_file_name, parse_frames, unpackb,
-                     wal_header, wal_name)
+                     wal_header, wal_name, all_zero)
 from .segments import Appender, MappedFile, pread_all, write_new_file
 
 __all__ = ["Store", "Transaction", "Record", "DURABILITY_LEVELS"]
@@ -82,12 +92,17 @@ MODES = ("r", "a", "w", "x")
 MEMORY = ":memory:"
 
 _I8 = np.dtype("<i8")
+_U1 = np.dtype("u1")
 _U8 = np.dtype("<u8")
 _F8 = np.dtype("<f8")
 _I4 = np.dtype("<i4")
 _EMPTY_I8 = np.zeros(0, _I8)
 _MAX_META = 1 << 20
 _COPY_ROWS = 1 << 16
+#: Zeros a "full" log is preallocated with (and grown by, doubling up to 1 MiB): a commit then
+#: overwrites allocated, written blocks and fdatasync need not update the file size.
+_WAL_PREALLOC = 64 << 10
+_WAL_GROW_MAX = 1 << 20
 
 
 class Record(NamedTuple):
@@ -144,17 +159,24 @@ def decode_record(id_: int, raw, where: str) -> Record:
 class _Chunk:
     """Rows held in memory (committed through the log since the last checkpoint)."""
 
-    __slots__ = ("row0", "ids", "codes", "vecs", "rec", "ends")
+    __slots__ = ("row0", "ids", "codes", "vecs", "rec", "ends", "keys")
 
-    def __init__(self, ids, codes, vecs, rec, ends):
+    def __init__(self, ids, codes, vecs, rec, ends, keys):
         self.row0 = -1
         self.ids, self.codes, self.vecs, self.rec, self.ends = ids, codes, vecs, rec, ends
+        self.keys = keys       # list: the key (str or None) of each row
 
     @property
     def nbytes(self) -> int:
         return (self.ids.nbytes + self.ends.nbytes + len(self.rec)
                 + (self.codes.nbytes if self.codes is not None else 0)
                 + (self.vecs.nbytes if self.vecs is not None else 0))
+
+
+def key_hash(key: str) -> int:
+    """The 64-bit hash of a key stored in ``.keys`` files (BLAKE2b, 8 bytes, little-endian)."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"),
+                                          digest_size=8).digest(), "little")
 
 
 def _as_ids(ids, what="ids") -> np.ndarray:
@@ -327,10 +349,10 @@ class Store:
         ------
         LockedError
             Another writer holds the lock beyond ``timeout``.
-        FileNotFoundError
-            ``mode="r"`` and there is no store at ``path``.
-        FileExistsError
-            ``mode="x"`` and ``path`` exists.
+        DatabaseNotFoundError
+            ``mode="r"`` and there is no store at ``path`` (a ``FileNotFoundError``).
+        DatabaseExistsError
+            ``mode="x"`` and ``path`` exists (a ``FileExistsError``).
         CorruptDatabaseError
             A file of the store is damaged (the message names it).
         """
@@ -358,11 +380,15 @@ class Store:
         self._txn_open = None
         self._lock_fd = -1
         self._wal_fd = -1
+        self._wal_salt = 0          # salt of the open log (0: none / version 1)
+        self._wal_size = 0          # writer: the log's file size; bytes past _wal_pos are zero
         self._apps = {}
         self.last_checkpoint_error = None
         if self._memory:
             self._init_memory(params)
         elif mode == "r":
+            if not os.path.isfile(os.path.join(self._dir, MANIFEST_NAME)):
+                raise DatabaseNotFoundError(f"{self._dir}: no sutradb database here")
             self._load(initial=True)
         else:
             try:
@@ -383,7 +409,10 @@ class Store:
     def _open_writer(self, mode, params):
         d = self._dir
         if mode == "x":
-            os.mkdir(d)
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                raise DatabaseExistsError(f"{d}: already exists (mode 'x' creates a new database)") from None
         else:
             os.makedirs(d, exist_ok=True)
         self._lock_fd = os.open(os.path.join(d, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
@@ -417,6 +446,8 @@ class Store:
             self._create(gen + 1, params)
         self._load(initial=True)
         self._sweep()
+        if not self._wal_salt:      # an empty version 1 log: start a version 2 one
+            self._checkpoint()
 
     def _create(self, gen, params):
         """Write a fresh, empty generation ``gen`` (creation, and mode "w")."""
@@ -442,10 +473,16 @@ class Store:
         self._write_manifest(gen, body, sync)
 
     def _write_wal_file(self, gen, uid, sync):
+        """Create log ``gen``: a header with a fresh random salt (frames of any other
+        log never match it), preallocated with zeros when every commit is fsynced."""
         path = os.path.join(self._dir, wal_name(gen))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _io.io.pwrite(fd, wal_header(uid, gen), 0)
+            salt = int.from_bytes(os.urandom(4), "little") or 1
+            head = wal_header(uid, gen, salt)
+            if self._durability == "full":
+                head += bytes(_WAL_PREALLOC)
+            _io.io.pwrite(fd, head, 0)
             if sync:
                 _io.io.fsync(fd)
         finally:
@@ -485,7 +522,10 @@ class Store:
         man = os.path.join(d, MANIFEST_NAME)
         deadline = time.monotonic() + max(self._timeout, 1.0)
         while True:
-            raw = _read_file(man)
+            try:
+                raw = _read_file(man)
+            except FileNotFoundError:
+                raise DatabaseNotFoundError(f"{d}: no sutradb database here (MANIFEST missing)") from None
             gen, body = decode_manifest(raw, man)
             _check_manifest(body, man)
             try:
@@ -512,12 +552,20 @@ class Store:
         self._install(gen, body, maps)
         where = os.path.join(d, body["wal"])
         size = os.fstat(wal_fd).st_size
-        check_wal_header(pread_all(wal_fd, HEADER_SIZE, 0), where, self._uuid, gen)
+        ver, self._wal_salt = check_wal_header(pread_all(wal_fd, HEADER_SIZE, 0), where, self._uuid, gen)
+        if ver == 1 and size > HEADER_SIZE:
+            raise CorruptDatabaseError(f"{where}: a version 1 log with records (written by an "
+                                       "older sutradb): open and close it with that version first")
         self._wal_pos = HEADER_SIZE
         self._replay()
         if self._mode != "r":
-            if size > self._wal_pos:   # torn tail: drop it before appending again
+            size = os.fstat(wal_fd).st_size
+            if size > self._wal_pos and not all_zero(pread_all(wal_fd, size - self._wal_pos, self._wal_pos)):
+                # a torn tail (or stale bytes): drop it before appending again; what
+                # follows the log's end must be zeros
                 _io.io.truncate(wal_fd, self._wal_pos)
+                size = self._wal_pos
+            self._wal_size = size
             self._open_appenders()
 
     def _map_files(self, body):
@@ -526,7 +574,7 @@ class Store:
         vcode = body["vdtype"]
         specs = {"ids": (KIND_IDS, 8, 0), "ends": (KIND_ENDS, 8, 0), "rec": (KIND_REC, 0, 0),
                  "dead": (KIND_DEAD, 8, 0), "order": (KIND_ORDER, 8, 0),
-                 "codes": (KIND_CODES, body["m"], 0),
+                 "codes": (KIND_CODES, body["m"], 0), "keys": (KIND_KEYS, 16, 0),
                  "vec": (KIND_VEC, body["d"] * (DTYPES[vcode].itemsize if vcode else 0), vcode)}
         maps = {}
         for key, entry in f.items():
@@ -587,26 +635,101 @@ class Store:
         self._delta_src = {}
         self._delta_dst = {}
         self._cache = {}
+        # keys: the checkpointed index (mapped lazily) and the log's additions
+        self._seg_keyidx = None
+        self._tail_keys = {}        # key -> id of the last row the log put with that key
+        self._tail_key_rows = []    # [(first row, ids, keys)] of every put since the checkpoint
 
     # ------------------------------------------------------------------ the log
 
-    def _replay(self):
-        """Apply every complete transaction of the log after ``self._wal_pos``."""
+    def _replay(self, strict=True):
+        """Apply every complete transaction of the log after ``self._wal_pos``.
+
+        ``strict`` (opening): the whole rest of the log is read and checked, damage
+        raises. Otherwise (a reader's refresh): read in windows, stop quietly at
+        anything incomplete (the writer may be in the middle of a write)."""
         fd = self._wal_fd
-        where = self._where(self._man["wal"])
+        if not self._wal_salt:          # a version 1 log without records
+            return False
         size = os.fstat(fd).st_size
         if size <= self._wal_pos:
             return False
-        buf = pread_all(fd, size - self._wal_pos, self._wal_pos)
+        changed = False
+        if strict:
+            prev, waited, delay = None, 0.0, 0.001
+            deadline = time.monotonic() + 2.0
+            while True:
+                base = self._wal_pos
+                buf = pread_all(fd, size - base, base)
+                if prev is not None and buf != prev:
+                    waited, delay = 0.0, 0.001
+                try:
+                    return self._replay_buf(buf, True) or changed
+                except CorruptDatabaseError:
+                    # a reader may have caught a live writer's pwrite half copied into
+                    # preallocated space: while a writer holds the lock, look again
+                    # until the bytes stay the same for a while (damage stays)
+                    if (self._mode != "r" or waited >= 0.25 or time.monotonic() > deadline
+                            or not self._writer_active()):
+                        raise
+                    changed |= self._wal_pos != base
+                    prev = buf[self._wal_pos - base:]
+                    time.sleep(delay)
+                    waited += delay
+                    delay = min(2 * delay, 0.05)
+                    size = os.fstat(fd).st_size
+        window = 1 << 16
+        while self._wal_pos < size:
+            pos = self._wal_pos
+            n = min(window, size - pos)
+            buf = pread_all(fd, n, pos)
+            changed |= self._replay_buf(buf, False)
+            if self._wal_pos == pos:
+                if n == size - pos:
+                    break
+                # no complete transaction in the window: a larger one, or the end?
+                e = self._scan_end
+                if n - e >= FRAME_SIZE:
+                    length, fsalt, _, hcrc = FRAME.unpack_from(buf, e)
+                    if (fsalt != self._wal_salt or crc32(buf[e:e + 12]) != hcrc
+                            or e + FRAME_SIZE + length <= n):
+                        break           # zeros (the end), or a frame being written
+                    window = max(window, e + FRAME_SIZE + length) * 2
+                else:
+                    window *= 2
+        return changed
+
+    def _writer_active(self) -> bool:
+        """Whether a writer holds the lock (a reader's probe: a non-blocking shared
+        ``flock`` on ``LOCK``, released at once; nothing is created or written)."""
+        try:
+            fd = os.open(os.path.join(self._dir, LOCK_NAME), os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as e:
+                return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+    def _replay_buf(self, buf, strict):
+        where = self._where(self._man["wal"])
         pending = []
         changed = False
         base = self._wal_pos
-        for end, payload in parse_frames(buf, 0, where):
+        self._scan_end = 0
+        for end, payload in parse_frames(buf, 0, where, self._wal_salt, base, strict):
+            self._scan_end = end
             op = unpackb(payload, where, MAX_FRAME)
             if not isinstance(op, list) or not op or not isinstance(op[0], int):
                 raise CorruptDatabaseError(f"{where}: bad log record at offset {base + end - len(payload)}")
             if op[0] == OP_COMMIT:
-                if (len(op) != 3 or op[1] != self._txn + 1 or op[2] != len(pending)):
+                if (len(op) != 4 or op[1] != self._txn + 1 or op[2] != len(pending)
+                        or op[3] != COMMIT_TRAILER):
                     raise CorruptDatabaseError(f"{where}: commit record out of sequence at offset {base + end}")
                 self._apply([self._decode_op(o, where) for o in pending])
                 self._txn += 1
@@ -623,7 +746,11 @@ class Store:
         try:
             t = op[0]
             if t == OP_PUT:
-                _, ids_b, codes_b, m, vecs_b, d, vcode, rec, ends_b = op
+                if len(op) == 10:
+                    _, ids_b, codes_b, m, vecs_b, d, vcode, rec, ends_b, keys = op
+                else:   # a log written before records carried their keys beside them
+                    _, ids_b, codes_b, m, vecs_b, d, vcode, rec, ends_b = op
+                    keys = None
                 ids = _frombytes(ids_b, _I8)
                 k = len(ids)
                 ends = _frombytes(ends_b, _U8)
@@ -647,7 +774,13 @@ class Store:
                     vecs = _frombytes(vecs_b, dt).reshape(k, d)
                 elif d != 0:
                     raise bad
-                return ("put", _Chunk(ids, codes, vecs, rec, ends))
+                if keys is None:
+                    keys = [decode_record(int(ids[j]), rec[int(ends[j - 1]) if j else 0:int(ends[j])], where).key
+                            for j in range(k)]
+                elif (not isinstance(keys, list) or len(keys) != k
+                      or not all(x is None or isinstance(x, str) for x in keys)):
+                    raise bad
+                return ("put", _Chunk(ids, codes, vecs, rec, ends, keys))
             if t == OP_DELETE:
                 _, ids_b = op
                 return ("del", _frombytes(ids_b, _I8))
@@ -720,9 +853,11 @@ class Store:
                 self._chunks.append(ch)
                 self._chunk_rows.append(row)
                 puts.append(ch.ids)
+                self._note_keys(row, ch.ids, ch.keys)
                 row += k
             elif t == "putf":
                 puts.append(op[1])
+                self._note_keys(row, op[1], op[2])
                 row += len(op[1])
             elif t == "del":
                 dels.append((op[1], row))
@@ -794,6 +929,23 @@ class Store:
     def _resolve_small(self, r0, n_new, puts, dels):
         """:meth:`_resolve_rows` for a few rows, in plain Python (the commit latency of
         small transactions)."""
+        if n_new > len(self._live):
+            grown = np.ones(max(n_new, 2 * len(self._live)), bool)
+            grown[:self._n] = self._live[:self._n]
+            self._live = grown
+        live = self._live
+        tm = self._tail_map
+        if not dels and n_new == r0 + 1:            # one row put: the common commit
+            i = int(puts[0][0])
+            old = self._live_row(i)
+            if old >= 0:
+                live[old] = False
+                self._tail_dead.append(np.array([old], _I8))
+            live[r0] = True
+            tm[i] = r0
+            self._n = n_new
+            self._n_live += old < 0
+            return
         P = [i for p in puts for i in p.tolist()]
         last = {}                                   # id -> (kind, row or time): the last event
         events = [(r0 + j, "put", i) for j, i in enumerate(P)]
@@ -802,18 +954,11 @@ class Store:
         events.sort(key=lambda e: (e[0], e[1] == "put"))
         for when, kind, i in events:
             last[i] = (kind, when)
-        touched = list(last)
-        old = self._rows_of_committed(np.array(touched, _I8)) if touched else _EMPTY_I8
-        if n_new > len(self._live):
-            grown = np.ones(max(n_new, 2 * len(self._live)), bool)
-            grown[:self._n] = self._live[:self._n]
-            self._live = grown
-        live = self._live
+        old = [self._live_row(i) for i in last]
         live[r0:n_new] = False
-        killed = [int(r) for r in old.tolist() if r >= 0]
+        killed = [r for r in old if r >= 0]
         for r in killed:
             live[r] = False
-        tm = self._tail_map
         alive = 0
         for i, (kind, when) in last.items():
             if kind == "put":
@@ -824,7 +969,16 @@ class Store:
         self._n = n_new
         if killed:
             self._tail_dead.append(np.array(killed, _I8))
-        self._n_live += alive - int((old >= 0).sum())
+        self._n_live += alive - sum(r >= 0 for r in old)
+
+    def _note_keys(self, row0, ids, keys):
+        if keys is None or not any(k is not None for k in keys):
+            return
+        self._tail_key_rows.append((row0, ids, keys))
+        tk = self._tail_keys
+        for i, k in zip(ids.tolist(), keys):
+            if k is not None:
+                tk[k] = i
 
     def _delta_set(self, key, value):
         self._delta[key] = value
@@ -864,6 +1018,20 @@ class Store:
                         raise CorruptDatabaseError(f"{where}: rows are not in id order")
                 self._seg_keys = keys
         return self._seg_keys, self._seg_order
+
+    def _live_row(self, i: int) -> int:
+        """Current live row of one id (-1 if none): :meth:`_rows_of_committed` for a
+        Python int, without building arrays."""
+        r = self._tail_map.get(i)
+        if r is None:
+            if not self._seg_n:
+                return -1
+            keys, order = self._seg_lookup()
+            p = int(keys.searchsorted(i, "right")) - 1
+            if p < 0 or keys[p] != i:
+                return -1
+            r = p if order is None else int(order[p])
+        return r if self._live[r] else -1
 
     def _rows_of_committed(self, q: np.ndarray) -> np.ndarray:
         """Current live row of each id of ``q`` (-1 if none)."""
@@ -1111,6 +1279,106 @@ class Store:
         """Ids of the live rows, in row order."""
         return self.ids[self.live]
 
+    # keys
+
+    def id_for_key(self, key: str) -> int | None:
+        """The live id whose record has key ``key`` (committed state), or None.
+
+        Keys are unique among live rows (:meth:`Transaction.put` enforces it). The
+        lookup uses the checkpointed key index (a ``.keys`` segment: sorted 64-bit key
+        hashes and ids, mapped, O(log n)) and the keys the log added since; every
+        candidate is confirmed against the row's record, so a hash collision or a stale
+        entry never yields a wrong id.
+        """
+        self._check_open()
+        if not isinstance(key, str):
+            raise InvalidArgumentError(f"a key must be a str, not {type(key).__name__}")
+        return self._key_owner(key)
+
+    def _key_owner(self, key: str, h: int | None = None) -> int | None:
+        i = self._tail_keys.get(key)
+        if i is not None and self._live_key_of(i) == key:
+            return i
+        hs, ids = self._seg_key_index()
+        if len(hs):
+            if h is None:
+                h = key_hash(key)
+            hv = np.uint64(h)
+            lo = int(hs.searchsorted(hv, "left"))
+            while lo < len(hs) and hs[lo] == hv:
+                c = int(ids[lo])
+                if c != i and self._live_key_of(c) == key:
+                    return c
+                lo += 1
+        return None
+
+    def _has_keys(self) -> bool:
+        """Whether any committed row may have a key (cheap; false positives allowed)."""
+        return bool(self._tail_keys) or bool(len(self._seg_key_index()[0]))
+
+    def _live_key_of(self, id_: int):
+        """Key of the live row of ``id_`` (None if not live or without key)."""
+        r = self._live_row(id_)
+        if r < 0:
+            return None
+        if r >= self._seg_n:
+            ch = self._chunks[bisect.bisect_right(self._chunk_rows, r) - 1]
+            return ch.keys[r - ch.row0]
+        return self.record_at(r).key
+
+    def _seg_key_index(self):
+        """(sorted uint64 key hashes, ids) of the checkpointed rows, validated once."""
+        c = self._seg_keyidx
+        if c is None:
+            mf = self._maps.get("keys")
+            if mf is not None:
+                cnt = mf.length // 16
+                hs = mf.array(_U8, cnt, 0)
+                ids = mf.array(_I8, cnt, 8 * cnt)
+                if cnt > 1 and not (hs[1:] >= hs[:-1]).all():
+                    raise CorruptDatabaseError(f"{self._where(mf.name)}: key hashes are not sorted")
+                c = (hs, ids)
+            elif self._seg_n:
+                c = self._scan_keys()   # a store written before key indexes existed
+            else:
+                c = (np.zeros(0, _U8), _EMPTY_I8)
+            self._seg_keyidx = c
+        return c
+
+    def _scan_keys(self):
+        hs, ids = [], []
+        for r in np.flatnonzero(self._live[:self._seg_n]).tolist():
+            k = self.record_at(r).key
+            if k is not None:
+                hs.append(key_hash(k))
+                ids.append(int(self._seg_ids[r]))
+        return _sort_keys(np.array(hs, _U8), np.array(ids, _I8))
+
+    def _build_key_index(self):
+        """(hashes, ids) of every live keyed row after the tail is folded in; None when
+        the checkpointed index is still exact."""
+        if not self._tail_key_rows and not self._tail_dead and "keys" in self._man["files"]:
+            return None
+        hs, ids = self._seg_key_index()
+        if self._tail_dead and len(ids):
+            killed = _cat(self._tail_dead, _I8)
+            killed = killed[killed < self._seg_n]
+            if len(killed):
+                keep = ~np.isin(ids, self._seg_ids[killed])
+                hs, ids = hs[keep], ids[keep]
+        nh, ni = [], []
+        live = self._live
+        for row0, rids, keys in self._tail_key_rows:
+            for j, (i, k) in enumerate(zip(rids.tolist(), keys)):
+                if k is not None and live[row0 + j]:
+                    nh.append(key_hash(k))
+                    ni.append(i)
+        if nh:
+            hs = np.concatenate([hs, np.array(nh, _U8)])
+            ids = np.concatenate([ids, np.array(ni, _I8)])
+            return _sort_keys(hs, ids)
+        return np.ascontiguousarray(hs), np.ascontiguousarray(ids)
+
     # links
 
     def _links_query(self, q, outgoing, relation):
@@ -1197,7 +1465,7 @@ class Store:
         man = os.path.join(self._dir, MANIFEST_NAME)
         gen, _ = decode_manifest(_read_file(man), man)
         if gen == self._gen and os.fstat(self._wal_fd).st_size >= self._wal_pos:
-            return self._replay()
+            return self._replay(strict=False)
         self._load()
         return True
 
@@ -1228,6 +1496,7 @@ class Store:
             raise InvalidArgumentError(f"{what}: a transaction is open")
 
     def _encode_ops(self, txn) -> bytes:
+        salt = self._wal_salt
         frames = []
         for op in txn._ops:
             t = op[0]
@@ -1239,7 +1508,7 @@ class Store:
                        ch.vecs.tobytes() if ch.vecs is not None else None,
                        ch.vecs.shape[1] if ch.vecs is not None else 0,
                        DTYPE_CODE[ch.vecs.dtype] if ch.vecs is not None else 0,
-                       ch.rec, ch.ends.tobytes()]
+                       ch.rec, ch.ends.tobytes(), ch.keys]
             elif t == "del":
                 rec = [OP_DELETE, op[1].tobytes()]
             elif t == "link":
@@ -1253,8 +1522,8 @@ class Store:
                 rec = [OP_META, op[1]]
             else:  # pragma: no cover
                 raise AssertionError(t)
-            frames.append(frame(packb(rec)))
-        frames.append(frame(packb([OP_COMMIT, self._txn + 1, len(txn._ops)])))
+            frames.append(frame(packb(rec), salt))
+        frames.append(frame(packb([OP_COMMIT, self._txn + 1, len(txn._ops), COMMIT_TRAILER]), salt))
         return b"".join(frames)
 
     def _commit(self, txn) -> int:
@@ -1268,18 +1537,38 @@ class Store:
             return self._commit_rewrite(txn)
         if txn._spilled:
             return self._commit_spilled(txn)
+        if not self._wal_salt:         # still on an empty version 1 log: start a new one
+            try:
+                self._checkpoint()
+            except OSError:
+                self._recover_after_failure()
+                raise
         buf = self._encode_ops(txn)
         pos = self._wal_pos
+        end = pos + len(buf)
+        full = self._durability == "full"
         try:
-            _io.io.pwrite(self._wal_fd, buf, pos)
-            if self._durability == "full":
+            if end <= self._wal_size or not full:
+                _io.io.pwrite(self._wal_fd, buf, pos)   # into preallocated zeros
+            else:
+                # grow the zeroed space (doubling) with the same write
+                cur = self._wal_size
+                new = end + min(max(cur, _WAL_PREALLOC), _WAL_GROW_MAX)
+                new = min(new, max(end, self._checkpoint_bytes + _WAL_PREALLOC))
+                new = -(-new // 4096) * 4096
+                _io.io.pwrite(self._wal_fd, buf + bytes(new - end), pos)
+                self._wal_size = new
+            if full:
                 _io.io.fsync(self._wal_fd)
         except OSError:
             try:
                 _io.io.truncate(self._wal_fd, pos)
+                self._wal_size = pos
             except OSError as e2:
                 self._broken = e2
             raise
+        if end > self._wal_size:
+            self._wal_size = end
         try:
             # the staged ops are exactly what was encoded (put() made private copies)
             self._apply(txn._ops)
@@ -1425,12 +1714,20 @@ class Store:
             if index_entry is not None:
                 retired.append(index_entry["name"])
             index_entry = self._write_index(*self._index_pending, sync)
+        # keys
+        keys_entry = self._man["files"].get("keys")
+        kidx = self._build_key_index()
+        if kidx is not None:
+            keys_entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_KEYS),
+                                        KIND_KEYS, self._uuid, list(kidx), width=16, sync=sync)
         for a in apps.values():
             if sync:
                 a.sync()
         files = {k: a.publish() for k, a in apps.items()}
         if order_entry is not None:
             files["order"] = order_entry
+        if keys_entry is not None:
+            files["keys"] = keys_entry
         gen = self._gen + 1
         body.update(files=files, n=int(n), sorted=bool(seg_sorted), links=links_entry, index=index_entry,
                     meta=self._meta, txn=self._txn, wal=wal_name(gen), m=self._m, d=self._d,
@@ -1462,6 +1759,13 @@ class Store:
         self._wal_fd = wal_fd
         self._install(gen, body, maps)
         self._wal_pos = HEADER_SIZE
+        try:
+            _, self._wal_salt = check_wal_header(pread_all(wal_fd, HEADER_SIZE, 0), body["wal"],
+                                                 self._uuid, gen)
+            self._wal_size = os.fstat(wal_fd).st_size
+        except BaseException as e:
+            self._broken = e
+            raise
         self._sweep()
 
     def _should_compact(self) -> bool:
@@ -1563,7 +1867,8 @@ class Store:
         rec_b = [encode_record(r.key, r.text, r.metadata) for r in recs]
         ends = np.cumsum([len(b) for b in rec_b], dtype=_U8) if rec_b else np.zeros(0, _U8)
         ch = _Chunk(ids.copy(), None if codes is None else codes.copy(),
-                    None if vecs is None else vecs.copy(), b"".join(rec_b), ends)
+                    None if vecs is None else vecs.copy(), b"".join(rec_b), ends,
+                    [r.key for r in recs])
         delta, dsrc, ddst, meta, idx, txn = (self._delta, self._delta_src, self._delta_dst,
                                              self._meta, self._index_pending, self._txn)
         body = dict(self._man, n=0, m=self._m, d=self._d,
@@ -1627,6 +1932,8 @@ class Store:
                 order = np.argsort(new_ids, kind="stable").astype(_I8)
                 files["order"] = write_new_file(self._dir, file_name(self._new_file_no(), KIND_ORDER),
                                                 KIND_ORDER, self._uuid, [order], width=8, sync=sync)
+            if "keys" in self._man["files"]:     # keys map to ids: unchanged by renumbering
+                files["keys"] = self._man["files"]["keys"]
             index_entry = self._man["index"]
             if index is not None:
                 index_entry = self._write_index(*index, sync)
@@ -1707,11 +2014,14 @@ class Store:
             mf.check_crc()
         if not self._memory:
             where = self._where(self._man["wal"])
-            size = os.fstat(self._wal_fd).st_size
             check_wal_header(pread_all(self._wal_fd, HEADER_SIZE, 0), where, self._uuid, self._gen)
-            buf = pread_all(self._wal_fd, size - HEADER_SIZE, HEADER_SIZE)
-            for _end, payload in parse_frames(buf, 0, where):
-                unpackb(payload, where, MAX_FRAME)
+            buf = pread_all(self._wal_fd, self._wal_pos - HEADER_SIZE, HEADER_SIZE)
+            last = 0
+            if self._wal_salt:
+                for last, payload in parse_frames(buf, 0, where, self._wal_salt, HEADER_SIZE):
+                    unpackb(payload, where, MAX_FRAME)
+            if last != len(buf):
+                raise CorruptDatabaseError(f"{where}: the log changed below the replayed position")
         self._check_ends()
         self._seg_lookup()
         self._links.check()
@@ -1720,9 +2030,18 @@ class Store:
         ids = self.ids[self.live]
         if len(np.unique(ids)) != len(ids):
             raise CorruptDatabaseError(f"{self._where(MANIFEST_NAME)}: an id has two live rows")
+        keyed = 0
+        for r in np.flatnonzero(self.live).tolist():
+            rec = self.record_at(r)
+            if rec.key is not None:
+                keyed += 1
+                if self._key_owner(rec.key) != rec.id:
+                    raise CorruptDatabaseError(
+                        f"{self._where(self._man['files'].get('keys', {}).get('name', MANIFEST_NAME))}: "
+                        f"key {rec.key!r:.60} of id {rec.id} is not indexed (or not unique)")
         self.index_arrays
         return {"rows": self._n, "live": self._n_live, "files": len(self._maps),
-                "links": len(self.all_links())}
+                "links": len(self.all_links()), "keys": keyed}
 
     # ------------------------------------------------------------------ closing
 
@@ -1790,6 +2109,11 @@ class Transaction:
         self._m, self._d, self._vdtype = s._m, s._d, s._vdtype
         self._can_adopt = s._n == 0
         self._rows_staged = 0
+        # unique keys: what this transaction staged so far
+        self._key_of = {}          # key -> id that put it
+        self._id_key = {}          # id -> key its last staged row has (None: no key)
+        self._released = set()     # ids put or deleted here: their committed keys are free
+        self._track = None         # whether the committed state has keys (decided once)
 
     def _check(self):
         if self._done:
@@ -1822,9 +2146,37 @@ class Transaction:
             ``code_size``.
         vectors : ndarray of float16/float32, shape (k, vector_dim), optional
             Required once the store has vectors; converted to the store's dtype.
+
+        Raises
+        ------
+        DuplicateKeyError
+            A key is held by another live id (committed, or staged earlier in this
+            transaction and not released by a delete or a re-put), or is given to two
+            ids in this call. Updating an id with its own key is allowed; deleting an
+            id (or re-putting it with another key) frees its key. Nothing of a call
+            that raises is staged.
         """
         self._check()
-        ids = _as_ids(ids)
+        saved = self._m, self._d, self._vdtype
+        try:
+            self._put(ids, keys, texts, metadata, codes, vectors)
+        except BaseException:
+            if not self._done:
+                self._m, self._d, self._vdtype = saved
+            raise
+
+    def _put(self, ids, keys, texts, metadata, codes, vectors):
+        # lean on purpose (the commit latency of one-row transactions): no array is
+        # converted or copied twice, dtypes are compared by identity first
+        own = False
+        if type(ids) is list and len(ids) == 1 and type(ids[0]) is int:
+            try:
+                ids = np.array(ids, _I8)
+            except OverflowError:
+                raise InvalidArgumentError("ids exceed the int64 range") from None
+            own = True
+        else:
+            ids = _as_ids(ids)
         k = len(ids)
         if k == 0:
             return
@@ -1834,39 +2186,89 @@ class Transaction:
         adopt = self._can_adopt and self._rows_staged == 0
         cd = None
         if codes is not None:
-            cd = np.asarray(codes)
-            if cd.dtype != np.uint8:
+            cd = codes if type(codes) is np.ndarray else np.asarray(codes)
+            if cd.dtype is not _U1 and cd.dtype != _U1:
                 raise InvalidArgumentError(f"codes must be uint8, got {cd.dtype}")
-            if cd.ndim != 2 or cd.shape[0] != k or not 0 < cd.shape[1] <= MAX_CODE_SIZE:
-                raise DimensionError(f"codes must have shape ({k}, code_size), got {cd.shape}")
+            sh = cd.shape
+            if len(sh) != 2 or sh[0] != k or not 0 < sh[1] <= MAX_CODE_SIZE:
+                raise DimensionError(f"codes must have shape ({k}, code_size), got {sh}")
             if self._m == 0 and adopt:
-                self._m = cd.shape[1]
-            elif cd.shape[1] != self._m:
-                raise DimensionError(f"codes have {cd.shape[1]} bytes per row, the store "
+                self._m = sh[1]
+            elif sh[1] != self._m:
+                raise DimensionError(f"codes have {sh[1]} bytes per row, the store "
                                      f"{self._m} (use replace_codes to change it)")
-            cd = np.ascontiguousarray(cd)
         elif self._m:
             raise DimensionError("the store keeps codes: pass codes= for every row")
         vc = None
         if vectors is not None:
-            vc = np.asarray(vectors)
-            if vc.dtype.kind != "f":
-                raise InvalidArgumentError(f"vectors must be floats, got {vc.dtype}")
-            if vc.ndim != 2 or vc.shape[0] != k or not 0 < vc.shape[1] <= MAX_DIM:
-                raise DimensionError(f"vectors must have shape ({k}, dim), got {vc.shape}")
+            vc = vectors if type(vectors) is np.ndarray else np.asarray(vectors)
+            dt = vc.dtype
+            if dt.kind != "f":
+                raise InvalidArgumentError(f"vectors must be floats, got {dt}")
+            sh = vc.shape
+            if len(sh) != 2 or sh[0] != k or not 0 < sh[1] <= MAX_DIM:
+                raise DimensionError(f"vectors must have shape ({k}, dim), got {sh}")
             if self._d == 0 and adopt:
-                self._d = vc.shape[1]
-                self._vdtype = VECTOR_DTYPES["float16"] if vc.dtype == np.float16 else VECTOR_DTYPES["float32"]
-            elif vc.shape[1] != self._d:
-                raise DimensionError(f"vectors have dimension {vc.shape[1]}, the store {self._d}")
-            vc = np.ascontiguousarray(vc, dtype=self._vdtype)
+                self._d = sh[1]
+                self._vdtype = VECTOR_DTYPES["float16"] if dt == np.float16 else VECTOR_DTYPES["float32"]
+            elif sh[1] != self._d:
+                raise DimensionError(f"vectors have dimension {sh[1]}, the store {self._d}")
+            if dt is not self._vdtype and dt != self._vdtype:
+                vc = np.ascontiguousarray(vc, dtype=self._vdtype)   # a private copy already
+                vc.setflags(write=False)
+            else:
+                vc = _private(vc)
         elif self._d:
             raise DimensionError("the store keeps vectors: pass vectors= for every row")
-        recs = [encode_record(a, b, c) for a, b, c in zip(keys, texts, metadata)]
-        ends = np.cumsum(np.fromiter(map(len, recs), _I8, k)).astype(_U8)
-        ch = _Chunk(_private(ids), _private(cd), _private(vc), b"".join(recs), ends)
+        if k == 1:
+            rec = encode_record(keys[0], texts[0], metadata[0])
+            ends = np.array([len(rec)], _U8)
+        else:
+            recs = [encode_record(a, b, c) for a, b, c in zip(keys, texts, metadata)]
+            ends = np.cumsum(np.fromiter(map(len, recs), _I8, k)).astype(_U8)
+            rec = b"".join(recs)
+        self._check_keys(ids, keys)
+        if own:
+            ids.setflags(write=False)
+        else:
+            ids = _private(ids)
+        ch = _Chunk(ids, _private(cd), vc, rec, ends, keys)
         self._rows_staged += k
         self._stage_rows(ch)
+
+    def _check_keys(self, ids, keys):
+        """Reject a key held by another live id (committed, or staged earlier in this
+        transaction); on success record what this put changes. Nothing is recorded
+        when it raises."""
+        s = self._store
+        if self._track is None:
+            self._track = s._has_keys()
+        track = self._track
+        key_of, id_key, released = self._key_of, self._id_key, self._released
+        if not key_of and not track and (keys[0] is None if len(keys) == 1
+                                         else all(x is None for x in keys)):
+            return                                  # no key anywhere: nothing to check
+        ids = ids.tolist()
+        lk, li, lr = {}, {}, set()                  # this call's changes (merged on success)
+        for i, key in zip(ids, keys):
+            if key is not None:
+                o = lk[key] if key in lk else key_of.get(key)
+                if o is not None and o != i and (li[o] if o in li else id_key.get(o)) == key:
+                    raise DuplicateKeyError(f"key {key!r:.80} is given to ids {o} and {i} "
+                                            "in the same transaction")
+                if track:
+                    c = s._key_owner(key)
+                    if c is not None and c != i and c not in lr and c not in released:
+                        raise DuplicateKeyError(f"key {key!r:.80} is already used by id {c}")
+                lk[key] = i
+                li[i] = key
+            elif (li[i] if i in li else id_key.get(i)) is not None:
+                li[i] = None
+            if track:
+                lr.add(i)
+        key_of.update(lk)
+        id_key.update(li)
+        released |= lr
 
     def _stage_rows(self, ch):
         s = self._store
@@ -1917,7 +2319,7 @@ class Transaction:
         except BaseException:
             self._fail()
             raise
-        self._ops.append(("putf", ch.ids))
+        self._ops.append(("putf", ch.ids, ch.keys))
 
     def _fail(self):
         self._done = True
@@ -1931,6 +2333,14 @@ class Transaction:
         ids = _as_ids(ids)
         if len(ids):
             self._add(("del", ids))
+            if self._track is None:
+                self._track = self._store._has_keys()
+            if self._id_key or self._track:
+                for i in ids.tolist():
+                    if self._id_key.get(i) is not None:
+                        self._id_key[i] = None
+                    if self._track:
+                        self._released.add(i)
 
     def link(self, src, dst, relation, weight=1.0) -> None:
         """Stage links ``src -> dst`` (scalars or equal-length arrays); an existing
@@ -2121,7 +2531,12 @@ def _fresh_body(uid, gen, params, next_file) -> dict:
             "n": 0, "sorted": True, "files": {}, "links": None, "index": None, "meta": {}}
 
 
-_FILE_KEYS = {"ids", "ends", "rec", "dead", "order", "codes", "vec"}
+_FILE_KEYS = {"ids", "ends", "rec", "dead", "order", "codes", "vec", "keys"}
+
+
+def _sort_keys(hs, ids):
+    o = np.lexsort((ids, hs))
+    return np.ascontiguousarray(hs[o]), np.ascontiguousarray(ids[o])
 
 
 def _check_manifest(b: dict, where: str) -> None:
@@ -2177,6 +2592,8 @@ def _check_manifest(b: dict, where: str) -> None:
     need(("order" in f) == (not b["sorted"]), "order file does not match the sorted flag")
     if "order" in f:
         need(f["order"]["len"] == 8 * n, "order file size does not match")
+    if "keys" in f:
+        need(f["keys"]["len"] % 16 == 0 and f["keys"]["len"] <= 16 * n, "bad key index size")
     if b["links"] is not None:
         e = b["links"]
         entry(e, "links")
