@@ -1,0 +1,1798 @@
+"""The database: concepts (text, vector, metadata, key), search, links, transactions.
+
+:func:`open` returns a :class:`Database`. This is the only module that ties the
+storage engine (:mod:`sutradb.storage`), the vector index (:mod:`sutradb.index`) and
+embedders together; each of those knows nothing of the others.
+
+Data model
+----------
+A *concept* has an int64 ``id`` (allocated by the database, increasing, never reused),
+an optional unique ``key`` (str: the user's own primary key), an optional ``text``, a
+``metadata`` dict (anything msgpack holds: str keys; None, bool, int, float, str,
+bytes, lists, dicts) and a ``vector`` of the database's dimension. The storage engine
+keeps one *row* per version of a concept; the database maps ids to their live rows.
+
+Index lifecycle
+---------------
+While the database holds fewer than ``index_threshold`` concepts, search is exact
+(brute force over the stored vectors). When a commit takes it past the threshold, a
+product quantizer is trained on a seeded sample of the live vectors, every vector is
+encoded, and from then on searches scan the PQ codes and re-rank the best candidates
+exactly against the full vectors (kept as float16 by default). Later vectors are
+encoded with the stored codebooks; :meth:`Database.build_index` retrains on demand.
+
+Transactions
+------------
+Every write outside a transaction commits on its own. ``with db.transaction():``
+groups writes atomically (commit on success, rollback on an exception); a nested
+``transaction()`` is a savepoint. Reads inside a transaction see the last committed
+state (writes become visible at commit); writes inside it are validated against the
+staged state (an id added earlier in the transaction can be updated, linked,
+deleted).
+
+Thread safety
+-------------
+Any number of threads may read (``get``, ``search``, ``distance``, ``neighbors``...)
+at once. Writes are serialised by a lock: a transaction belongs to the thread that
+opened it and other writers wait for it to finish. A read that overlaps a commit waits
+for the commit's few store updates to finish, so every read sees one committed state.
+Across processes, one writer and any number of readers (``mode="r"``); see
+:mod:`sutradb.storage.store`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+import threading
+from typing import Any, Iterator, NamedTuple
+
+import msgpack
+import numpy as np
+
+from . import errors as _errors
+from .errors import (ClosedError, DimensionError, DuplicateKeyError, EmbedderError,
+                     InvalidArgumentError, NotFoundError, ReadOnlyError, SutraError)
+from .graph import DIRECTIONS, Link, as_links, check_relation, check_weight
+from .index.filters import compile_where
+from .index.flat import FlatVectors, pair_distances, prepare_queries
+from .index.pq import ProductQuantizer, default_threads
+from .index.vector import VectorIndex, decode_quantizer, default_m, encode_quantizer
+from .index.words import WordIndex
+from .storage import Store
+
+__all__ = ["open", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
+           "DEFAULT_OPTIONS"]
+
+METRICS = ("cosine", "ip", "l2")
+MEMORY = ":memory:"
+_FORMAT = "sutradb-db"
+_FORMAT_VERSION = 1
+_F16_MAX = 65504.0
+_BATCH = 1 << 16
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "vector_dtype": "float16",   # "float16", "float32" or None (keep PQ codes only)
+    "index_threshold": 10_000,   # live concepts that trigger PQ training
+    "pq_m": None,                # subspaces (default: dim // 8)
+    "pq_nbits": 8,
+    "seed": 0,
+    "train_size": 65_536,        # training sample
+    "train_iters": 20,
+    "durability": "full",
+    "cache_size": 262_144,       # decoded records kept for get()
+    "progress": False,           # True (stderr) or callable(done, total) during training
+    "embedder": None,            # object with __call__(texts) -> (n, dim) float32 and .dim
+}
+_STORED = ("vector_dtype", "index_threshold", "pq_m", "pq_nbits", "seed", "train_size", "train_iters")
+
+
+class Concept(NamedTuple):
+    """A stored concept (a snapshot: changing it changes nothing in the database).
+
+    ``vector`` is a read-only view of the stored vector, in the stored precision
+    (float16 by default: ``c.vector.astype("float32")`` for arithmetic), or None when
+    the database keeps no full vectors; ``metadata`` is ``{}`` when none was given.
+    """
+
+    id: int
+    key: str | None
+    text: str | None
+    metadata: dict
+    vector: np.ndarray | None
+
+
+class Hit(NamedTuple):
+    """One search result: the concept's ``id``, its ``distance`` to the query
+    (``1 - cos`` for cosine, ``-dot`` for ip, squared L2 for l2) and the ``concept``."""
+
+    id: int
+    distance: float
+    concept: Concept
+
+
+_new_concept = tuple.__new__
+
+
+class _DefaultStr(str):
+    """A default argument value that can be told apart from the same value given."""
+
+
+_DEFAULT_METRIC = _DefaultStr("cosine")
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
+
+
+# --------------------------------------------------------------------------- helpers
+
+class _RWLock:
+    """Shared (readers) / exclusive (store mutation) lock; the exclusive holder may
+    also read. Writers are additionally serialised by the database's write lock.
+    Readers notify only when a writer waits (the common uncontended read is two
+    plain lock operations)."""
+
+    __slots__ = ("_cond", "_readers", "_owner", "_depth", "_waiting")
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._owner = None
+        self._depth = 0
+        self._waiting = 0
+
+    def acquire_read(self):
+        with self._cond:
+            if self._owner is not None and self._owner != threading.get_ident():
+                self._waiting += 1
+                try:
+                    while self._owner is not None:
+                        self._cond.wait()
+                finally:
+                    self._waiting -= 1
+            self._readers += 1
+
+    def release_read(self):
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0 and self._waiting:
+                self._cond.notify_all()
+
+    def acquire_write(self):
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
+            self._waiting += 1
+            try:
+                while self._owner is not None or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._owner = me
+            self._depth = 1
+
+    def release_write(self):
+        with self._cond:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                if self._waiting:
+                    self._cond.notify_all()
+
+
+class _Read:
+    __slots__ = ("rw",)
+
+    def __init__(self, rw):
+        self.rw = rw
+
+    def __enter__(self):
+        self.rw.acquire_read()
+
+    def __exit__(self, *exc):
+        self.rw.release_read()
+
+
+class _Excl(_Read):
+    def __enter__(self):
+        self.rw.acquire_write()
+
+    def __exit__(self, *exc):
+        self.rw.release_write()
+
+
+def _check_metadata(md) -> dict | None:
+    """Validate one metadata dict: msgpack-able with str keys at every level."""
+    if md is None:
+        return None
+    if not isinstance(md, dict):
+        raise InvalidArgumentError(f"metadata must be a dict or None, not {type(md).__name__}")
+    if not md:
+        return None
+    try:
+        raw = msgpack.packb(md, use_bin_type=True)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (TypeError, ValueError, OverflowError, msgpack.UnpackException) as e:
+        raise InvalidArgumentError(f"metadata cannot be stored (msgpack types with str keys "
+                                   f"only): {e}") from None
+
+
+def _seq_arg(values, n, what):
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes, dict)):
+        raise InvalidArgumentError(f"{what} must be a sequence with one item per vector")
+    values = list(values)
+    if len(values) != n:
+        raise DimensionError(f"{len(values)} {what} for {n} vectors")
+    return values
+
+
+def _is_id(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+class _Bulk:
+    """The rows of one ``add_vectors`` call staged in a transaction (references to
+    the caller's sequences: no per-row objects)."""
+
+    __slots__ = ("start", "n", "vectors", "keys", "texts", "metadata")
+
+    def __init__(self, start, n, vectors, keys, texts, metadata):
+        self.start, self.n = start, n
+        self.vectors, self.keys, self.texts, self.metadata = vectors, keys, texts, metadata
+
+    def record(self, i):
+        return (self.keys[i] if self.keys is not None else None,
+                self.texts[i] if self.texts is not None else None,
+                (self.metadata[i] or {}) if self.metadata is not None else {},
+                self.vectors[i] if self.vectors is not None else None)
+
+
+class _Staged:
+    """What the open transaction has staged: used to validate later writes of the
+    same transaction and to update the caches after the commit."""
+
+    def __init__(self, meta: dict, quantizer):
+        self.meta = dict(meta)
+        self.next_id = meta["next_id"]
+        self.bulks: list[_Bulk] = []
+        self.starts: list[int] = []
+        self.over: dict[int, tuple | None] = {}      # id -> (key, text, md, vector) / None
+        self.keys: dict[str, int | None] = {}        # key -> id, None: freed
+        self.links: dict[tuple, float | None] = {}   # (src, dst, rel) -> weight / None
+        self.pq = quantizer                          # quantizer (may be trained in the txn)
+        self.index_blob = None
+
+    def snapshot(self):
+        return (dict(self.meta), self.next_id, len(self.bulks), dict(self.over), dict(self.keys),
+                dict(self.links), self.pq, self.index_blob)
+
+    def restore(self, s):
+        (self.meta, self.next_id, nb, self.over, self.keys, self.links, self.pq,
+         self.index_blob) = s
+        del self.bulks[nb:]
+        del self.starts[nb:]
+
+    def bulk_of(self, id_):
+        i = bisect.bisect_right(self.starts, id_) - 1
+        if i >= 0:
+            b = self.bulks[i]
+            if id_ < b.start + b.n:
+                return b
+        return None
+
+
+class Transaction:
+    """A transaction (or, nested, a savepoint) on a :class:`Database`.
+
+    Returned by :meth:`Database.transaction`, already begun. Use it as a context
+    manager (commit on success, roll back on an exception) or call :meth:`commit` /
+    :meth:`rollback` once. Transactions nest: an inner one is a savepoint whose
+    rollback undoes only its own writes.
+    """
+
+    __slots__ = ("_db", "_depth", "_done", "_snap")
+
+    def __init__(self, db, depth, snap):
+        self._db, self._depth, self._done, self._snap = db, depth, False, snap
+
+    @property
+    def active(self) -> bool:
+        return not self._done
+
+    def commit(self) -> None:
+        """Commit (outermost) or release the savepoint (nested)."""
+        self._db._end(self, True)
+
+    def rollback(self) -> None:
+        """Discard every write of this transaction (or savepoint)."""
+        self._db._end(self, False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self._done:
+            if exc_type is None:
+                self.commit()
+            else:
+                self._db._end(self, False)
+        return False
+
+    def __repr__(self):
+        return f"<sutradb.Transaction depth={self._depth} {'done' if self._done else 'open'}>"
+
+
+# --------------------------------------------------------------------------- open
+
+def open(path, mode: str = "a", *, dim: int | None = None, metric: str = _DEFAULT_METRIC,
+         timeout: float = 0.0, **options) -> "Database":
+    """Open or create a database.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The database directory, or ``":memory:"`` for a database without files.
+    mode : {"a", "r", "w", "x"}
+        ``"a"`` open for reading and writing, creating it if needed; ``"r"``
+        read-only (no lock; writes raise :class:`~sutradb.errors.ReadOnlyError`);
+        ``"w"`` create, emptying an existing database; ``"x"`` create, the path must
+        not exist.
+    dim : int, optional
+        Dimension of the vectors; fixed by the first vectors added when not given.
+        Opening an existing database with another ``dim`` raises
+        :class:`~sutradb.errors.DimensionError`.
+    metric : {"cosine", "ip", "l2"}
+        Distance of the database, fixed at creation (default ``"cosine"``): ``1 - cos``,
+        ``-dot``, or squared L2.
+    timeout : float
+        Seconds to wait for another process's writer lock before
+        :class:`~sutradb.errors.LockedError`.
+    **options
+        ``vector_dtype`` ("float16" default, "float32", or None to keep only PQ
+        codes), ``index_threshold`` (10,000: concepts that trigger PQ training),
+        ``pq_m`` (subspaces, default dim // 8), ``pq_nbits`` (8 or 4), ``seed``,
+        ``train_size`` (65,536), ``train_iters`` (20), ``durability`` ("full",
+        "normal", "off"; see :mod:`sutradb.storage.store`), ``cache_size`` (decoded
+        records kept for :meth:`Database.get`, 262,144), ``progress`` (True or a
+        callable ``(done, total)`` during training), ``embedder`` (an object with
+        ``dim`` and ``__call__(texts) -> (n, dim) float32``, for text queries and
+        :meth:`Database.add`).
+
+    Returns
+    -------
+    Database
+        Usable as a context manager (``with sutradb.open(p) as db:`` closes it).
+
+    Examples
+    --------
+    >>> import numpy as np, sutradb
+    >>> with sutradb.open(":memory:", dim=4) as db:
+    ...     ids = db.add_vectors(np.eye(4, dtype="float32"), texts=list("abcd"))
+    ...     D, I = db.search_vectors(np.array([1, 0, 0, 0.1], "float32"), k=2)
+    ...     db.get(int(I[0, 0])).text
+    'a'
+    """
+    return Database(path, mode, dim=dim, metric=metric, timeout=timeout, **options)
+
+
+class Database:
+    """A sutradb database. Create with :func:`sutradb.open`.
+
+    See the module docstring for the data model, the index lifecycle, transactions and
+    thread safety.
+    """
+
+    def __init__(self, path, mode: str = "a", *, dim: int | None = None,
+                 metric: str = _DEFAULT_METRIC, timeout: float = 0.0, **options):
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise InvalidArgumentError(f"unknown options: {sorted(unknown)} (known: {sorted(DEFAULT_OPTIONS)})")
+        if mode not in ("r", "a", "w", "x"):
+            raise InvalidArgumentError(f"mode must be 'r', 'a', 'w' or 'x', not {mode!r}")
+        if metric not in METRICS:
+            raise InvalidArgumentError(f"metric must be one of {METRICS}, not {metric!r}")
+        if dim is not None and (not _is_id(dim) or not 0 < dim <= (1 << 20)):
+            raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
+        opts = dict(DEFAULT_OPTIONS)
+        opts.update(options)
+        self._check_options(opts)
+        self._closed = True
+        self._wlock = threading.RLock()
+        self._rw = _RWLock()
+        self._read = _Read(self._rw)
+        self._excl = _Excl(self._rw)
+        self._txn_owner = None
+        self._staged: _Staged | None = None
+        self._stxn = None
+        self._levels: list[list] = []
+        self._txn_stack: list[Transaction] = []
+        self._txn_failed = None
+        self._rows_put = 0
+        self._embedder = opts["embedder"]
+        self._progress = opts["progress"]
+        self._cache_size = int(opts["cache_size"])
+        self._memory = isinstance(path, str) and path == MEMORY
+        self._path = None if self._memory else path
+        try:
+            self._store = Store.open(MEMORY if self._memory else path, mode, timeout=timeout,
+                                     durability=opts["durability"])
+        except FileNotFoundError as e:
+            cls = getattr(_errors, "DatabaseNotFoundError", None)
+            if cls is not None and not isinstance(e, cls):
+                raise cls(f"no database at {path!r} (mode 'r' does not create one)") from None
+            raise
+        except FileExistsError as e:
+            cls = getattr(_errors, "DatabaseExistsError", None)
+            if cls is not None and not isinstance(e, cls):
+                raise cls(f"{path!r} exists (mode 'x' creates a new database only)") from None
+            raise
+        self._closed = False
+        try:
+            self._init_meta(dim, metric, opts, mode)
+        except BaseException:
+            self._store.close()
+            self._closed = True
+            raise
+        self._reset_caches()
+
+    # ------------------------------------------------------------------ set-up
+
+    @staticmethod
+    def _check_options(o):
+        if o["vector_dtype"] not in ("float16", "float32", None):
+            raise InvalidArgumentError("vector_dtype must be 'float16', 'float32' or None")
+        for name, lo in (("index_threshold", 0), ("train_size", 1), ("train_iters", 0),
+                         ("seed", 0), ("cache_size", 0)):
+            v = o[name]
+            if not _is_id(v) or v < lo:
+                raise InvalidArgumentError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if o["pq_m"] is not None and (not _is_id(o["pq_m"]) or o["pq_m"] < 1):
+            raise InvalidArgumentError(f"pq_m must be a positive integer or None, got {o['pq_m']!r}")
+        if o["pq_nbits"] not in (4, 8):
+            raise InvalidArgumentError("pq_nbits must be 4 or 8")
+        p = o["progress"]
+        if not (isinstance(p, bool) or callable(p)):
+            raise InvalidArgumentError("progress must be a bool or a callable(done, total)")
+        e = o["embedder"]
+        if e is not None:
+            if isinstance(e, str):
+                raise EmbedderError(f"embedder {e!r}: named embedders arrive with the embedders "
+                                    "module; pass an object with .dim and __call__(texts)")
+            if not callable(e) or not _is_id(getattr(e, "dim", None)):
+                raise EmbedderError("an embedder needs an integer .dim and __call__(texts) -> "
+                                    "(n, dim) float32")
+
+    def _init_meta(self, dim, metric, opts, mode):
+        s = self._store
+        meta = s.meta.get("sutradb")
+        if meta is None:
+            if s.n_rows:
+                raise _errors.CorruptDatabaseError(f"{self._path}: rows but no sutradb database meta")
+            if self._embedder is not None and dim is None:
+                dim = int(self._embedder.dim)
+            meta = {"format": _FORMAT, "version": _FORMAT_VERSION, "dim": int(dim or 0),
+                    "metric": str(metric), "next_id": 0}
+            meta.update({k: opts[k] for k in _STORED})
+            if mode != "r":
+                with self._excl:
+                    t = s.begin()
+                    t.set_meta({"sutradb": meta})
+                    t.commit()
+        else:
+            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+                raise _errors.CorruptDatabaseError(f"{self._path}: not a sutradb database meta")
+            if meta.get("version") != _FORMAT_VERSION:
+                raise _errors.CorruptDatabaseError(f"{self._path}: unsupported version {meta.get('version')!r}")
+            if dim is not None and meta["dim"] and dim != meta["dim"]:
+                raise DimensionError(f"the database has dimension {meta['dim']}, not {dim}")
+            if not isinstance(metric, _DefaultStr) and metric != meta["metric"]:
+                raise InvalidArgumentError(f"the database uses metric {meta['metric']!r}, not {metric!r}")
+            given = {k for k in _STORED if k in opts and opts[k] != DEFAULT_OPTIONS[k]}
+            if "vector_dtype" in given and opts["vector_dtype"] != meta["vector_dtype"]:
+                raise InvalidArgumentError(f"the database keeps vectors as {meta['vector_dtype']!r}")
+            meta = dict(meta)
+            # session overrides of tuning options (not persisted)
+            for k in given - {"vector_dtype"}:
+                meta[k] = opts[k]
+        if self._embedder is not None and meta["dim"] and self._embedder.dim != meta["dim"]:
+            raise EmbedderError(f"the embedder makes {self._embedder.dim}-d vectors, the database "
+                                f"holds {meta['dim']}-d ones")
+        self._meta = meta
+        self._index = VectorIndex(meta["dim"], meta["metric"], self._load_quantizer())
+
+    def _load_quantizer(self):
+        blob = self._store.index_blob
+        if blob is None:
+            return None
+        return decode_quantizer(blob, f"{self._path or MEMORY}: index")
+
+    def _reset_caches(self):
+        """Forget every derived structure (they are rebuilt lazily)."""
+        self._ccache: dict[int, tuple] = {}     # id -> (key, text, metadata) decoded
+        self._rowmap: dict[int, int] | None = None
+        self._keyidx: dict[str, int] | None = None
+        self._idkey: dict[int, str] | None = None
+        self._metaidx: dict[int, dict] | None = None
+        self._words: WordIndex | None = None
+        self._row_caches()
+
+    def _row_caches(self, renumbered: bool = False):
+        """Forget structures tied to the stored arrays (rebuilt lazily); with
+        ``renumbered`` (compaction, retraining) also the id -> row map."""
+        if renumbered:
+            self._rowmap = None
+        self.__dict__.pop("distance", None)       # the specialised fast path (below)
+        self._flat: FlatVectors | None = None
+        self._dstate = None
+        self._rstate = None        # (rowmap, vectors): the lock-free get() path
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def path(self):
+        """The database directory (None for ``":memory:"``)."""
+        return self._store.path
+
+    @property
+    def mode(self) -> str:
+        return self._store.mode
+
+    @property
+    def dim(self) -> int | None:
+        """Dimension of the vectors (None until fixed)."""
+        return self._meta["dim"] or None
+
+    @property
+    def metric(self) -> str:
+        return self._meta["metric"]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def read_only(self) -> bool:
+        return self._store.mode == "r"
+
+    @property
+    def embedder(self):
+        return self._embedder
+
+    @property
+    def index_info(self) -> dict:
+        """How searches are answered: ``{"kind": "flat"}`` or the PQ parameters."""
+        self._check_open()
+        pq = self._index.pq
+        if pq is None:
+            return {"kind": "flat", "threshold": self._meta["index_threshold"]}
+        return {"kind": "pq", "m": pq.m, "nbits": pq.nbits, "seed": pq.seed,
+                "code_size": pq.code_size, "training_error": pq.training_error_,
+                **pq.fit_params_}
+
+    def __repr__(self):
+        if self._closed:
+            return "<sutradb.Database closed>"
+        return (f"<sutradb.Database {self._store.path or MEMORY!r} mode={self.mode!r} "
+                f"{len(self)} concepts dim={self.dim} metric={self.metric!r} "
+                f"index={self.index_info['kind']}>")
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_open(self):
+        if self._closed:
+            raise ClosedError("the database is closed")
+
+    def _check_writable(self):
+        if self._closed:
+            raise ClosedError("the database is closed")
+        if self._store.mode == "r":
+            raise ReadOnlyError("the database is open read-only (mode 'r')")
+
+    def _check_vectors(self, vectors, what="vectors", one=False) -> np.ndarray:
+        """Validate (n, dim) vectors of finite numbers (within the float16 range when
+        stored as float16) batch by batch, without converting them all at once."""
+        if isinstance(vectors, np.ndarray):
+            arr = vectors
+        else:
+            try:
+                arr = np.asarray(vectors)
+            except (TypeError, ValueError) as e:
+                raise InvalidArgumentError(f"{what} is not an array of numbers: {e}") from None
+        if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+            raise InvalidArgumentError(f"{what} must hold numbers, got dtype {arr.dtype}")
+        if one:
+            if arr.ndim != 1:
+                raise DimensionError(f"{what} must be one vector (dim,), got shape {arr.shape}")
+            arr = arr[None, :]
+        if arr.ndim != 2:
+            raise DimensionError(f"{what} must be a 2-d array (n, dim), got shape {arr.shape}")
+        st = self._staged
+        dim = (st.meta if st is not None else self._meta)["dim"]
+        if dim and arr.shape[1] != dim:
+            raise DimensionError(f"{what} have dimension {arr.shape[1]}, the database {dim}")
+        if arr.shape[1] == 0:
+            raise DimensionError(f"{what} have dimension 0")
+        f16 = self._meta["vector_dtype"] == "float16"
+        for s0 in range(0, arr.shape[0], _BATCH):
+            blk = arr[s0:s0 + _BATCH]
+            if blk.dtype.kind == "f" and not np.isfinite(blk).all():
+                raise InvalidArgumentError(f"{what} hold NaN or infinite values")
+            if f16 and blk.size and np.abs(blk).max() > _F16_MAX:
+                raise InvalidArgumentError(f"{what} hold values beyond the float16 range (|x| > 65504); "
+                                           "open the database with vector_dtype='float32'")
+            if blk.dtype.itemsize > 4 and blk.size and np.abs(blk).max() > 3.4e38:
+                raise InvalidArgumentError(f"{what} hold values beyond the float32 range")
+        return arr
+
+    def _check_queries(self, Q, one=False) -> np.ndarray:
+        if isinstance(Q, np.ndarray):
+            arr = Q
+        else:
+            try:
+                arr = np.asarray(Q)
+            except (TypeError, ValueError) as e:
+                raise InvalidArgumentError(f"queries are not an array of numbers: {e}") from None
+        if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+            raise InvalidArgumentError(f"queries must hold numbers, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        elif one:
+            raise DimensionError(f"search takes one query vector (dim,), got shape {arr.shape}; "
+                                 "use search_vectors for batches")
+        if arr.ndim != 2:
+            raise DimensionError(f"queries must be (nq, dim) or (dim,), got shape {arr.shape}")
+        dim = self._meta["dim"]
+        if dim and arr.shape[1] != dim:
+            raise DimensionError(f"queries have dimension {arr.shape[1]}, the database {dim}")
+        Q = prepare_queries(arr, self._meta["metric"])
+        if not np.isfinite(Q).all():
+            raise InvalidArgumentError("queries hold NaN or infinite values")
+        return Q
+
+    @staticmethod
+    def _check_k(k) -> int:
+        if not _is_id(k) or k < 1:
+            raise InvalidArgumentError(f"k must be an integer >= 1, got {k!r}")
+        return int(k)
+
+    # ------------------------------------------------------------------ transactions
+
+    def transaction(self) -> Transaction:
+        """Begin a transaction (a savepoint when one is already open in this thread).
+
+        Returns
+        -------
+        Transaction
+            A context manager: commits on success, rolls back on an exception.
+
+        Examples
+        --------
+        >>> import numpy as np, sutradb
+        >>> db = sutradb.open(":memory:", dim=2)
+        >>> with db.transaction():
+        ...     a, b = db.add_vectors(np.eye(2, dtype="float32"))
+        ...     db.link(a, b, "next")
+        >>> len(db), db.neighbors(a)
+        (2, [Link(id=1, relation='next', weight=1.0)])
+        """
+        self._check_writable()
+        self._wlock.acquire()
+        try:
+            self._check_writable()
+            if self._staged is None:
+                with self._excl:
+                    self._stxn = self._store.begin()
+                self._staged = _Staged(self._meta, self._index.pq)
+                self._rows_put = 0
+                self._txn_owner = threading.get_ident()
+                self._txn_failed = None
+                t = Transaction(self, 1, None)
+            else:
+                self._levels.append([])
+                t = Transaction(self, len(self._levels) + 1, self._staged.snapshot())
+            self._txn_stack.append(t)
+            return t
+        except BaseException:
+            self._wlock.release()
+            raise
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (in any thread)."""
+        return self._staged is not None
+
+    def _end(self, t: Transaction, ok: bool) -> None:
+        if t._done:
+            raise InvalidArgumentError("this transaction is already finished")
+        if self._txn_owner != threading.get_ident():
+            raise InvalidArgumentError("a transaction must be finished by the thread that began it")
+        if not self._txn_stack or self._txn_stack[-1] is not t:
+            raise InvalidArgumentError("finish the inner transaction (savepoint) first")
+        self._txn_stack.pop()
+        t._done = True
+        try:
+            if t._depth > 1:
+                ops = self._levels.pop()
+                if ok and self._txn_failed is None:
+                    try:
+                        for op in ops:
+                            self._emit(op)
+                    except BaseException as e:       # half forwarded: the outer one is lost
+                        self._txn_failed = e
+                        raise
+                else:
+                    self._staged.restore(t._snap)
+                return
+            staged, stxn = self._staged, self._stxn
+            self._staged = self._stxn = None
+            self._levels = []
+            self._txn_owner = None
+            if ok and self._txn_failed is not None:
+                with self._excl:
+                    stxn.rollback()
+                raise SutraError(f"the transaction failed earlier ({self._txn_failed}) and was "
+                                 "rolled back")
+            if not ok:
+                with self._excl:
+                    stxn.rollback()
+                return
+            self._commit(staged, stxn)
+        finally:
+            self._wlock.release()
+
+    def _commit(self, staged: _Staged, stxn) -> None:
+        meta_changed = staged.meta != self._meta
+        if staged.index_blob is not None:
+            stxn.set_index(staged.index_blob)
+        if meta_changed:
+            full = self._store.meta
+            full["sutradb"] = self._persisted_meta(staged.meta)
+            stxn.set_meta(full)
+        with self._excl:
+            n_before = self._store.n_rows
+            stxn.commit()
+            self._after_commit(staged, n_before)
+        self._maybe_train()
+
+    def _persisted_meta(self, meta):
+        stored = self._store.meta.get("sutradb") or {}
+        out = dict(meta)
+        # session overrides of tuning options are not persisted
+        for k in _STORED:
+            if k in stored:
+                out[k] = stored[k]
+        return out
+
+    def _after_commit(self, staged: _Staged, n_before: int) -> None:
+        """Bring the derived structures up to date with what just committed."""
+        self._meta = dict(staged.meta)
+        if staged.pq is not self._index.pq:
+            self._index = VectorIndex(self._meta["dim"], self._meta["metric"], staged.pq)
+        self._index.dim = self._meta["dim"]
+        cc = self._ccache
+        for i in staged.over:
+            cc.pop(i, None)
+        self._row_caches()
+        rm = self._rowmap
+        if rm is not None:
+            s = self._store
+            if s.n_rows != n_before + self._rows_put:      # compacted: rows renumbered
+                self._rowmap = None
+            else:
+                touched = [np.fromiter(staged.over, np.int64, len(staged.over))]
+                touched += [np.arange(b.start, b.start + b.n, dtype=np.int64) for b in staged.bulks]
+                t = np.concatenate(touched) if touched else np.zeros(0, np.int64)
+                if len(t) > max(1024, len(rm) // 4):
+                    self._rowmap = None
+                elif len(t):
+                    rows = s.rows_of(t)
+                    for i, r in zip(t.tolist(), rows.tolist()):
+                        if r >= 0:
+                            rm[i] = r
+                        else:
+                            rm.pop(i, None)
+        if self._keyidx is None and self._metaidx is None and self._words is None:
+            return
+        for i, rec in staged.over.items():
+            self._index_record(i, rec)
+        for b in staged.bulks:
+            over = staged.over
+            for j in range(b.n):
+                i = b.start + j
+                if i not in over:
+                    self._index_record(i, b.record(j))
+
+    def _index_record(self, i, rec):
+        """Update the key / metadata / word indexes for id ``i`` now being ``rec``."""
+        if self._keyidx is not None:
+            old = self._idkey.pop(i, None)
+            if old is not None and self._keyidx.get(old) == i:
+                del self._keyidx[old]
+            if rec is not None and rec[0] is not None:
+                self._keyidx[rec[0]] = i
+                self._idkey[i] = rec[0]
+        if self._metaidx is not None:
+            if rec is None:
+                self._metaidx.pop(i, None)
+            else:
+                self._metaidx[i] = rec[2] or {}
+        if self._words is not None:
+            if rec is None:
+                self._words.remove(i)
+            else:
+                self._words.set(i, rec[1])
+
+    class _Auto:
+        """A write outside a transaction runs in its own one."""
+
+        __slots__ = ("db", "t")
+
+        def __init__(self, db):
+            self.db = db
+            self.t = None
+
+        def __enter__(self):
+            db = self.db
+            db._check_writable()
+            if db._staged is not None and db._txn_owner == threading.get_ident():
+                self.t = None
+            else:
+                self.t = db.transaction()
+            return db._staged
+
+        def __exit__(self, exc_type, exc, tb):
+            if self.t is not None:
+                self.t.__exit__(exc_type, exc, tb)
+            return False
+
+    def _emit(self, op):
+        """Stage one store operation: buffered in the innermost savepoint, or handed
+        to the store transaction."""
+        if self._levels:
+            self._levels[-1].append(op)
+            return
+        name, args, kw = op
+        try:
+            with self._excl:
+                getattr(self._stxn, name)(*args, **kw)
+                if name == "put":
+                    self._rows_put += len(args[0])
+        except BaseException as e:
+            if getattr(self._stxn, "_done", False):   # the store gave up the transaction
+                self._txn_failed = e
+            raise
+
+    # ------------------------------------------------------------------ id resolution
+
+    def _committed_key(self, key) -> int | None:
+        f = getattr(self._store, "id_for_key", None)
+        if f is not None:
+            return f(key)
+        return self._key_index().get(key)
+
+    def _key_index(self) -> dict:
+        if self._keyidx is None:
+            with self._read:
+                ki, ik = {}, {}
+                s = self._store
+                for row in np.flatnonzero(s.live).tolist():
+                    r = s.record_at(row)
+                    if r.key is not None:
+                        ki[r.key] = r.id
+                        ik[r.id] = r.key
+                self._idkey = ik
+                self._keyidx = ki
+        return self._keyidx
+
+    def _id_of(self, x, staged: _Staged | None = None) -> int:
+        """The id of an id or key that exists (staged state first); NotFoundError."""
+        if isinstance(x, str):
+            if staged is not None and x in staged.keys:
+                i = staged.keys[x]
+                if i is None:
+                    raise NotFoundError(f"key {x!r} is not in the database")
+                return i
+            i = self._committed_key(x)
+            if i is None or (staged is not None and self._staged_gone(staged, i)):
+                raise NotFoundError(f"key {x!r} is not in the database")
+            return int(i)
+        if not _is_id(x):
+            raise InvalidArgumentError(f"an id must be an int (or a key: str), not {type(x).__name__}")
+        i = int(x)
+        if not self._exists(i, staged):
+            raise NotFoundError(f"id {i} is not in the database")
+        return i
+
+    @staticmethod
+    def _staged_gone(staged, i):
+        return i in staged.over and staged.over[i] is None
+
+    def _exists(self, i: int, staged: _Staged | None) -> bool:
+        if staged is not None:
+            if i in staged.over:
+                return staged.over[i] is not None
+            if staged.bulk_of(i) is not None:
+                return True
+        return i in self._row_map()
+
+    def _current(self, i: int, staged: _Staged | None):
+        """(key, text, metadata, vector or None, codes or None) of an existing id."""
+        if staged is not None:
+            if i in staged.over:
+                rec = staged.over[i]
+                return rec[0], rec[1], rec[2], rec[3], None
+            b = staged.bulk_of(i)
+            if b is not None:
+                k, t, m, v = b.record(i - b.start)
+                return k, t, m, v, None
+        with self._read:
+            s = self._store
+            row = int(s.rows_of([i])[0])
+            if row < 0:
+                raise NotFoundError(f"id {i} is not in the database")
+            r = s.record_at(row)
+            v = s.vectors[row] if s.vectors is not None else None
+            c = s.codes[row] if s.code_size else None
+            return r.key, r.text, r.metadata, v, c
+
+    # ------------------------------------------------------------------ writes
+
+    def add_vectors(self, vectors, *, texts=None, metadata=None, keys=None) -> np.ndarray:
+        """Add concepts from their vectors.
+
+        Parameters
+        ----------
+        vectors : (n, dim) array_like
+            Finite numbers; the first vectors of a database fix its ``dim``.
+        texts : sequence of (str or None), optional
+            One per vector (indexed for :meth:`find_words` and ``$text`` filters).
+        metadata : sequence of (dict or None), optional
+            One per vector; msgpack types with str keys.
+        keys : sequence of (str or None), optional
+            Unique keys (a :class:`~sutradb.errors.DuplicateKeyError` if one is taken).
+
+        Returns
+        -------
+        (n,) int64 ndarray
+            The new ids (increasing, never reused).
+
+        Raises
+        ------
+        DimensionError, InvalidArgumentError, DuplicateKeyError, ReadOnlyError, ClosedError
+            Nothing is added.
+        """
+        self._check_writable()
+        with self._Auto(self) as st:
+            V = self._check_vectors(vectors)
+            n = V.shape[0]
+            texts = _seq_arg(texts, n, "texts")
+            metadata = _seq_arg(metadata, n, "metadata")
+            keys = _seq_arg(keys, n, "keys")
+            if n == 0:
+                return np.zeros(0, np.int64)
+            if texts is not None:
+                for t in texts:
+                    if t is not None and not isinstance(t, str):
+                        raise InvalidArgumentError(f"a text must be a str or None, not {type(t).__name__}")
+            if metadata is not None:
+                metadata = [_check_metadata(m) for m in metadata]
+                if all(m is None for m in metadata):
+                    metadata = None
+            if keys is not None:
+                self._check_new_keys(keys, st)
+            if not st.meta["dim"]:
+                st.meta["dim"] = int(V.shape[1])
+            if st.pq is None and self._meta["vector_dtype"] is None:
+                self._codes_for(np.asarray(V, dtype=np.float32), st)   # trains on this batch
+            start = st.next_id
+            ids = np.arange(start, start + n, dtype=np.int64)
+            vd = self._meta["vector_dtype"]
+            for s0 in range(0, n, _BATCH):
+                sl = slice(s0, s0 + _BATCH)
+                blk = np.ascontiguousarray(V[sl], dtype=np.float32)
+                kw = {"keys": keys[sl] if keys is not None else None,
+                      "texts": texts[sl] if texts is not None else None,
+                      "metadata": metadata[sl] if metadata is not None else None,
+                      "codes": self._codes_for(blk, st),
+                      "vectors": blk.astype(vd) if vd is not None else None}
+                self._emit(("put", (ids[sl],), kw))
+            st.next_id = start + n
+            st.meta["next_id"] = st.next_id
+            st.bulks.append(_Bulk(start, n, V, keys, texts, metadata))
+            st.starts.append(start)
+            if keys is not None:
+                for j, k in enumerate(keys):
+                    if k is not None:
+                        st.keys[k] = start + j
+            return ids
+
+    def add(self, texts, *, metadata=None, keys=None) -> np.ndarray:
+        """Embed ``texts`` with the database's embedder and add them (the vectors are
+        computed in one batched call). Needs ``embedder=`` at :func:`open`."""
+        if isinstance(texts, str):
+            raise InvalidArgumentError("add takes a list of texts (wrap a single text in a list)")
+        texts = list(texts)
+        V = self._embed(texts)
+        return self.add_vectors(V, texts=texts, metadata=metadata, keys=keys)
+
+    def _embed(self, texts) -> np.ndarray:
+        if self._embedder is None:
+            raise EmbedderError("this database has no embedder: pass vectors, or open it with "
+                                "embedder=<object with .dim and __call__(texts)> (named embedders "
+                                "arrive in a later release)")
+        for t in texts:
+            if not isinstance(t, str):
+                raise InvalidArgumentError(f"texts must be str, not {type(t).__name__}")
+        V = np.asarray(self._embedder(texts))
+        if V.ndim != 2 or V.shape[0] != len(texts):
+            raise EmbedderError(f"the embedder returned shape {V.shape} for {len(texts)} texts")
+        return V
+
+    def _check_new_keys(self, keys, st, owners=None):
+        seen = set()
+        for j, k in enumerate(keys):
+            if k is None:
+                continue
+            if not isinstance(k, str):
+                raise InvalidArgumentError(f"a key must be a str or None, not {type(k).__name__}")
+            if k in seen:
+                raise DuplicateKeyError(f"key {k!r} appears twice")
+            seen.add(k)
+            owner = owners[j] if owners is not None else None
+            if k in st.keys:
+                holder = st.keys[k]
+            else:
+                holder = self._committed_key(k)
+                if holder is not None and self._staged_gone(st, holder):
+                    holder = None
+                if holder is not None and holder in st.over and st.over[holder][0] != k:
+                    holder = None
+            if holder is not None and holder != owner:
+                raise DuplicateKeyError(f"key {k!r} is already taken (id {holder})")
+
+    def _codes_for(self, V, st):
+        """Codes of ``V`` when the database keeps codes (training the quantizer on this
+        batch first when the database keeps no full vectors)."""
+        if st.pq is None and self._meta["vector_dtype"] is None:
+            st.pq = self._fit(V, st.meta)
+            st.index_blob = encode_quantizer(st.pq)
+        if st.pq is None:
+            return None
+        return st.pq.encode(V, threads=default_threads() if len(V) > 64 else 1)
+
+    def update(self, id_or_key, *, text=_UNSET, metadata=_UNSET, vector=_UNSET, key=_UNSET) -> None:
+        """Replace some fields of a concept (the others are kept).
+
+        Parameters
+        ----------
+        id_or_key : int or str
+        text : str or None, optional
+        metadata : dict or None, optional
+            Replaces the whole metadata dict.
+        vector : (dim,) array_like, optional
+        key : str or None, optional
+
+        Raises
+        ------
+        NotFoundError, DimensionError, InvalidArgumentError, DuplicateKeyError
+            Nothing changes.
+        """
+        self._check_writable()
+        with self._Auto(self) as st:
+            i = self._id_of(id_or_key, st)
+            k0, t0, m0, v0, c0 = self._current(i, st)
+            if text is not _UNSET and text is not None and not isinstance(text, str):
+                raise InvalidArgumentError(f"a text must be a str or None, not {type(text).__name__}")
+            md = m0 if metadata is _UNSET else (_check_metadata(metadata) or {})
+            if key is not _UNSET:
+                self._check_new_keys([key], st, owners=[i])
+            V = None if vector is _UNSET else np.asarray(
+                self._check_vectors(vector, "vector", one=True), dtype=np.float32)
+            new_key = k0 if key is _UNSET else key
+            new_text = t0 if text is _UNSET else text
+            vd = self._meta["vector_dtype"]
+            if V is not None:
+                vec32 = V[0]
+            elif v0 is not None:
+                vec32 = np.asarray(v0, dtype=np.float32)
+            else:
+                vec32 = None
+            if V is not None or c0 is None:
+                codes = (self._codes_for(vec32[None, :], st)
+                         if vec32 is not None and st.pq is not None else None)
+                if st.pq is not None and codes is None:  # pragma: no cover - defensive
+                    raise SutraError("cannot encode the concept")
+            else:
+                codes = c0[None, :] if st.pq is self._index.pq else st.pq.encode(vec32[None, :])
+            kw = {"keys": [new_key], "texts": [new_text], "metadata": [md or None],
+                  "codes": codes,
+                  "vectors": vec32[None, :].astype(vd) if vd is not None else None}
+            self._emit(("put", (np.array([i], np.int64),), kw))
+            if k0 is not None and k0 != new_key:
+                st.keys[k0] = None
+            if new_key is not None:
+                st.keys[new_key] = i
+            st.over[i] = (new_key, new_text, md or {}, vec32)
+
+    def delete(self, ids) -> None:
+        """Delete concepts (ids or keys; one or a sequence) and their links.
+
+        Raises
+        ------
+        NotFoundError
+            One of them does not exist: nothing is deleted.
+        """
+        self._check_writable()
+        with self._Auto(self) as st:
+            if isinstance(ids, (str, int, np.integer)):
+                ids = [ids]
+            elif isinstance(ids, np.ndarray):
+                ids = ids.ravel().tolist()
+            todo = []
+            for x in ids:
+                i = self._id_of(x, st)
+                todo.append(i)
+            if not todo:
+                return
+            recs = [(i, self._current(i, st)[0]) for i in dict.fromkeys(todo)]
+            self._emit(("delete", (np.array([i for i, _ in recs], np.int64),), {}))
+            for i, k in recs:
+                st.over[i] = None
+                if k is not None:
+                    st.keys[k] = None
+                for key in [lk for lk in st.links if lk[0] == i or lk[1] == i]:
+                    st.links[key] = None
+
+    def link(self, a, b, relation: str, weight: float = 1.0) -> None:
+        """Add (or re-weight) the directed link ``a -[relation]-> b``.
+
+        ``a`` and ``b`` are ids or keys of existing concepts (NotFoundError otherwise).
+        Deleting either concept removes the link.
+        """
+        self._check_writable()
+        check_relation(relation)
+        w = check_weight(weight)
+        with self._Auto(self) as st:
+            ia, ib = self._id_of(a, st), self._id_of(b, st)
+            self._emit(("link", (ia, ib, relation, w), {}))
+            st.links[(ia, ib, relation)] = w
+
+    def unlink(self, a, b, relation: str | None = None) -> None:
+        """Remove the link ``a -[relation]-> b`` (every relation from ``a`` to ``b``
+        when ``relation`` is None). Absent links are ignored."""
+        self._check_writable()
+        if relation is not None:
+            check_relation(relation)
+        with self._Auto(self) as st:
+            ia, ib = self._id_of(a, st), self._id_of(b, st)
+            if relation is not None:
+                rels = [relation]
+            else:
+                with self._read:
+                    rels = {r for d, r, _ in self._store.links_from(ia) if d == ib}
+                rels |= {k[2] for k in st.links if k[0] == ia and k[1] == ib}
+                rels = sorted(rels)
+            for r in rels:
+                self._emit(("unlink", (ia, ib, r), {}))
+                st.links[(ia, ib, r)] = None
+
+    # ------------------------------------------------------------------ reads
+
+    def __len__(self) -> int:
+        self._check_open()
+        return self._store.n_live
+
+    def __contains__(self, x) -> bool:
+        if self._closed:
+            raise ClosedError("the database is closed")
+        if isinstance(x, str):
+            with self._read:
+                return self._committed_key(x) is not None
+        if not _is_id(x):
+            return False
+        with self._read:
+            return int(x) in self._row_map()
+
+    def __iter__(self) -> Iterator[int]:
+        """The ids of the concepts (a snapshot, in storage order)."""
+        self._check_open()
+        with self._read:
+            ids = self._store.live_ids()
+        return iter(ids.tolist())
+
+    def ids(self) -> np.ndarray:
+        """The ids of the concepts, sorted (int64)."""
+        self._check_open()
+        with self._read:
+            return np.sort(self._store.live_ids())
+
+    def get(self, id_or_key) -> Concept:
+        """The concept with this id (int) or key (str).
+
+        Raises
+        ------
+        NotFoundError
+            (a ``KeyError``) it does not exist.
+        """
+        st = self._rstate
+        if st is not None and type(id_or_key) is int:
+            row = st[0].get(id_or_key)
+            rec = self._ccache.get(id_or_key)
+            if row is not None and rec is not None:
+                vecs = st[1]
+                try:
+                    v = vecs[row] if vecs is not None else None
+                except IndexError:      # a commit is updating the row map right now
+                    v = _UNSET
+                if v is not _UNSET:
+                    return _new_concept(Concept, (id_or_key, rec[0], rec[1],
+                                                  dict(rec[2]) if rec[2] else {}, v))
+        self._check_open()
+        with self._read:
+            if isinstance(id_or_key, str):
+                i = self._committed_key(id_or_key)
+                if i is None:
+                    raise NotFoundError(f"key {id_or_key!r} is not in the database")
+            elif _is_id(id_or_key):
+                i = int(id_or_key)
+            else:
+                raise InvalidArgumentError(f"get takes an id (int) or a key (str), not "
+                                           f"{type(id_or_key).__name__}")
+            st = self._rstate or self._build_rstate()
+            row = st[0].get(i)
+            if row is None:
+                raise NotFoundError(f"id {i} is not in the database")
+            c = self._concept_at(row)
+        if self._cache_size:
+            cc = self._ccache
+            if len(cc) >= self._cache_size:
+                try:
+                    del cc[next(iter(cc))]
+                except (StopIteration, KeyError, RuntimeError):
+                    pass
+            cc[c.id] = (c.key, c.text, c.metadata)
+        return Concept(c.id, c.key, c.text, dict(c.metadata) if c.metadata else {}, c.vector)
+
+    def _row_map(self) -> dict:
+        """id -> live row (built once, then kept up to date at each commit)."""
+        rm = self._rowmap
+        if rm is None:
+            s = self._store
+            live_rows = np.flatnonzero(s.live)
+            rm = self._rowmap = dict(zip(s.ids[live_rows].tolist(), live_rows.tolist()))
+        return rm
+
+    def _build_rstate(self):
+        st = self._rstate = (self._row_map(), self._store.vectors)
+        return st
+
+    def get_many(self, ids) -> list[Concept]:
+        """:meth:`get` for several ids or keys."""
+        return [self.get(x) for x in ids]
+
+    def _concept_at(self, row: int) -> Concept:
+        s = self._store
+        r = s.record_at(row)
+        vecs = s.vectors
+        return Concept(r.id, r.key, r.text, r.metadata, vecs[row] if vecs is not None else None)
+
+    # ------------------------------------------------------------------ search
+
+    def search_vectors(self, queries, k: int = 10, *, where=None, rerank: int | None = None,
+                       exact: bool = False, threads: int | None = None):
+        """The k nearest concepts of each query vector.
+
+        Parameters
+        ----------
+        queries : (nq, dim) or (dim,) array_like
+        k : int >= 1
+        where : dict, optional
+            A filter (see :mod:`sutradb.index.filters`), applied inside the scan: when
+            at least k concepts match, k results come back.
+        rerank : int, optional
+            With a PQ index: candidates of the code scan re-ranked exactly (default
+            ``max(8k, 100)``; 0 = PQ distances only). A per-call parameter.
+        exact : bool
+            Brute-force search over the full vectors.
+        threads : int, optional
+            Kernel threads (default 1 for one query, else all CPUs).
+
+        Returns
+        -------
+        D : (nq, k) float32
+            Distances, ascending (``inf`` padding).
+        I : (nq, k) int64
+            Ids (``-1`` padding).
+        """
+        self._check_open()
+        k = self._check_k(k)
+        Q = self._check_queries(queries)
+        with self._read:
+            D, rows = self._search_rows(Q, k, where, rerank, exact, threads)
+            ids = self._store.ids
+            I = np.where(rows >= 0, ids[np.maximum(rows, 0)] if len(ids) else -1, -1).astype(np.int64)
+        return D, I
+
+    def search(self, query, k: int = 10, *, where=None, rerank: int | None = None,
+               exact: bool = False) -> list[Hit]:
+        """The k nearest concepts of one query.
+
+        Parameters
+        ----------
+        query : (dim,) array_like or str
+            A vector, or a text when the database has an embedder.
+        k, where, rerank, exact
+            As in :meth:`search_vectors`.
+
+        Returns
+        -------
+        list of Hit
+            ``Hit(id, distance, concept)``, nearest first.
+        """
+        self._check_open()
+        k = self._check_k(k)
+        if isinstance(query, str):
+            query = self._embed([query])[0]
+        Q = self._check_queries(query, one=True)
+        with self._read:
+            D, rows = self._search_rows(Q, k, where, rerank, exact, None)
+            out = []
+            ids = self._store.ids
+            for d, r in zip(D[0].tolist(), rows[0].tolist()):
+                if r < 0:
+                    break
+                c = self._concept_at(r)
+                out.append(Hit(int(ids[r]), d, c))
+        return out
+
+    def _search_rows(self, Q, k, where, rerank, exact, threads):
+        s = self._store
+        n = s.n_rows
+        nq = Q.shape[0]
+        if n == 0 or not self._meta["dim"]:
+            return np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
+        mask = s.live
+        if where is not None:
+            mask = self._where_mask(where, mask)
+        vecs = s.vectors
+        return self._index.search(Q, k, mask=mask, codes=s.codes if s.code_size else None,
+                                  vectors=vecs, flat=self._flat_vectors if vecs is not None else None,
+                                  rerank=rerank, exact=exact, threads=threads)
+
+    def _flat_vectors(self) -> FlatVectors:
+        f = self._flat
+        if f is None or f.mat.shape[0] != self._store.n_rows:
+            f = self._flat = FlatVectors(self._store.vectors, self._meta["metric"])
+        return f
+
+    def _where_mask(self, where, live) -> np.ndarray:
+        f = compile_where(where)
+        texts = {}
+        if f.text_queries:
+            wi = self._word_index()
+            texts = {q: wi.find(q) for q in f.text_queries}
+        cand = f.candidates(texts)
+        if f.uses_fields:
+            md = self._meta_index()
+            if cand is not None:
+                items = ((i, md.get(i, {})) for i in cand)
+            else:
+                items = md.items()
+            ids = f.select(items, texts)
+        elif cand is not None:
+            ids = [i for i in cand if f.match(i, {}, texts)]
+        else:
+            ids = [i for i in self._store.live_ids().tolist() if f.match(i, {}, texts)]
+        mask = np.zeros(len(live), np.bool_)
+        if ids:
+            rows = self._store.rows_of(np.fromiter(ids, np.int64, len(ids)))
+            mask[rows[rows >= 0]] = True
+        return mask
+
+    def _meta_index(self) -> dict:
+        if self._metaidx is None:
+            s = self._store
+            md = {}
+            for row in np.flatnonzero(s.live).tolist():
+                r = s.record_at(row)
+                md[r.id] = r.metadata
+            self._metaidx = md
+        return self._metaidx
+
+    def _word_index(self) -> WordIndex:
+        if self._words is None:
+            s = self._store
+            wi = WordIndex()
+            for row in np.flatnonzero(s.live).tolist():
+                r = s.record_at(row)
+                if r.text:
+                    wi.set(r.id, r.text)
+            self._words = wi
+        return self._words
+
+    def find_words(self, words: str) -> list[int]:
+        """Ids (sorted) of the concepts whose text holds every word of ``words``
+        (case-insensitive; words are runs of letters, digits and ``_``)."""
+        self._check_open()
+        if not isinstance(words, str):
+            raise InvalidArgumentError("find_words takes a str of words")
+        with self._read:
+            return sorted(self._word_index().find(words))
+
+    # ------------------------------------------------------------------ distances
+
+    def _build_dstate(self):
+        s = self._store
+        with self._read:
+            rowmap = self._row_map()
+            nxt = self._meta["next_id"]
+            idrow = None
+            if nxt <= 8 * len(rowmap) + 4096:          # dense ids: an array lookup
+                idrow = np.full(nxt, -1, np.int64)
+                if rowmap:
+                    live_rows = np.flatnonzero(s.live)
+                    idrow[s.ids[live_rows]] = live_rows
+            if s.vectors is not None:
+                fv = self._flat_vectors()
+                st = (rowmap, fv.mat, self._meta["metric"], fv, idrow)
+            elif self._index.pq is not None:
+                pq = self._index.pq
+                codes = np.ascontiguousarray(s.codes)
+                st = (rowmap, codes, "sdc", pq, idrow)
+            else:
+                st = (rowmap, None, "none", None, idrow)
+            self._dstate = st
+            self._install_fast_distance(st)      # under the read lock: no commit between
+        return st
+
+    def _install_fast_distance(self, st):
+        """Bind ``self.distance`` to a closure specialised for the metric: a few dict and
+        list lookups and one dot product per call (removed again at the next commit)."""
+        rowmap, mat, kind = st[0], st[1], st[2]
+        if kind not in ("cosine", "ip", "l2"):
+            return
+        rows = list(mat)                 # row views: cheaper to index than the matrix
+        dot = np.dot
+        slow = self._distance_slow
+
+        if kind == "cosine":
+            def distance(a, b):
+                try:
+                    return 1.0 - float(dot(rows[rowmap[a]], rows[rowmap[b]]))
+                except (KeyError, TypeError, IndexError):
+                    return slow(a, b)
+        elif kind == "ip":
+            def distance(a, b):
+                try:
+                    return -float(dot(rows[rowmap[a]], rows[rowmap[b]]))
+                except (KeyError, TypeError, IndexError):
+                    return slow(a, b)
+        else:
+            def distance(a, b):
+                try:
+                    d = rows[rowmap[a]] - rows[rowmap[b]]
+                except (KeyError, TypeError, IndexError):
+                    return slow(a, b)
+                return float(dot(d, d))
+        distance.__doc__ = Database.distance.__doc__
+        if self._dstate is st:
+            self.distance = distance
+
+    def distance(self, a, b) -> float:
+        """Distance between two stored concepts (ids or keys): exact when the database
+        keeps full vectors, PQ-symmetric otherwise. About a microsecond per call (the
+        first call after a write builds a lookup table)."""
+        st = self._dstate
+        if st is None:
+            self._check_open()
+            st = self._build_dstate()
+        rowmap, mat, kind = st[0], st[1], st[2]
+        try:
+            ra = rowmap[a]
+            rb = rowmap[b]
+            if ra >= len(mat) or rb >= len(mat):
+                raise IndexError
+        except (KeyError, TypeError, IndexError):
+            return self._distance_slow(a, b)
+        if kind == "cosine":
+            return 1.0 - float(mat[ra] @ mat[rb])
+        if kind == "ip":
+            return -float(mat[ra] @ mat[rb])
+        if kind == "l2":
+            d = mat[ra] - mat[rb]
+            return float(d @ d)
+        return float(self._sdc(st, [ra], [rb])[0])
+
+    def _distance_slow(self, a, b):
+        self._check_open()
+        ia, ib = self._id_of(a), self._id_of(b)
+        st = self._build_dstate()
+        if ia not in st[0] or ib not in st[0]:     # pragma: no cover - raced a delete
+            raise NotFoundError("id not in the database")
+        return self.distance(ia, ib)
+
+    def _sdc(self, st, ra, rb):
+        codes, kind, pq = st[1], st[2], st[3]
+        if kind != "sdc":
+            raise InvalidArgumentError("the database keeps neither vectors nor codes yet")
+        return pq.sdc(codes[ra], codes[rb])
+
+    def distances(self, pairs) -> np.ndarray:
+        """Distances of many pairs of stored concepts.
+
+        Parameters
+        ----------
+        pairs : (p, 2) array_like of ids
+
+        Returns
+        -------
+        (p,) float32
+        """
+        self._check_open()
+        P = np.asarray(pairs)
+        if P.ndim != 2 or P.shape[1] != 2:
+            raise DimensionError(f"pairs must be (p, 2), got shape {P.shape}")
+        if P.size and P.dtype.kind not in "iu":
+            raise InvalidArgumentError("pairs must hold integer ids")
+        P = P.astype(np.int64, copy=False)
+        st = self._dstate or self._build_dstate()
+        idrow = st[4]
+        if idrow is not None and (not P.size or (P.min() >= 0 and P.max() < len(idrow))):
+            rows = idrow[P]
+        else:
+            with self._read:
+                rows = self._store.rows_of(P.ravel()).reshape(P.shape)
+        if (rows < 0).any():
+            bad = int(P[rows < 0][0])
+            raise NotFoundError(f"id {bad} is not in the database")
+        if st[2] in ("cosine", "ip", "l2"):
+            return pair_distances(st[3], rows[:, 0], rows[:, 1])
+        return self._sdc(st, rows[:, 0], rows[:, 1])
+
+    # ------------------------------------------------------------------ links
+
+    def neighbors(self, a, relation: str | None = None, direction: str = "out") -> list[Link]:
+        """Links of a concept: ``[Link(id, relation, weight), ...]`` sorted by relation
+        then id. ``direction``: "out" (``id`` = destination), "in" (``id`` = source)
+        or "both" (out first)."""
+        self._check_open()
+        if direction not in DIRECTIONS:
+            raise InvalidArgumentError(f"direction must be one of {DIRECTIONS}")
+        with self._read:
+            s = self._store
+            i = int(a) if _is_id(a) and int(a) in self._row_map() else self._id_of(a)
+            if direction == "out":
+                return as_links(s.links_from(i, relation))
+            if direction == "in":
+                return as_links(s.links_to(i, relation))
+            return as_links(s.links_from(i, relation)) + as_links(s.links_to(i, relation))
+
+    def links(self) -> list[tuple[int, int, str, float]]:
+        """Every link ``(src, dst, relation, weight)``, sorted."""
+        self._check_open()
+        with self._read:
+            return self._store.all_links()
+
+    # ------------------------------------------------------------------ index
+
+    def _fit(self, V, meta, progress=None) -> ProductQuantizer:
+        dim = meta["dim"]
+        m = meta.get("pq_m") or default_m(dim)
+        nbits = meta.get("pq_nbits", 8)
+        pq = ProductQuantizer(dim, m, nbits, meta["metric"], meta.get("seed", 0))
+        if V.shape[0] < pq.Ks:
+            raise InvalidArgumentError(f"training the quantizer needs at least {pq.Ks} vectors, got "
+                                       f"{V.shape[0]} (a database with vector_dtype=None must start "
+                                       "with such a batch)")
+        cb = progress if progress is not None else self._progress_cb()
+        pq.fit(V, max_train=meta.get("train_size", 65536), iters=meta.get("train_iters", 20),
+               progress=cb)
+        return pq
+
+    def _progress_cb(self):
+        p = self._progress
+        if callable(p) and not isinstance(p, bool):
+            return p
+        if p:
+            def cb(done, total):
+                sys.stderr.write(f"\rsutradb: training the index {done}/{total} subspaces")
+                if done == total:
+                    sys.stderr.write("\n")
+                sys.stderr.flush()
+            return cb
+        return None
+
+    def _maybe_train(self):
+        if (self._index.pq is None and self._meta["vector_dtype"] is not None
+                and self._meta["index_threshold"] and self._meta["dim"]
+                and self._store.n_live >= max(self._meta["index_threshold"],
+                                              1 << int(self._meta.get("pq_nbits") or 8))):
+            try:
+                self._train({})
+            except Exception as e:          # the commit stands; searches stay exact
+                import warnings
+                warnings.warn(f"sutradb: automatic index training failed ({e!r}); searches stay "
+                              "exact until build_index() succeeds", RuntimeWarning, stacklevel=4)
+
+    def build_index(self, **params) -> dict:
+        """(Re)train the PQ index on the live vectors now and re-encode every concept.
+
+        Parameters
+        ----------
+        **params
+            ``m`` (subspaces), ``nbits`` (8 or 4), ``seed``, ``train_size``,
+            ``iters``; default: the database's options.
+
+        Returns
+        -------
+        dict
+            :attr:`index_info`.
+        """
+        self._check_writable()
+        allowed = {"m", "nbits", "seed", "train_size", "iters"}
+        bad = set(params) - allowed
+        if bad:
+            raise InvalidArgumentError(f"unknown index parameters {sorted(bad)} (known: {sorted(allowed)})")
+        with self._wlock:
+            if self._staged is not None:
+                raise InvalidArgumentError("build_index cannot run inside a transaction")
+            if self._meta["vector_dtype"] is None:
+                raise InvalidArgumentError("this database keeps no full vectors to retrain on")
+            if not self._meta["dim"] or self._store.n_live == 0:
+                raise InvalidArgumentError("the database is empty")
+            self._train(params)
+        return self.index_info
+
+    def _train(self, params):
+        """Train a quantizer on a seeded sample of the live vectors, encode all of
+        them and commit codes + codebooks (one store transaction)."""
+        meta = dict(self._meta)
+        for src, dst in (("m", "pq_m"), ("nbits", "pq_nbits"), ("seed", "seed"),
+                         ("train_size", "train_size"), ("iters", "train_iters")):
+            if src in params:
+                meta[dst] = params[src]
+        s = self._store
+        with self._read:
+            live_rows = np.flatnonzero(s.live)
+            V = s.vectors
+            ids = s.ids[live_rows].copy()
+            n = len(live_rows)
+            ts = min(n, int(meta.get("train_size", 65536)))
+            rng = np.random.default_rng(int(meta.get("seed", 0)))
+            sample = np.sort(rng.choice(n, size=ts, replace=False)) if ts < n else np.arange(n)
+            X = np.asarray(V[live_rows[sample]], dtype=np.float32)
+        pq = self._fit(X, meta)
+        del X
+        codes = np.empty((n, pq.code_size), np.uint8)
+        for s0 in range(0, n, _BATCH):
+            with self._read:
+                blk = np.asarray(V[live_rows[s0:s0 + _BATCH]], dtype=np.float32)
+            codes[s0:s0 + _BATCH] = pq.encode(blk)
+        blob = encode_quantizer(pq)
+        full = s.meta
+        full["sutradb"] = self._persisted_meta(meta) | {
+            "pq_m": pq.m, "pq_nbits": pq.nbits, "seed": pq.seed,
+            "train_size": int(meta.get("train_size", 65536)),
+            "train_iters": int(meta.get("train_iters", 20)), "next_id": self._meta["next_id"]}
+        with self._excl:
+            if self._memory:
+                self._rebuild_memory(ids, live_rows, codes, blob, full)
+            else:
+                t = s.begin()
+                try:
+                    t.set_index(blob)
+                    t.set_meta(full)
+                    t.replace_codes(ids, codes)
+                    t.commit()
+                except BaseException:
+                    t.rollback()
+                    raise
+            self._index = VectorIndex(self._meta["dim"], self._meta["metric"], pq)
+            self._row_caches(renumbered=True)
+
+    def _rebuild_memory(self, ids, live_rows, codes, blob, full_meta):
+        """An in-memory store cannot rewrite its codes: copy it into a new one."""
+        old = self._store
+        new = Store.open(MEMORY)
+        t = new.begin()
+        recs = [old.record_at(r) for r in live_rows.tolist()]
+        V = old.vectors
+        t.put(ids, keys=[r.key for r in recs], texts=[r.text for r in recs],
+              metadata=[r.metadata or None for r in recs], codes=codes,
+              vectors=V[live_rows] if V is not None else None)
+        links = old.all_links()
+        if links:
+            t.link([x[0] for x in links], [x[1] for x in links], [x[2] for x in links],
+                   [x[3] for x in links])
+        t.set_index(blob)
+        t.set_meta(full_meta)
+        t.commit()
+        self._store = new
+        old.close()
+
+    # ------------------------------------------------------------------ maintenance
+
+    def verify(self) -> dict:
+        """Check every file (checksums, structure) and the database's own invariants
+        (meta, index, ids). Returns counts; raises CorruptDatabaseError."""
+        self._check_open()
+        with self._wlock, self._read:
+            out = dict(self._store.verify())
+            s = self._store
+            ids = s.live_ids()
+            if len(ids) and int(ids.max()) >= self._meta["next_id"]:
+                raise _errors.CorruptDatabaseError(f"{self._path}: an id is beyond the id counter")
+            pq = self._load_quantizer()
+            if pq is not None:
+                if s.code_size != pq.code_size:
+                    raise _errors.CorruptDatabaseError(f"{self._path}: codes do not match the index")
+            elif s.code_size and self._meta["vector_dtype"] is not None:
+                raise _errors.CorruptDatabaseError(f"{self._path}: codes without an index")
+            out["index"] = "pq" if pq is not None else "flat"
+            out["concepts"] = len(ids)
+            return out
+
+    def compact(self) -> None:
+        """Rewrite the live concepts into fresh files (dropping old versions and
+        deleted concepts). Not inside a transaction."""
+        self._check_writable()
+        with self._wlock:
+            if self._staged is not None:
+                raise InvalidArgumentError("compact cannot run inside a transaction")
+            with self._excl:
+                self._store.compact()
+                self._row_caches(renumbered=True)
+
+    def refresh(self) -> bool:
+        """Read-only databases: move to the latest committed state of the writer."""
+        self._check_open()
+        with self._excl:
+            changed = self._store.refresh()
+            if changed:
+                self._meta = dict(self._store.meta.get("sutradb") or self._meta)
+                self._index = VectorIndex(self._meta["dim"], self._meta["metric"], self._load_quantizer())
+                self._reset_caches()
+        return changed
+
+    def close(self) -> None:
+        """Roll back an open transaction and close the files (idempotent)."""
+        if self._closed:
+            return
+        with self._wlock:
+            if self._closed:
+                return
+            held = len(self._txn_stack) if self._txn_owner == threading.get_ident() else 0
+            with self._excl:
+                try:
+                    if self._stxn is not None:
+                        self._stxn.rollback()
+                    self._store.close()
+                finally:
+                    self._closed = True
+                    self._staged = self._stxn = None
+                    self._levels = []
+                    self._txn_stack = []
+                    self._ccache = {}
+                    self._rstate = None
+                    self._dstate = None
+                    self.__dict__.pop("distance", None)
+                    self._flat = None
+                    self._txn_owner = None
+                    for _ in range(held):      # locks taken by transactions left open
+                        self._wlock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            if not self._closed and self._staged is None:
+                self.close()
+        except Exception:
+            pass
