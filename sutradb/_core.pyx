@@ -708,3 +708,353 @@ def sdc(const float[:, :, ::1] tables, const uint8_t[:, ::1] a, const uint8_t[:,
                 s = s + tables[m, ca, cb]
             o[i] = s
     return out
+
+
+# ------------------------------------------------------------ IVF: coarse + lists
+#
+# Appended for the IVF-PQ index (``sutradb/index/ivf.py``); the functions above are
+# unchanged. The codes of an IVF index are stored in list order: the rows of list
+# ``l`` are ``codes[offsets[l]:offsets[l + 1]]`` and ``ids[r]`` is the caller's row
+# id of list-ordered row ``r``. The distance tables are those of the raw query (PQ on
+# raw vectors): one table per query serves every probed list.
+
+cdef void _ivf_scan_unit(const float *T_raw, bint four_bit, Py_ssize_t M,
+                         const uint8_t *codes, Py_ssize_t W, const int64_t *offsets,
+                         const int64_t *probes, Py_ssize_t p0, Py_ssize_t p1,
+                         const int64_t *ids, const uint8_t *mask, Py_ssize_t nmask,
+                         float *scratch, float *hd, int64_t *hi,
+                         Py_ssize_t k) noexcept nogil:
+    """One query over probed lists probes[p0:p1]; leaves its top-k (by distance,
+    then caller id: a total order, so the result does not depend on how the lists
+    are split into units) in (hd, hi) as a max-heap. Rows whose id has mask 0 (or
+    lies outside the mask) are skipped."""
+    cdef const float *T = T_raw
+    cdef float *sums = scratch + W * 256
+    cdef Py_ssize_t p, r, r1, j, nb
+    cdef int64_t l, rid
+    if four_bit:
+        _pair_tables(T_raw, M, scratch)
+        T = scratch
+    _heap_init(hd, hi, k)
+    for p in range(p0, p1):
+        l = probes[p]
+        if l < 0:
+            continue
+        r = offsets[l]
+        r1 = offsets[l + 1]
+        while r < r1:
+            nb = min(BLOCK, r1 - r)
+            sutra_adc_rows(T, codes + r * W, W, nb, sums)
+            for j in range(nb):
+                if sums[j] <= hd[0]:
+                    rid = ids[r + j]
+                    if mask != NULL and (rid >= nmask or mask[rid] == 0):
+                        continue
+                    _heap_push(hd, hi, k, sums[j], rid)
+            r = r + nb
+
+
+def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
+                 const int64_t[::1] offsets, const int64_t[:, ::1] probes,
+                 const int64_t[::1] ids, Py_ssize_t k, const uint8_t[::1] mask=None,
+                 int nthreads=1):
+    """Top-k by ADC distance over the probed lists of an inverted file.
+
+    Parameters
+    ----------
+    tables : (nq, M, Ks) float32 distance tables (Ks 256: 8-bit, 16: 4-bit codes)
+    codes : (n, W) uint8 in list order (may be a read-only memory map)
+    offsets : (nlist + 1,) int64, non-decreasing, offsets[0] == 0, offsets[-1] == n
+    probes : (nq, nprobe) int64 list numbers per query; -1 entries are skipped
+    ids : (n,) int64 caller row id of every list-ordered row (reported in I and
+        used to look up the mask)
+    k : int >= 1
+    mask : (N,) uint8 indexed by id, or None: ids with 0 (or >= N) are skipped
+    nthreads : int. Units are (query, range of its probes); results do not depend
+        on the thread count (the heaps order by (distance, id), a total order).
+
+    Returns
+    -------
+    D : (nq, k) float32 ascending (inf-padded), I : (nq, k) int64 ids (-1-padded)
+    """
+    cdef Py_ssize_t nq = tables.shape[0], M = tables.shape[1], Ks = tables.shape[2]
+    cdef Py_ssize_t n = codes.shape[0], W = codes.shape[1]
+    cdef Py_ssize_t nlist = offsets.shape[0] - 1, nprobe = probes.shape[1]
+    cdef bint four_bit
+    cdef Py_ssize_t l, q, j, u, s, p0, p1
+    cdef bint bad = False
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    if Ks == 256:
+        four_bit = False
+        if W != M:
+            raise ValueError(f"codes have {W} bytes per row, expected {M}")
+    elif Ks == 16:
+        four_bit = True
+        if W != (M + 1) // 2:
+            raise ValueError(f"codes have {W} bytes per row, expected {(M + 1) // 2}")
+    else:
+        raise ValueError("tables must have 256 (8-bit) or 16 (4-bit) entries per subspace")
+    if nlist < 1 or offsets[0] != 0 or offsets[nlist] != n:
+        raise ValueError("offsets must start at 0 and end at the number of code rows")
+    if ids.shape[0] != n:
+        raise ValueError("one id per code row")
+    if probes.shape[0] != nq:
+        raise ValueError("one row of probes per query")
+    with nogil:
+        for l in range(nlist):
+            if offsets[l + 1] < offsets[l]:
+                bad = True
+        for q in range(nq):
+            for j in range(nprobe):
+                if probes[q, j] >= nlist:
+                    bad = True
+    if bad:
+        raise ValueError("offsets decrease or a probe is out of range")
+    nthreads = max(1, nthreads)
+    cdef Py_ssize_t nsplit = 1
+    if nq < nthreads and nprobe > 1:
+        nsplit = min((nthreads + nq - 1) // nq, nprobe)
+    cdef Py_ssize_t per = (nprobe + nsplit - 1) // nsplit
+    D = np.empty((nq, k), dtype=np.float32)
+    I = np.empty((nq, k), dtype=np.int64)
+    if nq == 0:
+        return D, I
+    cdef float[:, ::1] Dv = D
+    cdef int64_t[:, ::1] Iv = I
+    if nsplit == 1:
+        unit_d_arr, unit_i_arr = D, I
+    else:
+        unit_d_arr = np.empty((nq * nsplit, k), dtype=np.float32)
+        unit_i_arr = np.empty((nq * nsplit, k), dtype=np.int64)
+    cdef float[:, ::1] ud = unit_d_arr
+    cdef int64_t[:, ::1] ui = unit_i_arr
+    cdef const uint8_t *mask_p = &mask[0] if (mask is not None and mask.shape[0] > 0) else NULL
+    cdef Py_ssize_t nmask = mask.shape[0] if mask is not None else 0
+    cdef const uint8_t *codes_p = &codes[0, 0] if (n > 0 and W > 0) else NULL
+    cdef const int64_t *ids_p = &ids[0] if n > 0 else NULL
+    cdef const int64_t *probes_p = &probes[0, 0] if nprobe > 0 else NULL
+    cdef Py_ssize_t W_tab = M if not four_bit else (M + 1) // 2
+    if mask is not None and mask.shape[0] == 0:
+        # an empty mask keeps nothing
+        D[:] = np.inf
+        I[:] = -1
+        return D, I
+    scratch = np.empty((nthreads, max(1, W_tab) * 256 + BLOCK), dtype=np.float32)
+    cdef float[:, ::1] sc = scratch
+    for u in prange(nq * nsplit, nogil=True, num_threads=nthreads, schedule="dynamic"):
+        q = u // nsplit
+        s = u % nsplit
+        p0 = s * per
+        p1 = min(nprobe, p0 + per)
+        if codes_p == NULL:
+            p1 = p0
+        _ivf_scan_unit(&tables[q, 0, 0], four_bit, M, codes_p, W, &offsets[0],
+                       probes_p + q * nprobe, p0, p1, ids_p, mask_p, nmask,
+                       &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k)
+    if nsplit == 1:
+        with nogil:
+            for q in range(nq):
+                _heap_sort(&Dv[q, 0], &Iv[q, 0], k)
+        return D, I
+    for q in prange(nq, nogil=True, num_threads=nthreads, schedule="static"):
+        for j in range(k):
+            Dv[q, j] = ud[q * nsplit, j]
+            Iv[q, j] = ui[q * nsplit, j]
+        for s in range(1, nsplit):
+            for j in range(k):
+                if ui[q * nsplit + s, j] >= 0:
+                    _heap_push(&Dv[q, 0], &Iv[q, 0], k,
+                               ud[q * nsplit + s, j], ui[q * nsplit + s, j])
+        _heap_sort(&Dv[q, 0], &Iv[q, 0], k)
+    return D, I
+
+
+cdef extern from "_simd.h" nogil:
+    void sutra_panel_rows_f16(const float *x, const uint16_t *P, const float *base,
+                              float alpha, Py_ssize_t K, Py_ssize_t d, float *out)
+    void sutra_select_smallest(float *v, int64_t *ix, Py_ssize_t K, Py_ssize_t n)
+
+
+def coarse_panels_f16(const float[:, ::1] centres):
+    """float16 panels of the centres for ``coarse_probes_f16``: (ceil(K / 16), d, 16)
+    uint16 (float16 bits), panel p holding centres 16p .. 16p + 15 (zero padded)."""
+    C = np.asarray(centres)
+    K, d = C.shape
+    NP = (K + 15) // 16
+    pad = np.zeros((NP * 16, d), dtype=np.float16)
+    pad[:K] = C
+    return np.ascontiguousarray(pad.reshape(NP, 16, d).transpose(0, 2, 1)).view(np.uint16)
+
+
+cdef void _coarse_one_f16(const float *q, const uint16_t *P, const float *cn, Py_ssize_t K,
+                          Py_ssize_t d, Py_ssize_t nprobe, float *buf, int64_t *ix,
+                          int64_t *out) noexcept nogil:
+    cdef Py_ssize_t c
+    sutra_panel_rows_f16(q, P, cn, -2.0, K, d, buf)
+    for c in range(K):
+        ix[c] = c
+    sutra_select_smallest(buf, ix, K, nprobe)
+    for c in range(nprobe):
+        out[c] = ix[c]
+
+
+def coarse_probes_f16(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
+                      const float[::1] cn, Py_ssize_t nprobe, int nthreads=1):
+    """The ``nprobe`` coarse centres with the smallest ``||c||^2 - 2 q.c`` (ties: the
+    smaller centre), the dot products taken with float16 centres
+    (``coarse_panels_f16``); ``cn`` are the float32 squared norms. Returns
+    (nq, nprobe) int64, in no particular order within a row."""
+    cdef Py_ssize_t nq = queries.shape[0], d = queries.shape[1], K = cn.shape[0]
+    if panels.shape[1] != d or panels.shape[2] != 16 or panels.shape[0] != (K + 15) // 16:
+        raise ValueError("panels do not match the queries and norms")
+    if nprobe < 1 or nprobe > K:
+        raise ValueError("nprobe must be in [1, K]")
+    nthreads = max(1, min(nthreads, nq))
+    P = np.empty((nq, nprobe), dtype=np.int64)
+    if nq == 0:
+        return P
+    buf = np.empty((nthreads, K), dtype=np.float32)
+    ixb = np.empty((nthreads, K), dtype=np.int64)
+    cdef float[:, ::1] b = buf
+    cdef int64_t[:, ::1] ib = ixb
+    cdef int64_t[:, ::1] Pv = P
+    cdef Py_ssize_t q
+    for q in prange(nq, nogil=True, num_threads=nthreads, schedule="static"):
+        _coarse_one_f16(&queries[q, 0], &panels[0, 0, 0], &cn[0], K, d, nprobe,
+                        &b[threadid(), 0], &ib[threadid(), 0], &Pv[q, 0])
+    return P
+
+
+cdef void _ivf_one(const float *q, const uint16_t *panels, const float *ccn, Py_ssize_t K,
+                   Py_ssize_t d, Py_ssize_t nprobe, const float *CT, const float *cn,
+                   Py_ssize_t M, Py_ssize_t Ks, Py_ssize_t Ds, int tmetric,
+                   const uint8_t *codes, Py_ssize_t W, const int64_t *offsets,
+                   const int64_t *ids, const uint8_t *mask, Py_ssize_t nmask,
+                   const char *vecs, bint half, Py_ssize_t nvec, int rmetric,
+                   const float *zeros, Py_ssize_t kc, Py_ssize_t k,
+                   float *fbuf, int64_t *ibuf, float *cd, int64_t *ci,
+                   float *outd, int64_t *outi) noexcept nogil:
+    """The whole IVF search of one query: coarse probes (float16 panels), the
+    query's ADC table, the scan of the probed lists into a heap of kc candidates,
+    then (vecs != NULL) the exact re-rank of those into the k results. fbuf holds
+    max(K, M * Ks + W * 256 + BLOCK + Ks) floats, ibuf max(K, nprobe) int64."""
+    cdef Py_ssize_t j
+    cdef float *T = fbuf
+    cdef float *scan_scratch = fbuf + M * Ks
+    cdef float *tbase = fbuf + M * Ks + W * 256 + BLOCK
+    # coarse: distances in fbuf[0:K], selected ids in ibuf[0:nprobe]
+    sutra_panel_rows_f16(q, panels, ccn, -2.0, K, d, fbuf)
+    for j in range(K):
+        ibuf[j] = j
+    sutra_select_smallest(fbuf, ibuf, K, nprobe)
+    # the table overwrites fbuf (the probes live in ibuf)
+    _tables_one(q, CT, cn, M, Ks, Ds, tmetric, tbase, T)
+    if vecs == NULL:
+        _ivf_scan_unit(T, Ks == 16, M, codes, W, offsets, ibuf, 0, nprobe, ids, mask,
+                       nmask, scan_scratch, outd, outi, k)
+        _heap_sort(outd, outi, k)
+        return
+    _ivf_scan_unit(T, Ks == 16, M, codes, W, offsets, ibuf, 0, nprobe, ids, mask,
+                   nmask, scan_scratch, cd, ci, kc)
+    _rerank_one(q, vecs, half, d, nvec, ci, kc, rmetric, zeros, outd, outi, k)
+
+
+def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
+               const float[::1] ccn, Py_ssize_t nprobe, const float[:, :, ::1] CT,
+               const float[:, ::1] cn, int tmetric, const uint8_t[:, ::1] codes,
+               const int64_t[::1] offsets, const int64_t[::1] ids, Py_ssize_t kc,
+               Py_ssize_t k, const uint8_t[::1] mask=None, vectors=None, int rmetric=0,
+               int nthreads=1):
+    """Fused IVF search (one kernel call per batch, parallel over queries): per query
+    ``coarse_probes_f16`` -> ``distance_tables_t`` -> ``ivf_adc_topk`` over the probes
+    with ``kc`` candidates -> ``rerank`` of them against ``vectors`` (float32 or
+    float16 bits as uint16; None: no re-rank, the ADC top-k is returned). Same
+    results as those calls made one after the other.
+
+    ``CT``/``cn``: the quantizer's ``table_operands``; ``tmetric`` the table metric;
+    ``rmetric`` the re-rank metric (METRIC_L2 / METRIC_IP / METRIC_COS).
+    Returns D (nq, k) float32, I (nq, k) int64 (ids).
+    """
+    cdef Py_ssize_t nq = queries.shape[0], d = queries.shape[1], K = ccn.shape[0]
+    cdef Py_ssize_t M = CT.shape[0], Ds = CT.shape[1], Ks = CT.shape[2]
+    cdef Py_ssize_t n = codes.shape[0], W = codes.shape[1], nlist = offsets.shape[0] - 1
+    cdef Py_ssize_t l, q, nvec = 0
+    cdef bint bad = False, half = False
+    cdef const float[:, ::1] v32
+    cdef const uint16_t[:, ::1] v16
+    cdef const char *vp = NULL
+    if k < 1 or kc < k:
+        raise ValueError("need 1 <= k <= kc")
+    if panels.shape[1] != d or panels.shape[2] != 16 or panels.shape[0] != (K + 15) // 16:
+        raise ValueError("panels do not match the queries and norms")
+    if nlist != K or nprobe < 1 or nprobe > K:
+        raise ValueError("offsets must have nlist + 1 entries and 1 <= nprobe <= nlist")
+    if M * Ds != d or cn.shape[0] != M or cn.shape[1] != Ks:
+        raise ValueError("table operands do not match the queries")
+    if Ks == 256:
+        if W != M:
+            raise ValueError("codes do not match the quantizer")
+    elif Ks == 16:
+        if W != (M + 1) // 2:
+            raise ValueError("codes do not match the quantizer")
+    else:
+        raise ValueError("Ks must be 16 or 256")
+    if ids.shape[0] != n or offsets[0] != 0 or offsets[nlist] != n:
+        raise ValueError("offsets/ids do not describe the codes")
+    with nogil:
+        for l in range(nlist):
+            if offsets[l + 1] < offsets[l]:
+                bad = True
+    if bad:
+        raise ValueError("offsets decrease")
+    if vectors is not None:
+        if vectors.dtype == np.uint16:
+            half = True
+            v16 = vectors
+            nvec = v16.shape[0]
+            if v16.shape[1] != d:
+                raise ValueError("vectors and queries disagree on the dimension")
+            vp = <const char *> &v16[0, 0] if nvec > 0 else NULL
+        else:
+            v32 = vectors
+            nvec = v32.shape[0]
+            if v32.shape[1] != d:
+                raise ValueError("vectors and queries disagree on the dimension")
+            vp = <const char *> &v32[0, 0] if nvec > 0 else NULL
+        if vp == NULL:
+            raise ValueError("no vectors to re-rank against")
+    nthreads = max(1, min(nthreads, nq))
+    D = np.empty((nq, k), dtype=np.float32)
+    I = np.empty((nq, k), dtype=np.int64)
+    if nq == 0:
+        return D, I
+    if n == 0 or (mask is not None and mask.shape[0] == 0):
+        D[:] = np.inf
+        I[:] = -1
+        return D, I
+    cdef Py_ssize_t W_tab = M if Ks == 256 else (M + 1) // 2
+    cdef Py_ssize_t nf = max(K, M * Ks + max(1, W_tab) * 256 + BLOCK + Ks)
+    fb = np.empty((nthreads, nf), dtype=np.float32)
+    ib = np.empty((nthreads, K), dtype=np.int64)
+    cdb = np.empty((nthreads, kc), dtype=np.float32)
+    cib = np.empty((nthreads, kc), dtype=np.int64)
+    zeros = np.zeros(d, dtype=np.float32)
+    cdef float[:, ::1] fbv = fb
+    cdef int64_t[:, ::1] ibv = ib
+    cdef float[:, ::1] cdv = cdb
+    cdef int64_t[:, ::1] civ = cib
+    cdef const float[::1] zv = zeros
+    cdef float[:, ::1] Dv = D
+    cdef int64_t[:, ::1] Iv = I
+    cdef const uint8_t *mask_p = &mask[0] if mask is not None else NULL
+    cdef Py_ssize_t nmask = mask.shape[0] if mask is not None else 0
+    cdef int t
+    for q in prange(nq, nogil=True, num_threads=nthreads, schedule="dynamic"):
+        t = threadid()
+        _ivf_one(&queries[q, 0], &panels[0, 0, 0], &ccn[0], K, d, nprobe,
+                 &CT[0, 0, 0], &cn[0, 0], M, Ks, Ds, tmetric, &codes[0, 0], W,
+                 &offsets[0], &ids[0], mask_p, nmask, vp, half, nvec, rmetric, &zv[0],
+                 kc, k, &fbv[t, 0], &ibv[t, 0], &cdv[t, 0], &civ[t, 0],
+                 &Dv[q, 0], &Iv[q, 0])
+    return D, I

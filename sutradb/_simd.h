@@ -514,4 +514,90 @@ static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
 }
 #endif
 
+/* ------------------------------------------------------------------------------
+ * IVF helpers (appended for sutradb/index/ivf.py).
+ * ---------------------------------------------------------------------------- */
+
+/* Coarse distances from float16 centre panels: P holds ceil(K / 16) panels of
+ * d x 16 float16 bits (panel p, row j: dimension j of centres 16p .. 16p + 15, zero
+ * padded past K), so one query streams half the bytes of float32 centres, in
+ * order. out[c] = base[c] + alpha * sum_j x[j] * centre_c[j] for c < K. With
+ * AVX-512 four panels share each broadcast of x[j] and accumulate in registers. */
+static inline void sutra_panel_rows_f16(const float *x, const uint16_t *P, const float *base,
+                                        float alpha, Py_ssize_t K, Py_ssize_t d, float *out)
+{
+    const Py_ssize_t NP = (K + 15) / 16;
+    Py_ssize_t p = 0, j, l;
+#if defined(__AVX512F__)
+    float tmp[64];
+    for (; p + 4 <= NP; p += 4) {
+        const uint16_t *p0 = P + p * d * 16, *p1 = p0 + d * 16, *p2 = p1 + d * 16, *p3 = p2 + d * 16;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (j = 0; j < d; j++) {
+            const __m512 xj = _mm512_set1_ps(x[j]);
+            a0 = _mm512_fmadd_ps(xj, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p0 + j * 16))), a0);
+            a1 = _mm512_fmadd_ps(xj, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p1 + j * 16))), a1);
+            a2 = _mm512_fmadd_ps(xj, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p2 + j * 16))), a2);
+            a3 = _mm512_fmadd_ps(xj, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p3 + j * 16))), a3);
+        }
+        _mm512_storeu_ps(tmp, a0);
+        _mm512_storeu_ps(tmp + 16, a1);
+        _mm512_storeu_ps(tmp + 32, a2);
+        _mm512_storeu_ps(tmp + 48, a3);
+        for (l = 0; l < 64 && p * 16 + l < K; l++)
+            out[p * 16 + l] = base[p * 16 + l] + alpha * tmp[l];
+    }
+    for (; p < NP; p++) {
+        const uint16_t *p0 = P + p * d * 16;
+        __m512 a0 = _mm512_setzero_ps();
+        for (j = 0; j < d; j++)
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(x[j]),
+                                 _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p0 + j * 16))), a0);
+        _mm512_storeu_ps(tmp, a0);
+        for (l = 0; l < 16 && p * 16 + l < K; l++)
+            out[p * 16 + l] = base[p * 16 + l] + alpha * tmp[l];
+    }
+#else
+    for (; p < NP; p++) {
+        for (l = 0; l < 16 && p * 16 + l < K; l++) {
+            float s = 0.f;
+            for (j = 0; j < d; j++) s += x[j] * sutra_h2f(P[p * d * 16 + j * 16 + l]);
+            out[p * 16 + l] = base[p * 16 + l] + alpha * s;
+        }
+    }
+#endif
+}
+
+static inline int sutra_pair_less(float va, int64_t ia, float vb, int64_t ib)
+{
+    return va < vb || (va == vb && ia < ib);
+}
+
+/* Rearrange the pairs (v[t], ix[t]) so that the n smallest by (value, index) come
+ * first (in no particular order): Hoare-partition quickselect, O(K) expected. The
+ * indices are distinct, so the selected set is unique. */
+static inline void sutra_select_smallest(float *v, int64_t *ix, Py_ssize_t K, Py_ssize_t n)
+{
+    Py_ssize_t lo = 0, hi = K - 1;
+    if (n <= 0 || n >= K) return;
+    while (lo < hi) {
+        const Py_ssize_t mid = lo + (hi - lo) / 2;
+        const float pv = v[mid];
+        const int64_t pi = ix[mid];
+        Py_ssize_t a = lo, b = hi;
+        while (a <= b) {
+            while (sutra_pair_less(v[a], ix[a], pv, pi)) a++;
+            while (sutra_pair_less(pv, pi, v[b], ix[b])) b--;
+            if (a <= b) {
+                float tv = v[a]; v[a] = v[b]; v[b] = tv;
+                int64_t ti = ix[a]; ix[a] = ix[b]; ix[b] = ti;
+                a++; b--;
+            }
+        }
+        if (n - 1 <= b) hi = b;
+        else if (n - 1 >= a) lo = a;
+        else break;
+    }
+}
+
 #endif /* SUTRADB_SIMD_H */
