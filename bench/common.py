@@ -446,7 +446,7 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "—"
     ax = abs(x)
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if ax >= div:
             return f"{x / div:.{digits}g}{suf}"
     return f"{x:.{digits}g}"

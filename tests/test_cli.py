@@ -1,0 +1,93 @@
+"""The `sutradb` command line, driven in-process through cli.main()."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sutradb.cli import main
+from sutradb.demo import load_sample
+
+
+@pytest.fixture(scope="module")
+def sample():
+    base, texts, queries, qtexts, gt = load_sample()
+    return base[:300].astype(np.float32), texts[:300], queries[:3].astype(np.float32)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def vec_arg(v):
+    return "--vector=" + ",".join(f"{x:.6f}" for x in v)
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("init", "add", "import", "search", "get", "delete", "link", "neighbors",
+                 "info", "verify", "compact", "export", "bench"):
+        assert name in out
+
+
+def test_vector_workflow(tmp_path, capsys, sample):
+    base, texts, queries = sample
+    db = tmp_path / "db"
+    np.save(tmp_path / "v.npy", base)
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    (tmp_path / "m.jsonl").write_text(
+        "\n".join(json.dumps({"n": i, "src": "odd" if i % 2 else "even"}) for i in range(300)) + "\n")
+
+    assert run(capsys, "init", db, "--dim", 384)[0] == 0
+    code, out, _ = run(capsys, "import", db, tmp_path / "v.npy", "--texts", tmp_path / "t.txt",
+                       "--metadata", tmp_path / "m.jsonl", "--json")
+    assert code == 0 and json.loads(out)["added"] == 300
+
+    # the exact nearest stored vector of a stored vector is itself
+    code, out, _ = run(capsys, "search", db, vec_arg(base[17]), "-k", 3, "--json")
+    hits = json.loads(out)
+    assert code == 0 and hits[0]["id"] == 17 and hits[0]["text"] == texts[17]
+    code, out, _ = run(capsys, "search", db, vec_arg(base[17]), "-k", 5, "--json",
+                       "--where", '{"src": "even"}')
+    assert all(h["metadata"]["src"] == "even" for h in json.loads(out))
+
+    code, out, _ = run(capsys, "get", db, 5, "--json")
+    assert json.loads(out)["text"] == texts[5]
+    assert run(capsys, "link", db, 1, 2, "is_a", "--weight", 0.5)[0] == 0
+    code, out, _ = run(capsys, "neighbors", db, 1, "--json")
+    assert json.loads(out) == [{"id": 2, "relation": "is_a", "weight": 0.5}]
+
+    code, out, _ = run(capsys, "info", db, "--json")
+    info = json.loads(out)
+    assert info["concepts"] == 300 and info["dim"] == 384 and info["disk_bytes"] > 0
+    assert run(capsys, "verify", db)[0] == 0
+    assert run(capsys, "delete", db, 7)[0] == 0
+    code, _, err = run(capsys, "get", db, 7)
+    assert code == 1 and "NotFoundError" in err
+    assert run(capsys, "compact", db)[0] == 0
+    out_file = tmp_path / "all.jsonl"
+    assert run(capsys, "export", db, "--out", out_file)[0] == 0
+    rows = [json.loads(l) for l in out_file.read_text().splitlines()]
+    assert len(rows) == 299 and {r["id"] for r in rows} == set(range(300)) - {7}
+
+
+def test_errors_exit_non_zero(tmp_path, capsys):
+    code, _, err = run(capsys, "info", tmp_path / "missing")
+    assert code == 1 and err.startswith("sutradb info:")
+    db = tmp_path / "db"
+    assert run(capsys, "init", db, "--dim", 4)[0] == 0
+    code, _, err = run(capsys, "init", db, "--dim", 4)          # exists: mode "x"
+    assert code == 1
+    code, _, err = run(capsys, "search", db, "--where", "{not json", "--vector=1,0,0,0")
+    assert code == 2 and "not JSON" in err
+    code, _, err = run(capsys, "search", db, "--vector=1,0,0")  # wrong dimension
+    assert code == 1 and "DimensionError" in err
+    (tmp_path / "bad.jsonl").write_text('{"x": 1}\n')
+    code, _, err = run(capsys, "add", db, tmp_path / "bad.jsonl")
+    assert code == 2 and "text" in err
+    assert main([]) == 2
