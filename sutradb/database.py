@@ -558,6 +558,7 @@ class Database:
     def _reset_caches(self):
         """Forget every derived structure (they are rebuilt lazily)."""
         self._ccache: dict[int, tuple] = {}     # id -> (key, text, metadata) decoded
+        self._kcache: dict[str, int] = {}       # key -> id, confirmed against _ccache
         self._rowmap: dict[int, int] | None = None
         self._keyidx: dict[str, int] | None = None
         self._idkey: dict[int, str] | None = None
@@ -1349,6 +1350,14 @@ class Database:
             (a ``KeyError``) it does not exist.
         """
         st = self._rstate
+        if st is not None and type(id_or_key) is str:
+            # a key seen before: trusted only if the cached record of its id still
+            # holds that key (commits refresh or drop the records they change)
+            i = self._kcache.get(id_or_key)
+            if i is not None:
+                rec = self._ccache.get(i)
+                if rec is not None and rec[0] == id_or_key:
+                    id_or_key = i
         if st is not None and type(id_or_key) is int:
             row = st[0].get(id_or_key)
             rec = self._ccache.get(id_or_key)
@@ -1385,6 +1394,14 @@ class Database:
                 except (StopIteration, KeyError, RuntimeError):
                     pass
             cc[c.id] = (c.key, c.text, c.metadata)
+            if c.key is not None:
+                kc = self._kcache
+                if len(kc) >= self._cache_size:
+                    try:
+                        del kc[next(iter(kc))]
+                    except (StopIteration, KeyError, RuntimeError):
+                        pass
+                kc[c.key] = c.id
         return Concept(c.id, c.key, c.text, dict(c.metadata) if c.metadata else {}, c.vector)
 
     def _row_map(self) -> dict:

@@ -501,3 +501,22 @@ def test_regression_default_rerank_is_approximate_past_its_depth(sutra_db_factor
     D, _ = db.search_vectors(q, k=5, rerank=1000)
     De, _ = db.search_vectors(q, k=5, exact=True)
     np.testing.assert_allclose(D, De, atol=1e-4)
+
+
+def test_regression_key_cache_follows_key_changes(sutra_db):
+    """get(key) answers from a key -> id cache; it must never return the concept
+    that used to hold a key after a delete, a re-key or a key moving to a new id."""
+    db = sutra_db
+    a, b = db.add_vectors(randv(2), keys=["k", "other"]).tolist()
+    assert db.get("k").id == a and db.get("k").id == a          # second call: cached
+    db.delete([a])
+    with pytest.raises(KeyError):
+        db.get("k")
+    c = int(db.add_vectors(randv(1, seed=3), keys=["k"])[0])
+    assert db.get("k").id == c
+    db.update(c, key="k2")
+    assert db.get("k2").id == c
+    with pytest.raises(KeyError):
+        db.get("k")
+    db.update(b, key="k")
+    assert db.get("k").id == b
