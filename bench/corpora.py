@@ -1,0 +1,55 @@
+"""Text corpora for the learn benchmark that need no download.
+
+``stdlib_docstrings(n)``: the docstrings of the Python standard library's modules,
+classes and functions (real English technical prose, mostly one to several
+paragraphs: a corpus of *longer* texts beside the one-line PyPI summaries).
+Write one to a file with ``python bench/corpora.py OUT.txt [N]`` (one text per line,
+newlines folded to spaces).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import sys
+import warnings
+
+SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test",
+        "lib2to3", "ensurepip", "venv", "pydoc_data"}
+
+
+def stdlib_docstrings(n: int = 2000, min_len: int = 200, max_len: int = 2000) -> list[str]:
+    """Up to ``n`` distinct docstrings of ``min_len``..``max_len`` characters, in a
+    fixed (sorted module) order."""
+    out, seen = [], set()
+    names = sorted(m.name for m in pkgutil.iter_modules()
+                   if m.name in sys.stdlib_module_names and m.name not in SKIP
+                   and not m.name.startswith("_"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            try:
+                mod = importlib.import_module(name)
+            except Exception:          # a module that cannot import here is skipped
+                continue
+            objs = [mod] + [v for _, v in sorted(vars(mod).items())
+                            if inspect.isclass(v) or inspect.isfunction(v)]
+            for obj in objs:
+                doc = inspect.getdoc(obj)
+                if not doc:
+                    continue
+                text = " ".join(doc.split())
+                if min_len <= len(text) <= max_len and text not in seen:
+                    seen.add(text)
+                    out.append(text)
+                    if len(out) >= n:
+                        return out
+    return out
+
+
+if __name__ == "__main__":
+    texts = stdlib_docstrings(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+    with open(sys.argv[1], "w", encoding="utf-8") as f:
+        f.write("\n".join(texts) + "\n")
+    print(f"{len(texts)} texts, mean {sum(map(len, texts)) / len(texts):.0f} characters")
