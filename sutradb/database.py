@@ -1089,7 +1089,10 @@ class Database:
             As in :meth:`add_vectors`.
         batch_size : int, optional
             Texts per embedder call (default: the ``batch_size`` option, 256).
-            Identical texts in a call are embedded once.
+            Identical texts in a call are embedded once. Texts go in windows of 16
+            batches; inside a window they are embedded longest first, so that each
+            batch pads little (what sentence-transformers does inside one call), and
+            each window is stored as soon as it is embedded.
         progress : bool or callable, optional
             A progress bar (count, throughput, ETA) on stderr; by default shown when
             stderr is a terminal and the call has more than one batch. A callable is
@@ -1120,22 +1123,35 @@ class Database:
             raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size!r}")
         bar = _progress_bar(progress, n, step)
         out = np.empty(n, dtype=np.int64)
-        done = 0
         try:
             with self.transaction():
                 with self._Auto(self) as st:
                     if st is not None and not st.meta.get("embedder"):
                         st.meta["embedder"] = {"name": str(emb.name), "dim": int(emb.dim)}
-                for s0 in range(0, n, step):
-                    chunk = texts[s0:s0 + step]
-                    V = self._embed(chunk, emb)
-                    out[s0:s0 + len(chunk)] = self.add_vectors(
-                        V, texts=chunk,
-                        metadata=None if metadata is None else metadata[s0:s0 + step],
-                        keys=None if keys is None else keys[s0:s0 + step])
-                    done += len(chunk)
+                # Windows of 16 batches: inside one, the distinct texts are embedded
+                # in order of length (as sentence-transformers does inside one call),
+                # so batches carry little padding; then the window is stored.
+                window = 16 * step
+                for w0 in range(0, n, window):
+                    chunk = texts[w0:w0 + window]
+                    uniq = list(dict.fromkeys(chunk))
+                    order = sorted(range(len(uniq)), key=lambda j: -len(uniq[j]))
+                    Vu = np.empty((len(uniq), emb.dim), dtype=np.float32)
+                    for b0 in range(0, len(order), step):
+                        sel = order[b0:b0 + step]
+                        Vu[sel] = _embedders.embed(emb, [uniq[j] for j in sel])
+                        if bar is not None and b0 + step < len(order):
+                            # texts of the window covered so far, in proportion
+                            bar(w0 + (b0 + len(sel)) * len(chunk) // len(uniq), n)
+                    if len(uniq) < len(chunk):
+                        pos = {t: j for j, t in enumerate(uniq)}
+                        Vu = Vu[[pos[t] for t in chunk]]
+                    out[w0:w0 + len(chunk)] = self.add_vectors(
+                        Vu, texts=chunk,
+                        metadata=None if metadata is None else metadata[w0:w0 + window],
+                        keys=None if keys is None else keys[w0:w0 + window])
                     if bar is not None:
-                        bar(done, n)
+                        bar(w0 + len(chunk), n)
         finally:
             if bar is not None:
                 bar(None, n)

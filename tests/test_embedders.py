@@ -127,12 +127,19 @@ def test_add_embeds_each_distinct_text_once_in_batches():
     emb = Counting()
     db = sutradb.open(":memory:", embedder=emb)
     seen = []
-    ids = db.add(["a", "b", "a", "c", "b", "d"], batch_size=4,
+    texts = ["aa", "b", "aa", "cccc", "b", "d"]
+    ids = db.add(texts, batch_size=2,
                  progress=lambda done, total: seen.append((done, total)))
     assert len(ids) == 6 and len(db) == 6
-    assert emb.calls == [["a", "b", "c"], ["b", "d"]]
-    assert seen == [(4, 6), (6, 6)]
-    assert db.get(int(ids[2])).text == "a"
+    # distinct texts once, longest first, two per call
+    assert emb.calls == [["cccc", "aa"], ["b", "d"]]
+    assert seen == [(3, 6), (6, 6)]
+    assert [db.get(int(i)).text for i in ids] == texts
+    np.testing.assert_array_equal(db.get(int(ids[0])).vector, db.get(int(ids[2])).vector)
+    # many windows (16 batches each): order and ids are kept
+    more = [f"text {i % 50}" for i in range(200)]
+    ids2 = db.add(more, batch_size=3)
+    assert [db.get(int(i)).text for i in ids2] == more
 
 
 def test_add_is_one_transaction():
