@@ -1092,7 +1092,8 @@ class Database:
             Identical texts in a call are embedded once. Texts go in windows of 16
             batches; inside a window they are embedded longest first, so that each
             batch pads little (what sentence-transformers does inside one call), and
-            each window is stored as soon as it is embedded.
+            each window is stored as soon as it is embedded. Without a progress bar a
+            window is one embedder call.
         progress : bool or callable, optional
             A progress bar (count, throughput, ETA) on stderr; by default shown when
             stderr is a terminal and the call has more than one batch. A callable is
@@ -1137,10 +1138,12 @@ class Database:
                     uniq = list(dict.fromkeys(chunk))
                     order = sorted(range(len(uniq)), key=lambda j: -len(uniq[j]))
                     Vu = np.empty((len(uniq), emb.dim), dtype=np.float32)
-                    for b0 in range(0, len(order), step):
-                        sel = order[b0:b0 + step]
+                    # without progress to show, the window is one embedder call
+                    bstep = step if bar is not None else max(1, len(order))
+                    for b0 in range(0, len(order), bstep):
+                        sel = order[b0:b0 + bstep]
                         Vu[sel] = _embedders.embed(emb, [uniq[j] for j in sel])
-                        if bar is not None and b0 + step < len(order):
+                        if bar is not None and b0 + bstep < len(order):
                             # texts of the window covered so far, in proportion
                             bar(w0 + (b0 + len(sel)) * len(chunk) // len(uniq), n)
                     if len(uniq) < len(chunk):
