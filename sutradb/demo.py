@@ -113,7 +113,7 @@ def main(argv=None) -> int:
 
             if emb is not None:
                 t = time.perf_counter()
-                new = db.add(["A vector database for Python that runs in-process",
+                db.add(["A vector database for Python that runs in-process",
                               "Product quantization for approximate nearest neighbour search"],
                              metadata=[{"src": "demo"}, {"src": "demo"}])
                 print(f"\nlearned 2 concepts from text in {(time.perf_counter() - t) * 1e3:.0f} ms")

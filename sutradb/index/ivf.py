@@ -42,6 +42,7 @@ from ..errors import (
 from .pq import (
     METRICS,
     ProductQuantizer,
+    check_vectors,
     _check_k,
     _check_mask,
     _normalise_rows,
@@ -170,30 +171,8 @@ class IVFIndex:
     def _prepare(self, x, name: str, *, allow_1d: bool = False,
                  allow_empty: bool = True) -> np.ndarray:
         """(n, dim) float32 C-contiguous finite rows (normalised for cosine)."""
-        arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-        if arr.dtype.kind not in "fiu":
-            raise InvalidArgumentError(f"{name} must hold numbers, got dtype {arr.dtype}")
-        if allow_1d and arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2:
-            raise DimensionError(f"{name} must be a 2-d array (n, {self.dim}), got shape {arr.shape}")
-        if arr.shape[1] != self.dim:
-            raise DimensionError(f"{name} has dimension {arr.shape[1]}, expected {self.dim}")
-        if arr.shape[0] == 0 and not allow_empty:
-            raise InvalidArgumentError(f"{name} is empty")
-        if (self.metric != "cosine" and arr.dtype == np.float32 and arr.flags.c_contiguous
-                and arr.shape[0] <= _BATCH_ROWS):
-            if not np.isfinite(arr).all():
-                raise InvalidArgumentError(f"{name} holds NaN or infinite values")
-            return arr
-        out = np.empty(arr.shape, dtype=np.float32)
-        for s in range(0, arr.shape[0], _BATCH_ROWS):
-            out[s:s + _BATCH_ROWS] = arr[s:s + _BATCH_ROWS]
-            if not np.isfinite(out[s:s + _BATCH_ROWS]).all():
-                raise InvalidArgumentError(f"{name} holds NaN or infinite values")
-        if self.metric == "cosine":
-            _normalise_rows(out)
-        return out
+        return check_vectors(x, self.dim, self.metric, name, allow_1d=allow_1d,
+                             allow_empty=allow_empty)
 
     # ---------------------------------------------------------------- training
     def fit(self, x, max_train: int | None = None, iters: int = 10, threads: int | None = None,

@@ -22,7 +22,7 @@ from ..errors import (
     NotTrainedError,
 )
 
-__all__ = ["ProductQuantizer", "pack4", "unpack4", "default_threads"]
+__all__ = ["ProductQuantizer", "pack4", "unpack4", "default_threads", "check_vectors"]
 
 METRICS = ("l2", "ip", "cosine")
 _FORMAT = "sutradb-pq"
@@ -196,37 +196,8 @@ class ProductQuantizer:
     def _check_vectors(self, x, name: str, *, allow_1d: bool = False,
                        allow_empty: bool = True) -> np.ndarray:
         """(n, dim) float32 C-contiguous, finite; normalised for cosine."""
-        if isinstance(x, np.ndarray):
-            arr = x
-        else:
-            try:
-                arr = np.asarray(x)
-            except (TypeError, ValueError) as e:
-                raise InvalidArgumentError(f"{name} is not an array of numbers: {e}") from None
-        if arr.dtype.kind not in "fiu":
-            raise InvalidArgumentError(f"{name} must hold numbers, got dtype {arr.dtype}")
-        if allow_1d and arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2:
-            raise DimensionError(f"{name} must be a 2-d array (n, {self.dim}), got shape {arr.shape}")
-        if arr.shape[1] != self.dim:
-            raise DimensionError(f"{name} has dimension {arr.shape[1]}, expected {self.dim}")
-        if arr.shape[0] == 0 and not allow_empty:
-            raise InvalidArgumentError(f"{name} is empty")
-        if (self.metric != "cosine" and arr.dtype == np.float32 and arr.flags.c_contiguous
-                and arr.shape[0] <= _BATCH_ROWS):
-            # the common query case: already what the kernels take, read in place
-            if not np.isfinite(arr).all():
-                raise InvalidArgumentError(f"{name} holds NaN or infinite values")
-            return arr
-        out = np.empty(arr.shape, dtype=np.float32)
-        for s in range(0, arr.shape[0], _BATCH_ROWS):
-            out[s:s + _BATCH_ROWS] = arr[s:s + _BATCH_ROWS]
-            if not np.isfinite(out[s:s + _BATCH_ROWS]).all():
-                raise InvalidArgumentError(f"{name} holds NaN or infinite values")
-        if self.metric == "cosine":
-            _normalise_rows(out)
-        return out
+        return check_vectors(x, self.dim, self.metric, name, allow_1d=allow_1d,
+                             allow_empty=allow_empty)
 
     def _check_codes(self, codes, name: str = "codes") -> np.ndarray:
         if not isinstance(codes, np.ndarray):
@@ -374,7 +345,7 @@ class ProductQuantizer:
         I : (nq, k) int64
             Rows of ``codes``, ``-1`` with ``inf``. Ties go to the smaller row.
         """
-        cb = self.codebooks
+        self.codebooks                      # raises NotTrainedError
         k = _check_k(k)
         nthreads = _threads(threads)
         Q = self._check_vectors(queries, "queries", allow_1d=True)
@@ -492,6 +463,45 @@ class ProductQuantizer:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def check_vectors(x, dim: int, metric: str, name: str, *, allow_1d: bool = False,
+                  allow_empty: bool = True) -> np.ndarray:
+    """Rows as the kernels take them: (n, dim) float32 C-contiguous and finite, L2-
+    normalised for ``metric="cosine"`` (a float32 C-contiguous input of another
+    metric is returned as it is, not copied). Any real dtype and memory maps are
+    read in batches. Raises DimensionError / InvalidArgumentError."""
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"{name} is not an array of numbers: {e}") from None
+    if arr.dtype.kind not in "fiu":
+        raise InvalidArgumentError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if allow_1d and arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise DimensionError(f"{name} must be a 2-d array (n, {dim}), got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise DimensionError(f"{name} has dimension {arr.shape[1]}, expected {dim}")
+    if arr.shape[0] == 0 and not allow_empty:
+        raise InvalidArgumentError(f"{name} is empty")
+    if (metric != "cosine" and arr.dtype == np.float32 and arr.flags.c_contiguous
+            and arr.shape[0] <= _BATCH_ROWS):
+        # the common query case: already what the kernels take, read in place
+        if not np.isfinite(arr).all():
+            raise InvalidArgumentError(f"{name} holds NaN or infinite values")
+        return arr
+    out = np.empty(arr.shape, dtype=np.float32)
+    for s in range(0, arr.shape[0], _BATCH_ROWS):
+        out[s:s + _BATCH_ROWS] = arr[s:s + _BATCH_ROWS]
+        if not np.isfinite(out[s:s + _BATCH_ROWS]).all():
+            raise InvalidArgumentError(f"{name} holds NaN or infinite values")
+    if metric == "cosine":
+        _normalise_rows(out)
+    return out
+
 
 def _normalise_rows(x: np.ndarray) -> None:
     """In-place L2 normalisation of float32 rows (zero rows stay zero)."""
