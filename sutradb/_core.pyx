@@ -157,6 +157,30 @@ cdef void _heap_sort(float *hd, int64_t *hi, Py_ssize_t k) noexcept nogil:
         _heap_replace_top(hd, hi, size, d, i)
 
 
+cdef void _merge_units(float[:, ::1] Dv, int64_t[:, ::1] Iv, float[:, ::1] ud,
+                       int64_t[:, ::1] ui, Py_ssize_t nsplit, Py_ssize_t k,
+                       int nthreads) noexcept:
+    """Merge the ``nsplit`` unit heaps of each query, in unit order (so the result
+    never depends on the thread count), into (Dv, Iv) and sort them ascending. With
+    one unit per query the units are the outputs and only the sort remains."""
+    cdef Py_ssize_t nq = Dv.shape[0], q, s, j
+    if nsplit == 1:
+        with nogil:
+            for q in range(nq):
+                _heap_sort(&Dv[q, 0], &Iv[q, 0], k)
+        return
+    for q in prange(nq, nogil=True, num_threads=nthreads, schedule="static"):
+        for j in range(k):
+            Dv[q, j] = ud[q * nsplit, j]
+            Iv[q, j] = ui[q * nsplit, j]
+        for s in range(1, nsplit):
+            for j in range(k):
+                if ui[q * nsplit + s, j] >= 0:
+                    _heap_push(&Dv[q, 0], &Iv[q, 0], k,
+                               ud[q * nsplit + s, j], ui[q * nsplit + s, j])
+        _heap_sort(&Dv[q, 0], &Iv[q, 0], k)
+
+
 # ---------------------------------------------------------------- distance tables
 
 cdef void _tables_one(const float *q, const float *CT, const float *cn, Py_ssize_t M,
@@ -511,21 +535,7 @@ def adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
                        mask_p, &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k)
 
     # Merge the units of each query (in unit order) and sort.
-    if nsplit == 1:
-        with nogil:
-            for q in range(nq):
-                _heap_sort(&Dv[q, 0], &Iv[q, 0], k)
-        return D, I
-    for q in prange(nq, nogil=True, num_threads=nthreads, schedule="static"):
-        for j in range(k):
-            Dv[q, j] = ud[q * nsplit, j]
-            Iv[q, j] = ui[q * nsplit, j]
-        for s in range(1, nsplit):
-            for j in range(k):
-                if ui[q * nsplit + s, j] >= 0:
-                    _heap_push(&Dv[q, 0], &Iv[q, 0], k,
-                               ud[q * nsplit + s, j], ui[q * nsplit + s, j])
-        _heap_sort(&Dv[q, 0], &Iv[q, 0], k)
+    _merge_units(Dv, Iv, ud, ui, nsplit, k, nthreads)
     return D, I
 
 
@@ -852,21 +862,7 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
         _ivf_scan_unit(&tables[q, 0, 0], four_bit, M, codes_p, W, &offsets[0],
                        probes_p + q * nprobe, p0, p1, ids_p, mask_p, nmask,
                        &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k)
-    if nsplit == 1:
-        with nogil:
-            for q in range(nq):
-                _heap_sort(&Dv[q, 0], &Iv[q, 0], k)
-        return D, I
-    for q in prange(nq, nogil=True, num_threads=nthreads, schedule="static"):
-        for j in range(k):
-            Dv[q, j] = ud[q * nsplit, j]
-            Iv[q, j] = ui[q * nsplit, j]
-        for s in range(1, nsplit):
-            for j in range(k):
-                if ui[q * nsplit + s, j] >= 0:
-                    _heap_push(&Dv[q, 0], &Iv[q, 0], k,
-                               ud[q * nsplit + s, j], ui[q * nsplit + s, j])
-        _heap_sort(&Dv[q, 0], &Iv[q, 0], k)
+    _merge_units(Dv, Iv, ud, ui, nsplit, k, nthreads)
     return D, I
 
 
