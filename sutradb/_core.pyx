@@ -157,6 +157,22 @@ cdef void _heap_sort(float *hd, int64_t *hi, Py_ssize_t k) noexcept nogil:
         _heap_replace_top(hd, hi, size, d, i)
 
 
+cdef bint _scan_layout(Py_ssize_t M, Py_ssize_t Ks, Py_ssize_t W, Py_ssize_t k) except -1:
+    """Check what an ADC scan is given (k, and codes of W bytes per row for tables of
+    M subspaces x Ks entries); returns whether the codes are packed 4-bit ones."""
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    if Ks == 256:
+        if W != M:
+            raise ValueError(f"codes have {W} bytes per row, expected {M}")
+        return False
+    if Ks == 16:
+        if W != (M + 1) // 2:
+            raise ValueError(f"codes have {W} bytes per row, expected {(M + 1) // 2}")
+        return True
+    raise ValueError("tables must have 256 (8-bit) or 16 (4-bit) entries per subspace")
+
+
 cdef void _merge_units(float[:, ::1] Dv, int64_t[:, ::1] Iv, float[:, ::1] ud,
                        int64_t[:, ::1] ui, Py_ssize_t nsplit, Py_ssize_t k,
                        int nthreads) noexcept:
@@ -440,18 +456,7 @@ def adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     cdef Py_ssize_t nq = tables.shape[0], M = tables.shape[1], Ks = tables.shape[2]
     cdef Py_ssize_t n = codes.shape[0], W = codes.shape[1]
     cdef bint four_bit
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    if Ks == 256:
-        four_bit = False
-        if W != M:
-            raise ValueError(f"codes have {W} bytes per row, expected {M}")
-    elif Ks == 16:
-        four_bit = True
-        if W != (M + 1) // 2:
-            raise ValueError(f"codes have {W} bytes per row, expected {(M + 1) // 2}")
-    else:
-        raise ValueError("tables must have 256 (8-bit) or 16 (4-bit) entries per subspace")
+    four_bit = _scan_layout(M, Ks, W, k)
     if mask is not None and mask.shape[0] != n:
         raise ValueError("mask must have one entry per row of codes")
     nthreads = max(1, nthreads)
@@ -793,18 +798,7 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     cdef bint four_bit
     cdef Py_ssize_t l, q, j, u, s, p0, p1
     cdef bint bad = False
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    if Ks == 256:
-        four_bit = False
-        if W != M:
-            raise ValueError(f"codes have {W} bytes per row, expected {M}")
-    elif Ks == 16:
-        four_bit = True
-        if W != (M + 1) // 2:
-            raise ValueError(f"codes have {W} bytes per row, expected {(M + 1) // 2}")
-    else:
-        raise ValueError("tables must have 256 (8-bit) or 16 (4-bit) entries per subspace")
+    four_bit = _scan_layout(M, Ks, W, k)
     if nlist < 1 or offsets[0] != 0 or offsets[nlist] != n:
         raise ValueError("offsets must start at 0 and end at the number of code rows")
     if ids.shape[0] != n:
