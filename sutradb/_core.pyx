@@ -173,6 +173,17 @@ cdef bint _scan_layout(Py_ssize_t M, Py_ssize_t Ks, Py_ssize_t W, Py_ssize_t k) 
     raise ValueError("tables must have 256 (8-bit) or 16 (4-bit) entries per subspace")
 
 
+def _unit_outputs(Py_ssize_t nq, Py_ssize_t nsplit, Py_ssize_t k):
+    """(D, I) outputs of a scan and the heaps of its work units, (nq * nsplit, k);
+    with one unit per query the units' heaps are the outputs themselves."""
+    D = np.empty((nq, k), dtype=np.float32)
+    I = np.empty((nq, k), dtype=np.int64)
+    if nsplit == 1:
+        return D, I, D, I
+    return (D, I, np.empty((nq * nsplit, k), dtype=np.float32),
+            np.empty((nq * nsplit, k), dtype=np.int64))
+
+
 cdef void _merge_units(float[:, ::1] Dv, int64_t[:, ::1] Iv, float[:, ::1] ud,
                        int64_t[:, ::1] ui, Py_ssize_t nsplit, Py_ssize_t k,
                        int nthreads) noexcept:
@@ -470,18 +481,11 @@ def adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     cdef Py_ssize_t nunits = nq * nsplit
     cdef Py_ssize_t rows_per = (n + nsplit - 1) // nsplit if nsplit > 0 else n
 
-    D = np.empty((nq, k), dtype=np.float32)
-    I = np.empty((nq, k), dtype=np.int64)
+    D, I, unit_d_arr, unit_i_arr = _unit_outputs(nq, nsplit, k)
     if nq == 0:
         return D, I
     cdef float[:, ::1] Dv = D
     cdef int64_t[:, ::1] Iv = I
-    # With one unit per query the units' heaps are the outputs themselves.
-    if nsplit == 1:
-        unit_d_arr, unit_i_arr = D, I
-    else:
-        unit_d_arr = np.empty((nunits, k), dtype=np.float32)
-        unit_i_arr = np.empty((nunits, k), dtype=np.int64)
     cdef float[:, ::1] ud = unit_d_arr
     cdef int64_t[:, ::1] ui = unit_i_arr
 
@@ -820,17 +824,11 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     if nq < nthreads and nprobe > 1:
         nsplit = min((nthreads + nq - 1) // nq, nprobe)
     cdef Py_ssize_t per = (nprobe + nsplit - 1) // nsplit
-    D = np.empty((nq, k), dtype=np.float32)
-    I = np.empty((nq, k), dtype=np.int64)
+    D, I, unit_d_arr, unit_i_arr = _unit_outputs(nq, nsplit, k)
     if nq == 0:
         return D, I
     cdef float[:, ::1] Dv = D
     cdef int64_t[:, ::1] Iv = I
-    if nsplit == 1:
-        unit_d_arr, unit_i_arr = D, I
-    else:
-        unit_d_arr = np.empty((nq * nsplit, k), dtype=np.float32)
-        unit_i_arr = np.empty((nq * nsplit, k), dtype=np.int64)
     cdef float[:, ::1] ud = unit_d_arr
     cdef int64_t[:, ::1] ui = unit_i_arr
     cdef const uint8_t *mask_p = &mask[0] if (mask is not None and mask.shape[0] > 0) else NULL
