@@ -1791,7 +1791,10 @@ class Database:
         ----------
         **params
             ``m`` (subspaces), ``nbits`` (8 or 4), ``seed``, ``train_size``,
-            ``iters``; default: the database's options.
+            ``iters``; default: the database's options. ``quantizer``: a trained
+            :class:`~sutradb.index.pq.ProductQuantizer` of the database's dimension
+            and metric to encode with instead of training one (shards that share one
+            codebook: :mod:`sutradb.distributed`).
 
         Returns
         -------
@@ -1799,7 +1802,7 @@ class Database:
             :attr:`index_info`.
         """
         self._check_writable()
-        allowed = {"m", "nbits", "seed", "train_size", "iters"}
+        allowed = {"m", "nbits", "seed", "train_size", "iters", "quantizer"}
         bad = set(params) - allowed
         if bad:
             raise InvalidArgumentError(f"unknown index parameters {sorted(bad)} (known: {sorted(allowed)})")
@@ -1810,6 +1813,16 @@ class Database:
                 raise InvalidArgumentError("this database keeps no full vectors to retrain on")
             if not self._meta["dim"] or self._store.n_live == 0:
                 raise InvalidArgumentError("the database is empty")
+            q = params.get("quantizer")
+            if q is not None:
+                if not isinstance(q, ProductQuantizer) or not q.is_trained:
+                    raise InvalidArgumentError("quantizer must be a trained ProductQuantizer")
+                if q.dim != self._meta["dim"] or q.metric != self._meta["metric"]:
+                    raise InvalidArgumentError(
+                        f"the quantizer ({q.dim}-d, {q.metric!r}) does not match the database "
+                        f"({self._meta['dim']}-d, {self._meta['metric']!r})")
+                if len(params) > 1:
+                    raise InvalidArgumentError("quantizer= replaces m, nbits, seed, train_size and iters")
             self._train(params)
         return self.index_info
 
@@ -1830,8 +1843,9 @@ class Database:
             ts = min(n, int(meta.get("train_size", 65536)))
             rng = np.random.default_rng(int(meta.get("seed", 0)))
             sample = np.sort(rng.choice(n, size=ts, replace=False)) if ts < n else np.arange(n)
-            X = np.asarray(V[live_rows[sample]], dtype=np.float32)
-        pq = self._fit(X, meta)
+            X = (np.asarray(V[live_rows[sample]], dtype=np.float32)
+                 if params.get("quantizer") is None else None)
+        pq = self._fit(X, meta) if X is not None else params["quantizer"]
         del X
         codes = np.empty((n, pq.code_size), np.uint8)
         for s0 in range(0, n, _BATCH):

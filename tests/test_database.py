@@ -247,6 +247,27 @@ def test_pq_index_lifecycle_and_rerank(sutra_db_factory):
         db2.verify()
 
 
+def test_build_index_with_a_given_quantizer(tmp_path):
+    from sutradb.index.pq import ProductQuantizer
+    V = randv(600, 16, seed=11)
+    pq = ProductQuantizer(16, 4, 8, "cosine", 3).fit(V[:400])
+    p = str(tmp_path / "db")
+    with sutradb.open(p, dim=16, index_threshold=0) as db:
+        db.add_vectors(V)
+        assert db.index_info["kind"] == "flat"          # threshold 0: never trains alone
+        with pytest.raises(errors.InvalidArgumentError):
+            db.build_index(quantizer=pq, m=8)
+        with pytest.raises(errors.InvalidArgumentError):
+            db.build_index(quantizer=ProductQuantizer(16, 4, 8, "l2", 3).fit(V[:400]))
+        with pytest.raises(errors.InvalidArgumentError):
+            db.build_index(quantizer=ProductQuantizer(16, 4))       # untrained
+        db.build_index(quantizer=pq)
+    with sutradb.open(p) as db:
+        assert db.index_info["kind"] == "pq" and db.index_info["seed"] == 3
+        np.testing.assert_array_equal(db._index.pq.codebooks, pq.codebooks)
+        np.testing.assert_array_equal(db._store.codes, pq.encode(V.astype(np.float16)))
+
+
 def test_pq_index_in_memory():
     db = sutradb.open(":memory:", dim=8, index_threshold=300)
     db.add_vectors(randv(310, 8, seed=5), keys=[f"k{i}" for i in range(310)])
