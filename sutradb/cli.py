@@ -149,6 +149,8 @@ def cmd_init(args):
     opts = {}
     if args.vector_dtype:
         opts["vector_dtype"] = None if args.vector_dtype == "none" else args.vector_dtype
+    if args.index:
+        opts["index"] = args.index
     with _open(args, "x" if not args.force else "w", dim=args.dim, metric=args.metric,
                **opts) as db:
         info = _info(db)
@@ -219,11 +221,45 @@ def cmd_search(args):
             raise UsageError("give a query text or --vector")
         else:
             q = args.query
-        hits = db.search(q, k=args.k, where=where)
+        hits = db.search(q, k=args.k, where=where, nprobe=args.nprobe, rerank=args.rerank)
         rows = [{"id": int(h.id), "distance": float(h.distance), "key": h.concept.key,
                  "text": h.concept.text, "metadata": h.concept.metadata} for h in hits]
     _print(args, rows, [f"{i + 1:>3}. [{r['distance']:.4f}] #{r['id']} {r['text'] or ''}"
                         for i, r in enumerate(rows)] or "no hits")
+
+
+def cmd_index(args):
+    params = {}
+    for name in ("kind", "nlist", "m", "nbits", "seed"):
+        v = getattr(args, name)
+        if v is not None:
+            params[name] = v
+    with _open(args, progress=not args.quiet) as db:
+        info = db.build_index(**params)
+    _print(args, info, [f"{k}: {v}" for k, v in info.items()])
+
+
+def cmd_tune(args):
+    """Queries: a text file (one per line, embedded) or a .npy array of vectors."""
+    if args.queries.endswith(".npy"):
+        try:
+            Q = np.load(args.queries, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{args.queries}: not a .npy array ({e})") from None
+    else:
+        Q = [l for l in Path(args.queries).read_text(encoding="utf-8").splitlines() if l.strip()]
+        if not Q:
+            raise UsageError(f"{args.queries}: no queries")
+    with _open(args, "a" if args.save else "r") as db:
+        r = db.tune(Q, k=args.k, target_recall=args.target_recall, save=args.save,
+                    where=_parse_where(args.where))
+    lines = [f"nprobe={r['nprobe']} rerank={r['rerank']} recall@{args.k}={r['recall']:.4f} "
+             f"{r['qps']:.0f} queries/s (one per call)" if r["qps"] else
+             f"target not reached: best recall@{args.k}={r['recall']:.4f} at nprobe="
+             f"{r['nprobe']} rerank={r['rerank']}"]
+    if args.save:
+        lines.append("saved as the database's default nprobe")
+    _print(args, r, lines)
 
 
 def cmd_get(args):
@@ -369,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--vector-dtype", choices=("float16", "float32", "none"),
                     help="full vectors kept for exact re-ranking (default float16)")
     sp.add_argument("--force", action="store_true", help="replace an existing database")
+    sp.add_argument("--index", choices=("auto", "flat", "pq", "ivf"),
+                    help="exact -> PQ -> IVF-PQ as it grows (auto, the default), or one kind")
 
     sp = cmd("add", cmd_add, "learn concepts from texts (one per line, JSONL or CSV)")
     sp.add_argument("file", help="text/JSONL/CSV file, or - for stdin")
@@ -390,6 +428,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--vector", help="comma-separated query vector instead of a text")
     sp.add_argument("-k", type=int, default=10)
     sp.add_argument("--where", help='metadata filter as JSON, e.g. \'{"src": "wiki"}\'')
+    sp.add_argument("--embedder", help="embedder spec (default: the database's)")
+    sp.add_argument("--nprobe", type=int, help="IVF lists scanned (default: the tuned one)")
+    sp.add_argument("--rerank", type=int, help="candidates re-ranked exactly (0: none)")
+
+    sp = cmd("index", cmd_index, "(re)build the vector index: PQ or IVF-PQ")
+    sp.add_argument("--kind", choices=("pq", "ivf"), help="default: what the size calls for")
+    sp.add_argument("--nlist", type=int, help="IVF lists (default ~4 sqrt(n))")
+    sp.add_argument("--m", type=int, help="PQ subspaces (retrains the quantizer)")
+    sp.add_argument("--nbits", type=int, choices=(4, 8), help="PQ bits (retrains the quantizer)")
+    sp.add_argument("--seed", type=int, help="training seed (retrains the quantizer)")
+    sp.add_argument("--quiet", action="store_true", help="no progress")
+
+    sp = cmd("tune", cmd_tune, "choose nprobe / rerank for a target recall on your queries")
+    sp.add_argument("queries", help="text file (one query per line) or .npy query vectors")
+    sp.add_argument("--target-recall", type=float, default=None,
+                    help="default: the database's target_recall (0.95)")
+    sp.add_argument("-k", type=int, default=10)
+    sp.add_argument("--where", help="metadata filter as JSON")
+    sp.add_argument("--save", action="store_true", help="store the chosen nprobe as the default")
     sp.add_argument("--embedder", help="embedder spec (default: the database's)")
 
     sp = cmd("get", cmd_get, "show one concept by id or key")

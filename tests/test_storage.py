@@ -167,6 +167,60 @@ def test_index_blob_and_meta(tmp_path):
         assert not arrays["codebooks"].flags.writeable
 
 
+def test_large_index_commits_by_checkpoint_not_the_log(tmp_path):
+    path = tmp_path / "db"
+    big = np.arange(1 << 16, dtype=np.int64)               # 512 KiB > spill_bytes
+    with Store.open(path, spill_bytes=1 << 16) as s:
+        with s.begin() as t:
+            put(t, range(10), m=4)                         # a small commit: in the log
+        gen = s.generation
+        with s.begin() as t:
+            put(t, range(10, 20), m=4)
+            t.set_index(b"big", {"perm": big})
+        assert s.generation == gen + 1                     # the manifest swap committed it
+        wal = os.path.join(path, s._man["wal"])
+        assert os.path.getsize(wal) < big.nbytes           # the arrays never went to the log
+        assert s.n_rows == 20 and s.index_blob == b"big"
+    with Store.open(path, "r") as r:
+        assert r.n_rows == 20 and np.array_equal(r.index_arrays["perm"], big)
+
+
+def test_on_renumber_rewrites_the_index_with_the_rows(tmp_path):
+    path = tmp_path / "db"
+    seen = []
+
+    def remap(kept):
+        seen.append(kept.copy())
+        return b"remapped", {"rows": np.arange(len(kept), dtype=np.int64)}
+
+    with Store.open(path) as s:
+        with s.begin() as t:
+            put(t, range(10), m=4)
+            t.set_index(b"orig", {"rows": np.arange(10, dtype=np.int64)})
+        s.on_renumber = remap
+        with s.begin() as t:
+            t.delete([2, 5])
+        s.compact()
+        assert seen and seen[0].tolist() == [0, 1, 3, 4, 6, 7, 8, 9]
+        assert s.index_blob == b"remapped" and s.index_arrays["rows"].tolist() == list(range(8))
+    with Store.open(path) as s:                             # written in the same swap
+        assert s.index_blob == b"remapped" and s.n_rows == 8
+        s.on_renumber = lambda kept: None                   # None keeps the stored index
+        with s.begin() as t:
+            t.delete([0])
+        s.compact()
+        assert s.index_blob == b"remapped"
+    mem = Store.open(":memory:")
+    with mem.begin() as t:
+        put(t, range(6), m=4)
+        t.set_index(b"orig", {"rows": np.arange(6, dtype=np.int64)})
+    mem.on_renumber = remap
+    with mem.begin() as t:
+        t.delete([1])
+    mem.compact()
+    assert mem.index_blob == b"remapped" and mem.index_arrays["rows"].tolist() == list(range(5))
+
+
 def test_replace_codes_changes_code_size_atomically(tmp_path):
     path = tmp_path / "db"
     with Store.open(path) as s:

@@ -626,9 +626,10 @@ def _coarse_kmeans(X: np.ndarray, K: int, *, iters: int, rng: np.random.Generato
 
 # ---------------------------------------------------------------------- tuning
 
-def exact_topk(queries, vectors, k: int, metric: str, chunk: int = 16384):
+def exact_topk(queries, vectors, k: int, metric: str, chunk: int = 16384, mask=None):
     """Exact top-k row ids of each query by brute force (NumPy, chunked over the
-    vectors): the ground truth :func:`tune` measures recall against."""
+    vectors; rows where ``mask`` is false are skipped, ``-1`` pads): the ground
+    truth :func:`tune` measures recall against."""
     Q = np.asarray(queries, dtype=np.float32)
     if Q.ndim == 1:
         Q = Q[None, :]
@@ -648,6 +649,8 @@ def exact_topk(queries, vectors, k: int, metric: str, chunk: int = 16384):
             nv = np.sqrt((V * V).sum(1))
             nv[nv == 0] = 1
             d = -(Q @ V.T) / nv[None, :]
+        if mask is not None:
+            d[:, ~np.asarray(mask[s:s + V.shape[0]], dtype=bool)] = np.inf
         allD = np.concatenate([bestD, d], axis=1)
         allI = np.concatenate([bestI, np.broadcast_to(np.arange(s, s + V.shape[0]), d.shape)],
                               axis=1)
@@ -656,7 +659,8 @@ def exact_topk(queries, vectors, k: int, metric: str, chunk: int = 16384):
         bestD = np.take_along_axis(allD, part, axis=1)
         bestI = np.take_along_axis(allI, part, axis=1)
     o = np.argsort(bestD, axis=1, kind="stable")
-    return np.take_along_axis(bestI, o, axis=1)
+    return np.where(np.isfinite(np.take_along_axis(bestD, o, axis=1)),
+                    np.take_along_axis(bestI, o, axis=1), -1)
 
 
 def tune(ivf: IVFIndex, pq: ProductQuantizer, queries, codes, vectors, *, k: int = 10,

@@ -11,7 +11,11 @@ storage):
 * a trained :class:`~sutradb.index.pq.ProductQuantizer`: the ADC scan of the codes
   (:meth:`ProductQuantizer.search`, the mask applied inside the scan) keeps
   ``max(k, rerank)`` candidates, which are re-ranked exactly against the full vectors
-  when the database keeps them (``rerank=0`` returns ADC distances).
+  when the database keeps them (``rerank=0`` returns ADC distances);
+* a quantizer and an :class:`IVFPart` (large databases): the rows below
+  ``covered`` are found through the inverted lists (:class:`~sutradb.index.ivf.IVFIndex`:
+  ``nprobe`` lists scanned, candidates re-ranked), the rows added since (the *tail*)
+  by the flat ADC scan, and the two exact top-k lists are merged.
 
 Search parameters are arguments of each call, never state of the index, so threads
 may search one index with different parameters at once.
@@ -23,10 +27,12 @@ import msgpack
 import numpy as np
 
 from ..errors import CorruptDatabaseError, InvalidArgumentError
-from .flat import FlatVectors, flat_search
+from .flat import flat_search
+from .ivf import IVFIndex
 from .pq import ProductQuantizer, default_threads, exact_rerank
 
-__all__ = ["VectorIndex", "default_m", "default_rerank", "encode_quantizer", "decode_quantizer"]
+__all__ = ["VectorIndex", "IVFPart", "default_m", "default_rerank", "encode_quantizer",
+           "decode_quantizer", "encode_index", "decode_index"]
 
 #: Up to this many queries, exact search runs the exact kernel over the stored vectors;
 #: larger batches use BLAS on a float32 copy (:mod:`sutradb.index.flat`).
@@ -50,25 +56,120 @@ def default_rerank(k: int) -> int:
     return max(8 * k, 100)
 
 
-def encode_quantizer(pq: ProductQuantizer) -> bytes:
-    """The index blob the database stores: msgpack of ``pq.to_dict()``."""
-    return msgpack.packb({"kind": "pq", "pq": pq.to_dict()}, use_bin_type=True)
+class IVFPart:
+    """The inverted-file part of a database index.
+
+    Attributes
+    ----------
+    ivf : IVFIndex
+        Coarse centres and the list layout; ``ivf.perm`` holds *row numbers*.
+    codes : (len(perm), code_size) uint8
+        The PQ codes in list order (a view of the mapped index file).
+    covered : int
+        Rows below this number are in the lists or dead; rows from it on (added
+        since the lists were laid out) are scanned flat.
+    nprobe : int
+        Lists scanned when a call does not say (chosen when the lists were built:
+        the smallest that reaches the database's ``target_recall`` on held-out
+        stored vectors).
+    rerank_scale : int
+        Calls that do not say ``rerank`` re-rank ``rerank_scale * default_rerank(k)``
+        candidates (1 unless the quantizer needed more to reach the target).
+    tuned : dict
+        How ``nprobe`` was chosen (target, recall measured, queries).
+    """
+
+    __slots__ = ("ivf", "codes", "covered", "nprobe", "rerank_scale", "tuned")
+
+    def __init__(self, ivf: IVFIndex, codes: np.ndarray, covered: int, nprobe: int,
+                 tuned: dict | None = None, rerank_scale: int = 1):
+        self.ivf = ivf
+        self.codes = codes
+        self.covered = int(covered)
+        self.nprobe = int(nprobe)
+        self.rerank_scale = int(rerank_scale)
+        self.tuned = dict(tuned or {})
 
 
-def decode_quantizer(blob: bytes, source: str) -> ProductQuantizer:
-    """Inverse of :func:`encode_quantizer` (explicit msgpack limits, no ext types)."""
+def _unpack(blob: bytes, source: str) -> dict:
     try:
         d = msgpack.unpackb(blob, raw=False, strict_map_key=True, max_ext_len=0,
                             max_bin_len=len(blob), max_str_len=1 << 16,
                             max_array_len=1 << 16, max_map_len=1 << 10)
     except (msgpack.UnpackException, ValueError, TypeError) as e:
         raise CorruptDatabaseError(f"{source}: index blob is not valid msgpack ({e})") from None
-    if not isinstance(d, dict) or d.get("kind") != "pq":
+    if not isinstance(d, dict):
+        raise CorruptDatabaseError(f"{source}: unknown index kind")
+    return d
+
+
+def encode_quantizer(pq: ProductQuantizer) -> bytes:
+    """The index blob of a flat PQ index: msgpack of ``pq.to_dict()``."""
+    return msgpack.packb({"kind": "pq", "pq": pq.to_dict()}, use_bin_type=True)
+
+
+def decode_quantizer(blob: bytes, source: str) -> ProductQuantizer:
+    """The quantizer of an index blob (explicit msgpack limits, no ext types)."""
+    d = _unpack(blob, source)
+    if d.get("kind") not in ("pq", "ivf-pq"):
         raise CorruptDatabaseError(f"{source}: unknown index kind")
     pq = ProductQuantizer.from_dict(d.get("pq"), source=source)
     if not pq.is_trained:
         raise CorruptDatabaseError(f"{source}: the stored quantizer has no codebooks")
     return pq
+
+
+def encode_index(pq: ProductQuantizer, part: "IVFPart | None" = None):
+    """``(blob, arrays)`` for the store: the quantizer and, with an IVF part, its
+    centres and parameters in the blob and ``ivf_perm`` / ``ivf_offsets`` /
+    ``ivf_codes`` as arrays (memory-mapped when read back)."""
+    if part is None:
+        return encode_quantizer(pq), {}
+    d = {"kind": "ivf-pq", "pq": pq.to_dict(), "ivf": part.ivf.to_dict(lists=False),
+         "covered": part.covered, "nprobe": part.nprobe, "rerank_scale": part.rerank_scale,
+         "tuned": part.tuned}
+    arrays = {"ivf_perm": part.ivf.perm, "ivf_offsets": part.ivf.offsets,
+              "ivf_codes": part.codes}
+    return msgpack.packb(d, use_bin_type=True), arrays
+
+
+def decode_index(blob: bytes, arrays: dict, source: str, n_rows: int):
+    """Inverse of :func:`encode_index`: ``(pq, IVFPart or None)``; anything that does
+    not fit (sizes, list layout, rows beyond ``n_rows``) raises
+    :class:`~sutradb.errors.CorruptDatabaseError`."""
+    pq = decode_quantizer(blob, source)
+    d = _unpack(blob, source)
+    if d.get("kind") != "ivf-pq":
+        return pq, None
+    ivf = IVFIndex.from_dict(d.get("ivf"), source=source)
+    if not ivf.is_trained or ivf.dim != pq.dim or ivf.metric != pq.metric:
+        raise CorruptDatabaseError(f"{source}: the IVF lists do not match the quantizer")
+    try:
+        perm, offsets, codes = arrays["ivf_perm"], arrays["ivf_offsets"], arrays["ivf_codes"]
+        covered, nprobe = int(d["covered"]), int(d["nprobe"])
+        scale = int(d.get("rerank_scale", 1))
+    except (KeyError, TypeError, ValueError):
+        raise CorruptDatabaseError(f"{source}: the IVF lists are incomplete") from None
+    if (codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != pq.code_size
+            or codes.shape[0] != perm.shape[0] or not 0 <= covered <= n_rows
+            or not 1 <= nprobe <= ivf.nlist or not 1 <= scale <= 64):
+        raise CorruptDatabaseError(f"{source}: the IVF lists do not fit the codes")
+    try:
+        ivf.set_lists(perm, offsets)
+    except InvalidArgumentError as e:
+        raise CorruptDatabaseError(f"{source}: damaged IVF lists ({e})") from None
+    if perm.size and int(perm.max()) >= covered:
+        raise CorruptDatabaseError(f"{source}: the IVF lists name rows beyond {covered}")
+    tuned = d.get("tuned") if isinstance(d.get("tuned"), dict) else {}
+    return pq, IVFPart(ivf, codes, covered, nprobe, tuned, scale)
+
+
+def _merge(D1, I1, D2, I2, k):
+    """The k best of two (nq, *) candidate lists (``inf`` / ``-1`` padded)."""
+    D = np.concatenate([D1, D2], axis=1)
+    I = np.concatenate([I1, I2], axis=1)
+    o = np.argsort(D, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(D, o, axis=1), np.take_along_axis(I, o, axis=1)
 
 
 class VectorIndex:
@@ -82,12 +183,14 @@ class VectorIndex:
         The trained quantizer (None: exact search only).
     """
 
-    __slots__ = ("dim", "metric", "pq")
+    __slots__ = ("dim", "metric", "pq", "ivf")
 
-    def __init__(self, dim: int, metric: str, pq: ProductQuantizer | None = None):
+    def __init__(self, dim: int, metric: str, pq: ProductQuantizer | None = None,
+                 ivf: IVFPart | None = None):
         self.dim = dim
         self.metric = metric
         self.pq = pq
+        self.ivf = ivf
 
     @property
     def trained(self) -> bool:
@@ -95,7 +198,7 @@ class VectorIndex:
 
     def search(self, Q: np.ndarray, k: int, *, mask, codes=None, vectors=None,
                flat: "callable | None" = None, rerank: int | None = None,
-               exact: bool = False, threads: int | None = None):
+               exact: bool = False, threads: int | None = None, nprobe: int | None = None):
         """Top-k rows for prepared queries ``Q`` ((nq, dim) float32, unit rows for
         cosine).
 
@@ -116,6 +219,8 @@ class VectorIndex:
             Brute force over the full vectors even when a quantizer is trained.
         threads : int, optional
             Kernel threads (default: 1 for a single query, else all CPUs).
+        nprobe : int, optional
+            With IVF lists: lists scanned (default: the part's tuned ``nprobe``).
 
         Returns
         -------
@@ -139,16 +244,39 @@ class VectorIndex:
                 return exact_rerank(Q, vectors, cand, k, self.metric, threads)
             return flat_search(flat(), Q, k, mask)
         if rerank is None:
-            rerank = default_rerank(k)
+            rerank = default_rerank(k) * (self.ivf.rerank_scale if self.ivf is not None else 1)
         elif isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
             raise InvalidArgumentError(f"rerank must be an integer >= 0, got {rerank!r}")
         pq = self.pq
         if codes is None or codes.shape[0] == 0:
             return (np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64))
+        if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer))
+                                   or nprobe < 1):
+            raise InvalidArgumentError(f"nprobe must be an integer >= 1, got {nprobe!r}")
         use_rerank = rerank > 0 and vectors is not None
         kc = max(k, int(rerank)) if use_rerank else k
+        part = self.ivf
+        if part is None or part.covered == 0:
+            return self._flat_pq(Q, codes, mask, vectors, k, kc, use_rerank, threads)
+        # the lists: coarse probes, ADC scan of the probed lists, exact re-rank
+        D, I = part.ivf.search(Q, part.codes, pq, k=k, nprobe=nprobe or part.nprobe,
+                               rerank=kc if use_rerank else 0,
+                               vectors=vectors if use_rerank else None,
+                               mask=mask, threads=threads)
+        c = part.covered
+        if codes.shape[0] > c:
+            # the tail (rows added since the lists were laid out): the flat scan
+            Dt, It = self._flat_pq(Q, codes[c:], mask[c:] if mask is not None else None,
+                                   vectors, k, kc, False, threads)
+            It = np.where(It >= 0, It + c, -1)
+            if use_rerank:
+                Dt, It = exact_rerank(Q, vectors, It, k, self.metric, threads)
+            D, I = _merge(D, I, Dt, It, k)
+        return D, I
+
+    def _flat_pq(self, Q, codes, mask, vectors, k, kc, use_rerank, threads):
         # the quantizer's public search: distance tables + the ADC scan, mask inside
-        D, I = pq.search(Q, codes, k=kc, mask=mask, threads=threads)
+        D, I = self.pq.search(Q, codes, k=kc, mask=mask, threads=threads)
         if use_rerank:
             return exact_rerank(Q, vectors, I, k, self.metric, threads)
         return D, I

@@ -384,6 +384,13 @@ class Store:
         self._wal_size = 0          # writer: the log's file size; bytes past _wal_pos are zero
         self._apps = {}
         self.last_checkpoint_error = None
+        #: Called when rows are renumbered (compaction) while an index is stored:
+        #: ``on_renumber(kept)`` with ``kept`` the old row numbers of the surviving rows
+        #: in their new order (new row ``j`` was row ``kept[j]``); it returns the index
+        #: ``(blob, arrays)`` that matches the new numbering, written in the same
+        #: manifest swap, or None to keep the stored index as it is. The store does not
+        #: know what the index holds; an index that names rows must follow them.
+        self.on_renumber = None
         if self._memory:
             self._init_memory(params)
         elif mode == "r":
@@ -1537,6 +1544,8 @@ class Store:
             return self._commit_rewrite(txn)
         if txn._spilled:
             return self._commit_spilled(txn)
+        if txn._index_bytes > self._spill_bytes:
+            return self._commit_by_checkpoint(txn)
         if not self._wal_salt:         # still on an empty version 1 log: start a new one
             try:
                 self._checkpoint()
@@ -1589,6 +1598,19 @@ class Store:
                 self._recover_after_failure()
                 if self._broken is not None:
                     raise
+
+    def _commit_by_checkpoint(self, txn) -> int:
+        """A transaction with a large index: no log record (the arrays would be
+        written twice and could exceed a frame); the checkpoint writes the index file
+        and the manifest swap commits everything, as for spilled rows."""
+        try:
+            self._apply(txn._ops)
+            self._txn += 1
+            self._checkpoint()
+        except BaseException:
+            self._recover_after_failure()
+            raise
+        return self._txn
 
     def _commit_spilled(self, txn) -> int:
         ops = [op for op in txn._ops]
@@ -1871,6 +1893,8 @@ class Store:
                     [r.key for r in recs])
         delta, dsrc, ddst, meta, idx, txn = (self._delta, self._delta_src, self._delta_dst,
                                              self._meta, self._index_pending, self._txn)
+        if idx is not None and self.on_renumber is not None:
+            idx = self.on_renumber(rows) or idx
         body = dict(self._man, n=0, m=self._m, d=self._d,
                     vdtype=DTYPE_CODE[self._vdtype] if self._vdtype else 0)
         self._install(self._gen, body, {})
@@ -1935,6 +1959,8 @@ class Store:
             if "keys" in self._man["files"]:     # keys map to ids: unchanged by renumbering
                 files["keys"] = self._man["files"]["keys"]
             index_entry = self._man["index"]
+            if index is None and index_entry is not None and self.on_renumber is not None:
+                index = self.on_renumber(rows)
             if index is not None:
                 index_entry = self._write_index(*index, sync)
             gen = self._gen + 1
@@ -2104,6 +2130,7 @@ class Transaction:
         self._spilled = False
         self._spill_rows = 0
         self._rewrite = None
+        self._index_bytes = 0      # bytes of the staged index (large: commit by checkpoint)
         self._done = False
         s = store
         self._m, self._d, self._vdtype = s._m, s._d, s._vdtype
@@ -2388,6 +2415,7 @@ class Transaction:
             if not isinstance(name, str) or key is None:
                 raise InvalidArgumentError(f"index array {name!r}: unsupported dtype {a.dtype}")
             out[name] = np.ascontiguousarray(a, dtype=key)
+        self._index_bytes = len(blob) + sum(a.nbytes for a in out.values())
         self._add(("index", bytes(blob), out))
 
     def set_meta(self, meta: dict) -> None:
