@@ -614,15 +614,15 @@ class Database:
             return None
         return decode_quantizer(blob, f"{self._path or MEMORY}: index")
 
-    def _load_index(self) -> VectorIndex:
+    def _load_index(self, lazy: bool = True) -> VectorIndex:
         """The vector index as stored: the quantizer and the IVF lists (views of the
-        mapped index file)."""
+        mapped index file; with ``lazy`` decoded and checked on first use)."""
         s = self._store
         blob = s.index_blob
         pq = part = None
         if blob is not None:
             pq, part = decode_index(blob, s.index_arrays, f"{self._path or MEMORY}: index",
-                                    s.n_rows)
+                                    s.n_rows, lazy=lazy)
             if s.code_size != pq.code_size:
                 raise _errors.CorruptDatabaseError(f"{self._path}: codes do not match the index")
         return VectorIndex(self._meta["dim"], self._meta["metric"], pq, part)
@@ -936,7 +936,7 @@ class Database:
         self._row_caches()
         s = self._store
         renumbered = s.n_rows != n_before + self._rows_put     # compacted by the checkpoint
-        if renumbered and self._index.ivf is not None:
+        if renumbered and self._index.has_ivf:
             self._index = self._load_index()       # the lists were remapped in the swap
         rm = self._rowmap
         if rm is not None:
@@ -2393,7 +2393,7 @@ class Database:
             ids = s.live_ids()
             if len(ids) and int(ids.max()) >= self._meta["next_id"]:
                 raise _errors.CorruptDatabaseError(f"{self._path}: an id is beyond the id counter")
-            idx = self._load_index()
+            idx = self._load_index(lazy=False)
             pq, part = idx.pq, idx.ivf
             if pq is None and s.code_size and self._meta["vector_dtype"] is not None:
                 raise _errors.CorruptDatabaseError(f"{self._path}: codes without an index")

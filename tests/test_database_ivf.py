@@ -235,6 +235,8 @@ def test_tune_on_own_queries(real):
 
 
 def test_damaged_lists_are_corruption(real, tmp_path):
+    """A damaged index is CorruptDatabaseError (decoded on the first search, and by
+    verify()), never a crash in a kernel."""
     from sutradb.index.vector import decode_index, encode_index
     X, _ = real
     db = sutradb.open(":memory:", dim=384, **FAST, index="ivf", index_threshold=2000)
@@ -257,6 +259,46 @@ def test_damaged_lists_are_corruption(real, tmp_path):
         decode_index(blob, arrays, "x", n - 10)         # lists name rows that are not there
     with pytest.raises(errors.CorruptDatabaseError):
         decode_index(blob[:-7], arrays, "x", n)
+    bad = dict(arrays, ivf_centroids=arrays["ivf_centroids"].copy())
+    bad["ivf_centroids"][3, 7] = np.nan
+    with pytest.raises(errors.CorruptDatabaseError):
+        decode_index(blob, bad, "x", n)
+    bad = dict(arrays, ivf_centroids=arrays["ivf_centroids"][:-1])
+    with pytest.raises(errors.CorruptDatabaseError):
+        decode_index(blob, bad, "x", n)
     missing = {k: v for k, v in arrays.items() if k != "ivf_codes"}
     with pytest.raises(errors.CorruptDatabaseError):
         decode_index(blob, missing, "x", n)
+
+
+def test_damaged_index_file_never_crashes(real, tmp_path):
+    """Bytes of the stored index file flipped at seeded places: opening, searching and
+    verify() either work or raise CorruptDatabaseError (verify always notices)."""
+    import glob
+    import shutil
+    X, Q = real
+    src = str(tmp_path / "src")
+    with sutradb.open(src, dim=384, **FAST, index="ivf", index_threshold=2000) as db:
+        db.add_vectors(X[:3000])
+    (index_file,) = glob.glob(src + "/*.index")
+    size = len(open(index_file, "rb").read())
+    rng = np.random.default_rng(3)
+    for trial, pos in enumerate(rng.integers(64, size, 40).tolist()):
+        dst = str(tmp_path / f"t{trial}")
+        shutil.copytree(src, dst)
+        f = dst + "/" + index_file.rsplit("/", 1)[1]
+        with open(f, "r+b") as fh:
+            fh.seek(pos)
+            b = fh.read(1)
+            fh.seek(pos)
+            fh.write(bytes([b[0] ^ 0xFF]))
+        try:
+            with sutradb.open(dst, "r") as db:
+                D, I = db.search_vectors(Q[:5], k=10)
+                assert I.shape == (5, 10)
+        except errors.CorruptDatabaseError:
+            pass
+        with pytest.raises(errors.CorruptDatabaseError):
+            with sutradb.open(dst, "r") as db:
+                db.verify()
+        shutil.rmtree(dst)

@@ -108,9 +108,11 @@ def encode_quantizer(pq: ProductQuantizer) -> bytes:
     return msgpack.packb({"kind": "pq", "pq": pq.to_dict()}, use_bin_type=True)
 
 
-def decode_quantizer(blob: bytes, source: str) -> ProductQuantizer:
-    """The quantizer of an index blob (explicit msgpack limits, no ext types)."""
-    d = _unpack(blob, source)
+def decode_quantizer(blob: bytes, source: str, d: dict | None = None) -> ProductQuantizer:
+    """The quantizer of an index blob (explicit msgpack limits, no ext types; ``d``:
+    the blob already unpacked)."""
+    if d is None:
+        d = _unpack(blob, source)
     if d.get("kind") not in ("pq", "ivf-pq"):
         raise CorruptDatabaseError(f"{source}: unknown index kind")
     pq = ProductQuantizer.from_dict(d.get("pq"), source=source)
@@ -125,25 +127,40 @@ def encode_index(pq: ProductQuantizer, part: "IVFPart | None" = None):
     ``ivf_codes`` as arrays (memory-mapped when read back)."""
     if part is None:
         return encode_quantizer(pq), {}
-    d = {"kind": "ivf-pq", "pq": pq.to_dict(), "ivf": part.ivf.to_dict(lists=False),
+    ivf = part.ivf.to_dict(lists=False)
+    del ivf["centroids"], ivf["centroids_crc32"]    # an array (mapped, not unpacked)
+    d = {"kind": "ivf-pq", "pq": pq.to_dict(), "ivf": ivf,
          "covered": part.covered, "nprobe": part.nprobe, "rerank_scale": part.rerank_scale,
          "tuned": part.tuned}
-    arrays = {"ivf_perm": part.ivf.perm, "ivf_offsets": part.ivf.offsets,
-              "ivf_codes": part.codes}
+    arrays = {"ivf_centroids": part.ivf.centroids, "ivf_perm": part.ivf.perm,
+              "ivf_offsets": part.ivf.offsets, "ivf_codes": part.codes}
     return msgpack.packb(d, use_bin_type=True), arrays
 
 
-def decode_index(blob: bytes, arrays: dict, source: str, n_rows: int):
+def decode_index(blob: bytes, arrays: dict, source: str, n_rows: int, lazy: bool = False):
     """Inverse of :func:`encode_index`: ``(pq, IVFPart or None)``; anything that does
     not fit (sizes, list layout, rows beyond ``n_rows``) raises
-    :class:`~sutradb.errors.CorruptDatabaseError`."""
-    pq = decode_quantizer(blob, source)
+    :class:`~sutradb.errors.CorruptDatabaseError`. With ``lazy``, the IVF part is a
+    callable that decodes and checks it (what opening a database defers to the first
+    search)."""
     d = _unpack(blob, source)
+    pq = decode_quantizer(blob, source, d)
     if d.get("kind") != "ivf-pq":
         return pq, None
+    if lazy:
+        return pq, lambda: _decode_part(d, pq, arrays, source, n_rows)
+    return pq, _decode_part(d, pq, arrays, source, n_rows)
+
+
+def _decode_part(d, pq, arrays, source, n_rows) -> IVFPart:
     ivf = IVFIndex.from_dict(d.get("ivf"), source=source)
-    if not ivf.is_trained or ivf.dim != pq.dim or ivf.metric != pq.metric:
-        raise CorruptDatabaseError(f"{source}: the IVF lists do not match the quantizer")
+    C = arrays.get("ivf_centroids")
+    if (C is None or ivf.nlist is None or C.dtype != np.float32
+            or C.shape != (ivf.nlist, ivf.dim) or ivf.dim != pq.dim or ivf.metric != pq.metric):
+        raise CorruptDatabaseError(f"{source}: the IVF centres do not match the quantizer")
+    if not np.isfinite(C).all():
+        raise CorruptDatabaseError(f"{source}: the IVF centres hold NaN or infinite values")
+    ivf._set_centroids(C)
     try:
         perm, offsets, codes = arrays["ivf_perm"], arrays["ivf_offsets"], arrays["ivf_codes"]
         covered, nprobe = int(d["covered"]), int(d["nprobe"])
@@ -161,7 +178,7 @@ def decode_index(blob: bytes, arrays: dict, source: str, n_rows: int):
     if perm.size and int(perm.max()) >= covered:
         raise CorruptDatabaseError(f"{source}: the IVF lists name rows beyond {covered}")
     tuned = d.get("tuned") if isinstance(d.get("tuned"), dict) else {}
-    return pq, IVFPart(ivf, codes, covered, nprobe, tuned, scale)
+    return IVFPart(ivf, codes, covered, nprobe, tuned, scale)
 
 
 def _merge(D1, I1, D2, I2, k):
@@ -183,14 +200,28 @@ class VectorIndex:
         The trained quantizer (None: exact search only).
     """
 
-    __slots__ = ("dim", "metric", "pq", "ivf")
+    __slots__ = ("dim", "metric", "pq", "_ivf", "_load")
 
     def __init__(self, dim: int, metric: str, pq: ProductQuantizer | None = None,
-                 ivf: IVFPart | None = None):
+                 ivf: "IVFPart | callable | None" = None):
         self.dim = dim
         self.metric = metric
         self.pq = pq
-        self.ivf = ivf
+        # an IVFPart, or a callable that decodes it on first use (opening stays fast)
+        self._ivf = ivf if not callable(ivf) else None
+        self._load = ivf if callable(ivf) else None
+
+    @property
+    def ivf(self) -> "IVFPart | None":
+        if self._load is not None:
+            self._ivf = self._load()        # two threads may both decode: same result
+            self._load = None
+        return self._ivf
+
+    @property
+    def has_ivf(self) -> bool:
+        """Whether there are IVF lists (without decoding them)."""
+        return self._ivf is not None or self._load is not None
 
     @property
     def trained(self) -> bool:

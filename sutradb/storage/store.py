@@ -63,6 +63,7 @@ import errno
 import fcntl
 import hashlib
 import math
+import mmap
 import os
 import time
 import uuid as _uuid
@@ -587,6 +588,13 @@ class Store:
         for key, entry in f.items():
             kind, width, dt = specs[key]
             maps[key] = MappedFile(d, entry, kind, uid, width, dt)
+        if "vec" in maps:
+            # full vectors are read a few rows at a time (re-ranking, get): no readahead
+            # or fault-around of neighbouring pages into the reader's resident set
+            try:
+                maps["vec"].mm.madvise(mmap.MADV_RANDOM)
+            except (AttributeError, OSError, ValueError):   # pragma: no cover - platform
+                pass
         if body["links"] is not None:
             maps["links"] = MappedFile(d, body["links"], KIND_LINKS, uid, 0, 0)
         if body["index"] is not None:
