@@ -42,7 +42,7 @@ sharing a source, share of real rows, and with ``--validate-hardness`` the recal
 fixed FAISS / hnswlib settings). docs/benchmarks.md ("Scale data sets") has the numbers.
 
 Ground truth is computed in the same pass as the generation (each block of 65,536 rows
-is generated, written to a memory map, and scanned by all queries with one BLAS matmul,
+is generated, appended to the file, and scanned by all queries with one BLAS matmul,
 keeping a running top-100 per query), so the base is written once and never read back.
 Memory: the real set in float32 (150 MB), its kNN table, and a few blocks (~0.5 GB).
 
@@ -68,6 +68,7 @@ import time
 from pathlib import Path
 
 BLOCK = 1 << 16            # rows per RNG stream / generation block (fixed: reproducibility)
+CHECKPOINT_BLOCKS = 16     # a resumable checkpoint every 16 blocks (1,048,576 rows)
 GT_K = 100
 VERSION = 1
 
@@ -228,6 +229,43 @@ def make_block(b: int, start: int, stop: int, real: np.ndarray, nbr: np.ndarray,
     return out, origin
 
 
+class NpyWriter:
+    """Append rows to a ``.npy`` file of known final shape, block after block.
+
+    The header (and the full-size, sparse file) comes from ``open_memmap``; the rows are
+    then written with plain sequential ``write`` calls rather than through a mapping of
+    the whole file: written pages are ordinary page cache, not resident pages of this
+    process, so its RSS (and its OOM-killer score) stays at a few hundred MB at 10M."""
+
+    def __init__(self, path: Path, dtype, shape: tuple[int, int], resume_rows: int = 0):
+        if resume_rows:                     # an interrupted run: append after its rows
+            mm = np.load(path, mmap_mode="r")
+            if mm.shape != tuple(shape) or mm.dtype != np.dtype(dtype):
+                raise RuntimeError(f"{path}: cannot resume, shape {mm.shape} {mm.dtype}")
+        else:
+            mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        offset, self.shape, self.dtype = mm.offset, tuple(shape), np.dtype(dtype)
+        del mm
+        self.f = open(path, "r+b")
+        self.rows = resume_rows
+        self.f.seek(offset + resume_rows * self.dtype.itemsize * int(np.prod(shape[1:])))
+
+    def sync(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        assert block.shape[1:] == self.shape[1:] and self.rows + len(block) <= self.shape[0]
+        self.f.write(memoryview(block).cast("B"))
+        self.rows += len(block)
+
+    def close(self) -> None:
+        if self.rows != self.shape[0]:
+            raise RuntimeError(f"{self.f.name}: wrote {self.rows} of {self.shape[0]} rows")
+        self.f.close()
+
+
 class TopK:
     """Running exact top-k (largest inner product) per query over streamed row blocks."""
 
@@ -320,18 +358,22 @@ def is_complete(out: Path) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) make_scale.py process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in ("Z", "X") and b"make_scale" in cmd
 
 
-def _claim_partial(part: Path) -> None:
-    """Create ``OUT.partial`` for this run; remove a leftover of a dead run (only that:
-    a directory with our pid file), refuse while another live run owns it."""
+def _claim_partial(part: Path, key: dict) -> dict | None:
+    """Own ``OUT.partial`` for this run. Returns the checkpoint of an interrupted run
+    with the same parameters (``key``) to resume from, or None (fresh directory).
+    Refuses while another live run owns it; removes a dead run's leftover that cannot
+    be resumed (only a directory with our pid file)."""
     pidfile = part / "make_scale.pid"
     if part.exists():
         try:
@@ -340,10 +382,31 @@ def _claim_partial(part: Path) -> None:
             sys.exit(f"{part} exists and is not a make_scale.py work directory: remove it")
         if _pid_alive(pid) and pid != os.getpid():
             sys.exit(f"{part} is being written by process {pid}")
+        try:
+            ckpt = json.loads((part / "checkpoint.json").read_text())
+        except (OSError, ValueError):
+            ckpt = None
+        if ckpt is not None and ckpt.get("key") == key:
+            pidfile.write_text(f"{os.getpid()}\n")
+            return ckpt
         print(f"removing the leftover of an interrupted run: {part}", flush=True)
         shutil.rmtree(part)
     part.mkdir(parents=True)
     pidfile.write_text(f"{os.getpid()}\n")
+    return None
+
+
+def _save_checkpoint(part: Path, key: dict, rows: int, top: "TopK", timings: dict,
+                     writers) -> None:
+    """Make rows [0, rows) durable, then record them (and the running top-100) as done:
+    an interrupted run started again with the same arguments resumes from here."""
+    for w in writers:
+        w.sync()
+    np.savez(part / "checkpoint.tmp.npz", sim=top.sim, idx=top.idx)
+    os.replace(part / "checkpoint.tmp.npz", part / "checkpoint.npz")
+    tmp = part / "checkpoint.json.tmp"
+    tmp.write_text(json.dumps({"key": key, "rows": rows, "timings": timings}, indent=1))
+    os.replace(tmp, part / "checkpoint.json")
 
 
 def sha256_file(path: Path) -> str:
@@ -371,23 +434,40 @@ def make(args) -> int:
         sys.exit(f"--n {n} is smaller than the real set ({n_real}); use --no-real")
     part = out.with_name(out.name + ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _claim_partial(part)
-    need = n * dim * 2 + n * 8
-    free = shutil.disk_usage(part).free
-    if free < need * 1.05:
-        shutil.rmtree(part)
-        sys.exit(f"not enough disk: need {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free")
-    timings = {}
     params = {"generator": "local-dirichlet-mixture", "k": args.k, "m": args.m,
               "alpha": args.alpha, "spread": args.spread, "include_real": keep_real,
               "seed": args.seed, "block_rows": BLOCK}
+    source = {"path": str(src), "n": n_real,
+              "base_sha256": sha256_file(src / "base.f16.npy"),
+              "queries_sha256": sha256_file(src / "queries.f16.npy")}
+    key = {"version": VERSION, "n": n, "n_queries": len(q16), "params": params,
+           "source": source}
+    ckpt = _claim_partial(part, key)
+    done_rows = ckpt["rows"] if ckpt else 0
+    if ckpt is None:
+        need = n * dim * 2 + n * 8
+        free = shutil.disk_usage(part).free
+        if free < need * 1.05:
+            shutil.rmtree(part)
+            sys.exit(f"not enough disk: need {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free")
+    # timings add up over the sessions of a resumed run
+    timings = dict(ckpt["timings"]) if ckpt else {
+        "knn_table_s": 0.0, "generate_and_write_s": 0.0, "ground_truth_s": 0.0,
+        "checkpoint_s": 0.0, "sessions": 0, "session_wall_s": []}
+    timings["sessions"] += 1
     print(f"making {out}: n={n:,} from {src} ({n_real:,} real rows, "
-          f"{'kept' if keep_real else 'not kept'}), {len(q16)} queries, {params}", flush=True)
+          f"{'kept' if keep_real else 'not kept'}), {len(q16)} queries, {params}"
+          + (f"; resuming at row {done_rows:,}" if ckpt else ""), flush=True)
     with common.Progress(total_steps=3, title="make_scale",
                          enabled=False if args.no_progress else None) as prog:
         t0 = time.perf_counter()
-        nbr = knn_table(real, args.k, prog)
-        timings["knn_table_s"] = time.perf_counter() - t0
+        if (part / "knn.i32.npy").exists():             # kept for a resumed run
+            nbr = np.load(part / "knn.i32.npy")
+        else:
+            nbr = knn_table(real, args.k, prog)
+            np.save(part / "knn.tmp.npy", nbr)
+            os.replace(part / "knn.tmp.npy", part / "knn.i32.npy")
+            timings["knn_table_s"] += time.perf_counter() - t0
         prog.step()
 
         t0 = time.perf_counter()
@@ -397,44 +477,48 @@ def make(args) -> int:
             pos_sorted, id_sorted = pos[order], order.astype(np.int64)
         else:
             pos_sorted = id_sorted = np.empty(0, dtype=np.int64)
-        base = np.lib.format.open_memmap(part / "base.f16.npy", mode="w+",
-                                         dtype=np.float16, shape=(n, dim))
-        origin = np.lib.format.open_memmap(part / "origin.i32.npy", mode="w+",
-                                           dtype=np.int32, shape=(n, 2))
+        base = NpyWriter(part / "base.f16.npy", np.float16, (n, dim), resume_rows=done_rows)
+        origin = NpyWriter(part / "origin.i32.npy", np.int32, (n, 2), resume_rows=done_rows)
         top = TopK(q16.astype(np.float32), GT_K)
-        t_gen = t_gt = 0.0
-        with Bar(prog, "generate + exact top-100", n, "rows") as bar:
-            for b, s in enumerate(range(0, n, BLOCK)):
-                e = min(n, s + BLOCK)
+        if ckpt:
+            with np.load(part / "checkpoint.npz") as z:
+                top.sim, top.idx = z["sim"], z["idx"]
+        first = done_rows // BLOCK
+        with Bar(prog, "generate + exact top-100", n - done_rows, "rows") as bar:
+            for b in range(first, -(-n // BLOCK)):
+                s, e = b * BLOCK, min(n, (b + 1) * BLOCK)
                 t1 = time.perf_counter()
                 blk, org = make_block(b, s, e, real, nbr, pos_sorted, id_sorted,
                                       args.seed, args.m, args.alpha, args.spread)
-                base[s:e] = blk
-                origin[s:e] = org
+                base.write(blk)
+                origin.write(org)
                 t2 = time.perf_counter()
                 top.add(blk, s)
-                t_gt += time.perf_counter() - t2
-                t_gen += t2 - t1
+                t3 = time.perf_counter()
+                timings["ground_truth_s"] += t3 - t2
+                timings["generate_and_write_s"] += t2 - t1
+                if (b + 1) % CHECKPOINT_BLOCKS == 0 and e < n:
+                    snap = dict(timings, session_wall_s=timings["session_wall_s"]
+                                + [time.perf_counter() - t_all])
+                    _save_checkpoint(part, key, e, top, snap, (base, origin))
+                    timings["checkpoint_s"] += time.perf_counter() - t3
                 bar.advance(e - s)
         t1 = time.perf_counter()
-        base.flush()
-        origin.flush()
-        del base, origin
+        base.close()
+        origin.close()
         gt, sim = top.result()
         np.save(part / "gt.i32.npy", gt.astype(np.int32))
         np.save(part / "gt_sim.f32.npy", sim.astype(np.float32))
         np.save(part / "queries.f16.npy", q16)
-        timings["generate_and_write_s"] = t_gen
-        timings["ground_truth_s"] = t_gt
-        timings["flush_s"] = time.perf_counter() - t1
-        timings["generate_total_s"] = time.perf_counter() - t0
+        timings["close_s"] = time.perf_counter() - t1
         prog.step()
 
         t0 = time.perf_counter()
         stats = realism_stats(part, real, q16, sim, gt, pos_sorted)
         timings["stats_s"] = time.perf_counter() - t0
         prog.step()
-    timings["total_s"] = time.perf_counter() - t_all
+    timings["session_wall_s"].append(time.perf_counter() - t_all)
+    timings["total_s"] = sum(timings["session_wall_s"])
 
     files = {}
     for name in ("base.f16.npy", "queries.f16.npy", "gt.i32.npy", "gt_sim.f32.npy",
@@ -445,10 +529,7 @@ def make(args) -> int:
     meta = {
         "complete": True, "version": VERSION, "name": out.name, "n": n, "dim": dim,
         "n_queries": len(q16), "gt_k": GT_K, "metric": "ip (cosine; unit-norm vectors)",
-        "source": {"path": str(src), "n": n_real,
-                   "base_sha256": sha256_file(src / "base.f16.npy"),
-                   "queries_sha256": sha256_file(src / "queries.f16.npy")},
-        "params": params, "timings": timings, "stats": stats, "files": files,
+        "source": source, "params": params, "timings": timings, "stats": stats, "files": files,
         "bytes_total": sum(f["bytes"] for f in files.values()),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "created": common.timestamp(),
@@ -456,7 +537,8 @@ def make(args) -> int:
     }
     (part / "meta.json").write_text(json.dumps(common._jsonable(meta), indent=2) + "\n")
     (part / "README.md").write_text(readme(meta))
-    (part / "make_scale.pid").unlink()
+    for name in ("make_scale.pid", "knn.i32.npy", "checkpoint.json", "checkpoint.npz"):
+        (part / name).unlink(missing_ok=True)
     os.replace(part, out)
     print(fmt_stats(f"real {n_real:,} (source)", stats["real"]))
     print(fmt_stats(f"synthetic {n:,}", stats["synthetic"]))
@@ -522,7 +604,8 @@ Share of a query's top-10 from the same source (1 - distinct/10): same anchor
 
 Generation: {t['total_s']:.0f} s in all (kNN table {t['knn_table_s']:.0f} s, generate + write
 {t['generate_and_write_s']:.0f} s, ground truth {t['ground_truth_s']:.0f} s) on a shared
-2-core machine; {meta['bytes_total'] / 1e9:.2f} GB on disk. Command: `{meta['command']}`.
+2-core machine{f" (in {t['sessions']} sessions: interrupted and resumed)" if t['sessions'] > 1 else ""};
+{meta['bytes_total'] / 1e9:.2f} GB on disk. Command: `{meta['command']}`.
 See meta.json for everything, and docs/benchmarks.md ("Scale data sets") in sutradb.
 """
 
