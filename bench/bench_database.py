@@ -67,15 +67,8 @@ def parse_args(argv=None):
 
 # --------------------------------------------------------------------------- memory
 
-_CHILD = r"""
+_CHILD = common.CHILD_MEMORY_HELPERS + r"""
 import json, sys, numpy as np
-def status():
-    out = {}
-    for line in open("/proc/self/status"):
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-            out[k] = int(v.split()[0]) * 1024
-    return out
 import sutradb
 Q = np.load(sys.argv[2]).astype(np.float32)[: int(sys.argv[3])]
 before = status()
@@ -84,17 +77,8 @@ opened = status()
 for q in Q:
     db.search_vectors(q, k=10)
 after = status()
-by_kind = {}
-path = None
-for line in open("/proc/self/smaps"):
-    parts = line.split()
-    if parts and not parts[0].endswith(":") and "-" in parts[0]:
-        path = parts[5] if len(parts) > 5 else ""
-    elif parts and parts[0] == "Rss:" and path and sys.argv[1] in path:
-        ext = path.rsplit(".", 1)[-1]
-        by_kind[ext] = by_kind.get(ext, 0) + int(parts[1]) * 1024
 print(json.dumps({"before": before, "opened": opened, "after": after, "n": len(db),
-                  "index": db.index_info["kind"], "db_file_rss": by_kind}))
+                  "index": db.index_info["kind"], "db_file_rss": file_rss(sys.argv[1])}))
 """
 
 

@@ -104,15 +104,8 @@ t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "index_info_s": t3 - t2, "n": len(db)}))
 """
 
-_MEM_CHILD = r"""
+_MEM_CHILD = common.CHILD_MEMORY_HELPERS + r"""
 import json, sys, numpy as np
-def status():
-    out = {}
-    for line in open("/proc/self/status"):
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-            out[k] = int(v.split()[0]) * 1024
-    return out
 import sutradb
 Q = np.load(sys.argv[2]).astype(np.float32)[: int(sys.argv[3])]
 nprobe = int(sys.argv[4])
@@ -122,16 +115,8 @@ opened = status()
 for q in Q:
     db.search_vectors(q, k=10, nprobe=nprobe)
 after = status()
-by_file = {}
-path = None
-for line in open("/proc/self/smaps"):
-    parts = line.split()
-    if parts and not parts[0].endswith(":") and "-" in parts[0]:
-        path = parts[5] if len(parts) > 5 else ""
-    elif parts and parts[0] == "Rss:" and path and sys.argv[1] in path:
-        ext = path.rsplit(".", 1)[-1]
-        by_file[ext] = by_file.get(ext, 0) + int(parts[1]) * 1024
-print(json.dumps({"before": before, "opened": opened, "after": after, "db_file_rss": by_file}))
+print(json.dumps({"before": before, "opened": opened, "after": after,
+                  "db_file_rss": file_rss(sys.argv[1])}))
 """
 
 

@@ -314,6 +314,30 @@ def rotated(items: Sequence, r: int) -> list:
 
 # --------------------------------------------------------------------------- progress
 
+#: Source for a measuring child process: ``status()`` (VmRSS, RssAnon, RssFile, VmHWM
+#: in bytes, from /proc/self/status) and ``file_rss(prefix)`` (resident bytes of the
+#: mapped files whose path contains ``prefix``, by file extension, from smaps).
+CHILD_MEMORY_HELPERS = r"""
+def status():
+    out = {}
+    for line in open("/proc/self/status"):
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            out[k] = int(v.split()[0]) * 1024
+    return out
+def file_rss(prefix):
+    by_kind, path = {}, None
+    for line in open("/proc/self/smaps"):
+        parts = line.split()
+        if parts and not parts[0].endswith(":") and "-" in parts[0]:
+            path = parts[5] if len(parts) > 5 else ""
+        elif parts and parts[0] == "Rss:" and path and prefix in path:
+            ext = path.rsplit(".", 1)[-1]
+            by_kind[ext] = by_kind.get(ext, 0) + int(parts[1]) * 1024
+    return by_kind
+"""
+
+
 class Progress:
     """Live progress: a rich bar (overall steps + the current operation with its rate
     and ETA) when stdout is a TTY, otherwise quiet plain lines.
