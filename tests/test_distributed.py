@@ -252,13 +252,24 @@ def test_file_sources_give_the_same_partitions(tmp_path):
     items = [{"text": t, "key": f"k{i}", "metadata": {"i": i}} for i, t in enumerate(TEXTS[:n])]
     (tmp_path / "a.txt").write_text("\n".join(TEXTS[:n]) + "\n", encoding="utf-8")
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(x) for x in items), encoding="utf-8")
+    import gzip
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(json.dumps(x) for x in items) + "\n")
     ref = list(iter_partitions(items, 100))
+    gz = list(iter_partitions(tmp_path / "a.jsonl.gz", 100))
+    assert [(p.texts, p.keys, p.metadata) for p in gz] == [(p.texts, p.keys, p.metadata) for p in ref]
+    (tmp_path / "a.csv").write_text("x,y\n")
+    with pytest.raises(InvalidArgumentError, match="format"):
+        list(iter_partitions(tmp_path / "a.csv", 100))
     assert [len(p.texts) for p in ref] == [100, 100, 50]
     for src, want_keys in [(tmp_path / "a.txt", False), (str(tmp_path / "a.jsonl"), True)]:
         got = list(iter_partitions(src, 100))
         assert count_rows(src) == n
         assert [p.texts for p in got] == [p.texts for p in ref]
         assert [p.keys for p in got] == ([p.keys for p in ref] if want_keys else [None] * 3)
+    dask_bag = pytest.importorskip("dask.bag")
+    got = list(iter_partitions(dask_bag.from_sequence(items, npartitions=7), 100))
+    assert [(p.texts, p.keys, p.metadata) for p in got] == [(p.texts, p.keys, p.metadata) for p in ref]
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
     pq.write_table(pa.Table.from_pylist(items), tmp_path / "a.parquet")
