@@ -44,16 +44,20 @@ fixed FAISS / hnswlib settings). docs/benchmarks.md ("Scale data sets") has the 
 Ground truth is computed in the same pass as the generation (each block of 65,536 rows
 is generated, appended to the file, and scanned by all queries with one BLAS matmul,
 keeping a running top-100 per query), so the base is written once and never read back.
-Memory: the real set in float32 (150 MB), its kNN table, and a few blocks (~0.5 GB).
+Memory: the real set in float32 (150 MB), its kNN table, and a few blocks (~0.5 GB);
+rows are appended with plain writes, so the written file is page cache, not RSS.
 
-    .venv/bin/python bench/make_scale.py --n 1000000 --out /work/scale/minilm-1m
-    .venv/bin/python bench/make_scale.py --n 10000000 --out /work/scale/minilm-10m
-    .venv/bin/python bench/make_scale.py --validate           # the realism check, ~5 min
+    .venv/bin/python bench/make_scale.py --n 1000000 --out /work/scale/minilm-1m   # ~5 min
+    .venv/bin/python bench/make_scale.py --n 10000000 --out /work/scale/minilm-10m # ~12 min
+    .venv/bin/python bench/make_scale.py --validate       # the realism check, ~2 min
+    .venv/bin/python bench/make_scale.py --validate --validate-hardness --validate-seeds 10000
 
 The output is written under ``OUT.partial`` and renamed to ``OUT`` at the end; an
-existing complete ``OUT`` is left alone (the run is skipped), so re-running is safe.
-The rows depend only on (source, n, seed, k, m, alpha, spread): generation uses one RNG stream
-per fixed block of rows, whatever the thread count.
+existing complete ``OUT`` is left alone (the run is skipped), so re-running is safe. A
+killed run resumes when started again with the same arguments: every 1,048,576 rows the
+files are fsync'ed and the running top-100 saved (``checkpoint.*`` in ``OUT.partial``).
+The rows depend only on (source, n, seed, k, m, alpha, spread): one RNG stream per
+fixed block of rows, whatever the thread count or the interruptions.
 """
 
 from __future__ import annotations
