@@ -302,3 +302,32 @@ def test_damaged_index_file_never_crashes(real, tmp_path):
             with sutradb.open(dst, "r") as db:
                 db.verify()
         shutil.rmtree(dst)
+
+
+def test_drift_tracks_the_quantisation_error_of_added_vectors(real):
+    """``index_info["drift"]``: ~1 for more vectors like the training ones, large for
+    vectors the codebooks were not trained on; a large batch is measured on a sample
+    whose estimate matches the full batch's error."""
+    X, _ = real
+    db = sutradb.open(":memory:", dim=X.shape[1], index="pq", index_threshold=5000, **FAST)
+    db.add_vectors(X[:5000])                            # the quantizer trains here
+    assert db.index_info["drift"] is None               # nothing added since training
+    batch = X[5000:8000]
+    extra = batch[np.random.default_rng(1).integers(0, len(batch), 9000)]
+    extra = extra + np.random.default_rng(2).normal(0, 0.01, extra.shape).astype(np.float32)
+    db.add_vectors(extra)                               # 9,000 rows: a sampled estimate
+    info = db.index_info
+    pq = db._index.pq
+    U = extra / np.linalg.norm(extra, axis=1, keepdims=True)
+    exact = float(((pq.decode(pq.encode(U)) - U) ** 2).sum(axis=1).mean())
+    assert info["drift"] == pytest.approx(exact / info["training_error"], rel=0.1)
+    assert 0.5 < info["drift"] < 2.0
+    # vectors from elsewhere (random directions): far from the codebooks
+    G = np.random.default_rng(3).normal(size=(3000, X.shape[1])).astype(np.float32)
+    db.add_vectors(G)
+    d2 = db.index_info["drift"]                         # the mean over all 12,000 added
+    g_drift = (d2 * 12000 - info["drift"] * 9000) / 3000
+    Gu = G / np.linalg.norm(G, axis=1, keepdims=True)
+    g_exact = float(((pq.decode(pq.encode(Gu)) - Gu) ** 2).sum(axis=1).mean())
+    assert g_drift == pytest.approx(g_exact / info["training_error"], rel=1e-3)
+    assert g_drift > 1.3 * info["drift"]

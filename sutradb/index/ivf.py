@@ -59,6 +59,7 @@ _BATCH_ROWS = 1 << 16
 _ASSIGN_CHUNK = 4096
 # Below this many queries the coarse search runs in the kernel, above it in BLAS.
 _COARSE_BLAS_MIN_QUERIES = 32
+_KMETRIC = {"l2": _core.METRIC_L2, "ip": _core.METRIC_IP, "cosine": _core.METRIC_COS}
 
 
 def default_nlist(n: int) -> int:
@@ -415,16 +416,26 @@ class IVFIndex:
                 raise DimensionError(f"mask must be 1-d, got shape {mask.shape}")
             mask = _check_mask(mask, mask.shape[0])
         kk = max(k, int(rerank)) if do_rerank else k
-        kmetric = {"l2": _core.METRIC_L2, "ip": _core.METRIC_IP, "cosine": _core.METRIC_COS}
+        v = _vectors_view(vectors, self.dim) if do_rerank else None
+        return self._search_prepared(Q, codes, pq, k, nprobe, kk, v, mask, nthreads)
+
+    def _search_prepared(self, Q, codes, pq, k: int, nprobe: int, kk: int, v, mask, nthreads: int):
+        """:meth:`search` on validated arguments (the caller's contract): ``Q``
+        prepared queries, ``codes`` list-ordered C-contiguous uint8 codes of
+        ``ntotal`` rows, ``1 <= nprobe <= nlist``, ``kk >= k`` ADC candidates,
+        ``v`` the re-rank view of the vectors (:func:`_vectors_view`) or None for
+        ADC distances, ``mask`` None or C-contiguous uint8 / bool."""
+        if mask is not None and mask.dtype == np.bool_:
+            mask = mask.view(np.uint8)
+        kmetric = _KMETRIC[self.metric]
         if Q.shape[0] < _COARSE_BLAS_MIN_QUERIES and (nthreads == 1 or Q.shape[0] >= nthreads):
             # latency path: the whole pipeline in one kernel call per batch (the same
             # results as the steps below, without their Python round trips)
-            v = _vectors_view(vectors, self.dim) if do_rerank else None
             D, I = _core.ivf_search(Q, self._P16, self._cn, nprobe, *pq._table_ops,
                                     pq._adc_metric, codes, self.offsets, self.perm, kk, k,
-                                    mask, v, kmetric[self.metric], nthreads)
+                                    mask, v, kmetric, nthreads)
             if self.metric == "cosine":
-                if do_rerank:
+                if v is not None:
                     D[I >= 0] += 1.0
                 else:
                     D *= 0.5
@@ -433,13 +444,12 @@ class IVFIndex:
         tables = _core.distance_tables_t(Q, *pq._table_ops, pq._adc_metric, nthreads)
         D, I = _core.ivf_adc_topk(tables, codes, self.offsets, P, self.perm, kk, mask,
                                   nthreads)
-        if not do_rerank:
+        if v is None:
             if pq.metric == "cosine":
                 D *= 0.5
             return D, I
-        v = _vectors_view(vectors, self.dim)
         # candidate ids come from perm (ids >= len(vectors) are skipped by the kernel)
-        D, I = _core.rerank(Q, v, I, k, kmetric[self.metric], nthreads)
+        D, I = _core.rerank(Q, v, I, k, kmetric, nthreads)
         if self.metric == "cosine":
             D[I >= 0] += 1.0
         return D, I

@@ -28,8 +28,8 @@ import numpy as np
 
 from ..errors import CorruptDatabaseError, InvalidArgumentError
 from .flat import flat_search
-from .ivf import IVFIndex
-from .pq import ProductQuantizer, default_threads, exact_rerank
+from .ivf import IVFIndex, _vectors_view
+from .pq import ProductQuantizer, _check_mask, default_threads, exact_rerank
 
 __all__ = ["VectorIndex", "IVFPart", "default_m", "default_rerank", "encode_quantizer",
            "decode_quantizer", "encode_index", "decode_index"]
@@ -290,10 +290,11 @@ class VectorIndex:
         if part is None or part.covered == 0:
             return self._flat_pq(Q, codes, mask, vectors, k, kc, use_rerank, threads)
         # the lists: coarse probes, ADC scan of the probed lists, exact re-rank
-        D, I = part.ivf.search(Q, part.codes, pq, k=k, nprobe=nprobe or part.nprobe,
-                               rerank=kc if use_rerank else 0,
-                               vectors=vectors if use_rerank else None,
-                               mask=mask, threads=threads)
+        # arguments checked here and by the decoder: the lean entry of the lists' search
+        D, I = part.ivf._search_prepared(
+            Q, part.codes, pq, k, min(int(nprobe or part.nprobe), part.ivf.nlist), kc,
+            _vectors_view(vectors, Q.shape[1]) if use_rerank else None,
+            _check_mask(mask, mask.shape[0]) if mask is not None else None, threads)
         c = part.covered
         if codes.shape[0] > c:
             # the tail (rows added since the lists were laid out): the flat scan
