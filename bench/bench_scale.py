@@ -16,8 +16,11 @@ For a data set directory (``base.f16.npy``, ``queries.f16.npy``, ``gt.i32.npy``;
   query per call, one thread) for several ``nprobe``, interleaved repeats, medians;
   the fastest setting at recall >= 0.9 and >= 0.95;
 * **memory while searching**: a fresh process opens the database and runs the
-  single-query loop at the chosen setting; RSS split into anonymous memory and mapped
-  file pages, and file pages by file kind (codes, IVF index, vectors, ...).
+  single-query loop (twice) at the chosen setting; RSS split into anonymous memory and
+  mapped file pages, and file pages by file kind (codes, IVF index, vectors, ...); then
+  the same with the vector file evicted from the page cache first
+  (``POSIX_FADV_DONTNEED``), so re-ranking reads its candidates from the disk: the
+  speed of a machine whose RAM does not hold the vectors.
 
     .venv/bin/python bench/bench_scale.py --data /work/scale/minilm-1m --path /work/scale/db-1m
     .venv/bin/python bench/bench_scale.py --data /work/scale/minilm-10m --path /work/scale/db-10m \\
@@ -105,18 +108,30 @@ print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "index_info_s": t3 - t
 """
 
 _MEM_CHILD = common.CHILD_MEMORY_HELPERS + r"""
-import json, sys, numpy as np
+import glob, json, os, sys, time, numpy as np
 import sutradb
 Q = np.load(sys.argv[2]).astype(np.float32)[: int(sys.argv[3])]
 nprobe = int(sys.argv[4])
+evicted = []
+if sys.argv[5] == "cold":
+    # the stored vectors out of the page cache: re-ranking reads them from the disk
+    for f in glob.glob(os.path.join(sys.argv[1], "*.vec")):
+        fd = os.open(f, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+        evicted.append(os.path.basename(f))
 before = status()
 db = sutradb.open(sys.argv[1], "r")
 opened = status()
-for q in Q:
-    db.search_vectors(q, k=10, nprobe=nprobe)
+passes = []
+for _ in range(2):
+    t = time.perf_counter()
+    for q in Q:
+        db.search_vectors(q, k=10, nprobe=nprobe)
+    passes.append(len(Q) / (time.perf_counter() - t))
 after = status()
-print(json.dumps({"before": before, "opened": opened, "after": after,
-                  "db_file_rss": file_rss(sys.argv[1])}))
+print(json.dumps({"before": before, "opened": opened, "after": after, "evicted": evicted,
+                  "qps_passes": passes, "db_file_rss": file_rss(sys.argv[1])}))
 """
 
 
@@ -197,11 +212,14 @@ def run(args, prog):
     db.close()
     chosen = res["at_0.9"] or max(points, key=lambda pt: pt["recall"])
     qfile = data / "queries.f16.npy"
-    res["memory"] = child(_MEM_CHILD, args.path, qfile, nq, chosen["nprobe"])
-    m = res["memory"]
-    prog.log(f"memory while searching (nprobe {chosen['nprobe']}): RSS {m['after']['VmRSS'] / 2**20:.0f} MiB "
-             f"(anon {m['after']['RssAnon'] / 2**20:.0f}, file {m['after']['RssFile'] / 2**20:.0f}); "
-             f"db files {json.dumps({k: round(v / 2**20, 1) for k, v in m['db_file_rss'].items()})} MiB")
+    for mode in ("warm", "cold"):
+        m = res["memory" if mode == "warm" else "memory_cold"] = child(
+            _MEM_CHILD, args.path, qfile, nq, chosen["nprobe"], mode)
+        prog.log(f"memory while searching, {mode} cache (nprobe {chosen['nprobe']}): "
+                 f"RSS {m['after']['VmRSS'] / 2**20:.0f} MiB "
+                 f"(anon {m['after']['RssAnon'] / 2**20:.0f}, file {m['after']['RssFile'] / 2**20:.0f}); "
+                 f"db files {json.dumps({k: round(v / 2**20, 1) for k, v in m['db_file_rss'].items()})} MiB; "
+                 f"q/s first/second pass {m['qps_passes'][0]:.0f}/{m['qps_passes'][1]:.0f}")
     path = args.json or common.default_json_path(f"scale-{data.name}")
     common.write_json(path, res)
     prog.log(f"wrote {path}")
