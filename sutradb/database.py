@@ -58,7 +58,7 @@ from .graph import DIRECTIONS, Link, as_links, check_relation, check_weight
 from .index.filters import compile_where
 from .index.flat import FlatVectors, pair_distances, prepare_queries
 from .index.ivf import IVFIndex, default_nlist, exact_topk
-from .index.pq import ProductQuantizer, default_threads
+from .index.pq import ProductQuantizer, check_vectors, default_threads
 from .index.vector import (IVFPart, VectorIndex, decode_index, decode_quantizer, default_m,
                            default_rerank, encode_index, encode_quantizer)
 from .index.words import WordIndex
@@ -788,29 +788,23 @@ class Database:
         return arr
 
     def _check_queries(self, Q, one=False) -> np.ndarray:
-        if isinstance(Q, np.ndarray):
-            arr = Q
-        else:
-            try:
-                arr = np.asarray(Q)
-            except (TypeError, ValueError) as e:
-                raise InvalidArgumentError(f"queries are not an array of numbers: {e}") from None
-        if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-            raise InvalidArgumentError(f"queries must hold numbers, got dtype {arr.dtype}")
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        elif one:
-            raise DimensionError(f"search takes one query vector (dim,), got shape {arr.shape}; "
-                                 "use search_vectors for batches")
-        if arr.ndim != 2:
-            raise DimensionError(f"queries must be (nq, dim) or (dim,), got shape {arr.shape}")
+        """Queries as the index takes them (:func:`~sutradb.index.pq.check_vectors`:
+        (nq, dim) float32 C-contiguous, finite, unit rows for cosine)."""
+        if one:
+            arr = Q if isinstance(Q, np.ndarray) else None
+            if arr is None:
+                try:
+                    arr = np.asarray(Q)
+                except (TypeError, ValueError) as e:
+                    raise InvalidArgumentError(f"queries are not an array of numbers: {e}") from None
+            if arr.ndim != 1:
+                raise DimensionError(f"search takes one query vector (dim,), got shape "
+                                     f"{arr.shape}; use search_vectors for batches")
+            Q = arr
         dim = self._meta["dim"]
-        if dim and arr.shape[1] != dim:
-            raise DimensionError(f"queries have dimension {arr.shape[1]}, the database {dim}")
-        Q = prepare_queries(arr, self._meta["metric"])
-        if not np.isfinite(Q).all():
-            raise InvalidArgumentError("queries hold NaN or infinite values")
-        return Q
+        if not dim:                          # an empty database: any width, no results
+            dim = np.shape(Q)[-1] if np.ndim(Q) else 0
+        return check_vectors(Q, dim, self._meta["metric"], "queries", allow_1d=True)
 
     @staticmethod
     def _check_k(k) -> int:
