@@ -11,6 +11,8 @@ single-1t      the same on 1 torch thread (the model's own threading, measured)
 dask-1x1       ``learn(..., client)``: LocalCluster, 1 worker x 1 thread
 dask-1x2       1 worker x 2 threads (torch on 2 threads in the worker)
 dask-2x1       2 workers x 1 thread
+procs-1x1      the ceiling: one plain process (1 torch thread) embeds the texts
+procs-2x1      two plain processes (1 torch thread each) embed half each, together
 =============  ==================================================================
 
 Every config learns the same texts with the same embedding windows, and trains the
@@ -61,7 +63,7 @@ import numpy as np  # noqa: E402
 import common  # noqa: E402
 
 SPEC = "sentence-transformers:all-MiniLM-L6-v2"
-LEARN_CONFIGS = ("single", "single-1t", "dask-1x1", "dask-1x2", "dask-2x1")
+LEARN_CONFIGS = ("single", "single-1t", "dask-1x1", "dask-1x2", "dask-2x1", "procs-1x1", "procs-2x1")
 CLUSTERS = {"dask-1x1": (1, 1), "dask-1x2": (1, 2), "dask-2x1": (2, 1)}
 
 
@@ -162,6 +164,55 @@ def run_dask(texts, client, threads, tmp, args, prog):
             "train_index": tm["train"] + tm["index"], "timings": dict(tm), "cpu": cpu}
 
 
+_EMBED_CHILD = r"""
+import json, os, sys, time
+import torch
+torch.set_num_threads(1)
+from sutradb.embedders import get_embedder
+path, lo, hi, window, spec = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+texts = open(path, encoding="utf-8").read().splitlines()[lo:hi]
+emb = get_embedder(spec, batch_size=max(1, window // 16))
+emb(texts[:32])
+print("ready", flush=True)
+sys.stdin.readline()
+t = time.perf_counter()
+for s in range(0, len(texts), window):
+    emb(texts[s:s + window])
+print(json.dumps({"s": time.perf_counter() - t}), flush=True)
+"""
+
+
+def embed_ceiling(texts_file, n, window, procs):
+    """Seconds for ``procs`` plain processes (no engine, no database), each on one
+    torch thread with the model loaded and warm, to embed their share of the first
+    ``n`` texts at the same moment: ``t(1) / t(2)`` is the most any 2-way scale-out of
+    this model can get on this machine (its cores, caches, memory bandwidth)."""
+    import json
+    import subprocess
+    env = dict(os.environ, PYTHONPATH=str(BENCH_DIR.parent), OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    cuts = [round(i * n / procs) for i in range(procs + 1)]
+    ps = [subprocess.Popen([sys.executable, "-c", _EMBED_CHILD, texts_file, str(cuts[i]),
+                            str(cuts[i + 1]), str(window), SPEC], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, env=env) for i in range(procs)]
+    try:
+        for p in ps:
+            while p.stdout.readline().strip() != "ready":
+                if p.poll() is not None:
+                    raise RuntimeError("an embedding process failed")
+        t0 = time.perf_counter()
+        for p in ps:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        own = [json.loads(p.stdout.readline())["s"] for p in ps]
+        wall = time.perf_counter() - t0
+    finally:
+        for p in ps:
+            p.kill() if p.poll() is None else None
+            p.wait()
+    return {"wall": wall, "per_process": own}
+
+
 def bench_learn(args, prog, tmp):
     import torch
     from distributed import Client
@@ -192,6 +243,10 @@ def bench_learn(args, prog, tmp):
                 if name.startswith("single"):
                     res = run_single(texts, emb, 1 if name == "single-1t" else torch_default,
                                      tmp, args, prog)
+                elif name.startswith("procs"):
+                    c = embed_ceiling(src, n, args.window, 2 if name == "procs-2x1" else 1)
+                    res = {"total": c["wall"], "embed_write": c["wall"], "train_index": 0.0,
+                           "cpu": sum(c["per_process"]), "per_process": c["per_process"]}
                 else:
                     w, th = CLUSTERS[name]
                     t = time.perf_counter()
@@ -242,6 +297,11 @@ def bench_learn(args, prog, tmp):
         "dask-1x1 / single-1t (engine overhead, 1 thread)": ratio("dask-1x1", "single-1t"),
         "single / single-1t (the model's own 2-thread scaling)": ratio("single", "single-1t"),
         "single / single-1t, embed+write": ratio("single", "single-1t", "embed_write"),
+        "procs-2x1 / procs-1x1 (the machine's ceiling: 2 plain processes, embedding only)":
+            ratio("procs-2x1", "procs-1x1"),
+        "dask-2x1 / dask-1x1 over the ceiling (the engine's share of the ideal)":
+            (ratio("dask-2x1", "dask-1x1") / ratio("procs-2x1", "procs-1x1")
+             if ratio("dask-2x1", "dask-1x1") and ratio("procs-2x1", "procs-1x1") else None),
     }
     # CPU per text, whatever else ran: a ratio of 1.0 means 2 workers do the same work
     # per text as 1, so with 2 free cores they run 2x as fast (wall-clock ratios above
