@@ -56,6 +56,8 @@ cdef extern from "_simd.h" nogil:
     float sutra_l2_f32(const float *a, const float *b, Py_ssize_t d)
     float sutra_dot_f16(const float *a, const uint16_t *b, Py_ssize_t d)
     float sutra_l2_f16(const float *a, const uint16_t *b, Py_ssize_t d)
+    float sutra_dot_sq_f16(const float *a, const uint16_t *b, Py_ssize_t d, float *sq)
+    void sutra_prefetch(const char *p, Py_ssize_t nbytes)
     void sutra_linear_row(const float *x, const float *CT, const float *base,
                           float alpha, Py_ssize_t K, Py_ssize_t d, float *out)
     void sutra_adc_rows(const float *T, const uint8_t *codes, Py_ssize_t W,
@@ -67,6 +69,9 @@ cdef extern from "_simd.h" nogil:
                               Py_ssize_t G4, int32_t qthr)
     void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W, const uint8_t *qlut,
                                 Py_ssize_t G4, const int32_t *qthr, unsigned *bits)
+
+#: rows ahead whose cache lines exact re-ranking requests early
+DEF _PREFETCH = 4
 
 cdef extern from *:
     """
@@ -592,22 +597,34 @@ cdef void _rerank_one(const float *q, const char *vecs, bint half, Py_ssize_t d,
                       const float *zeros, float *hd, int64_t *hi,
                       Py_ssize_t k) noexcept nogil:
     # zeros: d zero floats (||v||^2 is the squared L2 distance of v to 0)
-    cdef Py_ssize_t j
+    cdef Py_ssize_t j, p, row_bytes = d * (2 if half else 4)
     cdef int64_t r
-    cdef float dist, norm
+    cdef float dist, norm, sq
     _heap_init(hd, hi, k)
+    # the candidates are random rows (often of a memory map): their cache lines are
+    # requested _PREFETCH rows ahead so that the loads overlap with the arithmetic
+    for p in range(min(nc, _PREFETCH)):
+        r = cand[p]
+        if 0 <= r < n:
+            sutra_prefetch(vecs + r * row_bytes, row_bytes)
     for j in range(nc):
+        if j + _PREFETCH < nc:
+            r = cand[j + _PREFETCH]
+            if 0 <= r < n:
+                sutra_prefetch(vecs + r * row_bytes, row_bytes)
         r = cand[j]
         if r < 0 or r >= n:
             continue
         if half:
             if metric == 0:
                 dist = sutra_l2_f16(q, (<const uint16_t *> vecs) + r * d, d)
+            elif metric == 2:
+                # cosine: the dot and the row's norm in one pass (the same sums)
+                dist = -sutra_dot_sq_f16(q, (<const uint16_t *> vecs) + r * d, d, &sq)
+                norm = sqrtf(sq)
+                dist = dist / norm if norm > 0 else 0
             else:
                 dist = -sutra_dot_f16(q, (<const uint16_t *> vecs) + r * d, d)
-                if metric == 2:
-                    norm = sqrtf(sutra_l2_f16(zeros, (<const uint16_t *> vecs) + r * d, d))
-                    dist = dist / norm if norm > 0 else 0
         else:
             if metric == 0:
                 dist = sutra_l2_f32(q, (<const float *> vecs) + r * d, d)
