@@ -2464,6 +2464,8 @@ class Database:
                     self._dstate = None
                     self.__dict__.pop("distance", None)
                     self._flat = None
+                    # the index's mapped arrays (IVF lists) go with the files
+                    self._index = VectorIndex(self._meta.get("dim"), self._meta.get("metric"))
                     self._txn_owner = None
                     for _ in range(held):      # locks taken by transactions left open
                         self._wlock.release()

@@ -1,5 +1,6 @@
 """The Database API: opening, concepts, search, filters, links, transactions, errors."""
 
+import os
 import threading
 
 import numpy as np
@@ -541,3 +542,27 @@ def test_regression_key_cache_follows_key_changes(sutra_db):
         db.get("k")
     db.update(b, key="k")
     assert db.get("k").id == b
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_close_unmaps_the_files_and_keeps_arrays_given_out(tmp_path):
+    """After close() the process maps none of the database's files (a reader that
+    closed does not keep them resident or pinned); arrays obtained before stay valid."""
+    p = str(tmp_path / "db")
+    X = np.random.default_rng(0).normal(size=(3000, 16)).astype(np.float32)
+    with sutradb.open(p, "w", index_threshold=1000, pq_m=4) as db:
+        db.add_vectors(X)
+    db = sutradb.open(p, "r")
+    db.search_vectors(X[:3], k=5)
+    V = db._store.vectors                   # a view of the mapped vector file
+
+    def mapped():
+        return [line for line in open("/proc/self/maps") if str(tmp_path) in line]
+    assert mapped()
+    db.close()
+    np.testing.assert_allclose(V[:3], X[:3], atol=1e-2)   # still readable
+    assert mapped()                         # ... because V still refers to its file
+    del V
+    assert mapped() == []
+    with pytest.raises(errors.ClosedError):
+        db.search_vectors(X[0])

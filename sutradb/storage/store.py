@@ -2092,6 +2092,12 @@ class Store:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)   # releases the flock
             self._lock_fd = -1
+        # the store's own references to the mapped files: a file is unmapped once no
+        # array obtained from the store refers to it any more
+        self._maps = {}
+        self._cache = {}
+        self._seg_ids = self._seg_ends = self._seg_rec = self._seg_codes = None
+        self._seg_vecs = self._seg_order = self._seg_keys = None
 
     def close(self) -> None:
         """Roll back an open transaction, checkpoint (writers), release files and the
