@@ -59,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--single", type=int, default=300, help="queries timed one per call")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--nprobes", default=None, help="comma-separated nprobe values (default: a ladder)")
+    p.add_argument("--reranks", default=None,
+                   help="comma-separated rerank values, each run with every nprobe (default: "
+                        "the database's default rerank only)")
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
 
@@ -111,7 +114,7 @@ _MEM_CHILD = common.CHILD_MEMORY_HELPERS + r"""
 import glob, json, os, sys, time, numpy as np
 import sutradb
 Q = np.load(sys.argv[2]).astype(np.float32)[: int(sys.argv[3])]
-nprobe = int(sys.argv[4])
+nprobe, rerank = int(sys.argv[4]), int(sys.argv[6])
 evicted = []
 if sys.argv[5] == "cold":
     # the stored vectors out of the page cache: re-ranking reads them from the disk
@@ -127,7 +130,7 @@ passes = []
 for _ in range(2):
     t = time.perf_counter()
     for q in Q:
-        db.search_vectors(q, k=10, nprobe=nprobe)
+        db.search_vectors(q, k=10, nprobe=nprobe, rerank=rerank)
     passes.append(len(Q) / (time.perf_counter() - t))
 after = status()
 print(json.dumps({"before": before, "opened": opened, "after": after, "evicted": evicted,
@@ -186,15 +189,18 @@ def run(args, prog):
     else:
         nprobes = sorted({p for p in (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
                           if p <= nlist} | {info["nprobe"]})
+    reranks = [int(x) for x in args.reranks.split(",")] if args.reranks else [info["rerank"]]
     points = []
-    for p in nprobes:
-        _, I = db.search_vectors(Q, k=K, nprobe=p)
-        points.append({"nprobe": p, "recall": common.recall_at_k(I, gt, K), "qps": []})
+    for rr in reranks:
+        for p in nprobes:
+            _, I = db.search_vectors(Q, k=K, nprobe=p, rerank=rr)
+            points.append({"nprobe": p, "rerank": rr, "recall": common.recall_at_k(I, gt, K),
+                           "qps": []})
     nq = min(args.single, len(Q))
     for r in range(args.repeats):
         for pt in common.rotated(points, r):
-            p = pt["nprobe"]
-            lat, _ = common.time_each(lambda i: db.search_vectors(Q[i], k=K, nprobe=p), nq)
+            p, rr = pt["nprobe"], pt["rerank"]
+            lat, _ = common.time_each(lambda i: db.search_vectors(Q[i], k=K, nprobe=p, rerank=rr), nq)
             pt["qps"].append(nq / float(np.sum(lat)))
             pt.setdefault("p50_ms", []).append(float(np.median(lat)) * 1e3)
             pt.setdefault("p99_ms", []).append(float(np.percentile(lat, 99)) * 1e3)
@@ -202,7 +208,7 @@ def run(args, prog):
         pt["qps"] = statistics.median(pt["qps"])
         pt["p50_ms"] = statistics.median(pt["p50_ms"])
         pt["p99_ms"] = statistics.median(pt["p99_ms"])
-        prog.log(f"  nprobe {pt['nprobe']:>4}: recall@10 {pt['recall']:.4f}  {pt['qps']:8.0f} q/s  "
+        prog.log(f"  nprobe {pt['nprobe']:>4} rerank {pt['rerank']:>4}: recall@10 {pt['recall']:.4f}  {pt['qps']:8.0f} q/s  "
                  f"p50 {pt['p50_ms']:.2f} ms  p99 {pt['p99_ms']:.2f} ms")
     res["points"] = points
     prog.step()
@@ -214,8 +220,9 @@ def run(args, prog):
     qfile = data / "queries.f16.npy"
     for mode in ("warm", "cold"):
         m = res["memory" if mode == "warm" else "memory_cold"] = child(
-            _MEM_CHILD, args.path, qfile, nq, chosen["nprobe"], mode)
-        prog.log(f"memory while searching, {mode} cache (nprobe {chosen['nprobe']}): "
+            _MEM_CHILD, args.path, qfile, nq, chosen["nprobe"], mode, chosen["rerank"])
+        prog.log(f"memory while searching, {mode} cache (nprobe {chosen['nprobe']}, "
+                 f"rerank {chosen['rerank']}): "
                  f"RSS {m['after']['VmRSS'] / 2**20:.0f} MiB "
                  f"(anon {m['after']['RssAnon'] / 2**20:.0f}, file {m['after']['RssFile'] / 2**20:.0f}); "
                  f"db files {json.dumps({k: round(v / 2**20, 1) for k, v in m['db_file_rss'].items()})} MiB; "

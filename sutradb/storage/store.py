@@ -636,7 +636,7 @@ class Store:
         self._live = np.ones(max(n, 1024), bool)
         self._live[dead] = False
         self._n = n
-        self._n_live = n - int(np.count_nonzero(~self._live[:n]))
+        self._n_live = n - (len(np.unique(dead)) if len(dead) else 0)   # not O(n)
         self._links = _Links(maps.get("links"), body["links"],
                              w(body["links"]["name"]) if body["links"] else "")
         self._index_entry = body["index"]
