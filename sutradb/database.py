@@ -83,6 +83,9 @@ _FOLD_SHARE = 1 / 16
 _FOLD_MIN = 4096
 #: Held-out stored vectors used to choose the default nprobe when lists are built.
 _TUNE_QUERIES = 200
+#: tune(): a ladder of nprobe stops when this many more steps adding as much recall as
+#: the last one would still fall short of the target (the re-ranked depth is the limit).
+_TUNE_STEPS_LEFT = 10
 #: Rows of a large added batch on which its quantisation error (drift) is measured.
 _DRIFT_SAMPLE = 4096
 
@@ -2296,12 +2299,16 @@ class Database:
             Default: the database's ``target_recall`` option.
         nprobes, reranks : sequence of int, optional
             The grid (default: a geometric ladder of nprobe up to ``nlist``, and
-            rerank ``k, 2k, 5k, 10k, 20k``). Without IVF lists only ``rerank`` varies.
+            rerank ``k, 2k, 5k, 10k, 20k, 40k, 80k``). Without IVF lists only
+            ``rerank`` varies. Deeper re-ranking is tried first; for each ``rerank``
+            nprobe grows from where the deeper one met the target, until the target
+            is met or ten more steps at the last step's gain would not reach it.
         where : dict, optional
             The filter your searches use.
         save : bool
-            Store the chosen ``nprobe`` as the database's default (IVF lists only;
-            ``rerank`` stays a per-call argument).
+            Store the chosen ``nprobe`` (IVF lists only) and ``rerank`` (rounded up
+            to a multiple of the default ``max(8k, 100)``) as the database's
+            defaults; both stay per-call arguments too.
 
         Returns
         -------
@@ -2330,7 +2337,7 @@ class Database:
                 {p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
                              768, 1024, 2048) if p < part.ivf.nlist} | {part.ivf.nlist})
         if reranks is None:
-            reranks = (k, 2 * k, 5 * k, 10 * k, 20 * k)
+            reranks = (k, 2 * k, 5 * k, 10 * k, 20 * k, 40 * k, 80 * k)
         for name, vals in (("nprobes", nprobes), ("reranks", reranks)):
             for v in vals:
                 if v is not None and (not _is_id(v) or v < (1 if name == "nprobes" else 0)):
@@ -2344,13 +2351,26 @@ class Database:
             gt_rows = exact_topk(prepare_queries(Q.copy(), self._meta["metric"]), V, k,
                                  self._meta["metric"], mask=mask)
         grid = []
-        for r in reranks:
-            for p in nprobes:
-                _, I = self._search_q(Q, k, where, r, p)
+        nprobes = sorted(set(nprobes), key=lambda p: -1 if p is None else p)
+        first = 0
+        # deepest re-ranking first: fewer candidates need at least as many lists, so a
+        # shallower rerank's ladder starts where the deeper one reached the target; a
+        # ladder stops at the target or where more lists add too little recall to get
+        # there (the re-ranked depth is the limit: at millions of rows a small rerank
+        # may never reach the target, and scanning up to every list would take long)
+        for r in sorted(set(int(x) for x in reranks), reverse=True):
+            prev = None
+            for j in range(first, len(nprobes)):
+                p = nprobes[j]
+                _, I = self._search_q(Q, k, where, r, p, threads=default_threads())
                 rec = _recall(I, gt_rows)
-                grid.append({"nprobe": p, "rerank": int(r), "recall": rec, "qps": None})
+                grid.append({"nprobe": p, "rerank": r, "recall": rec, "qps": None})
                 if rec >= target_recall:
+                    first = j
                     break
+                if prev is not None and (rec - prev) * _TUNE_STEPS_LEFT < target_recall - rec:
+                    break               # ten more such steps would not reach it
+                prev = rec
         ok = [g for g in grid if g["recall"] >= target_recall]
         for g in ok:
             t0 = time.perf_counter()
@@ -2377,10 +2397,10 @@ class Database:
                 self._commit_index(self._index.pq, new)
         return best
 
-    def _search_q(self, Q, k, where, rerank, nprobe):
+    def _search_q(self, Q, k, where, rerank, nprobe, threads=1):
         """Rows of prepared queries (the tuning loop)."""
         with self._read:
-            return self._search_rows(Q, k, where, rerank, False, 1, nprobe)
+            return self._search_rows(Q, k, where, rerank, False, threads, nprobe)
 
     # ------------------------------------------------------------------ maintenance
 
