@@ -329,6 +329,10 @@ def client():
         assert all(a.startswith("tcp://127.0.0.1:") for a in c.nthreads())
         assert c.scheduler.address.startswith("tcp://127.0.0.1:")
         _assert_listening_on_loopback_only([os.getpid(), *c.run(os.getpid).values()])
+        # the workers keep glibc's adaptive malloc (Dask's default trim threshold
+        # slows the model by 15-20%) and Dask's one-thread BLAS/OpenMP settings
+        env = c.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+        assert set(env.values()) == {(None, "1")}, env
         yield c
 
 

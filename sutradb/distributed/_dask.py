@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
+import dask
 from distributed import Client, LocalCluster, WorkerPlugin, wait
 
 from . import tasks
@@ -40,7 +41,12 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs) -> 
     # without a dashboard the scheduler still serves its small HTTP routes (health,
     # metrics) on the scheduler's host: on a free port, not on 8787
     kw["scheduler_kwargs"] = {"dashboard_address": "127.0.0.1:0", **(kw.get("scheduler_kwargs") or {})}
-    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kw)
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's
+    # mmap threshold: every large tensor of the model is then a fresh mmap + page
+    # faults, and embedding runs 15-20% slower (measured, docs/distributed.md); the
+    # workers of this cluster keep glibc's adaptive defaults
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kw)
 
 
 class EmbedderPlugin(WorkerPlugin):

@@ -41,6 +41,11 @@ F16_MAX = 65504.0
 # embedders loaded in this process, by key (a spec string, or "object:<name>:<id>")
 _EMBEDDERS: dict = {}
 _EMB_LOCK = threading.Lock()
+# one model call at a time in a process: a worker running several partitions at once
+# (threads_per_worker > 1) would otherwise run several calls that each use all the
+# model's threads, oversubscribing the cores; the rest of a partition's work (encoding,
+# writing) still overlaps with the next call
+_MODEL_LOCK = threading.Lock()
 # read-only shards opened in this process for searches on the engine, by path
 _SHARDS: dict = {}
 _SHARDS_LOCK = threading.Lock()
@@ -112,7 +117,8 @@ def embed_like_add(emb, texts, batch_size: int) -> np.ndarray:
         order = sorted(range(len(uniq)), key=lambda j: -len(uniq[j]))
         Vu = np.empty((len(uniq), emb.dim), dtype=np.float32)
         if order:
-            Vu[order] = _embedders.embed(emb, [uniq[j] for j in order])
+            with _MODEL_LOCK:
+                Vu[order] = _embedders.embed(emb, [uniq[j] for j in order])
         if len(uniq) < len(chunk):
             pos = {t: j for j, t in enumerate(uniq)}
             Vu = Vu[[pos[t] for t in chunk]]
