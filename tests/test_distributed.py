@@ -449,7 +449,10 @@ def test_killing_a_worker_mid_job_still_completes(client, reference, tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pids[victim], 0)
     rep = out["rep"]
-    assert rep.concepts == n and rep.written == 4
+    # the killed worker may have committed its partition before dying: the retry then
+    # finds it in the shard and counts it as skipped (idempotent per partition)
+    assert rep.concepts == n and rep.partitions == 4
+    assert rep.written + rep.skipped == 4 and rep.written >= 3
     with sutradb.open_sharded(tmp_path / "s") as sh:
         assert sh.verify()["concepts"] == n
         got = sh.get_many(list(range(n)))
