@@ -171,7 +171,7 @@ torch.set_num_threads(1)
 from sutradb.embedders import get_embedder
 path, lo, hi, window, spec = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 texts = open(path, encoding="utf-8").read().splitlines()[lo:hi]
-emb = get_embedder(spec, batch_size=max(1, window // 16))
+emb = get_embedder(spec)          # as every other configuration: the default passes
 emb(texts[:32])
 print("ready", flush=True)
 sys.stdin.readline()

@@ -47,7 +47,9 @@ class SentenceTransformerEmbedder:
     device : str
         ``"cpu"`` (default), ``"cuda"``, ...
     batch_size : int
-        Texts per forward pass (default 128).
+        Texts per forward pass (default 32: on CPU, short texts embed 1.4x (1 thread)
+        to 1.7x (2 threads) faster than in passes of 128 — smaller activations stay
+        in cache; measured on 1,536 PyPI summaries with all-MiniLM-L6-v2).
     normalize : bool
         L2-normalise the embeddings (default True: cosine = inner product).
 
@@ -58,7 +60,7 @@ class SentenceTransformerEmbedder:
     go through :mod:`sutradb.distributed` instead.
     """
 
-    def __init__(self, model: str, *, device: str = "cpu", batch_size: int = 128,
+    def __init__(self, model: str, *, device: str = "cpu", batch_size: int = 32,
                  normalize: bool = True):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
