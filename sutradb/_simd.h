@@ -45,6 +45,19 @@ static inline float sutra_h2f(uint16_t h)
 #endif
 }
 
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+/* The sum of the 8 lanes of (x + y), in one fixed order. */
+static inline float sutra_hsum2_256(__m256 x, __m256 y)
+{
+    x = _mm256_add_ps(x, y);
+    __m128 lo = _mm256_castps256_ps128(x), hi = _mm256_extractf128_ps(x, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_hadd_ps(lo, lo);
+    lo = _mm_hadd_ps(lo, lo);
+    return _mm_cvtss_f32(lo);
+}
+#endif
+
 /* sum_j a[j] * b[j], b float32 */
 static inline float sutra_dot_f32(const float *a, const float *b, Py_ssize_t d)
 {
@@ -87,12 +100,7 @@ static inline float sutra_dot_f16(const float *a, const uint16_t *b, Py_ssize_t 
         acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), b0, acc0);
         acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), b1, acc1);
     }
-    acc0 = _mm256_add_ps(acc0, acc1);
-    __m128 lo = _mm256_castps256_ps128(acc0), hi = _mm256_extractf128_ps(acc0, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_hadd_ps(lo, lo);
-    lo = _mm_hadd_ps(lo, lo);
-    s = _mm_cvtss_f32(lo);
+    s = sutra_hsum2_256(acc0, acc1);
 #endif
     for (; j < d; j++) s += a[j] * sutra_h2f(b[j]);
     return s;
@@ -117,19 +125,8 @@ static inline float sutra_dot_sq_f16(const float *a, const uint16_t *b, Py_ssize
         nrm0 = _mm256_fmadd_ps(t0, t0, nrm0);
         nrm1 = _mm256_fmadd_ps(t1, t1, nrm1);
     }
-    acc0 = _mm256_add_ps(acc0, acc1);
-    __m128 lo = _mm256_castps256_ps128(acc0), hi = _mm256_extractf128_ps(acc0, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_hadd_ps(lo, lo);
-    lo = _mm_hadd_ps(lo, lo);
-    s = _mm_cvtss_f32(lo);
-    nrm0 = _mm256_add_ps(nrm0, nrm1);
-    lo = _mm256_castps256_ps128(nrm0);
-    hi = _mm256_extractf128_ps(nrm0, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_hadd_ps(lo, lo);
-    lo = _mm_hadd_ps(lo, lo);
-    n = _mm_cvtss_f32(lo);
+    s = sutra_hsum2_256(acc0, acc1);
+    n = sutra_hsum2_256(nrm0, nrm1);
 #endif
     for (; j < d; j++) {
         float x = sutra_h2f(b[j]), t = 0.f - x;
@@ -165,12 +162,7 @@ static inline float sutra_l2_f16(const float *a, const uint16_t *b, Py_ssize_t d
         acc0 = _mm256_fmadd_ps(t0, t0, acc0);
         acc1 = _mm256_fmadd_ps(t1, t1, acc1);
     }
-    acc0 = _mm256_add_ps(acc0, acc1);
-    __m128 lo = _mm256_castps256_ps128(acc0), hi = _mm256_extractf128_ps(acc0, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_hadd_ps(lo, lo);
-    lo = _mm_hadd_ps(lo, lo);
-    s = _mm_cvtss_f32(lo);
+    s = sutra_hsum2_256(acc0, acc1);
 #endif
     for (; j < d; j++) { float t = a[j] - sutra_h2f(b[j]); s += t * t; }
     return s;
