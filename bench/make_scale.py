@@ -63,7 +63,6 @@ fixed block of rows, whatever the thread count or the interruptions.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -119,7 +118,9 @@ import numpy as np  # noqa: E402
 
 _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE))
+sys.path.insert(0, str(_HERE.parent))
 import common  # noqa: E402
+from sutradb.distributed.manifest import file_sha256  # noqa: E402
 
 
 # --------------------------------------------------------------------------- progress
@@ -413,14 +414,6 @@ def _save_checkpoint(part: Path, key: dict, rows: int, top: "TopK", timings: dic
     os.replace(tmp, part / "checkpoint.json")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def make(args) -> int:
     src = args.src or common.SHARED_DATA / "pypi-minilm-100k"
     out = args.out.resolve()
@@ -442,8 +435,8 @@ def make(args) -> int:
               "alpha": args.alpha, "spread": args.spread, "include_real": keep_real,
               "seed": args.seed, "block_rows": BLOCK}
     source = {"path": str(src), "n": n_real,
-              "base_sha256": sha256_file(src / "base.f16.npy"),
-              "queries_sha256": sha256_file(src / "queries.f16.npy")}
+              "base_sha256": file_sha256(src / "base.f16.npy"),
+              "queries_sha256": file_sha256(src / "queries.f16.npy")}
     key = {"version": VERSION, "n": n, "n_queries": len(q16), "params": params,
            "source": source}
     ckpt = _claim_partial(part, key)
