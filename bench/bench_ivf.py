@@ -4,9 +4,11 @@ recall@10 against the data set's exact ground truth, single-query QPS (one query
 call) and batched QPS (all queries in one call), on ONE thread, for several
 settings of each library:
 
-* sutradb ``IVFIndex`` + ``ProductQuantizer`` (PQ on raw vectors, m = 48, 8 bits),
-  several (nprobe, rerank); re-ranking reads the float16 vectors from a memory map
-  of ``base.f16.npy`` (as a database would);
+* sutradb ``IVFIndex`` + ``ProductQuantizer`` (PQ on raw vectors), several
+  (nprobe, rerank); re-ranking reads the float16 vectors from a memory map of
+  ``base.f16.npy`` (as a database would). Two code layouts of the same 48 bytes per
+  vector (``--sutra-nbits``): ``sutradb`` = 4-bit codes, m = 96, blocked for the
+  fast scan; ``sutradb-8bit`` = 8-bit codes, m = 48 (FAISS's layout);
 * FAISS ``index_factory("IVF{nlist},PQ48")`` (inner product, residual PQ, FAISS's
   default) wrapped in ``IndexRefineFlat`` (float32 vectors in RAM), same nlist,
   several (nprobe, k_factor);
@@ -46,7 +48,11 @@ def parse_args(argv=None):
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds a batched measurement runs at least (default 0.3)")
     p.add_argument("--nlist", type=int, default=None, help="default: sutradb's default_nlist(n)")
-    p.add_argument("--m", type=int, default=48)
+    p.add_argument("--m", type=int, default=48,
+                   help="FAISS's PQ subspaces (8 bits); sutradb's 4-bit codes use 2m")
+    p.add_argument("--sutra-nbits", default="4,8",
+                   help="sutradb code layouts to run: 4 (m=2*M, blocked fast scan, library "
+                        "'sutradb') and/or 8 (m=M, 'sutradb-8bit')")
     p.add_argument("--train", type=int, default=65536, help="training rows (both IVF libraries)")
     p.add_argument("--pq-iters", type=int, default=20)
     p.add_argument("--ivf-iters", type=int, default=10)
@@ -92,17 +98,20 @@ QUICK = {"sutradb": [(64, 100), (128, 100), (192, 100)], "faiss": [(64, 10), (12
 # --------------------------------------------------------------------------- peers
 
 class Sutra:
-    library = "sutradb"
+    def __init__(self, nbits: int):
+        self.nbits = nbits
+        self.library = "sutradb" if nbits == 4 else "sutradb-8bit"
 
     def build(self, ds, train, args, prog):
         from sutradb.index.ivf import IVFIndex
         from sutradb.index.pq import ProductQuantizer
         t = {}
-        with prog.op("sutradb: fit PQ"):
+        m = 2 * args.m if self.nbits == 4 else args.m
+        with prog.op(f"{self.library}: fit PQ (m={m}, {self.nbits} bits)"):
             t["fit_pq"], self.pq = common.time_call(lambda: ProductQuantizer(
-                ds.dim, args.m, metric="cosine", seed=0).fit(
+                ds.dim, m, self.nbits, metric="cosine", seed=0).fit(
                     train, max_train=len(train), iters=args.pq_iters, threads=args.build_threads))
-        with prog.op("sutradb: fit IVF"):
+        with prog.op(f"{self.library}: fit IVF"):
             t["fit_ivf"], self.ivf = common.time_call(lambda: IVFIndex(
                 ds.dim, nlist=args.nlist, metric="cosine", seed=0).fit(
                     train, max_train=len(train), iters=args.ivf_iters, threads=args.build_threads))
@@ -110,8 +119,8 @@ class Sutra:
         def add():
             codes = self.pq.encode(ds.base, threads=args.build_threads)
             self.ivf.build(self.ivf.assign(ds.base, threads=args.build_threads))
-            return self.ivf.list_order(codes)
-        with prog.op("sutradb: encode + assign + lay out lists"):
+            return self.ivf.list_order(codes, blocked=self.nbits == 4)
+        with prog.op(f"{self.library}: encode + assign + lay out lists"):
             t["add"], self.codes = common.time_call(add)
         self.vectors = np.load(ds.path / "base.f16.npy", mmap_mode="r")
         self.memory = {
@@ -131,7 +140,7 @@ class Sutra:
         return f"nprobe={pt[0]} rerank={pt[1]}"
 
     def curve(self, pt):
-        return f"sutradb rerank={pt[1]}"
+        return f"{self.library} rerank={pt[1]}"
 
     def search(self, Q, pt):
         return self.ivf.search(Q, self.codes, self.pq, k=K, nprobe=pt[0], rerank=pt[1],
@@ -234,7 +243,7 @@ def run(args):
     from sutradb.index.ivf import default_nlist
     args.nlist = args.nlist or default_nlist(len(ds.base))
     train = common.training_sample(ds.base, min(args.train, len(ds.base)), seed=0)
-    peers = [Sutra()]
+    peers = [Sutra(int(b)) for b in args.sutra_nbits.split(",")]
     if not args.no_faiss:
         peers.append(Faiss())
     if not args.no_hnswlib:
@@ -303,25 +312,26 @@ def summarise(result, targets=(0.9, 0.95)):
             row[key] = {lib: (None if b is None else {"qps": b[key], "label": b["label"],
                                                       "recall": b["recall"]})
                         for lib, b in best.items()}
-            s = best.get("sutradb")
-            for lib in ("faiss", "hnswlib"):
-                if s is not None and best.get(lib) is not None:
-                    row[key][f"sutradb_vs_{lib}"] = s[key] / best[lib][key]
+            for me in [lib for lib in best if lib.startswith("sutradb")]:
+                s = best.get(me)
+                for lib in ("faiss", "hnswlib"):
+                    if s is not None and best.get(lib) is not None:
+                        row[key][f"{me}_vs_{lib}"] = s[key] / best[lib][key]
         out[f"recall>={target}"] = row
-    if "hnswlib" in mem:
-        out["memory_sutradb_over_hnswlib"] = mem["sutradb"]["search_ram"] / mem["hnswlib"]["search_ram"]
-    if "faiss" in mem:
-        out["memory_sutradb_over_faiss"] = mem["sutradb"]["search_ram"] / mem["faiss"]["search_ram"]
+    for me in [lib for lib in mem if lib.startswith("sutradb")]:
+        for lib in ("hnswlib", "faiss"):
+            if lib in mem:
+                out[f"memory_{me}_over_{lib}"] = mem[me]["search_ram"] / mem[lib]["search_ram"]
     return out
 
 
 def print_summary(result):
     print(f"\n{result['dataset']['name']}: n={result['dataset']['n_base']}, "
           f"nlist={result['config']['nlist']}, m={result['config']['m']}, one thread")
-    print(f"{'library':8s} {'setting':26s} {'recall@10':>9s} {'single QPS':>10s} "
+    print(f"{'library':12s} {'setting':26s} {'recall@10':>9s} {'single QPS':>10s} "
           f"{'batch QPS':>10s} {'p50 ms':>7s}")
     for p in result["points"]:
-        print(f"{p['library']:8s} {p['label']:26s} {p['recall']:9.4f} {p['qps_single']:10,.0f} "
+        print(f"{p['library']:12s} {p['label']:26s} {p['recall']:9.4f} {p['qps_single']:10,.0f} "
               f"{p['qps_batch']:10,.0f} {p['p50_ms_single']:7.3f}")
     print("\nmemory needed to search (MB):")
     for lib, m in result["memory"].items():
@@ -333,7 +343,7 @@ def print_summary(result):
         for key, r in row.items():
             bits = []
             for lib, b in r.items():
-                if lib.startswith("sutradb_vs"):
+                if "_vs_" in lib:
                     bits.append(f"{lib} {b:.2f}x")
                 elif b is None:
                     bits.append(f"{lib} —")
@@ -346,7 +356,8 @@ def make_plot(result, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    colors = {"sutradb": "tab:blue", "faiss": "tab:orange", "hnswlib": "tab:green"}
+    colors = {"sutradb": "tab:blue", "sutradb-8bit": "tab:purple", "faiss": "tab:orange",
+              "hnswlib": "tab:green"}
     styles = ["-o", "--s", ":^"]
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     mem = result["memory"]

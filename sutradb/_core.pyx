@@ -43,7 +43,7 @@ float distance, from tables that fold each pair of 16-entry tables into one
 path on CPUs without those instructions).
 """
 
-from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.math cimport INFINITY, sqrtf, floor
@@ -69,9 +69,16 @@ cdef extern from "_simd.h" nogil:
                               Py_ssize_t G4, int32_t qthr)
     void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W, const uint8_t *qlut,
                                 Py_ssize_t G4, const int32_t *qthr, unsigned *bits)
+    unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut, Py_ssize_t G4,
+                                  int32_t qthr)
+
+cdef extern from *:
+    int __builtin_ctz(unsigned x) nogil
 
 #: rows ahead whose cache lines exact re-ranking requests early
 DEF _PREFETCH = 4
+#: groups of 16 blocked 4-bit codes requested ahead when a scan moves to the next list
+DEF _PF_GROUPS = 16
 
 cdef extern from *:
     """
@@ -89,6 +96,8 @@ cdef extern from *:
                                               const uint8_t *q, Py_ssize_t G4,
                                               const int32_t *t, unsigned *bits)
     { int b; for (b = 0; b < SUTRA_QB; b++) bits[b] = 0xFFFFu; }
+    static inline unsigned sutra_q4_block16_blk(const uint8_t *b, const uint8_t *q,
+                                                Py_ssize_t G4, int32_t t) { return 0xFFFFu; }
     #endif
     """
     bint SUTRA_FASTSCAN4
@@ -754,20 +763,167 @@ def sdc(const float[:, :, ::1] tables, const uint8_t[:, ::1] a, const uint8_t[:,
 # id of list-ordered row ``r``. The distance tables are those of the raw query (PQ on
 # raw vectors): one table per query serves every probed list.
 
+cdef void _ivf_scan_unit_q4(const float *T_raw, Py_ssize_t M, const uint8_t *codes,
+                            Py_ssize_t n, Py_ssize_t W, const int64_t *offsets,
+                            const int64_t *probes, Py_ssize_t p0, Py_ssize_t p1,
+                            const int64_t *ids, const uint8_t *mask, Py_ssize_t nmask,
+                            float *scratch, float *hd, int64_t *hi,
+                            Py_ssize_t k) noexcept nogil:
+    """``_ivf_scan_unit`` for 4-bit codes with the quantised fast-scan bounds (see
+    ``_simd.h``): each list goes by blocks of 16 rows, whose uint8-table sums give
+    lower bounds of their float ADC distances; only rows whose bound can still beat
+    the heap's top get the exact float distance (the folded pair tables, as the plain
+    path computes it). The result is therefore exactly the plain scan's. A block may
+    run past the end of its list (the extra rows' bits are dropped): only the last
+    rows of the code array, whose block would read past it, take the exact path one
+    by one. scratch: W * 256 floats of pair tables, then 2 * ceil(W / 4) * 64 bytes
+    of quantised tables."""
+    cdef Py_ssize_t G4 = (W + 3) // 4
+    cdef float *P = scratch
+    cdef uint8_t *qlut = <uint8_t *> (scratch + W * 256)
+    cdef double summin, slack
+    cdef float a, d
+    cdef int32_t qthr
+    cdef unsigned bb
+    cdef Py_ssize_t p, r, r1, j, nb, row, safe_end
+    cdef int64_t l, rid
+    _pair_tables(T_raw, M, P)
+    a = sutra_q4_luts(T_raw, M, qlut, &summin, &slack)
+    _heap_init(hd, hi, k)
+    qthr = _q4_threshold(hd[0], summin, slack, a, M)
+    # a block starting at row r reads row r + 15's first 4 * G4 bytes: it must
+    # start before n - 15 - ceil(4 * G4 / W) + 1
+    safe_end = n - 14 - (4 * G4 + W - 1) // W
+    for p in range(p0, p1):
+        l = probes[p]
+        if l < 0:
+            continue
+        r = offsets[l]
+        r1 = offsets[l + 1]
+        while r < r1:
+            if r < safe_end:
+                nb = min(16, r1 - r)
+                bb = sutra_q4_block16(codes + r * W, W, qlut, G4, qthr)
+                if nb < 16:
+                    bb = bb & ((<unsigned> 1 << nb) - <unsigned> 1)
+            else:
+                nb = 1
+                bb = 1
+            j = 0
+            while bb != 0:
+                if bb & 1:
+                    row = r + j
+                    rid = ids[row]
+                    if mask == NULL or (rid < nmask and mask[rid] != 0):
+                        sutra_adc_rows(P, codes + row * W, W, 1, &d)
+                        if d <= hd[0]:
+                            _heap_push(hd, hi, k, d, rid)
+                            qthr = _q4_threshold(hd[0], summin, slack, a, M)
+                bb = bb >> 1
+                j = j + 1
+            r = r + nb
+
+
+cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *blk,
+                             Py_ssize_t W, const int64_t *offsets, const int64_t *probes,
+                             Py_ssize_t p0, Py_ssize_t p1, const int64_t *ids,
+                             const uint8_t *mask, Py_ssize_t nmask, float *scratch,
+                             float *hd, int64_t *hi, Py_ssize_t k, bint fast) noexcept nogil:
+    """``_ivf_scan_unit`` for 4-bit codes stored blocked (``block_codes``): the
+    list-ordered rows in groups of 16, each group as ceil(W / 4) runs of 64 bytes
+    (run g: dword g of the 16 rows). A list covers the groups of its rows (the
+    first and last may be shared with the neighbouring lists: the other rows' bits
+    are dropped). ``fast``: the quantised bounds of whole groups decide which rows
+    get their exact float distance; else every row of the list does. The exact
+    distance of a row is computed from its W bytes copied out of the group, by the
+    same call as for unblocked codes, so the result equals the plain scan's
+    bit for bit. scratch: W * 256 floats of pair tables, then 2 * G4 * 64 bytes of
+    quantised tables and a 4 * G4-byte row buffer."""
+    cdef Py_ssize_t G4 = (W + 3) // 4
+    cdef Py_ssize_t gbytes = 64 * G4
+    cdef float *P = scratch
+    cdef uint8_t *qlut = <uint8_t *> (scratch + W * 256)
+    cdef uint32_t *rowbuf = <uint32_t *> (qlut + 2 * G4 * 64)
+    cdef const uint8_t *grp
+    cdef double summin = 0, slack = 0
+    cdef float a = 1, d
+    cdef int32_t qthr = 2147483647
+    cdef unsigned bb, valid
+    cdef Py_ssize_t p, r, r1, b, b1, j, g, lo, hi_, row, g0
+    cdef int64_t l, rid, nl
+    _pair_tables(T_raw, M, P)
+    if fast:
+        a = sutra_q4_luts(T_raw, M, qlut, &summin, &slack)
+    _heap_init(hd, hi, k)
+    if fast:
+        qthr = _q4_threshold(hd[0], summin, slack, a, M)
+    for p in range(p0, p1):
+        l = probes[p]
+        if l < 0:
+            continue
+        r = offsets[l]
+        r1 = offsets[l + 1]
+        if p + 1 < p1 and probes[p + 1] >= 0:
+            # the next list's groups are a random jump away: ask for them now
+            nl = probes[p + 1]
+            if offsets[nl + 1] > offsets[nl]:
+                g0 = offsets[nl] >> 4
+                sutra_prefetch(<const char *> (blk + g0 * gbytes),
+                               min(((offsets[nl + 1] - 1) >> 4) - g0 + 1, _PF_GROUPS) * gbytes)
+        if r1 <= r:
+            continue
+        b1 = (r1 - 1) >> 4
+        for b in range(r >> 4, b1 + 1):
+            lo = max(r - 16 * b, 0)
+            hi_ = min(r1 - 16 * b, 16)
+            valid = ((<unsigned> 1 << hi_) - <unsigned> 1) & ~((<unsigned> 1 << lo) - <unsigned> 1)
+            grp = blk + b * gbytes
+            if fast:
+                bb = sutra_q4_block16_blk(grp, qlut, G4, qthr) & valid
+            else:
+                bb = valid
+            while bb != 0:
+                j = __builtin_ctz(bb)
+                bb = bb & (bb - <unsigned> 1)
+                row = 16 * b + j
+                rid = ids[row]
+                if mask != NULL and (rid >= nmask or mask[rid] == 0):
+                    continue
+                for g in range(G4):
+                    rowbuf[g] = (<const uint32_t *> (grp + 64 * g))[j]
+                sutra_adc_rows(P, <const uint8_t *> rowbuf, W, 1, &d)
+                if d <= hd[0]:
+                    _heap_push(hd, hi, k, d, rid)
+                    if fast:
+                        qthr = _q4_threshold(hd[0], summin, slack, a, M)
+
+
 cdef void _ivf_scan_unit(const float *T_raw, bint four_bit, Py_ssize_t M,
                          const uint8_t *codes, Py_ssize_t W, const int64_t *offsets,
                          const int64_t *probes, Py_ssize_t p0, Py_ssize_t p1,
                          const int64_t *ids, const uint8_t *mask, Py_ssize_t nmask,
                          float *scratch, float *hd, int64_t *hi,
-                         Py_ssize_t k) noexcept nogil:
+                         Py_ssize_t k, bint fast=False, Py_ssize_t n=0,
+                         bint blocked=False) noexcept nogil:
     """One query over probed lists probes[p0:p1]; leaves its top-k (by distance,
     then caller id: a total order, so the result does not depend on how the lists
     are split into units) in (hd, hi) as a max-heap. Rows whose id has mask 0 (or
-    lies outside the mask) are skipped."""
+    lies outside the mask) are skipped. ``fast`` (4-bit codes, fast scan compiled
+    in; ``n`` the rows of the code array): the quantised fast scan, same result.
+    ``blocked`` (4-bit codes only): the codes are stored in groups of 16 rows
+    (``_ivf_scan_unit_q4b``)."""
     cdef const float *T = T_raw
     cdef float *sums = scratch + W * 256
     cdef Py_ssize_t p, r, r1, j, nb
     cdef int64_t l, rid
+    if blocked:
+        _ivf_scan_unit_q4b(T_raw, M, codes, W, offsets, probes, p0, p1, ids, mask, nmask,
+                           scratch, hd, hi, k, fast and SUTRA_FASTSCAN4)
+        return
+    if four_bit and fast and SUTRA_FASTSCAN4:
+        _ivf_scan_unit_q4(T_raw, M, codes, n, W, offsets, probes, p0, p1, ids, mask,
+                          nmask, scratch, hd, hi, k)
+        return
     if four_bit:
         _pair_tables(T_raw, M, scratch)
         T = scratch
@@ -790,10 +946,45 @@ cdef void _ivf_scan_unit(const float *T_raw, bint four_bit, Py_ssize_t M,
             r = r + nb
 
 
+cdef Py_ssize_t _blocked_width(Py_ssize_t rows, Py_ssize_t width, Py_ssize_t M,
+                               Py_ssize_t Ks, Py_ssize_t n) except -1:
+    """Check blocked 4-bit codes of n rows ((ceil(n / 16) * 16, 4 * ceil(W / 4))
+    bytes); returns W, the bytes of one unblocked code."""
+    cdef Py_ssize_t W = (M + 1) // 2
+    if Ks != 16:
+        raise ValueError("blocked codes are 4-bit codes (tables of 16 entries)")
+    if width != 4 * ((W + 3) // 4) or rows != 16 * ((n + 15) // 16):
+        raise ValueError(f"blocked codes of {n} rows must be ({16 * ((n + 15) // 16)}, "
+                         f"{4 * ((W + 3) // 4)}) bytes, got ({rows}, {width})")
+    return W
+
+
+def block_codes(const uint8_t[:, ::1] codes):
+    """4-bit codes (n, W) rearranged into groups of 16 rows for the blocked fast scan:
+    (ceil(n / 16) * 16, 4 * ceil(W / 4)) uint8, group b = 16 * 4 * ceil(W / 4)
+    bytes holding dword g of its 16 rows as run g (64 bytes), rows and bytes past
+    the codes zero."""
+    cdef Py_ssize_t n = codes.shape[0], W = codes.shape[1]
+    cdef Py_ssize_t G4 = (W + 3) // 4, nb = (n + 15) // 16
+    pad = np.zeros((nb * 16, 4 * G4), dtype=np.uint8)
+    pad[:n, :W] = codes
+    return np.ascontiguousarray(pad.reshape(nb, 16, G4, 4).transpose(0, 2, 1, 3)).reshape(
+        nb * 16, 4 * G4)
+
+
+def unblock_codes(const uint8_t[:, ::1] blocked, Py_ssize_t n, Py_ssize_t W):
+    """Inverse of ``block_codes``: the (n, W) codes."""
+    cdef Py_ssize_t G4 = (W + 3) // 4, nb = (n + 15) // 16
+    if blocked.shape[0] != nb * 16 or blocked.shape[1] != 4 * G4:
+        raise ValueError("blocked codes do not match n and W")
+    b = np.asarray(blocked).reshape(nb, G4, 16, 4).transpose(0, 2, 1, 3).reshape(nb * 16, 4 * G4)
+    return np.ascontiguousarray(b[:n, :W])
+
+
 def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
                  const int64_t[::1] offsets, const int64_t[:, ::1] probes,
                  const int64_t[::1] ids, Py_ssize_t k, const uint8_t[::1] mask=None,
-                 int nthreads=1):
+                 int nthreads=1, bint fastscan=True, bint blocked=False):
     """Top-k by ADC distance over the probed lists of an inverted file.
 
     Parameters
@@ -808,6 +999,13 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     mask : (N,) uint8 indexed by id, or None: ids with 0 (or >= N) are skipped
     nthreads : int. Units are (query, range of its probes); results do not depend
         on the thread count (the heaps order by (distance, id), a total order).
+    fastscan : bool
+        4-bit codes: use the quantised fast scan when it is compiled in
+        (``HAVE_FASTSCAN4``); the result is the same either way.
+    blocked : bool
+        4-bit codes stored in groups of 16 rows (``block_codes``): ``codes`` is then
+        (ceil(n / 16) * 16, 4 * ceil(W / 4)) and ``n`` is the length of ``ids``.
+        Same result as the unblocked codes.
 
     Returns
     -------
@@ -819,6 +1017,9 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     cdef bint four_bit
     cdef Py_ssize_t l, q, j, u, s, p0, p1
     cdef bint bad = False
+    if blocked:
+        W = _blocked_width(codes.shape[0], codes.shape[1], M, Ks, ids.shape[0])
+        n = ids.shape[0]
     four_bit = _scan_layout(M, Ks, W, k)
     if nlist < 1 or offsets[0] != 0 or offsets[nlist] != n:
         raise ValueError("offsets must start at 0 and end at the number of code rows")
@@ -859,7 +1060,8 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
         D[:] = np.inf
         I[:] = -1
         return D, I
-    scratch = np.empty((nthreads, max(1, W_tab) * 256 + BLOCK), dtype=np.float32)
+    scratch = np.empty((nthreads, max(1, W_tab) * 256 + BLOCK + 33 * ((W_tab + 3) // 4)),
+                       dtype=np.float32)
     cdef float[:, ::1] sc = scratch
     for u in prange(nq * nsplit, nogil=True, num_threads=nthreads, schedule="dynamic"):
         q = u // nsplit
@@ -870,7 +1072,7 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
             p1 = p0
         _ivf_scan_unit(&tables[q, 0, 0], four_bit, M, codes_p, W, &offsets[0],
                        probes_p + q * nprobe, p0, p1, ids_p, mask_p, nmask,
-                       &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k)
+                       &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k, fastscan, n, blocked)
     _merge_units(Dv, Iv, ud, ui, nsplit, k, nthreads)
     return D, I
 
@@ -939,11 +1141,13 @@ cdef void _ivf_one(const float *q, const uint16_t *panels, const float *ccn, Py_
                    const char *vecs, bint half, Py_ssize_t nvec, int rmetric,
                    const float *zeros, Py_ssize_t kc, Py_ssize_t k,
                    float *fbuf, int64_t *ibuf, float *cd, int64_t *ci,
-                   float *outd, int64_t *outi) noexcept nogil:
+                   float *outd, int64_t *outi, bint fast, Py_ssize_t n,
+                   bint blocked) noexcept nogil:
     """The whole IVF search of one query: coarse probes (float16 panels), the
     query's ADC table, the scan of the probed lists into a heap of kc candidates,
     then (vecs != NULL) the exact re-rank of those into the k results. fbuf holds
-    max(K, M * Ks + W * 256 + BLOCK + Ks) floats, ibuf max(K, nprobe) int64."""
+    max(K, M * Ks + W * 256 + BLOCK + Ks + 33 * ceil(W / 4)) floats, ibuf
+    max(K, nprobe) int64."""
     cdef Py_ssize_t j
     cdef float *T = fbuf
     cdef float *scan_scratch = fbuf + M * Ks
@@ -957,11 +1161,11 @@ cdef void _ivf_one(const float *q, const uint16_t *panels, const float *ccn, Py_
     _tables_one(q, CT, cn, M, Ks, Ds, tmetric, tbase, T)
     if vecs == NULL:
         _ivf_scan_unit(T, Ks == 16, M, codes, W, offsets, ibuf, 0, nprobe, ids, mask,
-                       nmask, scan_scratch, outd, outi, k)
+                       nmask, scan_scratch, outd, outi, k, fast, n, blocked)
         _heap_sort(outd, outi, k)
         return
     _ivf_scan_unit(T, Ks == 16, M, codes, W, offsets, ibuf, 0, nprobe, ids, mask,
-                   nmask, scan_scratch, cd, ci, kc)
+                   nmask, scan_scratch, cd, ci, kc, fast, n, blocked)
     _rerank_one(q, vecs, half, d, nvec, ci, kc, rmetric, zeros, outd, outi, k)
 
 
@@ -970,7 +1174,7 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
                const float[:, ::1] cn, int tmetric, const uint8_t[:, ::1] codes,
                const int64_t[::1] offsets, const int64_t[::1] ids, Py_ssize_t kc,
                Py_ssize_t k, const uint8_t[::1] mask=None, vectors=None, int rmetric=0,
-               int nthreads=1):
+               int nthreads=1, bint fastscan=True, bint blocked=False):
     """Fused IVF search (one kernel call per batch, parallel over queries): per query
     ``coarse_probes_f16`` -> ``distance_tables_t`` -> ``ivf_adc_topk`` over the probes
     with ``kc`` candidates -> ``rerank`` of them against ``vectors`` (float32 or
@@ -978,7 +1182,8 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
     results as those calls made one after the other.
 
     ``CT``/``cn``: the quantizer's ``table_operands``; ``tmetric`` the table metric;
-    ``rmetric`` the re-rank metric (METRIC_L2 / METRIC_IP / METRIC_COS).
+    ``rmetric`` the re-rank metric (METRIC_L2 / METRIC_IP / METRIC_COS);
+    ``fastscan`` and ``blocked`` as in ``ivf_adc_topk``.
     Returns D (nq, k) float32, I (nq, k) int64 (ids).
     """
     cdef Py_ssize_t nq = queries.shape[0], d = queries.shape[1], K = ccn.shape[0]
@@ -997,7 +1202,10 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
         raise ValueError("offsets must have nlist + 1 entries and 1 <= nprobe <= nlist")
     if M * Ds != d or cn.shape[0] != M or cn.shape[1] != Ks:
         raise ValueError("table operands do not match the queries")
-    if Ks == 256:
+    if blocked:
+        W = _blocked_width(codes.shape[0], codes.shape[1], M, Ks, ids.shape[0])
+        n = ids.shape[0]
+    elif Ks == 256:
         if W != M:
             raise ValueError("codes do not match the quantizer")
     elif Ks == 16:
@@ -1039,7 +1247,8 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
         I[:] = -1
         return D, I
     cdef Py_ssize_t W_tab = M if Ks == 256 else (M + 1) // 2
-    cdef Py_ssize_t nf = max(K, M * Ks + max(1, W_tab) * 256 + BLOCK + Ks)
+    cdef Py_ssize_t nf = max(K, M * Ks + max(1, W_tab) * 256 + BLOCK + Ks
+                             + 33 * ((W_tab + 3) // 4))
     fb = np.empty((nthreads, nf), dtype=np.float32)
     ib = np.empty((nthreads, K), dtype=np.int64)
     cdb = np.empty((nthreads, kc), dtype=np.float32)
@@ -1061,5 +1270,5 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
                  &CT[0, 0, 0], &cn[0, 0], M, Ks, Ds, tmetric, &codes[0, 0], W,
                  &offsets[0], &ids[0], mask_p, nmask, vp, half, nvec, rmetric, &zv[0],
                  kc, k, &fbv[t, 0], &ibv[t, 0], &cdv[t, 0], &civ[t, 0],
-                 &Dv[q, 0], &Iv[q, 0])
+                 &Dv[q, 0], &Iv[q, 0], fastscan, n, blocked)
     return D, I

@@ -521,6 +521,30 @@ static inline unsigned sutra_q4_block16(const uint8_t *codes, Py_ssize_t W,
     return (unsigned)_mm512_cmple_epi32_mask(acc, _mm512_set1_epi32(qthr));
 }
 
+/* sutra_q4_block16 over codes stored *blocked*: blk holds 16 rows as G4 runs of
+ * 64 bytes, run g = dword g (bytes 4g .. 4g + 3) of rows 0..15 one after the other
+ * (what the gather above assembles), so each group is one plain load. */
+static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut,
+                                            Py_ssize_t G4, int32_t qthr)
+{
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i sel = _mm512_set1_epi32(0x30201000);
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    Py_ssize_t g;
+    for (g = 0; g < G4; g++) {
+        __m512i v = _mm512_loadu_si512((const void *)(blk + 64 * g));
+        __m512i lo = _mm512_or_si512(_mm512_and_si512(v, low4), sel);
+        __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), sel);
+        __m512i tl = _mm512_loadu_si512((const void *)(qlut + (2 * g) * 64));
+        __m512i th = _mm512_loadu_si512((const void *)(qlut + (2 * g + 1) * 64));
+        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_permutexvar_epi8(lo, tl), ones);
+        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_permutexvar_epi8(hi, th), ones);
+    }
+    __m512i acc = _mm512_add_epi32(acc0, acc1);
+    return (unsigned)_mm512_cmple_epi32_mask(acc, _mm512_set1_epi32(qthr));
+}
+
 /* The same for SUTRA_QB queries at once: the code gathers and nibble splits are
  * shared, each query only adds its two byte permutes and two dot-adds per group.
  * qlut holds the queries' tables one after the other (2 * G4 * 64 bytes each);

@@ -10,7 +10,7 @@ import pytest
 from sutradb import _core, _reference as R
 from sutradb.errors import (CorruptDatabaseError, DimensionError, InvalidArgumentError,
                             NotTrainedError)
-from sutradb.index.ivf import IVFIndex, default_nlist, exact_topk, tune
+from sutradb.index.ivf import BlockedCodes, IVFIndex, default_nlist, exact_topk, tune
 from sutradb.index.pq import ProductQuantizer
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sutradb" / "data" / "pypi-sample"
@@ -136,6 +136,115 @@ def test_full_probe_equals_flat_adc_4bit(sample):
     Df, If = pq4.search(sample[1][:8], c4, k=20)
     np.testing.assert_array_equal(I, If)
     np.testing.assert_allclose(D, Df, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------- 4-bit codes: the fast scans
+
+@pytest.mark.parametrize("W", [1, 3, 6, 24, 48])
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 100])
+def test_block_codes_round_trip(n, W):
+    rng = np.random.default_rng(n * 100 + W)
+    c = rng.integers(0, 256, (n, W), dtype=np.uint8)
+    b = BlockedCodes.from_rows(c)
+    g4 = (W + 3) // 4
+    assert b.data.shape == (16 * ((n + 15) // 16), 4 * g4) and b.shape == (n, W)
+    np.testing.assert_array_equal(b.rows(), c)
+    # the layout: group r // 16, run g (dword g of the 16 rows), row r % 16
+    flat = b.data.reshape(-1)
+    for r in range(n):
+        for j in range(W):
+            g, o = divmod(j, 4)
+            assert flat[(r // 16) * 64 * g4 + g * 64 + (r % 16) * 4 + o] == c[r, j]
+
+
+@pytest.fixture(scope="module")
+def four_bit_setup(sample):
+    """4-bit quantizers of three code widths (48, 6 and 3 bytes: W % 4 == 0 and not)
+    over 1,990 rows (a partial last group), in 150 small lists (groups shared by
+    several lists)."""
+    x = sample[0][:1990]
+    ivf = IVFIndex(384, nlist=150, metric="cosine", seed=3).fit(x, iters=3)
+    ivf.build(ivf.assign(x))
+    out = {}
+    for m in (96, 12, 6):
+        pq4 = ProductQuantizer(384, m, nbits=4, metric="cosine", seed=0).fit(x, iters=3)
+        out[m] = (pq4, ivf.list_order(pq4.encode(x)))
+    return x, ivf, out
+
+
+@pytest.mark.parametrize("m", [96, 12, 6])
+@pytest.mark.parametrize("nq", [1, 3, 40])        # 1/3: the fused kernel; 40: BLAS probes
+def test_4bit_fast_scans_equal_plain_scan(four_bit_setup, sample, m, nq):
+    """The blocked layout and the quantised bounds change nothing: every combination
+    of (rows | blocked) x (fast | plain) returns the plain scan's top-k bit for bit,
+    with and without a mask and re-ranking, on one and two threads."""
+    x, ivf, by_m = four_bit_setup
+    pq4, lc = by_m[m]
+    blk = BlockedCodes.from_rows(lc)
+    q = np.vstack([sample[1]] * 2)[:nq]
+    Qn = normalised(q).astype(np.float32)
+    mask = np.random.default_rng(m).random(len(x)) < 0.4
+    v16 = x.view(np.uint16)
+    for nprobe, kc in ((1, 10), (9, 60), (150, 200)):
+        for msk in (None, mask.astype(np.uint8)):
+            for vec in (None, v16):
+                ref = None
+                for codes, blocked in ((lc, False), (blk.data, True)):
+                    for fast in (False, True):
+                        for threads in (1, 2):
+                            got = _core.ivf_search(
+                                Qn, ivf._P16, ivf._cn, nprobe, *pq4._table_ops,
+                                pq4._adc_metric, codes, ivf.offsets, ivf.perm,
+                                kc if vec is not None else 10, 10, msk, vec,
+                                _core.METRIC_COS, threads, fastscan=fast, blocked=blocked)
+                            if ref is None:
+                                ref = got
+                                continue
+                            np.testing.assert_array_equal(got[1], ref[1])
+                            np.testing.assert_array_equal(got[0], ref[0])
+        # the unfused path (tables + ivf_adc_topk) over the same probes
+        P = ivf.probes(Qn, nprobe)
+        tables = _core.distance_tables_t(Qn, *pq4._table_ops, pq4._adc_metric, 1)
+        for msk in (None, mask.astype(np.uint8)):
+            ref = _core.ivf_adc_topk(tables, lc, ivf.offsets, P, ivf.perm, 25, msk, 1,
+                                     fastscan=False)
+            for codes, blocked in ((lc, False), (blk.data, True)):
+                for fast in (False, True):
+                    got = _core.ivf_adc_topk(tables, codes, ivf.offsets, P, ivf.perm, 25,
+                                             msk, 2, fastscan=fast, blocked=blocked)
+                    np.testing.assert_array_equal(got[1], ref[1])
+                    np.testing.assert_array_equal(got[0], ref[0])
+    # the public search takes BlockedCodes and gives the unblocked codes' results
+    for kw in ({}, {"rerank": 50, "vectors": x}, {"mask": mask}):
+        a = ivf.search(q, lc, pq4, k=10, nprobe=12, **kw)
+        b = ivf.search(q, blk, pq4, k=10, nprobe=12, **kw)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_blocked_codes_errors(four_bit_setup, pq, sample):
+    x, ivf, by_m = four_bit_setup
+    pq4, lc = by_m[96]
+    blk = ivf.list_order(pq4.encode(x), blocked=True)
+    assert isinstance(blk, BlockedCodes) and blk.shape == lc.shape
+    np.testing.assert_array_equal(blk.rows(), lc)
+    q = sample[1][:2]
+    with pytest.raises(DimensionError):            # 8-bit quantizer, 4-bit blocked codes
+        ivf.search(q, blk, pq)
+    with pytest.raises(DimensionError):            # another width
+        ivf.search(q, blk, by_m[12][0])
+    with pytest.raises(DimensionError):
+        BlockedCodes(blk.data[:-16], blk.n, blk.width)
+    with pytest.raises(DimensionError):
+        BlockedCodes(blk.data.astype(np.int16), blk.n, blk.width)
+    # the kernel checks the blocked shape against the ids itself
+    tables = np.zeros((1, 96, 16), np.float32)
+    P = np.zeros((1, 1), np.int64)
+    with pytest.raises(ValueError):
+        _core.ivf_adc_topk(tables, blk.data[:-16], ivf.offsets, P, ivf.perm, 5, blocked=True)
+    with pytest.raises(ValueError):
+        _core.ivf_adc_topk(np.zeros((1, 48, 256), np.float32), blk.data, ivf.offsets, P,
+                           ivf.perm, 5, blocked=True)
 
 
 @pytest.mark.parametrize("nq", [1, 7, 40])       # 40 queries: the BLAS coarse path

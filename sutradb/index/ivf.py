@@ -50,7 +50,7 @@ from .pq import (
     _threads,
 )
 
-__all__ = ["IVFIndex", "default_nlist", "tune"]
+__all__ = ["IVFIndex", "BlockedCodes", "default_nlist", "tune"]
 
 _FORMAT = "sutradb-ivf"
 _FORMAT_VERSION = 1
@@ -72,6 +72,66 @@ def default_nlist(n: int) -> int:
 
 def _is_int(v) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+class BlockedCodes:
+    """List-ordered 4-bit PQ codes laid out for the fast scan.
+
+    The rows (in list order) go in groups of 16; a group stores dword ``g`` (code
+    bytes ``4g .. 4g + 3``) of its 16 rows as one 64-byte run, so the scan loads the
+    sub-codes of 16 rows with one plain load per 8 subspaces (no gathers), as FAISS's
+    fast-scan layout does. The bytes are the same as the unblocked codes', padded to
+    a multiple of 16 rows and of 4 bytes per row (for ``m = 96``, 48 bytes: no
+    padding within a row).
+
+    Parameters
+    ----------
+    data : (16 * ceil(n / 16), 4 * ceil(width / 4)) uint8
+        The groups (e.g. a memory map).
+    n : int
+        Rows.
+    width : int
+        Bytes of one unblocked code (the quantizer's ``code_size``).
+    """
+
+    __slots__ = ("data", "n", "width")
+
+    def __init__(self, data: np.ndarray, n: int, width: int):
+        n, width = int(n), int(width)
+        g4 = (width + 3) // 4
+        if (not isinstance(data, np.ndarray) or data.dtype != np.uint8
+                or data.shape != (16 * ((n + 15) // 16), 4 * g4)):
+            raise DimensionError(f"blocked codes of {n} rows x {width} bytes must be a uint8 "
+                                 f"array of shape ({16 * ((n + 15) // 16)}, {4 * g4}), got "
+                                 f"{getattr(data, 'shape', None)} {getattr(data, 'dtype', '')}")
+        self.data = data if data.flags.c_contiguous else np.ascontiguousarray(data)
+        self.n = n
+        self.width = width
+
+    @classmethod
+    def from_rows(cls, codes: np.ndarray) -> "BlockedCodes":
+        """Block (n, width) codes."""
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        return cls(_core.block_codes(codes), codes.shape[0], codes.shape[1])
+
+    def rows(self) -> np.ndarray:
+        """The (n, width) codes (a copy)."""
+        return _core.unblock_codes(self.data, self.n, self.width)
+
+    @property
+    def shape(self) -> tuple:
+        """``(n, width)``: the shape of the codes it holds."""
+        return (self.n, self.width)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self):
+        return f"BlockedCodes({self.n} rows x {self.width} bytes)"
 
 
 class IVFIndex:
@@ -290,14 +350,19 @@ class IVFIndex:
         return np.ascontiguousarray(np.concatenate([np.asarray(list_codes),
                                                     np.asarray(new_codes)])[src])
 
-    def list_order(self, codes) -> np.ndarray:
+    def list_order(self, codes, blocked: bool = False):
         """``codes`` (rows in id order) rearranged in list order, as :meth:`search`
-        takes them (a contiguous copy; store it next to the flat codes)."""
+        takes them (a contiguous copy; store it next to the flat codes).
+
+        ``blocked=True`` (4-bit codes): a :class:`BlockedCodes`, which the search
+        scans with the blocked fast-scan kernel (same results, several times
+        faster per row than the unblocked 4-bit or 8-bit codes)."""
         self._need_lists()
         codes = np.asarray(codes)
         if codes.shape[0] != self.ntotal:
             raise DimensionError(f"codes have {codes.shape[0]} rows, the lists {self.ntotal}")
-        return np.ascontiguousarray(codes[self.perm])
+        out = np.ascontiguousarray(codes[self.perm])
+        return BlockedCodes.from_rows(out) if blocked else out
 
     def set_lists(self, perm, offsets) -> "IVFIndex":
         """Install a list layout kept by the caller (e.g. memory maps); validated."""
@@ -358,9 +423,10 @@ class IVFIndex:
         Parameters
         ----------
         queries : (nq, dim) or (dim,) array_like
-        codes : (n, code_size) uint8
+        codes : (n, code_size) uint8 or BlockedCodes
             The PQ codes **in list order** (:meth:`list_order`); may be a read-only
-            memory map.
+            memory map. 4-bit codes as :class:`BlockedCodes` (``list_order(...,
+            blocked=True)``) take the blocked fast scan.
         pq : ProductQuantizer
             The trained quantizer of the codes (same ``dim`` and ``metric``).
         k : int >= 1
@@ -406,7 +472,7 @@ class IVFIndex:
         do_rerank = vectors is not None and rerank > 0
         nthreads = _threads(threads)
         Q = self._prepare_queries(queries)
-        codes = pq._check_codes(codes)
+        codes = self._check_list_codes(codes, pq)
         if codes.shape[0] != self.ntotal:
             raise DimensionError(f"codes have {codes.shape[0]} rows, the lists {self.ntotal} "
                                  f"(pass the list-ordered codes: ivf.list_order(codes))")
@@ -419,21 +485,37 @@ class IVFIndex:
         v = _vectors_view(vectors, self.dim) if do_rerank else None
         return self._search_prepared(Q, codes, pq, k, nprobe, kk, v, mask, nthreads)
 
+    @staticmethod
+    def _check_list_codes(codes, pq: ProductQuantizer):
+        """``codes`` checked against the quantizer: an array (as ``pq._check_codes``)
+        or :class:`BlockedCodes` of 4-bit codes of its width."""
+        if isinstance(codes, BlockedCodes):
+            if pq.nbits != 4 or codes.width != pq.code_size:
+                raise DimensionError(f"blocked codes of {codes.width} bytes do not fit the "
+                                     f"quantizer (m={pq.m}, nbits={pq.nbits}): blocked codes "
+                                     f"are 4-bit codes")
+            return codes
+        return pq._check_codes(codes)
+
     def _search_prepared(self, Q, codes, pq, k: int, nprobe: int, kk: int, v, mask, nthreads: int):
         """:meth:`search` on validated arguments (the caller's contract): ``Q``
         prepared queries, ``codes`` list-ordered C-contiguous uint8 codes of
-        ``ntotal`` rows, ``1 <= nprobe <= nlist``, ``kk >= k`` ADC candidates,
-        ``v`` the re-rank view of the vectors (:func:`_vectors_view`) or None for
-        ADC distances, ``mask`` None or C-contiguous uint8 / bool."""
+        ``ntotal`` rows (or :class:`BlockedCodes` of them), ``1 <= nprobe <=
+        nlist``, ``kk >= k`` ADC candidates, ``v`` the re-rank view of the vectors
+        (:func:`_vectors_view`) or None for ADC distances, ``mask`` None or
+        C-contiguous uint8 / bool."""
         if mask is not None and mask.dtype == np.bool_:
             mask = mask.view(np.uint8)
         kmetric = _KMETRIC[self.metric]
+        blocked = isinstance(codes, BlockedCodes)
+        if blocked:
+            codes = codes.data
         if Q.shape[0] < _COARSE_BLAS_MIN_QUERIES and (nthreads == 1 or Q.shape[0] >= nthreads):
             # latency path: the whole pipeline in one kernel call per batch (the same
             # results as the steps below, without their Python round trips)
             D, I = _core.ivf_search(Q, self._P16, self._cn, nprobe, *pq._table_ops,
                                     pq._adc_metric, codes, self.offsets, self.perm, kk, k,
-                                    mask, v, kmetric, nthreads)
+                                    mask, v, kmetric, nthreads, blocked=blocked)
             if self.metric == "cosine":
                 if v is not None:
                     D[I >= 0] += 1.0
@@ -443,7 +525,7 @@ class IVFIndex:
         P = self.probes(Q, nprobe, nthreads)
         tables = _core.distance_tables_t(Q, *pq._table_ops, pq._adc_metric, nthreads)
         D, I = _core.ivf_adc_topk(tables, codes, self.offsets, P, self.perm, kk, mask,
-                                  nthreads)
+                                  nthreads, blocked=blocked)
         if v is None:
             if pq.metric == "cosine":
                 D *= 0.5
