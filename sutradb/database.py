@@ -59,8 +59,9 @@ from .index.filters import compile_where
 from .index.flat import FlatVectors, pair_distances, prepare_queries
 from .index.ivf import IVFIndex, default_nlist, exact_topk
 from .index.pq import ProductQuantizer, check_vectors, default_threads
-from .index.vector import (IVFPart, VectorIndex, decode_index, decode_quantizer, default_m,
-                           default_rerank, encode_index, encode_quantizer)
+from .index.vector import (IVFPart, VectorIndex, code_rows, decode_index, decode_quantizer,
+                           default_pq_shape, default_rerank, encode_index, encode_quantizer,
+                           list_codes)
 from .index.words import WordIndex
 from .storage import Store
 from . import embedders as _embedders
@@ -98,8 +99,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "ivf_threshold": 100_000,    # live concepts that trigger the IVF lists ("auto")
     "ivf_nlist": None,           # lists (default ~4 sqrt(n), see index.ivf.default_nlist)
     "target_recall": 0.95,       # recall@10 the default nprobe is chosen for
-    "pq_m": None,                # subspaces (default: dim // 8)
-    "pq_nbits": 8,
+    "pq_m": None,                # subspaces (default: one code byte per 8 dimensions)
+    "pq_nbits": None,            # 4 (fast scans) when vectors are stored, else 8
     "seed": 0,
     "train_size": 65_536,        # training sample
     "train_iters": 20,
@@ -429,7 +430,9 @@ def open(path, mode: str = "a", *, dim: int | None = None, metric: str = _DEFAUL
     **options
         ``vector_dtype`` ("float16" default, "float32", or None to keep only PQ
         codes), ``index_threshold`` (10,000: concepts that trigger PQ training),
-        ``pq_m`` (subspaces, default dim // 8), ``pq_nbits`` (8 or 4), ``seed``,
+        ``pq_m`` (subspaces; default one code byte per 8 dimensions), ``pq_nbits``
+        (4 or 8; default 4 when vectors are stored: every search re-ranks, and 4-bit
+        codes are scanned several times faster; 8 without them), ``seed``,
         ``train_size`` (65,536), ``train_iters`` (20), ``durability`` ("full",
         "normal", "off"; see :mod:`sutradb.storage.store`), ``cache_size`` (decoded
         records kept for :meth:`Database.get`, 262,144), ``progress`` (True or a
@@ -537,8 +540,8 @@ class Database:
                 raise InvalidArgumentError(f"{name} must be an integer >= {lo}, got {v!r}")
         if o["pq_m"] is not None and (not _is_id(o["pq_m"]) or o["pq_m"] < 1):
             raise InvalidArgumentError(f"pq_m must be a positive integer or None, got {o['pq_m']!r}")
-        if o["pq_nbits"] not in (4, 8):
-            raise InvalidArgumentError("pq_nbits must be 4 or 8")
+        if o["pq_nbits"] is not None and o["pq_nbits"] not in (4, 8):
+            raise InvalidArgumentError("pq_nbits must be 4, 8 or None")
         if o["index"] not in INDEX_KINDS:
             raise InvalidArgumentError(f"index must be one of {INDEX_KINDS}, not {o['index']!r}")
         if not _is_id(o["ivf_threshold"]) or o["ivf_threshold"] < 0:
@@ -1863,8 +1866,8 @@ class Database:
 
     def _fit(self, V, meta, progress=None) -> ProductQuantizer:
         dim = meta["dim"]
-        m = meta.get("pq_m") or default_m(dim)
-        nbits = meta.get("pq_nbits", 8)
+        m, nbits = default_pq_shape(dim, meta.get("vector_dtype"), meta.get("pq_m"),
+                                    meta.get("pq_nbits"))
         pq = ProductQuantizer(dim, m, nbits, meta["metric"], meta.get("seed", 0))
         if V.shape[0] < pq.Ks:
             raise InvalidArgumentError(f"training the quantizer needs at least {pq.Ks} vectors, got "
@@ -2115,9 +2118,9 @@ class Database:
                 prog(min(n, s0 + _BATCH), n)
         ivf.build(lid)
         pos = ivf.perm
-        list_codes = np.ascontiguousarray(codes[pos] if renumber else codes[rows[pos]])
+        lc = list_codes(pq, codes[pos] if renumber else codes[rows[pos]])
         tuned_ivf = _with_lists(ivf, rows[pos], ivf.offsets)
-        part = IVFPart(tuned_ivf, list_codes, int(rows[-1]) + 1 if n else 0, nlist)
+        part = IVFPart(tuned_ivf, lc, int(rows[-1]) + 1 if n else 0, nlist)
         part.nprobe, part.rerank_scale, part.tuned = self._tune_nprobe(pq, part, V, live, meta)
         part.tuned["n_built"] = int(n)
         if renumber:
@@ -2204,7 +2207,8 @@ class Database:
         lid = np.concatenate([lid_old, lid_new])
         o = np.argsort(lid, kind="stable")
         perm = np.concatenate([ivf.perm[keep], new_rows])[o]
-        codes = np.concatenate([np.asarray(part.codes)[keep], new_codes])[o]
+        codes = list_codes(self._index.pq,
+                           np.concatenate([code_rows(part.codes)[keep], new_codes])[o])
         offsets = np.zeros(ivf.nlist + 1, np.int64)
         np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
         new = IVFPart(_with_lists(ivf, perm, offsets), codes, n, part.nprobe, part.tuned,
@@ -2254,7 +2258,8 @@ class Database:
         offsets = np.zeros(ivf.nlist + 1, np.int64)
         np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
         covered = int(np.searchsorted(kept, part.covered))
-        new = IVFPart(_with_lists(ivf, np_[keep], offsets), np.asarray(part.codes)[keep],
+        new = IVFPart(_with_lists(ivf, np_[keep], offsets),
+                      list_codes(pq, code_rows(part.codes)[keep]),
                       covered, part.nprobe, part.tuned, part.rerank_scale)
         return encode_index(pq, new)
 
@@ -2431,7 +2436,7 @@ class Database:
                     raise _errors.CorruptDatabaseError(f"{self._path}: live rows missing from the IVF lists")
                 for s0 in range(0, len(perm), _BATCH):
                     p = perm[s0:s0 + _BATCH]
-                    if not np.array_equal(np.asarray(part.codes[s0:s0 + _BATCH]), s.codes[p]):
+                    if not np.array_equal(code_rows(part.codes, s0, s0 + _BATCH), s.codes[p]):
                         raise _errors.CorruptDatabaseError(f"{self._path}: IVF list codes differ "
                                                            "from the stored codes")
             out["index"] = "flat" if pq is None else ("ivf" if part is not None else "pq")

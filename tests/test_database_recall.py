@@ -41,7 +41,9 @@ def test_pq_with_default_rerank(sample, tmp_path, memory):
         db.add_vectors(X[:1000], texts=texts[:1000])
         db.add_vectors(X[1000:], texts=texts[1000:])   # encoded with the stored codebooks
         info = db.index_info
-        assert info["kind"] == "pq" and info["m"] == 48 and info["code_size"] == 48
+        # the default with stored vectors: 4-bit codes, one byte per 8 dimensions
+        assert info["kind"] == "pq" and info["code_size"] == 48
+        assert info["m"] == 96 and info["nbits"] == 4
         D, I = db.search_vectors(Q, k=10)
         assert recall_at(I, gt) >= 0.95
         _, I0 = db.search_vectors(Q, k=10, rerank=0)   # codes only: lower, still useful

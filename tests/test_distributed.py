@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import sutradb
+from sutradb.index.vector import default_pq_shape
 from sutradb.demo import load_sample
 from sutradb.distributed import IdScheme, learn, read_manifest
 from sutradb.distributed import manifest as man
@@ -84,8 +85,8 @@ def _recipe_codebook(db, **opts):
     ts = min(n, opts.get("train_size", 65536))
     rng = np.random.default_rng(opts.get("seed", 0))
     sample = np.sort(rng.choice(n, size=ts, replace=False)) if ts < n else np.arange(n)
-    pq = sutradb.ProductQuantizer(db.dim, opts.get("pq_m") or db.dim // 8, 8, db.metric,
-                                  opts.get("seed", 0))
+    m, nbits = default_pq_shape(db.dim, "float16", opts.get("pq_m"), opts.get("pq_nbits"))
+    pq = sutradb.ProductQuantizer(db.dim, m, nbits, db.metric, opts.get("seed", 0))
     return pq.fit(V[sample], max_train=opts.get("train_size", 65536), iters=opts.get("train_iters", 20))
 
 

@@ -225,7 +225,7 @@ def _check_job(existing: dict, job: dict, directory: str) -> None:
 def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode: str = "a",
           vectors=None, partition_size: int | None = None, batch_size: int = 256,
           metric: str = "cosine", index_threshold: int = 10_000, pq_m: int | None = None,
-          pq_nbits: int = 8, seed: int = 0, train_size: int = 65_536, train_iters: int = 20,
+          pq_nbits: int | None = None, seed: int = 0, train_size: int = 65_536, train_iters: int = 20,
           vector_dtype: str = "float16", durability: str = "full", writer: str = "workers",
           text_field: str = "text", key_field: str | None = "key",
           metadata_field: str | None = "metadata", worker_threads: int | None = None,
@@ -432,7 +432,7 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
             futures_out.append(f)
             codebook = f.result()
         elif (index_threshold and opts.get("index") != "flat"
-                and n >= max(index_threshold, 1 << int(pq_nbits))):
+                and n >= max(index_threshold, 1 << int(pq_nbits or 8))):
             bar.phase("training the shared codebook")
             ts = min(n, int(train_size))
             rng = np.random.default_rng(int(seed))
@@ -446,6 +446,7 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
                     futures_out.append(f)
                     parts.append((sample[m], f))
             spec = {"dim": dim, "metric": metric, "m": pq_m, "nbits": pq_nbits, "seed": seed,
+                    "vector_dtype": vector_dtype,
                     "train_size": train_size, "iters": train_iters, "sample": int(ts)}
             f = on_files.submit(tasks.train_codebook, spec, parts)
             futures_out.append(f)

@@ -28,7 +28,7 @@ from .. import embedders as _embedders
 from ..errors import (CorruptDatabaseError, DatabaseExistsError, DatabaseNotFoundError, EmbedderError,
                       InvalidArgumentError, SutraError)
 from ..index.pq import ProductQuantizer
-from ..index.vector import default_m
+from ..index.vector import default_pq_shape
 from . import manifest as _manifest
 from .sources import partition_digest
 
@@ -322,8 +322,9 @@ def train_codebook(spec: dict, parts) -> bytes:
         s0 += len(r)
     if len(rows) != spec["sample"] or (len(rows) > 1 and (np.diff(rows[order]) <= 0).any()):
         raise SutraError("the training sample came back incomplete")   # pragma: no cover
-    pq = ProductQuantizer(dim, int(spec["m"] or default_m(dim)), int(spec["nbits"]),
-                          spec["metric"], int(spec["seed"]))
+    m, nbits = default_pq_shape(dim, spec.get("vector_dtype", "float16"), spec["m"],
+                                spec["nbits"])
+    pq = ProductQuantizer(dim, m, nbits, spec["metric"], int(spec["seed"]))
     pq.fit(X, max_train=int(spec["train_size"]), iters=int(spec["iters"]))
     return msgpack.packb(pq.to_dict(), use_bin_type=True)
 

@@ -114,9 +114,17 @@ class BlockedCodes:
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         return cls(_core.block_codes(codes), codes.shape[0], codes.shape[1])
 
-    def rows(self) -> np.ndarray:
-        """The (n, width) codes (a copy)."""
-        return _core.unblock_codes(self.data, self.n, self.width)
+    def rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The codes of rows ``start:stop`` (default all), unblocked: a
+        ``(stop - start, width)`` copy; only the groups holding them are read."""
+        stop = self.n if stop is None else min(int(stop), self.n)
+        start = max(0, int(start))
+        if start >= stop:
+            return np.zeros((0, self.width), np.uint8)
+        g0, g1 = start // 16, (stop + 15) // 16
+        part = self.data[16 * g0:16 * g1]
+        rows = _core.unblock_codes(part, 16 * (g1 - g0), self.width)
+        return rows[start - 16 * g0:stop - 16 * g0]
 
     @property
     def shape(self) -> tuple:

@@ -26,13 +26,13 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
-from ..errors import CorruptDatabaseError, InvalidArgumentError
+from ..errors import CorruptDatabaseError, DimensionError, InvalidArgumentError
 from .flat import flat_search
-from .ivf import IVFIndex, _vectors_view
+from .ivf import BlockedCodes, IVFIndex, _vectors_view
 from .pq import ProductQuantizer, _check_mask, default_threads, exact_rerank
 
-__all__ = ["VectorIndex", "IVFPart", "default_m", "default_rerank", "encode_quantizer",
-           "decode_quantizer", "encode_index", "decode_index"]
+__all__ = ["VectorIndex", "IVFPart", "default_m", "default_pq_shape", "default_rerank", "encode_quantizer",
+           "decode_quantizer", "encode_index", "decode_index", "list_codes", "code_rows"]
 
 #: Up to this many queries, exact search runs the exact kernel over the stored vectors;
 #: larger batches use BLAS on a float32 copy (:mod:`sutradb.index.flat`).
@@ -40,13 +40,30 @@ SMALL_BATCH = 16
 
 
 
-def default_m(dim: int) -> int:
-    """Subspaces of the default quantizer: 8 dimensions each when possible (48 bytes
-    per 384-d vector), else the closest divisor of ``dim``."""
-    for ds in (8, 4, 12, 6, 16, 2, 3, 5, 7, 1):
+def default_m(dim: int, nbits: int = 8) -> int:
+    """Subspaces of the default quantizer: one byte of code per 8 dimensions when
+    possible (48 bytes per 384-d vector): 8 dimensions per subspace for 8-bit codes,
+    4 for 4-bit codes; else the closest divisor of ``dim``."""
+    order = (8, 4, 12, 6, 16, 2, 3, 5, 7, 1) if nbits == 8 else (4, 2, 8, 6, 3, 12, 5, 7, 1)
+    for ds in order:
         if dim % ds == 0 and dim // ds <= 512:
             return dim // ds
     return dim  # pragma: no cover - ds=1 always divides
+
+
+def default_pq_shape(dim: int, vector_dtype, m: int | None = None,
+                     nbits: int | None = None) -> tuple[int, int]:
+    """``(m, nbits)`` of a database's quantizer when its options leave them open.
+
+    With stored vectors every search re-ranks its candidates exactly, so the codes
+    only have to find them: 4-bit codes (twice the subspaces, the same bytes) are
+    scanned several times faster (the fast scans) and re-rank to the same recall
+    (PyPI MiniLM 100k: recall@10 0.9574 vs 0.9587 at nprobe 128 / 100 candidates).
+    Without stored vectors the ADC distance is the answer, and 8-bit codes are the
+    more accurate (recall@10 of the raw ADC 0.686 vs 0.670): ``nbits`` 8."""
+    if nbits is None:
+        nbits = 8 if vector_dtype is None else 4
+    return int(m or default_m(dim, nbits)), int(nbits)
 
 
 def default_rerank(k: int) -> int:
@@ -63,8 +80,9 @@ class IVFPart:
     ----------
     ivf : IVFIndex
         Coarse centres and the list layout; ``ivf.perm`` holds *row numbers*.
-    codes : (len(perm), code_size) uint8
-        The PQ codes in list order (a view of the mapped index file).
+    codes : (len(perm), code_size) uint8 or BlockedCodes
+        The PQ codes in list order (a view of the mapped index file); 4-bit codes
+        are kept blocked for the fast scan (:func:`list_codes`).
     covered : int
         Rows below this number are in the lists or dead; rows from it on (added
         since the lists were laid out) are scanned flat.
@@ -89,6 +107,21 @@ class IVFPart:
         self.nprobe = int(nprobe)
         self.rerank_scale = int(rerank_scale)
         self.tuned = dict(tuned or {})
+
+
+def list_codes(pq: ProductQuantizer, codes: np.ndarray):
+    """List-ordered ``codes`` as an IVF part keeps them: 4-bit codes blocked for the
+    fast scan (:class:`~sutradb.index.ivf.BlockedCodes`), 8-bit codes as they are."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    return BlockedCodes.from_rows(codes) if pq.nbits == 4 else codes
+
+
+def code_rows(codes, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows ``start:stop`` (default all) of an IVF part's codes, as (n, code_size)
+    rows (unblocked if need be)."""
+    if isinstance(codes, BlockedCodes):
+        return codes.rows(start, stop)
+    return np.asarray(codes[start:stop])
 
 
 def _unpack(blob: bytes, source: str) -> dict:
@@ -129,11 +162,13 @@ def encode_index(pq: ProductQuantizer, part: "IVFPart | None" = None):
         return encode_quantizer(pq), {}
     ivf = part.ivf.to_dict(lists=False)
     del ivf["centroids"], ivf["centroids_crc32"]    # an array (mapped, not unpacked)
+    blocked = isinstance(part.codes, BlockedCodes)
     d = {"kind": "ivf-pq", "pq": pq.to_dict(), "ivf": ivf,
          "covered": part.covered, "nprobe": part.nprobe, "rerank_scale": part.rerank_scale,
-         "tuned": part.tuned}
+         "tuned": part.tuned, "codes_layout": "blocked16" if blocked else "rows"}
     arrays = {"ivf_centroids": part.ivf.centroids, "ivf_perm": part.ivf.perm,
-              "ivf_offsets": part.ivf.offsets, "ivf_codes": part.codes}
+              "ivf_offsets": part.ivf.offsets,
+              "ivf_codes": part.codes.data if blocked else part.codes}
     return msgpack.packb(d, use_bin_type=True), arrays
 
 
@@ -167,9 +202,16 @@ def _decode_part(d, pq, arrays, source, n_rows) -> IVFPart:
         scale = int(d.get("rerank_scale", 1))
     except (KeyError, TypeError, ValueError):
         raise CorruptDatabaseError(f"{source}: the IVF lists are incomplete") from None
-    if (codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != pq.code_size
-            or codes.shape[0] != perm.shape[0] or not 0 <= covered <= n_rows
-            or not 1 <= nprobe <= ivf.nlist or not 1 <= scale <= 64):
+    layout = d.get("codes_layout", "rows")
+    if layout == "blocked16" and pq.nbits == 4 and perm.ndim == 1:
+        try:
+            codes = BlockedCodes(codes, perm.shape[0], pq.code_size)
+        except DimensionError:
+            raise CorruptDatabaseError(f"{source}: the IVF lists do not fit the codes") from None
+    elif (layout != "rows" or codes.dtype != np.uint8 or codes.ndim != 2
+            or codes.shape[1] != pq.code_size or codes.shape[0] != perm.shape[0]):
+        raise CorruptDatabaseError(f"{source}: the IVF lists do not fit the codes")
+    if not 0 <= covered <= n_rows or not 1 <= nprobe <= ivf.nlist or not 1 <= scale <= 64:
         raise CorruptDatabaseError(f"{source}: the IVF lists do not fit the codes")
     try:
         ivf.set_lists(perm, offsets)
