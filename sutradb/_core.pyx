@@ -77,8 +77,6 @@ cdef extern from *:
 
 #: rows ahead whose cache lines exact re-ranking requests early
 DEF _PREFETCH = 4
-#: groups of 16 blocked 4-bit codes requested ahead when a scan moves to the next list
-DEF _PF_GROUPS = 16
 
 cdef extern from *:
     """
@@ -849,8 +847,8 @@ cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *bl
     cdef float a = 1, d
     cdef int32_t qthr = 2147483647
     cdef unsigned bb, valid
-    cdef Py_ssize_t p, r, r1, b, b1, j, g, lo, hi_, row, g0
-    cdef int64_t l, rid, nl
+    cdef Py_ssize_t p, r, r1, b, b1, j, g, lo, hi_, row
+    cdef int64_t l, rid
     _pair_tables(T_raw, M, P)
     if fast:
         a = sutra_q4_luts(T_raw, M, qlut, &summin, &slack)
@@ -863,13 +861,6 @@ cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *bl
             continue
         r = offsets[l]
         r1 = offsets[l + 1]
-        if p + 1 < p1 and probes[p + 1] >= 0:
-            # the next list's groups are a random jump away: ask for them now
-            nl = probes[p + 1]
-            if offsets[nl + 1] > offsets[nl]:
-                g0 = offsets[nl] >> 4
-                sutra_prefetch(<const char *> (blk + g0 * gbytes),
-                               min(((offsets[nl + 1] - 1) >> 4) - g0 + 1, _PF_GROUPS) * gbytes)
         if r1 <= r:
             continue
         b1 = (r1 - 1) >> 4
