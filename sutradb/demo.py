@@ -78,12 +78,12 @@ def main(argv=None) -> int:
             ids = db.add_vectors(base, texts=texts,
                                  metadata=[{"row": i, "len": len(t)} for i, t in enumerate(texts)])
             t1 = time.perf_counter()
-            info = db.build_index(m=48, nbits=8)
+            info = db.build_index()          # the defaults: 4-bit codes, 48 bytes at 384-d
             t2 = time.perf_counter()
         disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         print(f"loaded {len(ids)} concepts in {(t1 - t0) * 1e3:.0f} ms "
               f"({len(ids) / (t1 - t0):,.0f}/s); trained the PQ index (m={info['m']}, "
-              f"{info['code_size']} bytes/vector) in {t2 - t1:.1f} s; "
+              f"{info['nbits']}-bit, {info['code_size']} bytes/vector) in {t2 - t1:.1f} s; "
               f"{disk / len(ids):,.0f} bytes/concept on disk incl. float16 vectors and texts")
 
         emb = None if args.no_model else _minilm()
