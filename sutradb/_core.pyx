@@ -761,73 +761,12 @@ def sdc(const float[:, :, ::1] tables, const uint8_t[:, ::1] a, const uint8_t[:,
 # id of list-ordered row ``r``. The distance tables are those of the raw query (PQ on
 # raw vectors): one table per query serves every probed list.
 
-cdef void _ivf_scan_unit_q4(const float *T_raw, Py_ssize_t M, const uint8_t *codes,
-                            Py_ssize_t n, Py_ssize_t W, const int64_t *offsets,
-                            const int64_t *probes, Py_ssize_t p0, Py_ssize_t p1,
-                            const int64_t *ids, const uint8_t *mask, Py_ssize_t nmask,
-                            float *scratch, float *hd, int64_t *hi,
-                            Py_ssize_t k) noexcept nogil:
-    """``_ivf_scan_unit`` for 4-bit codes with the quantised fast-scan bounds (see
-    ``_simd.h``): each list goes by blocks of 16 rows, whose uint8-table sums give
-    lower bounds of their float ADC distances; only rows whose bound can still beat
-    the heap's top get the exact float distance (the folded pair tables, as the plain
-    path computes it). The result is therefore exactly the plain scan's. A block may
-    run past the end of its list (the extra rows' bits are dropped): only the last
-    rows of the code array, whose block would read past it, take the exact path one
-    by one. scratch: W * 256 floats of pair tables, then 2 * ceil(W / 4) * 64 bytes
-    of quantised tables."""
-    cdef Py_ssize_t G4 = (W + 3) // 4
-    cdef float *P = scratch
-    cdef uint8_t *qlut = <uint8_t *> (scratch + W * 256)
-    cdef double summin, slack
-    cdef float a, d
-    cdef int32_t qthr
-    cdef unsigned bb
-    cdef Py_ssize_t p, r, r1, j, nb, row, safe_end
-    cdef int64_t l, rid
-    _pair_tables(T_raw, M, P)
-    a = sutra_q4_luts(T_raw, M, qlut, &summin, &slack)
-    _heap_init(hd, hi, k)
-    qthr = _q4_threshold(hd[0], summin, slack, a, M)
-    # a block starting at row r reads row r + 15's first 4 * G4 bytes: it must
-    # start before n - 15 - ceil(4 * G4 / W) + 1
-    safe_end = n - 14 - (4 * G4 + W - 1) // W
-    for p in range(p0, p1):
-        l = probes[p]
-        if l < 0:
-            continue
-        r = offsets[l]
-        r1 = offsets[l + 1]
-        while r < r1:
-            if r < safe_end:
-                nb = min(16, r1 - r)
-                bb = sutra_q4_block16(codes + r * W, W, qlut, G4, qthr)
-                if nb < 16:
-                    bb = bb & ((<unsigned> 1 << nb) - <unsigned> 1)
-            else:
-                nb = 1
-                bb = 1
-            j = 0
-            while bb != 0:
-                if bb & 1:
-                    row = r + j
-                    rid = ids[row]
-                    if mask == NULL or (rid < nmask and mask[rid] != 0):
-                        sutra_adc_rows(P, codes + row * W, W, 1, &d)
-                        if d <= hd[0]:
-                            _heap_push(hd, hi, k, d, rid)
-                            qthr = _q4_threshold(hd[0], summin, slack, a, M)
-                bb = bb >> 1
-                j = j + 1
-            r = r + nb
-
-
 cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *blk,
                              Py_ssize_t W, const int64_t *offsets, const int64_t *probes,
                              Py_ssize_t p0, Py_ssize_t p1, const int64_t *ids,
                              const uint8_t *mask, Py_ssize_t nmask, float *scratch,
                              float *hd, int64_t *hi, Py_ssize_t k, bint fast) noexcept nogil:
-    """``_ivf_scan_unit`` for 4-bit codes stored blocked (``block_codes``): the
+    """``_ivf_scan_unit`` for 4-bit codes stored blocked (``index.ivf.BlockedCodes``): the
     list-ordered rows in groups of 16, each group as ceil(W / 4) runs of 64 bytes
     (run g: dword g of the 16 rows). A list covers the groups of its rows (the
     first and last may be shared with the neighbouring lists: the other rows' bits
@@ -894,15 +833,13 @@ cdef void _ivf_scan_unit(const float *T_raw, bint four_bit, Py_ssize_t M,
                          const int64_t *probes, Py_ssize_t p0, Py_ssize_t p1,
                          const int64_t *ids, const uint8_t *mask, Py_ssize_t nmask,
                          float *scratch, float *hd, int64_t *hi,
-                         Py_ssize_t k, bint fast=False, Py_ssize_t n=0,
-                         bint blocked=False) noexcept nogil:
+                         Py_ssize_t k, bint fast=False, bint blocked=False) noexcept nogil:
     """One query over probed lists probes[p0:p1]; leaves its top-k (by distance,
     then caller id: a total order, so the result does not depend on how the lists
     are split into units) in (hd, hi) as a max-heap. Rows whose id has mask 0 (or
-    lies outside the mask) are skipped. ``fast`` (4-bit codes, fast scan compiled
-    in; ``n`` the rows of the code array): the quantised fast scan, same result.
-    ``blocked`` (4-bit codes only): the codes are stored in groups of 16 rows
-    (``_ivf_scan_unit_q4b``)."""
+    lies outside the mask) are skipped. ``blocked`` (4-bit codes only): the codes
+    are stored in groups of 16 rows and scanned by ``_ivf_scan_unit_q4b``, with the
+    quantised fast-scan bounds if ``fast`` and compiled in (same result)."""
     cdef const float *T = T_raw
     cdef float *sums = scratch + W * 256
     cdef Py_ssize_t p, r, r1, j, nb
@@ -910,10 +847,6 @@ cdef void _ivf_scan_unit(const float *T_raw, bint four_bit, Py_ssize_t M,
     if blocked:
         _ivf_scan_unit_q4b(T_raw, M, codes, W, offsets, probes, p0, p1, ids, mask, nmask,
                            scratch, hd, hi, k, fast and SUTRA_FASTSCAN4)
-        return
-    if four_bit and fast and SUTRA_FASTSCAN4:
-        _ivf_scan_unit_q4(T_raw, M, codes, n, W, offsets, probes, p0, p1, ids, mask,
-                          nmask, scratch, hd, hi, k)
         return
     if four_bit:
         _pair_tables(T_raw, M, scratch)
@@ -950,28 +883,6 @@ cdef Py_ssize_t _blocked_width(Py_ssize_t rows, Py_ssize_t width, Py_ssize_t M,
     return W
 
 
-def block_codes(const uint8_t[:, ::1] codes):
-    """4-bit codes (n, W) rearranged into groups of 16 rows for the blocked fast scan:
-    (ceil(n / 16) * 16, 4 * ceil(W / 4)) uint8, group b = 16 * 4 * ceil(W / 4)
-    bytes holding dword g of its 16 rows as run g (64 bytes), rows and bytes past
-    the codes zero."""
-    cdef Py_ssize_t n = codes.shape[0], W = codes.shape[1]
-    cdef Py_ssize_t G4 = (W + 3) // 4, nb = (n + 15) // 16
-    pad = np.zeros((nb * 16, 4 * G4), dtype=np.uint8)
-    pad[:n, :W] = codes
-    return np.ascontiguousarray(pad.reshape(nb, 16, G4, 4).transpose(0, 2, 1, 3)).reshape(
-        nb * 16, 4 * G4)
-
-
-def unblock_codes(const uint8_t[:, ::1] blocked, Py_ssize_t n, Py_ssize_t W):
-    """Inverse of ``block_codes``: the (n, W) codes."""
-    cdef Py_ssize_t G4 = (W + 3) // 4, nb = (n + 15) // 16
-    if blocked.shape[0] != nb * 16 or blocked.shape[1] != 4 * G4:
-        raise ValueError("blocked codes do not match n and W")
-    b = np.asarray(blocked).reshape(nb, G4, 16, 4).transpose(0, 2, 1, 3).reshape(nb * 16, 4 * G4)
-    return np.ascontiguousarray(b[:n, :W])
-
-
 def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
                  const int64_t[::1] offsets, const int64_t[:, ::1] probes,
                  const int64_t[::1] ids, Py_ssize_t k, const uint8_t[::1] mask=None,
@@ -990,13 +901,13 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     mask : (N,) uint8 indexed by id, or None: ids with 0 (or >= N) are skipped
     nthreads : int. Units are (query, range of its probes); results do not depend
         on the thread count (the heaps order by (distance, id), a total order).
-    fastscan : bool
-        4-bit codes: use the quantised fast scan when it is compiled in
-        (``HAVE_FASTSCAN4``); the result is the same either way.
     blocked : bool
-        4-bit codes stored in groups of 16 rows (``block_codes``): ``codes`` is then
+        4-bit codes stored in groups of 16 rows (``BlockedCodes``): ``codes`` is then
         (ceil(n / 16) * 16, 4 * ceil(W / 4)) and ``n`` is the length of ``ids``.
         Same result as the unblocked codes.
+    fastscan : bool
+        Blocked codes: use the quantised fast scan when it is compiled in
+        (``HAVE_FASTSCAN4``); the result is the same either way.
 
     Returns
     -------
@@ -1063,7 +974,7 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
             p1 = p0
         _ivf_scan_unit(&tables[q, 0, 0], four_bit, M, codes_p, W, &offsets[0],
                        probes_p + q * nprobe, p0, p1, ids_p, mask_p, nmask,
-                       &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k, fastscan, n, blocked)
+                       &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k, fastscan, blocked)
     _merge_units(Dv, Iv, ud, ui, nsplit, k, nthreads)
     return D, I
 
@@ -1132,8 +1043,7 @@ cdef void _ivf_one(const float *q, const uint16_t *panels, const float *ccn, Py_
                    const char *vecs, bint half, Py_ssize_t nvec, int rmetric,
                    const float *zeros, Py_ssize_t kc, Py_ssize_t k,
                    float *fbuf, int64_t *ibuf, float *cd, int64_t *ci,
-                   float *outd, int64_t *outi, bint fast, Py_ssize_t n,
-                   bint blocked) noexcept nogil:
+                   float *outd, int64_t *outi, bint fast, bint blocked) noexcept nogil:
     """The whole IVF search of one query: coarse probes (float16 panels), the
     query's ADC table, the scan of the probed lists into a heap of kc candidates,
     then (vecs != NULL) the exact re-rank of those into the k results. fbuf holds
@@ -1152,11 +1062,11 @@ cdef void _ivf_one(const float *q, const uint16_t *panels, const float *ccn, Py_
     _tables_one(q, CT, cn, M, Ks, Ds, tmetric, tbase, T)
     if vecs == NULL:
         _ivf_scan_unit(T, Ks == 16, M, codes, W, offsets, ibuf, 0, nprobe, ids, mask,
-                       nmask, scan_scratch, outd, outi, k, fast, n, blocked)
+                       nmask, scan_scratch, outd, outi, k, fast, blocked)
         _heap_sort(outd, outi, k)
         return
     _ivf_scan_unit(T, Ks == 16, M, codes, W, offsets, ibuf, 0, nprobe, ids, mask,
-                   nmask, scan_scratch, cd, ci, kc, fast, n, blocked)
+                   nmask, scan_scratch, cd, ci, kc, fast, blocked)
     _rerank_one(q, vecs, half, d, nvec, ci, kc, rmetric, zeros, outd, outi, k)
 
 
@@ -1261,5 +1171,5 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
                  &CT[0, 0, 0], &cn[0, 0], M, Ks, Ds, tmetric, &codes[0, 0], W,
                  &offsets[0], &ids[0], mask_p, nmask, vp, half, nvec, rmetric, &zv[0],
                  kc, k, &fbv[t, 0], &ibv[t, 0], &cdv[t, 0], &civ[t, 0],
-                 &Dv[q, 0], &Iv[q, 0], fastscan, n, blocked)
+                 &Dv[q, 0], &Iv[q, 0], fastscan, blocked)
     return D, I

@@ -110,9 +110,14 @@ class BlockedCodes:
 
     @classmethod
     def from_rows(cls, codes: np.ndarray) -> "BlockedCodes":
-        """Block (n, width) codes."""
-        codes = np.ascontiguousarray(codes, dtype=np.uint8)
-        return cls(_core.block_codes(codes), codes.shape[0], codes.shape[1])
+        """Block (n, width) codes (rows and bytes past them are zero)."""
+        codes = np.asarray(codes, dtype=np.uint8)
+        n, w = codes.shape
+        g4, nb = (w + 3) // 4, (n + 15) // 16
+        pad = np.zeros((nb * 16, 4 * g4), dtype=np.uint8)
+        pad[:n, :w] = codes
+        data = pad.reshape(nb, 16, g4, 4).transpose(0, 2, 1, 3).reshape(nb * 16, 4 * g4)
+        return cls(np.ascontiguousarray(data), n, w)
 
     def rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The codes of rows ``start:stop`` (default all), unblocked: a
@@ -122,9 +127,10 @@ class BlockedCodes:
         if start >= stop:
             return np.zeros((0, self.width), np.uint8)
         g0, g1 = start // 16, (stop + 15) // 16
-        part = self.data[16 * g0:16 * g1]
-        rows = _core.unblock_codes(part, 16 * (g1 - g0), self.width)
-        return rows[start - 16 * g0:stop - 16 * g0]
+        g4 = self.data.shape[1] // 4
+        part = self.data[16 * g0:16 * g1].reshape(g1 - g0, g4, 16, 4).transpose(0, 2, 1, 3)
+        rows = part.reshape(16 * (g1 - g0), 4 * g4)
+        return np.ascontiguousarray(rows[start - 16 * g0:stop - 16 * g0, :self.width])
 
     @property
     def shape(self) -> tuple:
