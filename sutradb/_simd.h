@@ -491,6 +491,24 @@ static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
     return a;
 }
 
+/* One group of 8 sub-codes of 16 rows: v holds dword g of each row; the low and high
+ * nibbles index the group's two registers of quantised tables t (t + 64), byte j of
+ * every dword looking in the j-th 16-byte table of its register, and vpdpbusd adds
+ * the 4 looked-up bytes of each row into its 32-bit sums. */
+static inline __attribute__((always_inline)) void
+sutra_q4_group(__m512i v, const uint8_t *t, __m512i *acc0, __m512i *acc1)
+{
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i sel = _mm512_set1_epi32(0x30201000);
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i lo = _mm512_or_si512(_mm512_and_si512(v, low4), sel);
+    __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), sel);
+    *acc0 = _mm512_dpbusd_epi32(*acc0, _mm512_permutexvar_epi8(
+                lo, _mm512_loadu_si512((const void *)t)), ones);
+    *acc1 = _mm512_dpbusd_epi32(*acc1, _mm512_permutexvar_epi8(
+                hi, _mm512_loadu_si512((const void *)(t + 64))), ones);
+}
+
 /* Quantised sums of 16 consecutive rows (codes points at the first); returns the
  * bit mask of rows whose sum is <= qthr. Reads up to 4 * G4 bytes from the start
  * of the last row (the caller guarantees they are inside the array). */
@@ -501,22 +519,13 @@ static inline unsigned sutra_q4_block16(const uint8_t *codes, Py_ssize_t W,
     const __m512i rowoff = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32((int)W));
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-    /* byte j of every dword looks in the j-th 16-byte table of its register */
-    const __m512i sel = _mm512_set1_epi32(0x30201000);
-    const __m512i ones = _mm512_set1_epi8(1);
     __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
     Py_ssize_t g;
-    for (g = 0; g < G4; g++) {
-        __m512i v = _mm512_i32gather_epi32(_mm512_add_epi32(rowoff, _mm512_set1_epi32((int)(4 * g))),
-                                           (const void *)codes, 1);
-        __m512i lo = _mm512_or_si512(_mm512_and_si512(v, low4), sel);
-        __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), sel);
-        __m512i tl = _mm512_loadu_si512((const void *)(qlut + (2 * g) * 64));
-        __m512i th = _mm512_loadu_si512((const void *)(qlut + (2 * g + 1) * 64));
-        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_permutexvar_epi8(lo, tl), ones);
-        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_permutexvar_epi8(hi, th), ones);
-    }
+    for (g = 0; g < G4; g++)
+        sutra_q4_group(_mm512_i32gather_epi32(
+                           _mm512_add_epi32(rowoff, _mm512_set1_epi32((int)(4 * g))),
+                           (const void *)codes, 1),
+                       qlut + 128 * g, &acc0, &acc1);
     __m512i acc = _mm512_add_epi32(acc0, acc1);
     return (unsigned)_mm512_cmple_epi32_mask(acc, _mm512_set1_epi32(qthr));
 }
@@ -527,20 +536,11 @@ static inline unsigned sutra_q4_block16(const uint8_t *codes, Py_ssize_t W,
 static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut,
                                             Py_ssize_t G4, int32_t qthr)
 {
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-    const __m512i sel = _mm512_set1_epi32(0x30201000);
-    const __m512i ones = _mm512_set1_epi8(1);
     __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
     Py_ssize_t g;
-    for (g = 0; g < G4; g++) {
-        __m512i v = _mm512_loadu_si512((const void *)(blk + 64 * g));
-        __m512i lo = _mm512_or_si512(_mm512_and_si512(v, low4), sel);
-        __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), sel);
-        __m512i tl = _mm512_loadu_si512((const void *)(qlut + (2 * g) * 64));
-        __m512i th = _mm512_loadu_si512((const void *)(qlut + (2 * g + 1) * 64));
-        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_permutexvar_epi8(lo, tl), ones);
-        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_permutexvar_epi8(hi, th), ones);
-    }
+    for (g = 0; g < G4; g++)
+        sutra_q4_group(_mm512_loadu_si512((const void *)(blk + 64 * g)), qlut + 128 * g,
+                       &acc0, &acc1);
     __m512i acc = _mm512_add_epi32(acc0, acc1);
     return (unsigned)_mm512_cmple_epi32_mask(acc, _mm512_set1_epi32(qthr));
 }
