@@ -334,6 +334,10 @@ def client():
         # slows the model by 15-20%) and Dask's one-thread BLAS/OpenMP settings
         env = c.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
         assert set(env.values()) == {(None, "1")}, env
+        # no dashboard, so no statistical profiler in the workers
+        import dask
+        prof = c.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
+        assert set(prof.values()) == {False}, prof
         yield c
 
 

@@ -45,7 +45,13 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs) -> 
     # mmap threshold: every large tensor of the model is then a fresh mmap + page
     # faults, and embedding runs 15-20% slower (measured, docs/distributed.md); the
     # workers of this cluster keep glibc's adaptive defaults
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    cfg = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    if not kwargs.get("dashboard_address"):
+        # the workers' statistical profiler (a stack walk of the running task every
+        # 10 ms) feeds only the dashboard: without one it is pure cost (learn used
+        # 6-15% more CPU per text with it, two interleaved pairs of runs)
+        cfg["distributed.worker.profile.enabled"] = False
+    with dask.config.set(cfg):
         return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kw)
 
 
