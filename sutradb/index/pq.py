@@ -274,14 +274,20 @@ class ProductQuantizer:
 
         codebooks = np.empty((self.m, self.Ks, self.Ds), dtype=np.float32)
         sq_err = 0.0
-        for sub in range(self.m):
-            Xm = np.ascontiguousarray(X[:, sub * self.Ds:(sub + 1) * self.Ds])
-            C, err = _kmeans(Xm, self.Ks, iters=int(iters), tol=float(tol),
-                             seed=int(sub_seeds[sub]), n_init=n_init, nthreads=nthreads)
-            codebooks[sub] = C
-            sq_err += err
-            if progress is not None:
-                progress(sub + 1, self.m)
+        from threadpoolctl import threadpool_limits
+        # One BLAS thread for the k-means++ initialisations (their floating-point
+        # results must not depend on the thread count). Set once: each set/reset scans
+        # the process's loaded libraries (~3 ms with PyTorch loaded), which per
+        # subspace was half of training 96 subspaces on a few thousand rows.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for sub in range(self.m):
+                Xm = np.ascontiguousarray(X[:, sub * self.Ds:(sub + 1) * self.Ds])
+                C, err = _kmeans(Xm, self.Ks, iters=int(iters), tol=float(tol),
+                                 seed=int(sub_seeds[sub]), n_init=n_init, nthreads=nthreads)
+                codebooks[sub] = C
+                sq_err += err
+                if progress is not None:
+                    progress(sub + 1, self.m)
         self._set_codebooks(codebooks)
         self.training_error_ = sq_err / n_train
         self.fit_params_ = {"n_train": int(n_train), "iters": int(iters), "tol": float(tol),
@@ -575,18 +581,18 @@ def _kmeans(X: np.ndarray, K: int, *, iters: int, tol: float, seed: int, n_init:
             nthreads: int):
     """k-means on float32 rows X (n, d): k-means++ initialisation (scikit-learn) on
     the first ``n_init`` rows of a seeded permutation, then Lloyd iterations in the
-    Cython kernels. Returns (centres (K, d) float32, sum of squared errors)."""
+    Cython kernels. Returns (centres (K, d) float32, sum of squared errors).
+
+    The caller limits BLAS to one thread (``threadpool_limits``): the initialisation
+    must not depend on the thread count."""
     from sklearn.cluster import kmeans_plusplus
-    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
     n = X.shape[0]
     init_rows = X if n_init >= n else X[np.sort(rng.choice(n, size=n_init, replace=False))]
-    # One BLAS thread: the initialisation must not depend on the thread count.
-    with threadpool_limits(limits=1):
-        # float64: scikit-learn's distance code takes a slower upcasting path on float32
-        C, _ = kmeans_plusplus(np.ascontiguousarray(init_rows, dtype=np.float64), K,
-                               random_state=int(rng.integers(0, 2**31 - 1)))
+    # float64: scikit-learn's distance code takes a slower upcasting path on float32
+    C, _ = kmeans_plusplus(np.ascontiguousarray(init_rows, dtype=np.float64), K,
+                           random_state=int(rng.integers(0, 2**31 - 1)))
     C = np.ascontiguousarray(C, dtype=np.float32)
     total_var = float(np.square(X - X.mean(axis=0, dtype=np.float64)).sum())
     # (Hamerly's bounds were tried for the assignment step: on PQ subspaces
