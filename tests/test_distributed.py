@@ -334,10 +334,16 @@ def client():
         # slows the model by 15-20%) and Dask's one-thread BLAS/OpenMP settings
         env = c.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
         assert set(env.values()) == {(None, "1")}, env
-        # no dashboard, so no statistical profiler in the workers
+        # no dashboard, so no statistical profiler in the workers, and the event-loop
+        # tick and system monitor at the quiet intervals
         import dask
-        prof = c.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
-        assert set(prof.values()) == {False}, prof
+        keys = ("distributed.worker.profile.enabled", "distributed.admin.tick.interval",
+                "distributed.admin.system-monitor.interval", "distributed.admin.system-monitor.disk")
+        got = c.run(lambda: tuple(dask.config.get(k) for k in keys))
+        assert set(got.values()) == {(False, "500ms", "2s", False)}, got
+        # the scheduler (this process) ticks at the quiet interval too
+        assert cluster.scheduler.periodic_callbacks["tick"].callback_time == 500, \
+            cluster.scheduler.periodic_callbacks["tick"].callback_time
         yield c
 
 

@@ -22,6 +22,15 @@ from . import tasks
 __all__ = ["local_cluster", "DaskEngine", "EmbedderPlugin", "DaskShardBackend"]
 
 
+#: Dask settings of :func:`local_cluster` when it serves no dashboard.
+_QUIET_DIAGNOSTICS = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.admin.system-monitor.disk": False,
+}
+
+
 def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs) -> LocalCluster:
     """A Dask ``LocalCluster`` of worker processes bound to 127.0.0.1, without a
     dashboard (nothing listens on another address).
@@ -47,10 +56,15 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs) -> 
     # workers of this cluster keep glibc's adaptive defaults
     cfg = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
     if not kwargs.get("dashboard_address"):
-        # the workers' statistical profiler (a stack walk of the running task every
-        # 10 ms) feeds only the dashboard: without one it is pure cost (learn used
-        # 6-15% more CPU per text with it, two interleaved pairs of runs)
-        cfg["distributed.worker.profile.enabled"] = False
+        # Without a dashboard, Dask's diagnostics are pure cost on cores the model
+        # needs: the workers' statistical profiler (a stack walk of the running task
+        # every 10 ms; learn used 6-15% more CPU per text with it), the event-loop
+        # tick of every server (50 per second, each taking the GIL from the model's
+        # thread) and the system monitor (CPU, memory and disk counters twice a
+        # second). With these settings an idle 2-worker cluster uses ~4% of a core
+        # instead of ~10% (docs/distributed.md); Dask still warns of a blocked event
+        # loop (after 3 s) and the memory limits keep their 100 ms monitor.
+        cfg.update(_QUIET_DIAGNOSTICS)
     with dask.config.set(cfg):
         return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kw)
 
