@@ -112,6 +112,29 @@ def test_add_get_update_delete(sutra_db):
     assert ids2.tolist() == [4]                      # ids are never reused
 
 
+def test_get_vectors_reads_many_at_once(sutra_db):
+    db = sutra_db
+    db.add_vectors(randv(6, seed=3))
+    db.delete([2])
+    want = [5, 0, 3, 3]                              # any order, repeats allowed
+    V = db.get_vectors(want)
+    assert V.shape == (4, 8) and V.dtype == db.get(0).vector.dtype
+    for row, i in zip(V, want):
+        np.testing.assert_array_equal(row, db.get(i).vector)
+    V[:] = 0                                         # a copy, not the mapped file
+    assert db.get(5).vector.any()
+    assert db.get_vectors(np.zeros(0, np.int64)).shape == (0, 8)
+    with pytest.raises(errors.NotFoundError):
+        db.get_vectors([0, 2])                       # deleted
+    with pytest.raises(errors.NotFoundError):
+        db.get_vectors([99])
+    with pytest.raises(errors.InvalidArgumentError):
+        db.get_vectors(["a"])
+    db.close()
+    with pytest.raises(errors.ClosedError):
+        db.get_vectors([0])
+
+
 def test_bad_input_changes_nothing(sutra_db):
     db = sutra_db
     db.add_vectors(randv(2), keys=["a", "b"])
@@ -285,6 +308,8 @@ def test_codes_only_database(sutra_db_factory):
     V = randv(300, 16, seed=6)
     db.add_vectors(V)
     assert db.index_info["kind"] == "pq" and db.get(0).vector is None
+    with pytest.raises(errors.InvalidArgumentError):
+        db.get_vectors([0])                                 # no stored vectors
     _, I = db.search_vectors(V[:3], k=3)
     assert (I >= 0).all()
     d = db.distance(0, 1)

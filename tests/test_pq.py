@@ -137,6 +137,30 @@ def test_same_seed_bit_identical_whatever_the_threads(data):
     np.testing.assert_array_equal(a.encode(data, threads=1), b.encode(data, threads=2))
 
 
+@pytest.mark.parametrize("nbits", [8, 4])
+def test_training_split_by_subspace_equals_one_fit(data, nbits):
+    whole = ProductQuantizer(32, 8, nbits, seed=7).fit(data, max_train=1500, iters=4, threads=2)
+    q = ProductQuantizer(32, 8, nbits, seed=7)
+    kw = dict(max_train=1500, iters=4)
+    parts = [q.fit_subspaces(data, 5, 8, threads=1, **kw), q.fit_subspaces(data, 0, 2, **kw),
+             q.fit_subspaces(data, 2, 5, threads=2, **kw)]
+    assert not q.is_trained                     # parts leave the quantizer as it was
+    q.set_trained(parts)
+    assert q.codebooks.tobytes() == whole.codebooks.tobytes()
+    assert q.training_error_ == whole.training_error_ and q.fit_params_ == whole.fit_params_
+    assert q.to_dict() == whole.to_dict()
+    # parts that do not cover the subspaces once each, or that differ in training
+    for bad in ([parts[0], parts[1]], [parts[1], parts[1], parts[2], parts[0]], []):
+        with pytest.raises(InvalidArgumentError):
+            ProductQuantizer(32, 8, nbits, seed=7).set_trained(bad)
+    other = q.fit_subspaces(data, 0, 2, max_train=1000, iters=4)
+    with pytest.raises(InvalidArgumentError):
+        ProductQuantizer(32, 8, nbits, seed=7).set_trained([other, parts[2], parts[0]])
+    for lo, hi in ((0, 0), (3, 2), (0, 9), (-1, 2)):
+        with pytest.raises(InvalidArgumentError):
+            q.fit_subspaces(data, lo, hi)
+
+
 def test_max_train_samples_with_the_seed(data):
     a = ProductQuantizer(32, 8, seed=5).fit(data, max_train=1000, iters=3)
     b = ProductQuantizer(32, 8, seed=5).fit(data, max_train=1000, iters=3)

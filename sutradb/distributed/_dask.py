@@ -123,6 +123,14 @@ class DaskEngine:
     def threads(self) -> int:
         return sum(int(t) for t in self._workers().values()) or 1
 
+    @property
+    def task_slots(self) -> int:
+        """Tasks the cluster runs at once (its threads)."""
+        return self.threads
+
+    #: kernel threads a task may use: one per worker thread, as the worker runs tasks
+    task_threads = 1
+
     def describe(self) -> str:
         return f"dask ({self.workers} workers, {self.threads} threads, {self.client.scheduler.address})"
 

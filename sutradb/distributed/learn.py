@@ -119,6 +119,10 @@ class LocalEngine:
 
     name = "in-process"
     workers = 1
+    #: tasks that can run at once (one: they run one after the other)
+    task_slots = 1
+    #: kernel threads a task may use (None: all of this machine's)
+    task_threads = None
 
     @property
     def threads(self) -> int:
@@ -446,11 +450,17 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
                     futures_out.append(f)
                     parts.append((sample[m], f))
             spec = {"dim": dim, "metric": metric, "m": pq_m, "nbits": pq_nbits, "seed": seed,
-                    "vector_dtype": vector_dtype,
-                    "train_size": train_size, "iters": train_iters, "sample": int(ts)}
-            f = on_files.submit(tasks.train_codebook, spec, parts)
-            futures_out.append(f)
-            codebook = f.result()
+                    "vector_dtype": vector_dtype, "train_size": train_size,
+                    "iters": train_iters, "sample": int(ts), "threads": on_files.task_threads}
+            # the subspaces are trained independently: one part per task slot of the
+            # cluster (the same codebook, bit for bit, however it is split)
+            m_sub = tasks.codebook_subspaces(spec)
+            k = max(1, min(m_sub, on_files.task_slots))
+            cuts = [round(i * m_sub / k) for i in range(k + 1)]
+            fs = [on_files.submit(tasks.train_codebook_part, spec, parts, cuts[i], cuts[i + 1])
+                  for i in range(k)]
+            futures_out.extend(fs)
+            codebook = tasks.assemble_codebook(spec, [f.result() for f in fs])
         timings["train"] = time.perf_counter() - t
 
         # ---- every shard encoded with it (one transaction per shard)

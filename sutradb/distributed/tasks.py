@@ -33,8 +33,9 @@ from . import manifest as _manifest
 from .sources import partition_digest
 
 __all__ = ["install_embedder", "embedder_info", "embed_like_add", "embed_partition",
-           "open_shard", "shard_status", "write_partition", "check_partitions", "read_rows", "train_codebook", "index_shard",
-           "verify_shard", "finalize", "prepare_directory", "shard_op"]
+           "open_shard", "shard_status", "write_partition", "check_partitions", "read_rows",
+           "train_codebook", "train_codebook_part", "assemble_codebook", "codebook_subspaces",
+           "index_shard", "verify_shard", "finalize", "prepare_directory", "shard_op"]
 
 F16_MAX = 65504.0
 
@@ -286,29 +287,40 @@ def read_rows(path, local_ids) -> np.ndarray:
     with sutradb.open(path, "r") as db:
         if len(ids) == 0:
             return np.zeros((0, db.dim or 0), np.float32)
-        vecs = [db.get(int(i)).vector for i in ids]
-        if vecs[0] is None:
-            raise InvalidArgumentError(f"{path}: the shard keeps no full vectors to train on")
-        return np.stack(vecs)
+        try:
+            return db.get_vectors(ids)
+        except InvalidArgumentError as e:
+            raise InvalidArgumentError(f"{path}: the shard keeps no full vectors to train on "
+                                       f"({e})") from None
 
 
-def train_codebook(spec: dict, parts) -> bytes:
-    """Train the shared quantizer as :meth:`sutradb.Database.build_index` trains one.
+def _quantizer(spec: dict) -> ProductQuantizer:
+    m, nbits = default_pq_shape(int(spec["dim"]), spec.get("vector_dtype", "float16"), spec["m"],
+                                spec["nbits"])
+    return ProductQuantizer(int(spec["dim"]), m, nbits, spec["metric"], int(spec["seed"]))
+
+
+def codebook_subspaces(spec: dict) -> int:
+    """Subspaces of the shared quantizer that ``spec`` describes."""
+    return _quantizer(spec).m
+
+
+def train_codebook_part(spec: dict, parts, start: int, stop: int) -> dict:
+    """Train subspaces ``start .. stop-1`` of the shared quantizer as
+    :meth:`sutradb.Database.build_index` trains them
+    (:meth:`~sutradb.ProductQuantizer.fit_subspaces`); the parts of a job run on
+    different workers and :func:`assemble_codebook` joins them.
 
     Parameters
     ----------
     spec : dict
         ``dim, metric, m, nbits, seed, train_size, iters, sample`` (``sample``: the
-        number of sampled rows).
+        number of sampled rows), optionally ``threads`` (kernel threads of this task).
     parts : list of (global rows, stored vectors)
         The sample, shard by shard; rows are put back in global order (the order of
         the rows in one database holding everything).
-
-    Returns
-    -------
-    bytes
-        msgpack of :meth:`ProductQuantizer.to_dict` (the format of
-        :meth:`ProductQuantizer.save`).
+    start, stop : int
+        The subspaces to train.
     """
     dim = int(spec["dim"])
     rows = np.concatenate([np.asarray(r, np.int64) for r, _ in parts]) if parts else np.zeros(0, np.int64)
@@ -322,11 +334,21 @@ def train_codebook(spec: dict, parts) -> bytes:
         s0 += len(r)
     if len(rows) != spec["sample"] or (len(rows) > 1 and (np.diff(rows[order]) <= 0).any()):
         raise SutraError("the training sample came back incomplete")   # pragma: no cover
-    m, nbits = default_pq_shape(dim, spec.get("vector_dtype", "float16"), spec["m"],
-                                spec["nbits"])
-    pq = ProductQuantizer(dim, m, nbits, spec["metric"], int(spec["seed"]))
-    pq.fit(X, max_train=int(spec["train_size"]), iters=int(spec["iters"]))
-    return msgpack.packb(pq.to_dict(), use_bin_type=True)
+    return _quantizer(spec).fit_subspaces(X, int(start), int(stop), max_train=int(spec["train_size"]),
+                                          iters=int(spec["iters"]), threads=spec.get("threads"))
+
+
+def assemble_codebook(spec: dict, trained) -> bytes:
+    """The shared quantizer from the :func:`train_codebook_part` results that cover
+    all its subspaces: msgpack of :meth:`ProductQuantizer.to_dict` (the format of
+    :meth:`ProductQuantizer.save`), the same bytes however the training was split."""
+    return msgpack.packb(_quantizer(spec).set_trained(list(trained)).to_dict(), use_bin_type=True)
+
+
+def train_codebook(spec: dict, parts) -> bytes:
+    """Train the whole shared quantizer in one task (see :func:`train_codebook_part`)."""
+    m = codebook_subspaces(spec)
+    return assemble_codebook(spec, [train_codebook_part(spec, parts, 0, m)])
 
 
 def read_codebook(directory, entry: dict) -> bytes:

@@ -241,8 +241,38 @@ class ProductQuantizer:
         Returns
         -------
         self
+
+        See Also
+        --------
+        fit_subspaces : the same training split into parts (one per worker).
+        """
+        part = self.fit_subspaces(x, 0, self.m, max_train=max_train, iters=iters,
+                                  threads=threads, progress=progress, tol=tol,
+                                  init_sample=init_sample)
+        return self.set_trained([part])
+
+    def fit_subspaces(self, x, start: int, stop: int, max_train: int | None = None,
+                      iters: int = 25, threads: int | None = None, progress=None, *,
+                      tol: float = 0.0, init_sample: int | None = None) -> dict:
+        """Train the codebooks of subspaces ``start .. stop-1`` only, as :meth:`fit`
+        trains them (same sample, same per-subspace seeds), and return them as a part
+        for :meth:`set_trained`. Parts over any split of ``0 .. m-1`` give the
+        codebooks of :meth:`fit`, bit for bit: the subspaces are trained
+        independently, so the parts can run in different processes or machines.
+        The parameters are those of :meth:`fit`; this quantizer is not changed.
+
+        Returns
+        -------
+        dict
+            ``start``, ``stop``, ``codebooks`` ((stop - start, Ks, Ds) float32),
+            ``errors`` (squared error per subspace), ``fit_params``.
         """
         nthreads = _threads(threads)
+        for name, v in (("start", start), ("stop", stop)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise InvalidArgumentError(f"{name} must be an integer, got {v!r}")
+        if not 0 <= start < stop <= self.m:
+            raise InvalidArgumentError(f"subspaces {start}..{stop} are not within 0..{self.m}")
         if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
             raise InvalidArgumentError(f"iters must be an integer >= 0, got {iters!r}")
         if not (isinstance(tol, (int, float)) and tol >= 0):
@@ -272,26 +302,65 @@ class ProductQuantizer:
         n_init = int(min(n_train, max(self.Ks, init_sample)))
         sub_seeds = rng.integers(0, 2**31 - 1, size=self.m)
 
-        codebooks = np.empty((self.m, self.Ks, self.Ds), dtype=np.float32)
-        sq_err = 0.0
+        codebooks = np.empty((stop - start, self.Ks, self.Ds), dtype=np.float32)
+        errors = []
         from threadpoolctl import threadpool_limits
         # One BLAS thread for the k-means++ initialisations (their floating-point
         # results must not depend on the thread count). Set once: each set/reset scans
         # the process's loaded libraries (~3 ms with PyTorch loaded), which per
         # subspace was half of training 96 subspaces on a few thousand rows.
         with threadpool_limits(limits=1, user_api="blas"):
-            for sub in range(self.m):
+            for sub in range(start, stop):
                 Xm = np.ascontiguousarray(X[:, sub * self.Ds:(sub + 1) * self.Ds])
                 C, err = _kmeans(Xm, self.Ks, iters=int(iters), tol=float(tol),
                                  seed=int(sub_seeds[sub]), n_init=n_init, nthreads=nthreads)
-                codebooks[sub] = C
-                sq_err += err
+                codebooks[sub - start] = C
+                errors.append(float(err))
                 if progress is not None:
-                    progress(sub + 1, self.m)
+                    progress(sub - start + 1, stop - start)
+        return {"start": int(start), "stop": int(stop), "codebooks": codebooks, "errors": errors,
+                "fit_params": {"n_train": int(n_train), "iters": int(iters), "tol": float(tol),
+                               "init_sample": n_init}}
+
+    def set_trained(self, parts) -> "ProductQuantizer":
+        """Install the codebooks of :meth:`fit_subspaces` parts that together cover
+        subspaces ``0 .. m-1`` once each (in any order).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        InvalidArgumentError
+            The parts overlap, leave a subspace out, have the wrong shape, or come
+            from different training parameters.
+        """
+        parts = sorted(parts, key=lambda p: p["start"])
+        at, params = 0, None
+        codebooks = np.empty((self.m, self.Ks, self.Ds), dtype=np.float32)
+        errors: list = []
+        for p in parts:
+            lo, hi = int(p["start"]), int(p["stop"])
+            cb = np.asarray(p["codebooks"])
+            if lo != at or not lo < hi <= self.m or cb.shape != (hi - lo, self.Ks, self.Ds) \
+                    or len(p["errors"]) != hi - lo:
+                raise InvalidArgumentError(f"training parts must cover subspaces 0..{self.m} "
+                                           f"once each; got a part {lo}..{hi} at {at}")
+            if params is not None and p["fit_params"] != params:
+                raise InvalidArgumentError("training parts from different training parameters")
+            params = p["fit_params"]
+            codebooks[lo:hi] = cb
+            errors.extend(p["errors"])
+            at = hi
+        if at != self.m:
+            raise InvalidArgumentError(f"training parts cover subspaces 0..{at} of {self.m}")
+        sq_err = 0.0
+        for e in errors:            # in subspace order, as one fit adds them
+            sq_err += e
         self._set_codebooks(codebooks)
-        self.training_error_ = sq_err / n_train
-        self.fit_params_ = {"n_train": int(n_train), "iters": int(iters), "tol": float(tol),
-                            "init_sample": n_init}
+        self.training_error_ = sq_err / params["n_train"]
+        self.fit_params_ = dict(params)
         return self
 
     # ------------------------------------------------------------- encode/decode
