@@ -241,7 +241,8 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
     them on the workers (the model loaded once per worker), each partition written to
     shard ``partition % shards`` in one transaction; (2) draws the training sample
     exactly as one database holding everything would (a seeded sample of the stored
-    vectors) and trains one PQ codebook on a worker; (3) encodes every shard with it;
+    vectors) and trains one PQ codebook on the workers (its subspaces split into one part
+    per task slot: the same codebook however split); (3) encodes every shard with it;
     (4) verifies every shard and writes the manifest, which is what makes the result
     visible to :func:`sutradb.open_sharded`. Each shard is a normal database that
     :func:`sutradb.open` reads alone.
