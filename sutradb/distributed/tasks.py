@@ -34,7 +34,7 @@ from .sources import partition_digest
 
 __all__ = ["install_embedder", "embedder_info", "embed_like_add", "embed_partition",
            "open_shard", "shard_status", "write_partition", "check_partitions", "read_rows",
-           "train_codebook", "train_codebook_part", "assemble_codebook", "codebook_subspaces",
+           "train_codebook_part", "assemble_codebook", "codebook_subspaces",
            "index_shard", "verify_shard", "finalize", "prepare_directory", "shard_op"]
 
 F16_MAX = 65504.0
@@ -343,12 +343,6 @@ def assemble_codebook(spec: dict, trained) -> bytes:
     all its subspaces: msgpack of :meth:`ProductQuantizer.to_dict` (the format of
     :meth:`ProductQuantizer.save`), the same bytes however the training was split."""
     return msgpack.packb(_quantizer(spec).set_trained(list(trained)).to_dict(), use_bin_type=True)
-
-
-def train_codebook(spec: dict, parts) -> bytes:
-    """Train the whole shared quantizer in one task (see :func:`train_codebook_part`)."""
-    m = codebook_subspaces(spec)
-    return assemble_codebook(spec, [train_codebook_part(spec, parts, 0, m)])
 
 
 def read_codebook(directory, entry: dict) -> bytes:
