@@ -761,6 +761,18 @@ def sdc(const float[:, :, ::1] tables, const uint8_t[:, ::1] a, const uint8_t[:,
 # id of list-ordered row ``r``. The distance tables are those of the raw query (PQ on
 # raw vectors): one table per query serves every probed list.
 
+cdef inline bint _probed_rows(const int64_t *probes, const int64_t *offsets, Py_ssize_t p,
+                              Py_ssize_t *r, Py_ssize_t *r1) noexcept nogil:
+    """Rows [r, r1) of the list probed at position p of a query's probes; False when
+    the slot is unused (-1) or the list is empty (shared by the IVF scan units)."""
+    cdef int64_t l = probes[p]
+    if l < 0:
+        return False
+    r[0] = offsets[l]
+    r1[0] = offsets[l + 1]
+    return r1[0] > r[0]
+
+
 cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *blk,
                              Py_ssize_t W, const int64_t *offsets, const int64_t *probes,
                              Py_ssize_t p0, Py_ssize_t p1, const int64_t *ids,
@@ -787,7 +799,7 @@ cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *bl
     cdef int32_t qthr = 2147483647
     cdef unsigned bb, valid
     cdef Py_ssize_t p, r, r1, b, b1, j, g, lo, hi_, row
-    cdef int64_t l, rid
+    cdef int64_t rid
     _pair_tables(T_raw, M, P)
     if fast:
         a = sutra_q4_luts(T_raw, M, qlut, &summin, &slack)
@@ -795,12 +807,7 @@ cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *bl
     if fast:
         qthr = _q4_threshold(hd[0], summin, slack, a, M)
     for p in range(p0, p1):
-        l = probes[p]
-        if l < 0:
-            continue
-        r = offsets[l]
-        r1 = offsets[l + 1]
-        if r1 <= r:
+        if not _probed_rows(probes, offsets, p, &r, &r1):
             continue
         b1 = (r1 - 1) >> 4
         for b in range(r >> 4, b1 + 1):
@@ -843,7 +850,7 @@ cdef void _ivf_scan_unit(const float *T_raw, bint four_bit, Py_ssize_t M,
     cdef const float *T = T_raw
     cdef float *sums = scratch + W * 256
     cdef Py_ssize_t p, r, r1, j, nb
-    cdef int64_t l, rid
+    cdef int64_t rid
     if blocked:
         _ivf_scan_unit_q4b(T_raw, M, codes, W, offsets, probes, p0, p1, ids, mask, nmask,
                            scratch, hd, hi, k, fast and SUTRA_FASTSCAN4)
@@ -853,11 +860,8 @@ cdef void _ivf_scan_unit(const float *T_raw, bint four_bit, Py_ssize_t M,
         T = scratch
     _heap_init(hd, hi, k)
     for p in range(p0, p1):
-        l = probes[p]
-        if l < 0:
+        if not _probed_rows(probes, offsets, p, &r, &r1):
             continue
-        r = offsets[l]
-        r1 = offsets[l + 1]
         while r < r1:
             nb = min(BLOCK, r1 - r)
             sutra_adc_rows(T, codes + r * W, W, nb, sums)
