@@ -62,7 +62,7 @@ cdef extern from "_simd.h" nogil:
                           float alpha, Py_ssize_t K, Py_ssize_t d, float *out)
     void sutra_adc_rows(const float *T, const uint8_t *codes, Py_ssize_t W,
                         Py_ssize_t nrows, float *out)
-    # 4-bit fast scan (only when the compiler targets AVX-512 VBMI + VNNI)
+    # 4-bit fast scan (AVX-512, AVX2 or the portable twin: see _simd.h)
     float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut, double *summin,
                         double *slack)
     unsigned sutra_q4_block16(const uint8_t *codes, Py_ssize_t W, const uint8_t *qlut,
@@ -72,38 +72,51 @@ cdef extern from "_simd.h" nogil:
     unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut, Py_ssize_t G4,
                                   int32_t qthr)
 
-cdef extern from *:
-    int __builtin_ctz(unsigned x) nogil
+cdef extern from "_simd.h" nogil:
+    int sutra_ctz(unsigned x)
+    int SUTRA_QB
+    int SUTRA_LEVEL
+    bint SUTRA_FASTSCAN4_SIMD
+    bint SUTRA_COMPILED_AVX2 "SUTRA_AVX2_ON"
+    bint SUTRA_COMPILED_AVX512 "SUTRA_AVX512_ON"
+
+cdef extern from "_cpu.h" nogil:
+    unsigned sutra_cpu_features()
 
 #: rows ahead whose cache lines exact re-ranking requests early
 DEF _PREFETCH = 4
 
-cdef extern from *:
+#: the instruction-set features the CPU and OS support, as sutra_cpu_features's bits
+_CPU_FEATURE_BITS = ("sse4.2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2",
+                     "lzcnt", "movbe", "avx512f", "avx512dq", "avx512cd", "avx512bw",
+                     "avx512vl", "avx512vbmi", "avx512vnni", "neon")
+
+
+def cpu_features():
+    """The instruction-set extensions this CPU and its operating system support.
+
+    Returns
+    -------
+    frozenset of str
+        Names such as ``"avx2"``, ``"fma"``, ``"avx512vbmi"`` (``cpuid`` checked
+        against ``xgetbv``: a feature whose registers the OS does not save is
+        absent). Empty on architectures other than x86 and arm64.
     """
-    #ifdef SUTRA_HAVE_FASTSCAN4
-    #define SUTRA_FASTSCAN4 1
-    #else
-    #define SUTRA_FASTSCAN4 0
-    static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *q,
-                                      double *a, double *b) { return 1.f; }
-    static inline unsigned sutra_q4_block16(const uint8_t *c, Py_ssize_t W,
-                                            const uint8_t *q, Py_ssize_t G4,
-                                            int32_t t) { return 0xFFFFu; }
-    #define SUTRA_QB 4
-    static inline void sutra_q4_block16_multi(const uint8_t *c, Py_ssize_t W,
-                                              const uint8_t *q, Py_ssize_t G4,
-                                              const int32_t *t, unsigned *bits)
-    { int b; for (b = 0; b < SUTRA_QB; b++) bits[b] = 0xFFFFu; }
-    static inline unsigned sutra_q4_block16_blk(const uint8_t *b, const uint8_t *q,
-                                                Py_ssize_t G4, int32_t t) { return 0xFFFFu; }
-    #endif
-    """
-    bint SUTRA_FASTSCAN4
-    int SUTRA_QB
+    cdef unsigned f = sutra_cpu_features()
+    return frozenset(name for i, name in enumerate(_CPU_FEATURE_BITS) if f & (1u << i))
+
+
+#: the kernel level this module was compiled for (0 scalar, 1 avx2, 2 avx512, 3 native)
+LEVEL = SUTRA_LEVEL
+#: the SIMD paths of _simd.h compiled into this module
+COMPILED_PATHS = tuple(name for name, on in (("avx512", SUTRA_COMPILED_AVX512),
+                                             ("avx2", SUTRA_COMPILED_AVX2)) if on)
 
 METRIC_L2 = 0
 METRIC_IP = 1
-HAVE_FASTSCAN4 = bool(SUTRA_FASTSCAN4)   # 4-bit fast scan compiled in (AVX-512 VBMI+VNNI)
+#: the 4-bit fast scan's bounds are computed with SIMD at this level (AVX-512 VBMI +
+#: VNNI or AVX2); the portable level computes the same bounds in plain C
+HAVE_FASTSCAN4 = bool(SUTRA_FASTSCAN4_SIMD)
 METRIC_COS = 2     # re-ranking only: -dot(q, v) / ||v|| (q normalised by the caller)
 
 # Rows a single query is split into when it runs on several threads: below this many
@@ -507,7 +520,7 @@ def adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     cdef Py_ssize_t u, q, r0, r1, s, j
     cdef float[:, ::1] sc
     cdef uint8_t[:, ::1] fsc_v
-    cdef bint fast4 = SUTRA_FASTSCAN4 and fastscan and four_bit
+    cdef bint fast4 = fastscan and four_bit
     cdef Py_ssize_t nqg, qb, ng
     if fast4:
         # 4-bit fast scan: units are (group of up to SUTRA_QB queries, row range);
@@ -820,7 +833,7 @@ cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *bl
             else:
                 bb = valid
             while bb != 0:
-                j = __builtin_ctz(bb)
+                j = sutra_ctz(bb)
                 bb = bb & (bb - <unsigned> 1)
                 row = 16 * b + j
                 rid = ids[row]
@@ -853,7 +866,7 @@ cdef void _ivf_scan_unit(const float *T_raw, bint four_bit, Py_ssize_t M,
     cdef int64_t rid
     if blocked:
         _ivf_scan_unit_q4b(T_raw, M, codes, W, offsets, probes, p0, p1, ids, mask, nmask,
-                           scratch, hd, hi, k, fast and SUTRA_FASTSCAN4)
+                           scratch, hd, hi, k, fast)
         return
     if four_bit:
         _pair_tables(T_raw, M, scratch)

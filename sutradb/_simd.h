@@ -14,11 +14,64 @@
 #if defined(__F16C__) || defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#define SUTRA_ALWAYS_INLINE static __forceinline
+#else
+#define SUTRA_ALWAYS_INLINE static inline __attribute__((always_inline))
+#endif
+
+/* One source, several levels. setup.py compiles the kernels once per level, each
+ * into its own extension module (sutradb/_levels/<level>/), with the level's
+ * compiler flags; what the flags enable selects the paths below:
+ *   SUTRA_LEVEL 2  avx512: x86-64-v4 + AVX-512 VBMI + VNNI (Ice Lake, Zen 4 and newer)
+ *   SUTRA_LEVEL 1  avx2:   x86-64-v3 (AVX2, FMA, F16C: Haswell, Zen 1 and newer)
+ *   SUTRA_LEVEL 0  scalar: the platform's baseline (SSE2 on x86-64, NEON on arm64)
+ *   SUTRA_LEVEL 3  native: -march=native (opt-in, not redistributable)
+ * sutradb/simd.py picks the best level the CPU supports at import. Every path has a
+ * portable twin and gives the same results (tests/test_simd_levels.py). */
+#ifndef SUTRA_LEVEL
+#define SUTRA_LEVEL 0
+#endif
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define SUTRA_AVX2 1
+#endif
+#if defined(SUTRA_AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && \
+    defined(__AVX512VL__) && defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
+#define SUTRA_AVX512 1
+#endif
+
+#ifdef SUTRA_AVX2
+#define SUTRA_AVX2_ON 1
+#else
+#define SUTRA_AVX2_ON 0
+#endif
+#ifdef SUTRA_AVX512
+#define SUTRA_AVX512_ON 1
+#else
+#define SUTRA_AVX512_ON 0
+#endif
+
+/* index of the lowest set bit of x (x != 0) */
+static inline int sutra_ctz(unsigned x)
+{
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward(&i, x);
+    return (int)i;
+#else
+    return __builtin_ctz(x);
+#endif
+}
 
 static inline float sutra_h2f(uint16_t h)
 {
 #if defined(__F16C__)
     return _cvtsh_ss(h);
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+    __fp16 v;                  /* arm64 converts half precision natively (fcvt) */
+    memcpy(&v, &h, sizeof v);
+    return (float)v;
 #else
     /* IEEE 754 binary16 -> binary32, exact for every input (incl. subnormals, inf, nan). */
     uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
@@ -212,7 +265,7 @@ typedef __m256i sutra_vi;
 /* SIMD part over the first K - K % SUTRA_LANES centres; returns the lane-merged
  * minimum in *m and its index in *arg. `d` is a compile-time constant at the
  * specialised call sites below. */
-static inline __attribute__((always_inline)) void
+SUTRA_ALWAYS_INLINE void
 sutra_nearest_simd(const float *x, const float *CT, const float *cn,
                    Py_ssize_t K, const Py_ssize_t d, float *m, Py_ssize_t *arg)
 {
@@ -259,7 +312,7 @@ sutra_nearest_simd(const float *x, const float *CT, const float *cn,
 #if defined(__AVX512F__)
 /* Two points at once: the centre loads are shared and the two dependency chains
  * interleave. Same results as two sutra_nearest_simd calls. */
-static inline __attribute__((always_inline)) void
+SUTRA_ALWAYS_INLINE void
 sutra_nearest2_simd(const float *x0, const float *x1, const float *CT, const float *cn,
                     Py_ssize_t K, const Py_ssize_t d, float *m0, Py_ssize_t *a0,
                     float *m1, Py_ssize_t *a1)
@@ -428,36 +481,56 @@ static inline void sutra_linear_row(const float *x, const float *CT, const float
 
 
 /* ------------------------------------------------------------------------------
- * 4-bit fast scan (AVX-512 VBMI + VNNI).
+ * 4-bit fast scan: AVX-512 (VBMI + VNNI), AVX2, and the portable twin.
  *
  * Each 16-entry table of a query is quantised to uint8 with one scale `a` for all
- * subspaces: q_s[c] = round((T_s[c] - min_s) / a). For a block of 16 rows, group
- * g (4 code bytes = subspaces 8g..8g+7 of every row) is fetched with one dword
- * gather; the low and high nibbles index two 64-byte registers holding the
- * quantised tables of the even and odd subspaces of the group (vpermb: 64 table
- * lookups in one instruction), and vpdpbusd adds each row's 4 looked-up bytes into
- * its int32 lane. The quantised sums give a lower bound of every row's exact ADC
- * distance, LB = a * (sum_q - M/2) + sum_s min_s; the caller computes the exact
- * float distance only for rows whose bound can still beat its k-th best, so the
- * result is exactly the float ADC top-k.
+ * subspaces: q_s[c] = round((T_s[c] - min_s) / a). The quantised sums give a lower
+ * bound of every row's exact ADC distance, LB = a * (sum_q - M/2) + sum_s min_s;
+ * the caller computes the exact float distance only for rows whose bound can still
+ * beat its k-th best, so the result is exactly the float ADC top-k whichever level
+ * computed the bounds (they are the same integers at every level).
+ *
+ * Codes are read a group at a time: group g = dword g (4 code bytes = subspaces
+ * 8g .. 8g + 7, two per byte) of 16 rows, 64 bytes, either gathered from row-major
+ * codes or read from *blocked* codes, which store exactly those 64 bytes one
+ * after the other (index.ivf.BlockedCodes).
+ *   - AVX-512: the low and high nibbles index two 64-byte registers of tables
+ *     (vpermb: 64 lookups in one instruction, byte j of every dword in table j)
+ *     and vpdpbusd adds each row's 4 looked-up bytes into its int32 lane.
+ *   - AVX2: vpshufb looks up 16 entries per 128-bit lane, one table per lane, so
+ *     the group is first transposed (one vpshufb per 32 bytes, then dword
+ *     unpacks and a qword permute) into two registers whose lanes each hold one
+ *     code byte j of all 16 rows; four vpshufb with the tables of (byte j, low or
+ *     high nibble) then do the 128 lookups, and vpmaddubsw adds them per row into
+ *     16-bit sums (M * 255 <= 65535, see sutra_q4_luts). A NEON port is the same
+ *     code with vqtbl1q_u8 for vpshufb (a 128-bit register = one AVX2 lane),
+ *     vzip/vuzp for the transpose and vpadalq_u8 / vaddq_u16 for the sums.
+ *   - portable: the same integer sums in plain C.
  *
  * Layout of `qlut`: 2 * G4 registers of 64 bytes, G4 = ceil(ceil(M/2) / 4);
- * register 2g holds the tables of subspaces 8g, 8g+2, 8g+4, 8g+6 (16 bytes each),
- * register 2g+1 those of 8g+1, ..., 8g+7. Subspaces >= M have all-zero tables, so
- * padding nibbles (and the bytes of the next row that the last group's dword
- * gather may read when ceil(M/2) % 4 != 0) add nothing.
+ * register 2g holds the tables of subspaces 8g, 8g+2, 8g+4, 8g+6 (16 bytes each:
+ * the low nibbles of code bytes 0..3 of the group), register 2g+1 those of 8g+1,
+ * ..., 8g+7 (the high nibbles). Subspaces >= M have all-zero tables, so padding
+ * nibbles (and the bytes of the next row that the last group's dword read may
+ * touch when ceil(M/2) % 4 != 0) add nothing.
  * ---------------------------------------------------------------------------- */
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__) && \
-    defined(__AVX512VNNI__)
-#define SUTRA_HAVE_FASTSCAN4 1
+#define SUTRA_QB 4
+#if defined(SUTRA_AVX512) || defined(SUTRA_AVX2)
+#define SUTRA_FASTSCAN4_SIMD 1
+#else
+#define SUTRA_FASTSCAN4_SIMD 0
+#endif
 
 /* Returns the scale a (> 0); *summin = sum of the per-subspace minima, *slack a
- * bound of the float rounding in the exact sums. */
+ * bound of the float rounding in the exact sums. Entries are at most 255, and at
+ * most floor(65535 / M) so that a row's sum fits 16 bits (only M > 257 is
+ * affected). */
 static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
                                   double *summin, double *slack)
 {
     Py_ssize_t s, c;
     const Py_ssize_t G4 = ((M + 1) / 2 + 3) / 4;
+    const float qmax = M > 257 ? (float)(65535 / M) : 255.f;
     float maxrange = 0.f;
     double smin = 0.0, sabs = 0.0;
     for (s = 0; s < M; s++) {
@@ -471,7 +544,7 @@ static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
         smin += mn;
         sabs += fabs(mn) + fabs(mx);
     }
-    float a = maxrange / 255.f;
+    float a = maxrange / qmax;
     if (!(a > 0.f)) a = 1.f;
     memset(qlut, 0, (size_t)(2 * G4 * 64));
     for (s = 0; s < M; s++) {
@@ -481,7 +554,7 @@ static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
         for (c = 1; c < 16; c++) if (T[s * 16 + c] < mn) mn = T[s * 16 + c];
         for (c = 0; c < 16; c++) {
             float qv = nearbyintf((T[s * 16 + c] - mn) / a);
-            dst[c] = (uint8_t)(qv < 0.f ? 0.f : (qv > 255.f ? 255.f : qv));
+            dst[c] = (uint8_t)(qv < 0.f ? 0.f : (qv > qmax ? qmax : qv));
         }
     }
     *summin = smin;
@@ -491,11 +564,13 @@ static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
     return a;
 }
 
+#if defined(SUTRA_AVX512)
+
 /* One group of 8 sub-codes of 16 rows: v holds dword g of each row; the low and high
  * nibbles index the group's two registers of quantised tables t (t + 64), byte j of
  * every dword looking in the j-th 16-byte table of its register, and vpdpbusd adds
  * the 4 looked-up bytes of each row into its 32-bit sums. */
-static inline __attribute__((always_inline)) void
+SUTRA_ALWAYS_INLINE void
 sutra_q4_group(__m512i v, const uint8_t *t, __m512i *acc0, __m512i *acc1)
 {
     const __m512i low4 = _mm512_set1_epi8(0x0F);
@@ -549,7 +624,6 @@ static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *q
  * shared, each query only adds its two byte permutes and two dot-adds per group.
  * qlut holds the queries' tables one after the other (2 * G4 * 64 bytes each);
  * bits[b] gets query b's mask. */
-#define SUTRA_QB 4
 static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
                                           const uint8_t *qlut, Py_ssize_t G4,
                                           const int32_t *qthr, unsigned *bits)
@@ -580,6 +654,190 @@ static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
     }
     for (b = 0; b < SUTRA_QB; b++)
         bits[b] = (unsigned)_mm512_cmple_epi32_mask(acc[b], _mm512_set1_epi32(qthr[b]));
+}
+
+#elif defined(SUTRA_AVX2)
+
+/* The 64 bytes of a group (A: rows 0-7, B: rows 8-15, dword per row) transposed
+ * into c01 = [code byte 0 | code byte 1] and c23 = [byte 2 | byte 3] of the 16 rows,
+ * each lane in the row order 0-3, 8-11, 4-7, 12-15. */
+SUTRA_ALWAYS_INLINE void
+sutra_q4_transpose_avx2(__m256i A, __m256i B, __m256i *c01, __m256i *c23)
+{
+    const __m256i tr = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    A = _mm256_shuffle_epi8(A, tr);        /* lane: byte 0 of its 4 rows, byte 1, ... */
+    B = _mm256_shuffle_epi8(B, tr);
+    *c01 = _mm256_permute4x64_epi64(_mm256_unpacklo_epi32(A, B), 0xD8);
+    *c23 = _mm256_permute4x64_epi64(_mm256_unpackhi_epi32(A, B), 0xD8);
+}
+
+/* The group's 128 table lookups (tables t: see the qlut layout) added into the
+ * 16-bit per-row sums: accA lanes hold rows 0-3, 8-11, accB rows 4-7, 12-15 (the
+ * two lanes of each are added at the end). */
+SUTRA_ALWAYS_INLINE void
+sutra_q4_lookup_avx2(__m256i l01, __m256i l23, __m256i h01, __m256i h23, const uint8_t *t,
+                     __m256i *accA, __m256i *accB)
+{
+    const __m256i ones = _mm256_set1_epi8(1);
+    __m256i x0 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)t), l01);
+    __m256i x1 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 32)), l23);
+    __m256i x2 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 64)), h01);
+    __m256i x3 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 96)), h23);
+    /* interleave two registers so that adjacent bytes belong to one row, then
+     * vpmaddubsw adds each pair into the row's 16-bit lane (<= 510, exact) */
+    *accA = _mm256_add_epi16(*accA, _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x0, x1), ones));
+    *accB = _mm256_add_epi16(*accB, _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x0, x1), ones));
+    *accA = _mm256_add_epi16(*accA, _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x2, x3), ones));
+    *accB = _mm256_add_epi16(*accB, _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x2, x3), ones));
+}
+
+SUTRA_ALWAYS_INLINE void
+sutra_q4_nibbles_avx2(__m256i c01, __m256i c23, __m256i *l01, __m256i *l23,
+                      __m256i *h01, __m256i *h23)
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    *l01 = _mm256_and_si256(c01, low4);
+    *l23 = _mm256_and_si256(c23, low4);
+    *h01 = _mm256_and_si256(_mm256_srli_epi16(c01, 4), low4);
+    *h23 = _mm256_and_si256(_mm256_srli_epi16(c23, 4), low4);
+}
+
+/* Mask (bit r: row r) of the rows whose unsigned 16-bit sum is <= qthr. */
+SUTRA_ALWAYS_INLINE unsigned sutra_q4_mask_avx2(__m256i accA, __m256i accB, int32_t qthr)
+{
+    if (qthr < 0) return 0u;
+    if (qthr >= 65535) return 0xFFFFu;
+    const __m128i th = _mm_set1_epi16((short)(uint16_t)qthr);
+    const __m128i order = _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
+    __m128i sa = _mm_add_epi16(_mm256_castsi256_si128(accA), _mm256_extracti128_si256(accA, 1));
+    __m128i sb = _mm_add_epi16(_mm256_castsi256_si128(accB), _mm256_extracti128_si256(accB, 1));
+    __m128i la = _mm_cmpeq_epi16(_mm_max_epu16(sa, th), th);    /* sum <= qthr */
+    __m128i lb = _mm_cmpeq_epi16(_mm_max_epu16(sb, th), th);
+    __m128i p = _mm_shuffle_epi8(_mm_packs_epi16(la, lb), order);
+    return (unsigned)_mm_movemask_epi8(p) & 0xFFFFu;
+}
+
+static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut,
+                                            Py_ssize_t G4, int32_t qthr)
+{
+    __m256i accA = _mm256_setzero_si256(), accB = _mm256_setzero_si256();
+    __m256i c01, c23, l01, l23, h01, h23;
+    Py_ssize_t g;
+    for (g = 0; g < G4; g++) {
+        const uint8_t *run = blk + 64 * g;
+        sutra_q4_transpose_avx2(_mm256_loadu_si256((const __m256i *)run),
+                                _mm256_loadu_si256((const __m256i *)(run + 32)), &c01, &c23);
+        sutra_q4_nibbles_avx2(c01, c23, &l01, &l23, &h01, &h23);
+        sutra_q4_lookup_avx2(l01, l23, h01, h23, qlut + 128 * g, &accA, &accB);
+    }
+    return sutra_q4_mask_avx2(accA, accB, qthr);
+}
+
+SUTRA_ALWAYS_INLINE void
+sutra_q4_gather_avx2(const uint8_t *codes, __m256i rowoff, Py_ssize_t W, Py_ssize_t g,
+                     __m256i *c01, __m256i *c23)
+{
+    const __m256i off = _mm256_add_epi32(rowoff, _mm256_set1_epi32((int)(4 * g)));
+    __m256i A = _mm256_i32gather_epi32((const int *)codes, off, 1);
+    __m256i B = _mm256_i32gather_epi32((const int *)(codes + 8 * W), off, 1);
+    sutra_q4_transpose_avx2(A, B, c01, c23);
+}
+
+static inline unsigned sutra_q4_block16(const uint8_t *codes, Py_ssize_t W,
+                                        const uint8_t *qlut, Py_ssize_t G4,
+                                        int32_t qthr)
+{
+    const __m256i rowoff = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                              _mm256_set1_epi32((int)W));
+    __m256i accA = _mm256_setzero_si256(), accB = _mm256_setzero_si256();
+    __m256i c01, c23, l01, l23, h01, h23;
+    Py_ssize_t g;
+    for (g = 0; g < G4; g++) {
+        sutra_q4_gather_avx2(codes, rowoff, W, g, &c01, &c23);
+        sutra_q4_nibbles_avx2(c01, c23, &l01, &l23, &h01, &h23);
+        sutra_q4_lookup_avx2(l01, l23, h01, h23, qlut + 128 * g, &accA, &accB);
+    }
+    return sutra_q4_mask_avx2(accA, accB, qthr);
+}
+
+static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
+                                          const uint8_t *qlut, Py_ssize_t G4,
+                                          const int32_t *qthr, unsigned *bits)
+{
+    const __m256i rowoff = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                              _mm256_set1_epi32((int)W));
+    const Py_ssize_t stride = 2 * G4 * 64;
+    __m256i accA[SUTRA_QB], accB[SUTRA_QB];
+    __m256i c01, c23, l01, l23, h01, h23;
+    Py_ssize_t g;
+    int b;
+    for (b = 0; b < SUTRA_QB; b++) accA[b] = accB[b] = _mm256_setzero_si256();
+    for (g = 0; g < G4; g++) {
+        sutra_q4_gather_avx2(codes, rowoff, W, g, &c01, &c23);
+        sutra_q4_nibbles_avx2(c01, c23, &l01, &l23, &h01, &h23);
+        for (b = 0; b < SUTRA_QB; b++)
+            sutra_q4_lookup_avx2(l01, l23, h01, h23, qlut + b * stride + 128 * g,
+                                 &accA[b], &accB[b]);
+    }
+    for (b = 0; b < SUTRA_QB; b++) bits[b] = sutra_q4_mask_avx2(accA[b], accB[b], qthr[b]);
+}
+
+#else   /* portable twin: the same integer sums, one row at a time */
+
+/* Adds group g's looked-up entries of the row whose dword g is `w` (4 code bytes). */
+static inline uint32_t sutra_q4_row_group(const uint8_t *w, const uint8_t *t)
+{
+    uint32_t s = 0;
+    int j;
+    for (j = 0; j < 4; j++)
+        s += (uint32_t)t[16 * j + (w[j] & 15)] + (uint32_t)t[64 + 16 * j + (w[j] >> 4)];
+    return s;
+}
+
+static inline unsigned sutra_q4_bits16(const uint32_t *s, int32_t qthr)
+{
+    unsigned bits = 0;
+    int r;
+    for (r = 0; r < 16; r++)
+        if ((int64_t)s[r] <= (int64_t)qthr) bits |= 1u << r;
+    return bits;
+}
+
+static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut,
+                                            Py_ssize_t G4, int32_t qthr)
+{
+    uint32_t s[16] = {0};
+    Py_ssize_t g;
+    int r;
+    if (qthr < 0) return 0u;
+    for (g = 0; g < G4; g++)
+        for (r = 0; r < 16; r++)
+            s[r] += sutra_q4_row_group(blk + 64 * g + 4 * r, qlut + 128 * g);
+    return sutra_q4_bits16(s, qthr);
+}
+
+static inline unsigned sutra_q4_block16(const uint8_t *codes, Py_ssize_t W,
+                                        const uint8_t *qlut, Py_ssize_t G4,
+                                        int32_t qthr)
+{
+    uint32_t s[16] = {0};
+    Py_ssize_t g;
+    int r;
+    if (qthr < 0) return 0u;
+    for (r = 0; r < 16; r++)
+        for (g = 0; g < G4; g++)
+            s[r] += sutra_q4_row_group(codes + r * W + 4 * g, qlut + 128 * g);
+    return sutra_q4_bits16(s, qthr);
+}
+
+static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
+                                          const uint8_t *qlut, Py_ssize_t G4,
+                                          const int32_t *qthr, unsigned *bits)
+{
+    int b;
+    for (b = 0; b < SUTRA_QB; b++)
+        bits[b] = sutra_q4_block16(codes, W, qlut + b * 2 * G4 * 64, G4, qthr[b]);
 }
 #endif
 
@@ -626,13 +884,51 @@ static inline void sutra_panel_rows_f16(const float *x, const uint16_t *P, const
         for (l = 0; l < 16 && p * 16 + l < K; l++)
             out[p * 16 + l] = base[p * 16 + l] + alpha * tmp[l];
     }
-#else
-    for (; p < NP; p++) {
-        for (l = 0; l < 16 && p * 16 + l < K; l++) {
-            float s = 0.f;
-            for (j = 0; j < d; j++) s += x[j] * sutra_h2f(P[p * d * 16 + j * 16 + l]);
-            out[p * 16 + l] = base[p * 16 + l] + alpha * s;
+#elif defined(SUTRA_AVX2)
+    float tmp[32];
+    for (; p + 2 <= NP; p += 2) {      /* two panels: four 8-lane accumulators */
+        const uint16_t *p0 = P + p * d * 16, *p1 = p0 + d * 16;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (j = 0; j < d; j++) {
+            const __m256 xj = _mm256_set1_ps(x[j]);
+            a0 = _mm256_fmadd_ps(xj, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p0 + j * 16))), a0);
+            a1 = _mm256_fmadd_ps(xj, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p0 + j * 16 + 8))), a1);
+            a2 = _mm256_fmadd_ps(xj, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p1 + j * 16))), a2);
+            a3 = _mm256_fmadd_ps(xj, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p1 + j * 16 + 8))), a3);
         }
+        _mm256_storeu_ps(tmp, a0);
+        _mm256_storeu_ps(tmp + 8, a1);
+        _mm256_storeu_ps(tmp + 16, a2);
+        _mm256_storeu_ps(tmp + 24, a3);
+        for (l = 0; l < 32 && p * 16 + l < K; l++)
+            out[p * 16 + l] = base[p * 16 + l] + alpha * tmp[l];
+    }
+    for (; p < NP; p++) {
+        const uint16_t *p0 = P + p * d * 16;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (j = 0; j < d; j++) {
+            const __m256 xj = _mm256_set1_ps(x[j]);
+            a0 = _mm256_fmadd_ps(xj, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p0 + j * 16))), a0);
+            a1 = _mm256_fmadd_ps(xj, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p0 + j * 16 + 8))), a1);
+        }
+        _mm256_storeu_ps(tmp, a0);
+        _mm256_storeu_ps(tmp + 8, a1);
+        for (l = 0; l < 16 && p * 16 + l < K; l++)
+            out[p * 16 + l] = base[p * 16 + l] + alpha * tmp[l];
+    }
+#else
+    /* portable: the panel's 16 centres side by side, as the SIMD paths do, so the
+     * compiler can vectorise the inner loop (NEON on arm64) */
+    float acc[16];
+    for (; p < NP; p++) {
+        const uint16_t *p0 = P + p * d * 16;
+        for (l = 0; l < 16; l++) acc[l] = 0.f;
+        for (j = 0; j < d; j++) {
+            const float xj = x[j];
+            for (l = 0; l < 16; l++) acc[l] += xj * sutra_h2f(p0[j * 16 + l]);
+        }
+        for (l = 0; l < 16 && p * 16 + l < K; l++)
+            out[p * 16 + l] = base[p * 16 + l] + alpha * acc[l];
     }
 #endif
 }

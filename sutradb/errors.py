@@ -21,6 +21,7 @@ __all__ = [
     "CorruptDatabaseError",
     "ClosedError",
     "EmbedderError",
+    "UnsupportedCPUError",
 ]
 
 
@@ -83,3 +84,9 @@ class ClosedError(SutraError, ValueError):
 class EmbedderError(SutraError):
     """An embedder cannot be loaded (missing model or package) or does not match
     the one the database was built with."""
+
+
+class UnsupportedCPUError(SutraError, ImportError):
+    """The compiled kernels cannot run as asked: ``SUTRADB_SIMD`` names a level this
+    CPU does not support or this build did not compile, or the kernels are not
+    built at all (an ``ImportError``: it is raised while ``sutradb`` is imported)."""

@@ -7,11 +7,15 @@ import msgpack
 import numpy as np
 import pytest
 
-from sutradb import _core, _reference as R
+from sutradb import _reference as R
+from sutradb.simd import core as _core
 from sutradb.errors import (CorruptDatabaseError, DimensionError, InvalidArgumentError,
                             NotTrainedError)
 from sutradb.index.ivf import BlockedCodes, IVFIndex, default_nlist, exact_topk, tune
 from sutradb.index.pq import ProductQuantizer
+
+# every test here runs once per SIMD level this CPU supports (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("kernel_level")
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sutradb" / "data" / "pypi-sample"
 

@@ -10,8 +10,12 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sutradb import _core, _pq, _reference as R
+from sutradb import _reference as R
+from sutradb.simd import core as _core, pq as _pq
 from sutradb.index.pq import pack4, unpack4
+
+# every test here runs once per SIMD level this CPU supports (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("kernel_level")
 
 THREADS = [1, 2]
 

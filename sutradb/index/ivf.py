@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import _core, _pq
+from ..simd import core as _core, pq as _pq
 from ..errors import (
     CorruptDatabaseError,
     DimensionError,

@@ -14,7 +14,7 @@ import zlib
 import msgpack
 import numpy as np
 
-from .. import _core, _pq
+from ..simd import core as _core, pq as _pq
 from ..errors import (
     CorruptDatabaseError,
     DimensionError,

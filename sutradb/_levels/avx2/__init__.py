@@ -1,0 +1,1 @@
+"""Kernels compiled for the avx2 level (see sutradb.simd)."""

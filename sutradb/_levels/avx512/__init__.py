@@ -1,0 +1,1 @@
+"""Kernels compiled for the avx512 level (see sutradb.simd)."""

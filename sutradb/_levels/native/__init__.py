@@ -1,0 +1,1 @@
+"""Kernels compiled for the native level (see sutradb.simd)."""

@@ -1,0 +1,1 @@
+"""Kernels compiled for the scalar level (see sutradb.simd)."""
