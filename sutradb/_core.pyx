@@ -74,6 +74,8 @@ cdef extern from "_simd.h" nogil:
 
 cdef extern from "_simd.h" nogil:
     int sutra_ctz(unsigned x)
+    void sutra_h2f_init()
+    Py_ssize_t sutra_q4_lut_bytes(Py_ssize_t G4)
     int SUTRA_QB
     int SUTRA_LEVEL
     bint SUTRA_FASTSCAN4_SIMD
@@ -105,6 +107,8 @@ def cpu_features():
     cdef unsigned f = sutra_cpu_features()
     return frozenset(name for i, name in enumerate(_CPU_FEATURE_BITS) if f & (1u << i))
 
+
+sutra_h2f_init()     # float16 conversion table where the CPU has no instruction for it
 
 #: the kernel level this module was compiled for (0 scalar, 1 avx2, 2 avx512, 3 native)
 LEVEL = SUTRA_LEVEL
@@ -381,7 +385,7 @@ cdef void _scan_unit_4bit_fast(const float *T_raw, Py_ssize_t nqb, Py_ssize_t M,
     16-row gathers cannot cover safely (the tail) take the exact path. Query b's
     heap is (hd + b * hstride, hi + b * hstride)."""
     cdef Py_ssize_t G4 = (W + 3) // 4
-    cdef Py_ssize_t qsz = 2 * G4 * 64
+    cdef Py_ssize_t qsz = sutra_q4_lut_bytes(G4)
     cdef float *P = <float *> scratch                                # SUTRA_QB * W * 256
     cdef uint8_t *qlut = <uint8_t *> (scratch + SUTRA_QB * W * 256 * sizeof(float))
     cdef double summin[4]
@@ -525,7 +529,7 @@ def adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     if fast4:
         # 4-bit fast scan: units are (group of up to SUTRA_QB queries, row range);
         # each thread needs SUTRA_QB pair tables and quantised tables.
-        fbytes = SUTRA_QB * (W_tab * 256 * 4 + 2 * ((W_tab + 3) // 4) * 64)
+        fbytes = SUTRA_QB * (W_tab * 256 * 4 + sutra_q4_lut_bytes((W_tab + 3) // 4))
         fscratch = np.empty((nthreads, fbytes), dtype=np.uint8)
         fsc_v = fscratch
         nqg = (nq + SUTRA_QB - 1) // SUTRA_QB
@@ -774,6 +778,13 @@ def sdc(const float[:, :, ::1] tables, const uint8_t[:, ::1] a, const uint8_t[:,
 # id of list-ordered row ``r``. The distance tables are those of the raw query (PQ on
 # raw vectors): one table per query serves every probed list.
 
+cdef inline Py_ssize_t _q4_scratch_floats(Py_ssize_t W) noexcept nogil:
+    """Floats of scratch the blocked 4-bit scan needs after its pair tables: the
+    quantised tables of this level (``sutra_q4_lut_bytes``) and a row buffer."""
+    cdef Py_ssize_t G4 = (W + 3) // 4
+    return (sutra_q4_lut_bytes(G4) + 4 * G4 + 3) // 4
+
+
 cdef inline bint _probed_rows(const int64_t *probes, const int64_t *offsets, Py_ssize_t p,
                               Py_ssize_t *r, Py_ssize_t *r1) noexcept nogil:
     """Rows [r, r1) of the list probed at position p of a query's probes; False when
@@ -799,13 +810,13 @@ cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *bl
     get their exact float distance; else every row of the list does. The exact
     distance of a row is computed from its W bytes copied out of the group, by the
     same call as for unblocked codes, so the result equals the plain scan's
-    bit for bit. scratch: W * 256 floats of pair tables, then 2 * G4 * 64 bytes of
-    quantised tables and a 4 * G4-byte row buffer."""
+    bit for bit. scratch: W * 256 floats of pair tables, then sutra_q4_lut_bytes(G4)
+    bytes of quantised tables and a 4 * G4-byte row buffer (_q4b_scratch_floats)."""
     cdef Py_ssize_t G4 = (W + 3) // 4
     cdef Py_ssize_t gbytes = 64 * G4
     cdef float *P = scratch
     cdef uint8_t *qlut = <uint8_t *> (scratch + W * 256)
-    cdef uint32_t *rowbuf = <uint32_t *> (qlut + 2 * G4 * 64)
+    cdef uint32_t *rowbuf = <uint32_t *> (qlut + sutra_q4_lut_bytes(G4))
     cdef const uint8_t *grp
     cdef double summin = 0, slack = 0
     cdef float a = 1, d
@@ -979,7 +990,7 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
         D[:] = np.inf
         I[:] = -1
         return D, I
-    scratch = np.empty((nthreads, max(1, W_tab) * 256 + BLOCK + 33 * ((W_tab + 3) // 4)),
+    scratch = np.empty((nthreads, max(1, W_tab) * 256 + BLOCK + _q4_scratch_floats(W_tab)),
                        dtype=np.float32)
     cdef float[:, ::1] sc = scratch
     for u in prange(nq * nsplit, nogil=True, num_threads=nthreads, schedule="dynamic"):
@@ -1064,7 +1075,7 @@ cdef void _ivf_one(const float *q, const uint16_t *panels, const float *ccn, Py_
     """The whole IVF search of one query: coarse probes (float16 panels), the
     query's ADC table, the scan of the probed lists into a heap of kc candidates,
     then (vecs != NULL) the exact re-rank of those into the k results. fbuf holds
-    max(K, M * Ks + W * 256 + BLOCK + Ks + 33 * ceil(W / 4)) floats, ibuf
+    max(K, M * Ks + W * 256 + BLOCK + Ks + _q4_scratch_floats(W)) floats, ibuf
     max(K, nprobe) int64."""
     cdef Py_ssize_t j
     cdef float *T = fbuf
@@ -1166,7 +1177,7 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
         return D, I
     cdef Py_ssize_t W_tab = M if Ks == 256 else (M + 1) // 2
     cdef Py_ssize_t nf = max(K, M * Ks + max(1, W_tab) * 256 + BLOCK + Ks
-                             + 33 * ((W_tab + 3) // 4))
+                             + _q4_scratch_floats(W_tab))
     fb = np.empty((nthreads, nf), dtype=np.float32)
     ib = np.empty((nthreads, K), dtype=np.int64)
     cdb = np.empty((nthreads, kc), dtype=np.float32)

@@ -64,7 +64,7 @@ static inline int sutra_ctz(unsigned x)
 #endif
 }
 
-static inline float sutra_h2f(uint16_t h)
+static inline float sutra_h2f_bits(uint16_t h)
 {
 #if defined(__F16C__)
     return _cvtsh_ss(h);
@@ -97,6 +97,22 @@ static inline float sutra_h2f(uint16_t h)
     return f;
 #endif
 }
+
+#if defined(__F16C__) || (defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__)))
+static inline void sutra_h2f_init(void) {}
+static inline float sutra_h2f(uint16_t h) { return sutra_h2f_bits(h); }
+#else
+/* Without a conversion instruction (the x86-64 baseline has none) one table of all
+ * 65,536 values (256 KiB, filled once when the module is imported) replaces the bit
+ * manipulation: the coarse scan and float16 re-ranking convert every element. */
+static float sutra_h2f_tab[65536];
+static inline void sutra_h2f_init(void)
+{
+    uint32_t h;
+    for (h = 0; h < 65536; h++) sutra_h2f_tab[h] = sutra_h2f_bits((uint16_t)h);
+}
+static inline float sutra_h2f(uint16_t h) { return sutra_h2f_tab[h]; }
+#endif
 
 #if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
 /* The sum of the 8 lanes of (x + y), in one fixed order. */
@@ -521,12 +537,12 @@ static inline void sutra_linear_row(const float *x, const float *CT, const float
 #define SUTRA_FASTSCAN4_SIMD 0
 #endif
 
-/* Returns the scale a (> 0); *summin = sum of the per-subspace minima, *slack a
- * bound of the float rounding in the exact sums. Entries are at most 255, and at
- * most floor(65535 / M) so that a row's sum fits 16 bits (only M > 257 is
- * affected). */
-static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
-                                  double *summin, double *slack)
+/* The quantised tables in the register layout above. Returns the scale a (> 0);
+ * *summin = sum of the per-subspace minima, *slack a bound of the float rounding in
+ * the exact sums. Entries are at most 255, and at most floor(65535 / M) so that a
+ * row's sum fits 16 bits (only M > 257 is affected). */
+static inline float sutra_q4_luts_regs(const float *T, Py_ssize_t M, uint8_t *qlut,
+                                       double *summin, double *slack)
 {
     Py_ssize_t s, c;
     const Py_ssize_t G4 = ((M + 1) / 2 + 3) / 4;
@@ -563,6 +579,16 @@ static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
     *slack = 1e-5 * (sabs + 1e-30) + 1e-3 * (double)a * (double)M;
     return a;
 }
+
+#if SUTRA_FASTSCAN4_SIMD
+/* bytes of one query's quantised tables (the caller's scratch) */
+#define SUTRA_Q4_LUT_BYTES(G4) ((Py_ssize_t)(G4) * 128)
+static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
+                                  double *summin, double *slack)
+{
+    return sutra_q4_luts_regs(T, M, qlut, summin, slack);
+}
+#endif
 
 #if defined(SUTRA_AVX512)
 
@@ -785,50 +811,66 @@ static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
 
 #else   /* portable twin: the same integer sums, one row at a time */
 
-/* Adds group g's looked-up entries of the row whose dword g is `w` (4 code bytes). */
-static inline uint32_t sutra_q4_row_group(const uint8_t *w, const uint8_t *t)
+/* Portable layout: for every code byte position p < 4 * G4 a 256-entry uint16 table
+ * indexed by the whole byte (the sum of the byte's two quantised nibble entries: the
+ * 4-bit pair trick of the float scan), then the register layout it is made from.
+ * A row's bound then takes one lookup per code byte, from tables that fit L1. */
+#define SUTRA_Q4_LUT_BYTES(G4) ((Py_ssize_t)(G4) * (4 * 256 * 2 + 128))
+static inline float sutra_q4_luts(const float *T, Py_ssize_t M, uint8_t *qlut,
+                                  double *summin, double *slack)
 {
-    uint32_t s = 0;
-    int j;
-    for (j = 0; j < 4; j++)
-        s += (uint32_t)t[16 * j + (w[j] & 15)] + (uint32_t)t[64 + 16 * j + (w[j] >> 4)];
-    return s;
+    const Py_ssize_t G4 = ((M + 1) / 2 + 3) / 4;
+    uint16_t *pairs = (uint16_t *)qlut;
+    const uint8_t *R = qlut + G4 * 4 * 256 * 2;
+    Py_ssize_t g, j, c;
+    float a = sutra_q4_luts_regs(T, M, (uint8_t *)R, summin, slack);
+    for (g = 0; g < G4; g++)
+        for (j = 0; j < 4; j++) {
+            const uint8_t *lo = R + 128 * g + 16 * j, *hi = lo + 64;
+            uint16_t *dst = pairs + (4 * g + j) * 256;
+            for (c = 0; c < 256; c++) dst[c] = (uint16_t)(lo[c & 15] + hi[c >> 4]);
+        }
+    return a;
 }
 
-static inline unsigned sutra_q4_bits16(const uint32_t *s, int32_t qthr)
-{
-    unsigned bits = 0;
-    int r;
-    for (r = 0; r < 16; r++)
-        if ((int64_t)s[r] <= (int64_t)qthr) bits |= 1u << r;
-    return bits;
-}
+/* the sum of one row's looked-up entries; w(g) = its 4 code bytes of group g */
+#define SUTRA_Q4_ROW_SUM(sum, P, G4, WPTR) do { \
+        uint32_t s_ = 0; Py_ssize_t g_; \
+        for (g_ = 0; g_ < (G4); g_++) { \
+            const uint8_t *w_ = (WPTR); const uint16_t *t_ = (P) + 1024 * g_; \
+            s_ += (uint32_t)t_[w_[0]] + t_[256 + w_[1]] + t_[512 + w_[2]] + t_[768 + w_[3]]; \
+        } \
+        (sum) = s_; } while (0)
 
 static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut,
                                             Py_ssize_t G4, int32_t qthr)
 {
-    uint32_t s[16] = {0};
-    Py_ssize_t g;
+    const uint16_t *P = (const uint16_t *)qlut;
+    unsigned bits = 0;
+    uint32_t s;
     int r;
     if (qthr < 0) return 0u;
-    for (g = 0; g < G4; g++)
-        for (r = 0; r < 16; r++)
-            s[r] += sutra_q4_row_group(blk + 64 * g + 4 * r, qlut + 128 * g);
-    return sutra_q4_bits16(s, qthr);
+    for (r = 0; r < 16; r++) {
+        SUTRA_Q4_ROW_SUM(s, P, G4, blk + 64 * g_ + 4 * r);
+        if ((int64_t)s <= (int64_t)qthr) bits |= 1u << r;
+    }
+    return bits;
 }
 
 static inline unsigned sutra_q4_block16(const uint8_t *codes, Py_ssize_t W,
                                         const uint8_t *qlut, Py_ssize_t G4,
                                         int32_t qthr)
 {
-    uint32_t s[16] = {0};
-    Py_ssize_t g;
+    const uint16_t *P = (const uint16_t *)qlut;
+    unsigned bits = 0;
+    uint32_t s;
     int r;
     if (qthr < 0) return 0u;
-    for (r = 0; r < 16; r++)
-        for (g = 0; g < G4; g++)
-            s[r] += sutra_q4_row_group(codes + r * W + 4 * g, qlut + 128 * g);
-    return sutra_q4_bits16(s, qthr);
+    for (r = 0; r < 16; r++) {
+        SUTRA_Q4_ROW_SUM(s, P, G4, codes + r * W + 4 * g_);
+        if ((int64_t)s <= (int64_t)qthr) bits |= 1u << r;
+    }
+    return bits;
 }
 
 static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
@@ -837,9 +879,11 @@ static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
 {
     int b;
     for (b = 0; b < SUTRA_QB; b++)
-        bits[b] = sutra_q4_block16(codes, W, qlut + b * 2 * G4 * 64, G4, qthr[b]);
+        bits[b] = sutra_q4_block16(codes, W, qlut + b * SUTRA_Q4_LUT_BYTES(G4), G4, qthr[b]);
 }
 #endif
+
+static inline Py_ssize_t sutra_q4_lut_bytes(Py_ssize_t G4) { return SUTRA_Q4_LUT_BYTES(G4); }
 
 /* ------------------------------------------------------------------------------
  * IVF helpers (appended for sutradb/index/ivf.py).

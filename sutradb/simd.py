@@ -27,6 +27,7 @@ core, pq : module
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -37,7 +38,7 @@ from types import ModuleType
 
 from .errors import UnsupportedCPUError
 
-__all__ = ["LEVELS", "level", "core", "pq", "load", "build_info", "cpu_features",
+__all__ = ["LEVELS", "level", "core", "pq", "load", "using", "build_info", "cpu_features",
            "supported_levels", "config", "show_config"]
 
 #: every level there is, best first
@@ -128,6 +129,23 @@ def _choose() -> tuple[str, str]:
 
 level, _why = _choose()
 core, pq = load(level)
+
+
+@contextlib.contextmanager
+def using(name: str):
+    """Run the kernels of level ``name`` inside the ``with`` block (every caller
+    looks them up here, as ``simd.core`` / ``simd.pq``), then restore the active
+    ones. For benchmarks and tests that compare levels in one process; not for use
+    while other threads search.
+    """
+    global level, core, pq
+    saved = level, core, pq
+    core, pq = load(name)
+    level = name
+    try:
+        yield name
+    finally:
+        level, core, pq = saved
 
 
 def config() -> dict:

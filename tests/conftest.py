@@ -21,8 +21,6 @@ import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
-import sutradb.index.ivf  # noqa: E402
-import sutradb.index.pq  # noqa: E402
 from sutradb import simd  # noqa: E402
 
 #: the kernel levels this machine can run, best first (avx512, avx2, scalar here)
@@ -31,16 +29,16 @@ SIMD_LEVELS = simd.supported_levels()
 
 @pytest.fixture(scope="module", params=SIMD_LEVELS)
 def kernel_level(request):
-    """Run a whole test module once per SIMD level this CPU supports: the module's
-    ``_core`` / ``_pq`` globals and those of the index layer point at that level's
-    kernels for the module's tests, then back (module scope, so hypothesis tests can
-    use it). Yields the level's name."""
+    """Run a whole test module once per SIMD level this CPU supports: the index layer
+    (through ``simd.using``) and the module's own ``_core`` / ``_pq`` globals use that
+    level's kernels for the module's tests (module scope, so hypothesis tests can use
+    it). Yields the level's name."""
     core, pq = simd.load(request.param)
-    targets = [sys.modules[request.module.__name__], sutradb.index.pq, sutradb.index.ivf]
-    saved = [(t, name, getattr(t, name)) for t in targets for name in ("_core", "_pq")
-             if hasattr(t, name)]
-    for t, name, _ in saved:
-        setattr(t, name, core if name == "_core" else pq)
-    yield request.param
-    for t, name, old in saved:
-        setattr(t, name, old)
+    mod = sys.modules[request.module.__name__]
+    saved = [(name, getattr(mod, name)) for name in ("_core", "_pq") if hasattr(mod, name)]
+    for name, _ in saved:
+        setattr(mod, name, core if name == "_core" else pq)
+    with simd.using(request.param):
+        yield request.param
+    for name, old in saved:
+        setattr(mod, name, old)

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 import sutradb
+# every test here runs once per SIMD level this CPU supports (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("kernel_level")
+
 from sutradb import ProductQuantizer, _reference as R
 from sutradb.errors import (CorruptDatabaseError, DimensionError, InvalidArgumentError,
                             NotTrainedError, SutraError)

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..simd import core as _core, pq as _pq
+from .. import simd
 from ..errors import (
     CorruptDatabaseError,
     DimensionError,
@@ -59,7 +59,7 @@ _BATCH_ROWS = 1 << 16
 _ASSIGN_CHUNK = 4096
 # Below this many queries the coarse search runs in the kernel, above it in BLAS.
 _COARSE_BLAS_MIN_QUERIES = 32
-_KMETRIC = {"l2": _core.METRIC_L2, "ip": _core.METRIC_IP, "cosine": _core.METRIC_COS}
+_KMETRIC = {"l2": simd.core.METRIC_L2, "ip": simd.core.METRIC_IP, "cosine": simd.core.METRIC_COS}
 
 
 def default_nlist(n: int) -> int:
@@ -235,7 +235,7 @@ class IVFIndex:
     def _set_centroids(self, C: np.ndarray) -> None:
         C = np.ascontiguousarray(C, dtype=np.float32)
         self._centroids = C
-        self._P16 = _core.coarse_panels_f16(C)
+        self._P16 = simd.core.coarse_panels_f16(C)
         self._cn = np.ascontiguousarray(np.einsum("ij,ij->i", C, C), dtype=np.float32)
         self.nlist = int(C.shape[0])
 
@@ -417,7 +417,7 @@ class IVFIndex:
         Q = queries
         nthreads = _threads(threads)
         if Q.shape[0] < _COARSE_BLAS_MIN_QUERIES:
-            return _core.coarse_probes_f16(Q, self._P16, self._cn, nprobe, nthreads)
+            return simd.core.coarse_probes_f16(Q, self._P16, self._cn, nprobe, nthreads)
         P = np.empty((Q.shape[0], nprobe), dtype=np.int64)
         for s in range(0, Q.shape[0], _ASSIGN_CHUNK):
             d = self._cn[None, :] - 2.0 * (Q[s:s + _ASSIGN_CHUNK] @ self._centroids.T)
@@ -527,7 +527,7 @@ class IVFIndex:
         if Q.shape[0] < _COARSE_BLAS_MIN_QUERIES and (nthreads == 1 or Q.shape[0] >= nthreads):
             # latency path: the whole pipeline in one kernel call per batch (the same
             # results as the steps below, without their Python round trips)
-            D, I = _core.ivf_search(Q, self._P16, self._cn, nprobe, *pq._table_ops,
+            D, I = simd.core.ivf_search(Q, self._P16, self._cn, nprobe, *pq._table_ops,
                                     pq._adc_metric, codes, self.offsets, self.perm, kk, k,
                                     mask, v, kmetric, nthreads, blocked=blocked)
             if self.metric == "cosine":
@@ -537,15 +537,15 @@ class IVFIndex:
                     D *= 0.5
             return D, I
         P = self.probes(Q, nprobe, nthreads)
-        tables = _core.distance_tables_t(Q, *pq._table_ops, pq._adc_metric, nthreads)
-        D, I = _core.ivf_adc_topk(tables, codes, self.offsets, P, self.perm, kk, mask,
+        tables = simd.core.distance_tables_t(Q, *pq._table_ops, pq._adc_metric, nthreads)
+        D, I = simd.core.ivf_adc_topk(tables, codes, self.offsets, P, self.perm, kk, mask,
                                   nthreads, blocked=blocked)
         if v is None:
             if pq.metric == "cosine":
                 D *= 0.5
             return D, I
         # candidate ids come from perm (ids >= len(vectors) are skipped by the kernel)
-        D, I = _core.rerank(Q, v, I, k, kmetric, nthreads)
+        D, I = simd.core.rerank(Q, v, I, k, kmetric, nthreads)
         if self.metric == "cosine":
             D[I >= 0] += 1.0
         return D, I
@@ -714,7 +714,7 @@ def _coarse_kmeans(X: np.ndarray, K: int, *, iters: int, rng: np.random.Generato
     for it in range(iters):
         cn = np.einsum("ij,ij->i", C, C).astype(np.float32)
         labels, sq = _assign_blas(X, C, cn, nthreads)
-        sums, counts = _pq.update(X, labels, K)
+        sums, counts = simd.pq.update(X, labels, K)
         newC = np.empty_like(sums)
         nonempty = counts > 0
         newC[nonempty] = sums[nonempty] / counts[nonempty, None]

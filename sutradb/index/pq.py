@@ -1,7 +1,7 @@
 """The product quantizer: training, encoding, decoding and ADC search.
 
-This is the Python face of the kernels in ``sutradb/_pq.pyx`` (training and
-encoding) and ``sutradb/_core.pyx`` (distance tables, the ADC scan with top-k,
+This is the Python face of the kernels in ``sutradb/simd.pq.pyx`` (training and
+encoding) and ``sutradb/simd.core.pyx`` (distance tables, the ADC scan with top-k,
 re-ranking, symmetric distances). Validation lives here; the kernels trust what
 they are given.
 """
@@ -14,7 +14,7 @@ import zlib
 import msgpack
 import numpy as np
 
-from ..simd import core as _core, pq as _pq
+from .. import simd
 from ..errors import (
     CorruptDatabaseError,
     DimensionError,
@@ -176,7 +176,7 @@ class ProductQuantizer:
     def _kernel_metric(self) -> int:
         """Metric of SDC tables and re-ranking-free distances: ``ip`` for ``ip`` and
         ``cosine``, ``l2`` for ``l2``."""
-        return _core.METRIC_L2 if self.metric == "l2" else _core.METRIC_IP
+        return simd.core.METRIC_L2 if self.metric == "l2" else simd.core.METRIC_IP
 
     @property
     def _adc_metric(self) -> int:
@@ -186,12 +186,12 @@ class ProductQuantizer:
         each reconstruction's norm error (measured on MiniLM embeddings: recall@10
         0.68 vs 0.65 with the same codes). Reported as ``||q - x_hat||^2 / 2``,
         which is ``1 - cos`` up to that error."""
-        return _core.METRIC_IP if self.metric == "ip" else _core.METRIC_L2
+        return simd.core.METRIC_IP if self.metric == "ip" else simd.core.METRIC_L2
 
     def _set_codebooks(self, codebooks: np.ndarray) -> None:
         self._codebooks = codebooks
         self._sdc = None
-        self._table_ops = _core.table_operands(codebooks)
+        self._table_ops = simd.core.table_operands(codebooks)
 
     def _check_vectors(self, x, name: str, *, allow_1d: bool = False,
                        allow_empty: bool = True) -> np.ndarray:
@@ -376,7 +376,7 @@ class ProductQuantizer:
                 out[s:s + _BATCH_ROWS] = self.encode(arr[s:s + _BATCH_ROWS], nthreads)
             return out
         X = self._check_vectors(arr, "x")
-        codes = _pq.encode(X, cb, nthreads)
+        codes = simd.pq.encode(X, cb, nthreads)
         return pack4(codes) if self.nbits == 4 else codes
 
     def decode(self, codes) -> np.ndarray:
@@ -386,7 +386,7 @@ class ProductQuantizer:
         codes = self._check_codes(codes)
         if self.nbits == 4:
             codes = unpack4(codes, self.m)
-        return _pq.decode(codes, cb)
+        return simd.pq.decode(codes, cb)
 
     # -------------------------------------------------------------------- search
     def distance_tables(self, queries) -> np.ndarray:
@@ -395,7 +395,7 @@ class ProductQuantizer:
         normalised query; ``ip``: negated dots)."""
         self.codebooks                      # raises NotTrainedError
         Q = self._check_vectors(queries, "queries", allow_1d=True)
-        return _core.distance_tables_t(Q, *self._table_ops, self._adc_metric, 1)
+        return simd.core.distance_tables_t(Q, *self._table_ops, self._adc_metric, 1)
 
     def search(self, queries, codes, k: int = 10, mask=None, threads: int | None = None):
         """The k nearest codes of each query by asymmetric (ADC) distance.
@@ -426,8 +426,8 @@ class ProductQuantizer:
         Q = self._check_vectors(queries, "queries", allow_1d=True)
         codes = self._check_codes(codes)
         mask = _check_mask(mask, codes.shape[0])
-        tables = _core.distance_tables_t(Q, *self._table_ops, self._adc_metric, nthreads)
-        D, I = _core.adc_topk(tables, codes, k, mask, nthreads)
+        tables = simd.core.distance_tables_t(Q, *self._table_ops, self._adc_metric, nthreads)
+        D, I = simd.core.adc_topk(tables, codes, k, mask, nthreads)
         if self.metric == "cosine":
             D *= 0.5                        # ||q - x_hat||^2 / 2 = 1 - cos (see _adc_metric)
         return D, I
@@ -455,8 +455,8 @@ class ProductQuantizer:
         if self.nbits == 4:
             a, b = unpack4(a, self.m), unpack4(b, self.m)
         if self._sdc is None:
-            self._sdc = _core.sdc_tables(cb, self._kernel_metric)
-        d = _core.sdc(self._sdc, a, b)
+            self._sdc = simd.core.sdc_tables(cb, self._kernel_metric)
+        d = simd.core.sdc(self._sdc, a, b)
         return d + 1.0 if self.metric == "cosine" else d
 
     # --------------------------------------------------------------- persistence
@@ -639,8 +639,8 @@ def exact_rerank(Q: np.ndarray, vectors, candidates, k: int, metric: str, nthrea
     if cand.size and cand.max() >= v.shape[0]:
         raise InvalidArgumentError(f"candidate row {int(cand.max())} is out of range "
                                    f"(vectors has {v.shape[0]} rows)")
-    kmetric = {"l2": _core.METRIC_L2, "ip": _core.METRIC_IP, "cosine": _core.METRIC_COS}[metric]
-    D, I = _core.rerank(Q, v, cand, k, kmetric, nthreads)
+    kmetric = {"l2": simd.core.METRIC_L2, "ip": simd.core.METRIC_IP, "cosine": simd.core.METRIC_COS}[metric]
+    D, I = simd.core.rerank(Q, v, cand, k, kmetric, nthreads)
     if metric == "cosine":
         D[I >= 0] += 1.0
     return D, I
@@ -669,8 +669,8 @@ def _kmeans(X: np.ndarray, K: int, *, iters: int, tol: float, seed: int, n_init:
     # iterations, and the bookkeeping made it slower than this plain loop.)
     sq = None
     for _ in range(iters):
-        labels, sq = _pq.assign(X, C, nthreads)
-        sums, counts = _pq.update(X, labels, K)
+        labels, sq = simd.pq.assign(X, C, nthreads)
+        sums, counts = simd.pq.update(X, labels, K)
         newC = np.empty_like(sums)
         nonempty = counts > 0
         newC[nonempty] = sums[nonempty] / counts[nonempty, None]
@@ -681,7 +681,7 @@ def _kmeans(X: np.ndarray, K: int, *, iters: int, tol: float, seed: int, n_init:
         if tol > 0 and shift <= tol * total_var:
             break
     if sq is None:          # iters == 0: the error of the initial centres
-        _, sq = _pq.assign(X, C, nthreads)
+        _, sq = simd.pq.assign(X, C, nthreads)
     # (with iters > 0: the error of the last assignment, as FAISS reports it)
     return C, float(sq.sum(dtype=np.float64))
 
