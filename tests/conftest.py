@@ -23,8 +23,25 @@ import pytest  # noqa: E402
 
 from sutradb import simd  # noqa: E402
 
-#: the kernel levels this machine can run, best first (avx512, avx2, scalar here)
-SIMD_LEVELS = simd.supported_levels()
+#: the kernel levels the per-level tests run: every level this machine can run, best
+#: first (avx512, avx2, scalar here), or only the one SUTRADB_SIMD forces
+SIMD_LEVELS = (simd.level,) if os.environ.get("SUTRADB_SIMD") else simd.supported_levels()
+
+
+def pytest_report_header(config):
+    import sutradb
+    return (f"sutradb {sutradb.__version__} from {os.path.dirname(sutradb.__file__)}; "
+            f"SIMD level {simd.level} ({simd._why}); per-level tests: {', '.join(SIMD_LEVELS)}")
+
+
+def pytest_configure(config):
+    # CI runs the suite against the installed wheel: make sure that is what it tests
+    if os.environ.get("SUTRADB_EXPECT_INSTALLED"):
+        import sutradb
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if os.path.abspath(sutradb.__file__).startswith(here + os.sep):
+            raise pytest.UsageError(f"SUTRADB_EXPECT_INSTALLED: sutradb was imported from the "
+                                    f"source tree ({sutradb.__file__}), not the installed wheel")
 
 
 @pytest.fixture(scope="module", params=SIMD_LEVELS)

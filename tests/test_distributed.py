@@ -96,8 +96,7 @@ def test_import_sutradb_imports_no_dask():
     code = ("import sys, sutradb, sutradb.distributed; sutradb.open_sharded; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'torch')]; "
             "print(bad); sys.exit(1 if bad else 0)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
