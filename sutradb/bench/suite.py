@@ -175,9 +175,10 @@ def bench_learn(ctx, prog):
             shared["embedder"] = get_embedder(ctx["embedder"])
         except (EmbedderError, ImportError) as e:
             shared["embedder"] = None
-            skip(ctx, prog, "learn", f"the embedder {ctx['embedder']!r} is not available "
-                                     f"({e}); `pip install sutradb[sentence-transformers]` "
-                                     f"or --embedder SPEC")
+            hint = "" if "pip install" in str(e) else \
+                "; `pip install sutradb[sentence-transformers]` or --embedder SPEC"
+            skip(ctx, prog, "learn", f"the embedder {ctx['embedder']!r} is not available: "
+                                     f"{e}{hint}")
         else:
             prog.log(f"learn: loaded {shared['embedder'].name} in "
                      f"{time.perf_counter() - t:.1f} s")
