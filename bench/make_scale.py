@@ -532,7 +532,7 @@ def make(args) -> int:
         "created": common.timestamp(),
         "machine": common.machine_info(),
     }
-    (part / "meta.json").write_text(json.dumps(common._jsonable(meta), indent=2) + "\n")
+    (part / "meta.json").write_text(json.dumps(common.jsonable(meta), indent=2) + "\n")
     (part / "README.md").write_text(readme(meta))
     for name in ("make_scale.pid", "knn.i32.npy", "checkpoint.json", "checkpoint.npz"):
         (part / name).unlink(missing_ok=True)

@@ -368,17 +368,9 @@ def cmd_export(args):
 
 
 def cmd_bench(args, rest):
-    """Runs the performance suite in ``bench/`` (a source checkout)."""
-    root = Path(__file__).resolve().parent.parent / "bench"
-    suite = root / "suite.py"
-    if not suite.exists():
-        raise UsageError(f"the benchmark suite lives in a source checkout ({suite} not found)")
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("sutradb_bench_suite", suite)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(root))
-    spec.loader.exec_module(mod)
-    return mod.main(rest)
+    """Runs the performance suite that ships in the package (:mod:`sutradb.bench`)."""
+    from .bench.suite import main as suite_main
+    return suite_main(rest, prog="sutradb bench")
 
 
 # -------------------------------------------------------------------------- parser
