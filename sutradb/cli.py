@@ -317,6 +317,16 @@ def _info(db) -> dict:
 
 
 def cmd_info(args):
+    if args.build:
+        from . import simd
+        if args.json:
+            _print(args, simd.config())
+        else:
+            simd.show_config()
+        if args.path is None:
+            return
+    if args.path is None:
+        raise UsageError("info needs a database path (or --build)")
     with _open(args, "r") as db:
         info = _info(db)
     lines = [f"{k}: {v}" for k, v in info.items() if k != "index"]
@@ -459,7 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--relation")
     sp.add_argument("--direction", default="out", choices=("out", "in", "both"))
 
-    cmd("info", cmd_info, "counts, sizes, index parameters, embedder")
+    sp = cmd("info", cmd_info, "counts, sizes, index parameters, embedder; --build: how "
+             "sutradb was built and which SIMD kernels run here", path=False)
+    sp.add_argument("path", nargs="?", help="the database directory")
+    sp.add_argument("--build", action="store_true",
+                    help="the compiled SIMD levels, the active one, compiler, flags, OpenMP")
     cmd("verify", cmd_verify, "check every file and checksum")
     cmd("compact", cmd_compact, "rewrite live data, reclaim space")
 

@@ -103,7 +103,12 @@ def test_forced_level_is_used(forced):
 
 
 def test_forcing_an_unavailable_level_fails_at_import():
-    unavailable = [lv for lv in simd.LEVELS if lv not in LEVELS]
+    # what a child process can run (under a CPU emulator it may differ from ours)
+    env = {k: v for k, v in os.environ.items() if k != "SUTRADB_SIMD"}
+    child = subprocess.run([sys.executable, "-c", "import sutradb.simd as s; print(*s.supported_levels())"],
+                           env=env, capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
+    unavailable = [lv for lv in simd.LEVELS if lv not in child.stdout.split()]
     for forced in unavailable + ["bogus"]:
         out = subprocess.run([sys.executable, "-c", "import sutradb"],
                              env={**os.environ, "SUTRADB_SIMD": forced}, capture_output=True, text=True)
@@ -239,3 +244,15 @@ def test_ivf_levels_agree(level, nbits, data):
                 D2, I2 = core.ivf_adc_topk(T, arr, ivf.offsets, P1, ivf.perm, 10, None, 2,
                                            fastscan=fast, blocked=blocked)
                 assert_same_topk(D1, I1, D2, I2)
+
+
+def test_cli_info_build_reports_the_active_level(tmp_path):
+    import json
+    r = subprocess.run([sys.executable, "-m", "sutradb", "info", "--build", "--json"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    c = json.loads(r.stdout)
+    assert c["active_level"] == simd.level and c["build"]["levels"].keys() == simd.build_info()["levels"].keys()
+    r = subprocess.run([sys.executable, "-m", "sutradb", "info", "--build"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and f"active level:    {simd.level}" in r.stdout
