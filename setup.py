@@ -209,7 +209,9 @@ for level, flags in LEVELS.items():
                            ("SUTRA_LEVEL", str(_LEVEL_NUMBER[level]))],
             extra_compile_args=base_args + flags,
             extra_link_args=link_args,
-            depends=[os.path.join(ROOT, "sutradb", h) for h in ("_simd.h", "_cpu.h")],
+            # the wrapper only includes the generated C: rebuild when it (or a
+            # header it includes) changes
+            depends=[csrc] + [os.path.join(ROOT, "sutradb", h) for h in ("_simd.h", "_cpu.h")],
         ))
 
 # what was built, for sutradb.show_config() and the loader (which must know what a
