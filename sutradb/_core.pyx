@@ -75,6 +75,8 @@ cdef extern from "_simd.h" nogil:
 cdef extern from "_simd.h" nogil:
     int sutra_ctz(unsigned x)
     void sutra_h2f_init()
+    void sutra_set_adc_gather(int on)
+    int sutra_get_adc_gather()
     Py_ssize_t sutra_q4_lut_bytes(Py_ssize_t G4)
     int SUTRA_QB
     int SUTRA_LEVEL
@@ -84,6 +86,7 @@ cdef extern from "_simd.h" nogil:
 
 cdef extern from "_cpu.h" nogil:
     unsigned sutra_cpu_features()
+    int sutra_cpu_vendor()
 
 #: rows ahead whose cache lines exact re-ranking requests early
 DEF _PREFETCH = 4
@@ -109,6 +112,21 @@ def cpu_features():
 
 
 sutra_h2f_init()     # float16 conversion table where the CPU has no instruction for it
+
+#: the CPU's vendor ("intel", "amd" for AMD and Hygon's Zen cores, "" otherwise)
+CPU_VENDOR = {1: "intel", 2: "amd"}.get(sutra_cpu_vendor(), "")
+# 8-bit ADC row sums by AVX-512 gathers only where they are fast (see _simd.h)
+sutra_set_adc_gather(CPU_VENDOR == "intel")
+
+
+def adc_gather(on=None):
+    """Whether 8-bit ADC row sums use AVX-512 gathers (only compiled in at the avx512
+    level; chosen at import: on for Intel CPUs, off for AMD, whose gathers are slower
+    than scalar loads). ``on`` switches it (tests and benchmarks; not while other
+    threads search). Returns the state in force."""
+    if on is not None:
+        sutra_set_adc_gather(1 if on else 0)
+    return bool(sutra_get_adc_gather())
 
 #: the kernel level this module was compiled for (0 scalar, 1 avx2, 2 avx512, 3 native)
 LEVEL = SUTRA_LEVEL

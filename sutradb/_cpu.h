@@ -14,6 +14,7 @@
 #define SUTRADB_CPU_H
 
 #include <stdint.h>
+#include <string.h>
 
 #define SUTRA_CPU_SSE42      (1u << 0)
 #define SUTRA_CPU_POPCNT     (1u << 1)
@@ -59,6 +60,21 @@ static inline uint64_t sutra_xgetbv0(void)
 }
 #endif
 #endif
+
+/* 1: GenuineIntel, 2: AuthenticAMD or HygonGenuine (Zen cores), 0: other */
+static inline int sutra_cpu_vendor(void)
+{
+#ifdef SUTRA_X86
+    unsigned r[4];
+    char v[13];
+    sutra_cpuid(0, 0, r);
+    memcpy(v, &r[1], 4); memcpy(v + 4, &r[3], 4); memcpy(v + 8, &r[2], 4);
+    v[12] = 0;
+    if (!strcmp(v, "GenuineIntel")) return 1;
+    if (!strcmp(v, "AuthenticAMD") || !strcmp(v, "HygonGenuine")) return 2;
+#endif
+    return 0;
+}
 
 static inline unsigned sutra_cpu_features(void)
 {

@@ -169,6 +169,8 @@ def config() -> dict:
         "active_level": level,
         "active_because": _why,
         "fastscan4_simd": bool(core.HAVE_FASTSCAN4),
+        "cpu_vendor": core.CPU_VENDOR,
+        "adc_gather": core.adc_gather(),
         "compiled_paths": list(core.COMPILED_PATHS),
     }
 
@@ -197,4 +199,5 @@ def show_config(file=None) -> None:
     p(f"  CPU features:    {' '.join(c['cpu_features']) or '(none detected)'}")
     p(f"  active level:    {c['active_level']} ({c['active_because']})")
     p(f"  SIMD paths:      {', '.join(c['compiled_paths']) or 'portable C only'}"
-      f"; 4-bit fast scan {'SIMD' if c['fastscan4_simd'] else 'portable C'}")
+      f"; 4-bit fast scan {'SIMD' if c['fastscan4_simd'] else 'portable C'}; 8-bit ADC "
+      f"{'AVX-512 gathers' if c['adc_gather'] else 'scalar loads'} ({c['cpu_vendor'] or 'unknown'} CPU)")

@@ -256,3 +256,27 @@ def test_cli_info_build_reports_the_active_level(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sutradb", "info", "--build"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and f"active level:    {simd.level}" in r.stdout
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_adc_gather_and_scalar_rows_agree(level, data):
+    """The 8-bit ADC row sums by AVX-512 gathers (Intel) and by scalar loads (AMD and
+    every other level) give the same top-k."""
+    base, queries = data
+    core, _ = simd.load(level)
+    quant = ProductQuantizer(384, 48, nbits=8, metric="ip", seed=4).fit(base, iters=4)
+    codes = quant.encode(base)
+    T = core.distance_tables_t(queries, *quant._table_ops, quant._adc_metric, 1)
+    before = core.adc_gather()
+    try:
+        core.adc_gather(True)
+        D1, I1 = core.adc_topk(T, codes, 10, None, 1)
+        had_gather = core.adc_gather()
+        core.adc_gather(False)
+        assert not core.adc_gather()
+        D2, I2 = core.adc_topk(T, codes, 10, None, 1)
+    finally:
+        core.adc_gather(before)
+    assert had_gather == ("avx512" in core.COMPILED_PATHS)
+    assert_same_topk(D1, I1, D2, I2)
+    assert before == (had_gather and core.CPU_VENDOR == "intel")
