@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sutradb.errors import (ClosedError, CorruptDatabaseError, DimensionError,
                             InvalidArgumentError, LockedError, NotFoundError, ReadOnlyError,
                             SutraError)
-from sutradb.storage import Record, Store, _io
+from sutradb.storage import Record, Store, osio
 
 SMALL = dict(checkpoint_bytes=3000, spill_bytes=2000, compact_min_rows=8, compact_ratio=0.3)
 
@@ -591,9 +591,9 @@ class Faults:
         self.calls = 0
         self.fail_at = fail_at
         self.failed = None
-        real = {m: getattr(_io.io, m) for m in methods}
+        real = {m: getattr(osio.io, m) for m in methods}
         for m in methods:
-            monkeypatch.setattr(_io.io, m, self._wrap(m, real[m]))
+            monkeypatch.setattr(osio.io, m, self._wrap(m, real[m]))
 
     def _wrap(self, name, fn):
         def call(*a, **kw):
@@ -697,7 +697,7 @@ def test_failed_fsync_in_commit_is_not_visible(tmp_path, monkeypatch):
 
     def bad_fsync(fd):
         raise OSError(errno.EIO, "disk on fire")
-    monkeypatch.setattr(_io.io, "fsync", bad_fsync)
+    monkeypatch.setattr(osio.io, "fsync", bad_fsync)
     with pytest.raises(OSError, match="disk on fire"):
         with s.begin() as t:
             put(t, [2])

@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptDatabaseError, DatabaseNotFoundError, InvalidArgumentError
+from ..storage import osio
 
 __all__ = ["MANIFEST_NAME", "CODEBOOK_NAME", "FORMAT", "VERSION", "IdScheme", "shard_name",
            "read_manifest", "write_manifest", "manifest_checksum", "file_sha256",
@@ -155,30 +156,25 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory) -> None:
+def fsync_dir(directory) -> None:
+    """Best-effort fsync of a directory's entries (nothing on Windows; errors ignored)."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - not POSIX
-        return
-    try:
-        os.fsync(fd)
+        osio.sync_dir(directory)
     except OSError:  # pragma: no cover
         pass
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file in the same directory,
-    fsync, ``os.replace``, fsync of the directory."""
+    fsync, atomic replace, fsync of the directory (:mod:`sutradb.storage.osio`)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    osio.replace_file(tmp, path)
+    fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------- read/write

@@ -430,7 +430,7 @@ def prepare_directory(directory, mode: str) -> dict | None:
         man = d / _manifest.MANIFEST_NAME
         if man.exists():
             man.unlink()
-            _manifest._fsync_dir(d)
+            _manifest.fsync_dir(d)
         for p in ours:
             if p.is_dir():
                 shutil.rmtree(p)

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from ..errors import CorruptDatabaseError
-from . import _io
+from . import osio
 from .format import HEADER_SIZE, check_seg_header, crc32, seg_header
 
 CHUNK = 1 << 22  # bytes per read when checksumming
@@ -26,7 +26,7 @@ def pread_all(fd: int, n: int, offset: int) -> bytes:
     """Read exactly ``n`` bytes at ``offset`` (fewer only at end of file)."""
     parts = []
     while n > 0:
-        b = os.pread(fd, min(n, 1 << 30), offset)
+        b = osio.pread(fd, min(n, 1 << 30), offset)
         if not b:
             break
         parts.append(b)
@@ -61,7 +61,7 @@ class MappedFile:
         self.name = entry["name"]
         self.length = entry["len"]
         self.crc = entry["crc"]
-        fd = os.open(os.path.join(dirpath, self.name), os.O_RDONLY)
+        fd = osio.open_file(os.path.join(dirpath, self.name), os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
             need = HEADER_SIZE + self.length
@@ -107,14 +107,14 @@ class Appender:
         self.name = name
         self.path = os.path.join(dirpath, name)
         if create_header is not None:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.fd = osio.open_file(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                _io.io.pwrite(self.fd, create_header, 0)
+                osio.io.pwrite(self.fd, create_header, 0)
             except BaseException:
                 os.close(self.fd)
                 raise
         else:
-            self.fd = os.open(self.path, os.O_RDWR)
+            self.fd = osio.open_file(self.path, os.O_RDWR)
         self.committed = self.length = length
         self.committed_crc = self.crc = crc
         self.dirty = create_header is not None
@@ -126,7 +126,7 @@ class Appender:
         mv = memoryview(data).cast("B")
         if not len(mv):
             return
-        _io.io.pwrite(self.fd, mv, HEADER_SIZE + self.length)
+        osio.io.pwrite(self.fd, mv, HEADER_SIZE + self.length)
         self.length += len(mv)
         self.crc = crc32(mv, self.crc)
         self.dirty = True
@@ -134,11 +134,11 @@ class Appender:
     def reset(self) -> None:
         """Forget (and cut off) everything past the committed length."""
         self.length, self.crc = self.committed, self.committed_crc
-        _io.io.truncate(self.fd, HEADER_SIZE + self.committed)
+        osio.io.truncate(self.fd, HEADER_SIZE + self.committed)
 
     def sync(self) -> None:
         if self.dirty:
-            _io.io.fsync(self.fd)
+            osio.io.fsync(self.fd)
 
     def publish(self) -> dict:
         """Manifest entry for the current contents."""

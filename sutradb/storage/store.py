@@ -44,14 +44,16 @@ Durability levels (``durability=``)
 Concurrency
 -----------
 One process (one :class:`Store` object) writes at a time: the writer holds an
-exclusive ``flock`` on ``LOCK``; another writer gets :class:`~sutradb.errors.LockedError`
-at once or after polling up to ``timeout`` seconds. Readers (``mode="r"``) take no lock
-and write nothing: they read the manifest, map the files it names and replay the log
-up to its last complete transaction, which is their snapshot; :meth:`Store.refresh`
-moves them forward. A writer deletes files that the current manifest no longer names
-right after the manifest swap: a reader that has already opened (mapped) them keeps
-reading them (POSIX unlink semantics), a reader that had read the older manifest but
-not yet opened its files finds one missing, re-reads the manifest and retries. A
+exclusive lock on ``LOCK`` (``flock``; ``LockFileEx`` on Windows: see :mod:`.osio`);
+another writer gets :class:`~sutradb.errors.LockedError` at once or after polling up
+to ``timeout`` seconds. Readers (``mode="r"``) take no lock and write nothing: they
+read the manifest, map the files it names and replay the log up to its last complete
+transaction, which is their snapshot; :meth:`Store.refresh` moves them forward. A
+writer deletes files that the current manifest no longer names right after the
+manifest swap: a reader that has already opened (mapped) them keeps reading them
+(POSIX unlink semantics; Windows refuses the delete while a file is open or mapped,
+and a later sweep retries), a reader that had read the older manifest but not yet
+opened its files finds one missing, re-reads the manifest and retries. A
 :class:`Store` object is not thread-safe; share one behind a lock, or open one per
 thread.
 """
@@ -59,11 +61,8 @@ thread.
 from __future__ import annotations
 
 import bisect
-import errno
-import fcntl
 import hashlib
 import math
-import mmap
 import os
 import time
 import uuid as _uuid
@@ -75,7 +74,7 @@ from ..errors import (ClosedError, CorruptDatabaseError, DatabaseExistsError,
                       DatabaseNotFoundError, DimensionError, DuplicateKeyError,
                       InvalidArgumentError, LockedError, NotFoundError, ReadOnlyError,
                       SutraError)
-from . import _io
+from . import osio
 from .format import (COMMIT_TRAILER, DTYPE_CODE, DTYPES, FRAME, FRAME_SIZE, HEADER_SIZE, KIND_CODES, KIND_DEAD, KIND_ENDS,
                      KIND_IDS, KIND_INDEX, KIND_KEYS, KIND_LINKS, KIND_ORDER, KIND_REC, KIND_VEC,
                      LOCK_NAME, MANIFEST_NAME, MAX_CODE_SIZE, MAX_DIM, MAX_FRAME,
@@ -423,22 +422,15 @@ class Store:
                 raise DatabaseExistsError(f"{d}: already exists (mode 'x' creates a new database)") from None
         else:
             os.makedirs(d, exist_ok=True)
-        self._lock_fd = os.open(os.path.join(d, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self._timeout
-        delay = 0.002
-        while True:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                now = time.monotonic()
-                if now >= deadline:
-                    raise LockedError(f"{d}: another process is writing (lock held"
-                                      f"{f' for {self._timeout:g} s' if self._timeout else ''})") from None
-                time.sleep(min(delay, deadline - now))
-                delay = min(delay * 2, 0.05)
+        fd = osio.open_file(os.path.join(d, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            osio.lock(fd, timeout=self._timeout,
+                      message=f"{d}: another process is writing (lock held"
+                              f"{f' for {self._timeout:g} s' if self._timeout else ''})")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
         man = os.path.join(d, MANIFEST_NAME)
         if mode == "w" or not os.path.exists(man):
             if mode != "w":
@@ -484,15 +476,15 @@ class Store:
         """Create log ``gen``: a header with a fresh random salt (frames of any other
         log never match it), preallocated with zeros when every commit is fsynced."""
         path = os.path.join(self._dir, wal_name(gen))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = osio.open_file(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             salt = int.from_bytes(os.urandom(4), "little") or 1
             head = wal_header(uid, gen, salt)
             if self._durability == "full":
                 head += bytes(_WAL_PREALLOC)
-            _io.io.pwrite(fd, head, 0)
+            osio.io.pwrite(fd, head, 0)
             if sync:
-                _io.io.fsync(fd)
+                osio.io.fsync(fd)
         finally:
             os.close(fd)
 
@@ -503,19 +495,19 @@ class Store:
         raw = encode_manifest(gen, body)
         if len(raw) > MAX_MANIFEST:
             raise InvalidArgumentError("manifest too large (meta or index arrays too many)")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = osio.open_file(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _io.io.pwrite(fd, raw, 0)
+            osio.io.pwrite(fd, raw, 0)
             if sync:
-                _io.io.fsync(fd)
+                osio.io.fsync(fd)
         finally:
             os.close(fd)
         if sync:
-            _io.io.fsync_dir(d)      # new segment files and the temp are named durably
-        _io.io.replace(tmp, os.path.join(d, MANIFEST_NAME))
+            osio.io.fsync_dir(d)      # new segment files and the temp are named durably
+        osio.io.replace(tmp, os.path.join(d, MANIFEST_NAME))
         try:
             if sync:
-                _io.io.fsync_dir(d)
+                osio.io.fsync_dir(d)
         except OSError as e:
             # the new manifest is in place (readers see it) but may not be durable:
             # the in-memory state can no longer be trusted to match the disk
@@ -538,8 +530,8 @@ class Store:
             _check_manifest(body, man)
             try:
                 maps = self._map_files(body)
-                wal_fd = os.open(os.path.join(d, body["wal"]),
-                                 os.O_RDONLY if self._mode == "r" else os.O_RDWR)
+                wal_fd = osio.open_file(os.path.join(d, body["wal"]),
+                                        os.O_RDONLY if self._mode == "r" else os.O_RDWR)
             except FileNotFoundError as e:
                 missing = e.filename
                 if self._mode != "r":
@@ -571,7 +563,7 @@ class Store:
             if size > self._wal_pos and not all_zero(pread_all(wal_fd, size - self._wal_pos, self._wal_pos)):
                 # a torn tail (or stale bytes): drop it before appending again; what
                 # follows the log's end must be zeros
-                _io.io.truncate(wal_fd, self._wal_pos)
+                osio.io.truncate(wal_fd, self._wal_pos)
                 size = self._wal_pos
             self._wal_size = size
             self._open_appenders()
@@ -591,10 +583,7 @@ class Store:
         if "vec" in maps:
             # full vectors are read a few rows at a time (re-ranking, get): no readahead
             # or fault-around of neighbouring pages into the reader's resident set
-            try:
-                maps["vec"].mm.madvise(mmap.MADV_RANDOM)
-            except (AttributeError, OSError, ValueError):   # pragma: no cover - platform
-                pass
+            osio.advise_random(maps["vec"].mm)      # a no-op where the OS has no madvise
         if body["links"] is not None:
             maps["links"] = MappedFile(d, body["links"], KIND_LINKS, uid, 0, 0)
         if body["index"] is not None:
@@ -716,17 +705,18 @@ class Store:
 
     def _writer_active(self) -> bool:
         """Whether a writer holds the lock (a reader's probe: a non-blocking shared
-        ``flock`` on ``LOCK``, released at once; nothing is created or written)."""
+        lock on ``LOCK``, released at once; nothing is created or written)."""
         try:
-            fd = os.open(os.path.join(self._dir, LOCK_NAME), os.O_RDONLY)
+            fd = osio.open_file(os.path.join(self._dir, LOCK_NAME), os.O_RDONLY)
         except OSError:
             return False
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError as e:
-                return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+                if not osio.try_lock(fd, shared=True):
+                    return True
+            except OSError:
+                return False
+            osio.unlock(fd)
             return False
         finally:
             os.close(fd)
@@ -1566,20 +1556,20 @@ class Store:
         full = self._durability == "full"
         try:
             if end <= self._wal_size or not full:
-                _io.io.pwrite(self._wal_fd, buf, pos)   # into preallocated zeros
+                osio.io.pwrite(self._wal_fd, buf, pos)   # into preallocated zeros
             else:
                 # grow the zeroed space (doubling) with the same write
                 cur = self._wal_size
                 new = end + min(max(cur, _WAL_PREALLOC), _WAL_GROW_MAX)
                 new = min(new, max(end, self._checkpoint_bytes + _WAL_PREALLOC))
                 new = -(-new // 4096) * 4096
-                _io.io.pwrite(self._wal_fd, buf + bytes(new - end), pos)
+                osio.io.pwrite(self._wal_fd, buf + bytes(new - end), pos)
                 self._wal_size = new
             if full:
-                _io.io.fsync(self._wal_fd)
+                osio.io.fsync(self._wal_fd)
         except OSError:
             try:
-                _io.io.truncate(self._wal_fd, pos)
+                osio.io.truncate(self._wal_fd, pos)
                 self._wal_size = pos
             except OSError as e2:
                 self._broken = e2
@@ -1781,7 +1771,7 @@ class Store:
     def _after_swap(self, gen, body):
         try:
             maps = self._map_files(body)
-            wal_fd = os.open(os.path.join(self._dir, body["wal"]), os.O_RDWR)
+            wal_fd = osio.open_file(os.path.join(self._dir, body["wal"]), os.O_RDWR)
         except BaseException as e:
             self._broken = e
             raise
@@ -1816,7 +1806,7 @@ class Store:
         for n in listing:
             if (parse_file_name(n) and n not in names) or n == MANIFEST_NAME + ".tmp":
                 try:
-                    _io.io.unlink(os.path.join(self._dir, n))
+                    osio.io.unlink(os.path.join(self._dir, n))
                 except OSError:
                     pass
 
@@ -2090,7 +2080,7 @@ class Store:
             os.close(self._wal_fd)
             self._wal_fd = -1
         if self._lock_fd >= 0:
-            os.close(self._lock_fd)   # releases the flock
+            osio.close_locked(self._lock_fd)   # releases the lock
             self._lock_fd = -1
         # the store's own references to the mapped files: a file is unmapped once no
         # array obtained from the store refers to it any more
@@ -2523,7 +2513,7 @@ def _frombytes(b, dtype) -> np.ndarray:
 
 
 def _read_file(path) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
+    fd = osio.open_file(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         if size > MAX_MANIFEST + 64:
