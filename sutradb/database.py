@@ -186,33 +186,37 @@ _UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 class _RWLock:
     """Shared (readers) / exclusive (store mutation) lock; the exclusive holder may
     also read. Writers are additionally serialised by the database's write lock.
-    Readers notify only when a writer waits (the common uncontended read is two
-    plain lock operations)."""
+    A waiting writer goes before readers that arrive after it (else a thread that
+    reads in a loop keeps the count of readers above zero and no commit ever gets
+    in); readers do not nest. Readers notify only when a writer waits (the common
+    uncontended read is two plain lock operations)."""
 
-    __slots__ = ("_cond", "_readers", "_owner", "_depth", "_waiting")
+    __slots__ = ("_cond", "_readers", "_owner", "_depth", "_rwait", "_wwait")
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._owner = None
         self._depth = 0
-        self._waiting = 0
+        self._rwait = 0         # readers waiting
+        self._wwait = 0         # writers waiting
 
     def acquire_read(self):
         with self._cond:
-            if self._owner is not None and self._owner != threading.get_ident():
-                self._waiting += 1
+            if ((self._owner is not None or self._wwait)
+                    and self._owner != threading.get_ident()):
+                self._rwait += 1
                 try:
-                    while self._owner is not None:
+                    while self._owner is not None or self._wwait:
                         self._cond.wait()
                 finally:
-                    self._waiting -= 1
+                    self._rwait -= 1
             self._readers += 1
 
     def release_read(self):
         with self._cond:
             self._readers -= 1
-            if self._readers == 0 and self._waiting:
+            if self._readers == 0 and self._wwait:
                 self._cond.notify_all()
 
     def acquire_write(self):
@@ -221,12 +225,12 @@ class _RWLock:
             if self._owner == me:
                 self._depth += 1
                 return
-            self._waiting += 1
+            self._wwait += 1
             try:
                 while self._owner is not None or self._readers:
                     self._cond.wait()
             finally:
-                self._waiting -= 1
+                self._wwait -= 1
             self._owner = me
             self._depth = 1
 
@@ -235,7 +239,7 @@ class _RWLock:
             self._depth -= 1
             if self._depth == 0:
                 self._owner = None
-                if self._waiting:
+                if self._rwait or self._wwait:
                     self._cond.notify_all()
 
 
