@@ -1495,8 +1495,11 @@ class Database:
                 if rec is not None and rec[0] == id_or_key:
                     id_or_key = i
         if st is not None and type(id_or_key) is int:
-            row = st[0].get(id_or_key)
+            # the record before the row: a commit drops the records it changes before
+            # it moves their rows, so a record found here is the version of the row
+            # found next, or that row is beyond ``st``'s vectors (IndexError below)
             rec = self._ccache.get(id_or_key)
+            row = st[0].get(id_or_key)
             if row is not None and rec is not None:
                 vecs = st[1]
                 try:
@@ -1522,22 +1525,24 @@ class Database:
             if row is None:
                 raise NotFoundError(f"id {i} is not in the database")
             c = self._concept_at(row)
-        if self._cache_size:
-            cc = self._ccache
-            if len(cc) >= self._cache_size:
-                try:
-                    del cc[next(iter(cc))]
-                except (StopIteration, KeyError, RuntimeError):
-                    pass
-            cc[c.id] = (c.key, c.text, c.metadata)
-            if c.key is not None:
-                kc = self._kcache
-                if len(kc) >= self._cache_size:
+            # cached under the read lock: a commit between the read and the caching
+            # would find nothing to drop, and the old record would stay cached
+            if self._cache_size:
+                cc = self._ccache
+                if len(cc) >= self._cache_size:
                     try:
-                        del kc[next(iter(kc))]
+                        del cc[next(iter(cc))]
                     except (StopIteration, KeyError, RuntimeError):
                         pass
-                kc[c.key] = c.id
+                cc[c.id] = (c.key, c.text, c.metadata)
+                if c.key is not None:
+                    kc = self._kcache
+                    if len(kc) >= self._cache_size:
+                        try:
+                            del kc[next(iter(kc))]
+                        except (StopIteration, KeyError, RuntimeError):
+                            pass
+                    kc[c.key] = c.id
         return Concept(c.id, c.key, c.text, dict(c.metadata) if c.metadata else {}, c.vector)
 
     def _row_map(self) -> dict:
