@@ -2262,6 +2262,7 @@ class Database:
         full["sutradb"] = self._persisted_meta(self._meta)
         full["sutradb"].update(sticky or {})
         with self._excl:
+            n_before = s.n_rows
             t = s.begin()
             try:
                 t.set_index(blob, arrays)
@@ -2271,7 +2272,8 @@ class Database:
                 t.rollback()
                 raise
             self._index = self._load_index()
-            self._row_caches()
+            # the commit may checkpoint and compact (rows renumbered)
+            self._row_caches(renumbered=s.n_rows != n_before)
 
     def _remap_index(self, kept):
         """The store's hook when compaction renumbers rows: the stored IVF lists with
