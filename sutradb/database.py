@@ -310,6 +310,12 @@ def _recall(I, gt) -> float:
     return hit / tot if tot else 1.0
 
 
+def _nested(md) -> bool:
+    """Whether a metadata dict holds lists or dicts (the cache's records are copied
+    deeply then: a caller that changes its Concept must not change the cache)."""
+    return bool(md) and any(type(v) is list or type(v) is dict for v in md.values())
+
+
 def _is_id(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
@@ -1507,8 +1513,9 @@ class Database:
                 except IndexError:      # a commit is updating the row map right now
                     v = _UNSET
                 if v is not _UNSET:
-                    return _new_concept(Concept, (id_or_key, rec[0], rec[1],
-                                                  dict(rec[2]) if rec[2] else {}, v))
+                    md = rec[2]
+                    return _new_concept(Concept, (id_or_key, rec[0], rec[1], (
+                        copy.deepcopy(md) if rec[3] else dict(md)) if md else {}, v))
         self._check_open()
         with self._read:
             if isinstance(id_or_key, str):
@@ -1534,7 +1541,7 @@ class Database:
                         del cc[next(iter(cc))]
                     except (StopIteration, KeyError, RuntimeError):
                         pass
-                cc[c.id] = (c.key, c.text, c.metadata)
+                cc[c.id] = (c.key, c.text, c.metadata, _nested(c.metadata))
                 if c.key is not None:
                     kc = self._kcache
                     if len(kc) >= self._cache_size:
@@ -1543,7 +1550,9 @@ class Database:
                         except (StopIteration, KeyError, RuntimeError):
                             pass
                     kc[c.key] = c.id
-        return Concept(c.id, c.key, c.text, dict(c.metadata) if c.metadata else {}, c.vector)
+        md = c.metadata
+        return Concept(c.id, c.key, c.text,
+                       (copy.deepcopy(md) if _nested(md) else dict(md)) if md else {}, c.vector)
 
     def _row_map(self) -> dict:
         """id -> live row (built once, then kept up to date at each commit)."""
