@@ -186,33 +186,37 @@ _UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 class _RWLock:
     """Shared (readers) / exclusive (store mutation) lock; the exclusive holder may
     also read. Writers are additionally serialised by the database's write lock.
-    Readers notify only when a writer waits (the common uncontended read is two
-    plain lock operations)."""
+    A waiting writer goes before readers that arrive after it (else a thread that
+    reads in a loop keeps the count of readers above zero and no commit ever gets
+    in); readers do not nest. Readers notify only when a writer waits (the common
+    uncontended read is two plain lock operations)."""
 
-    __slots__ = ("_cond", "_readers", "_owner", "_depth", "_waiting")
+    __slots__ = ("_cond", "_readers", "_owner", "_depth", "_rwait", "_wwait")
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._owner = None
         self._depth = 0
-        self._waiting = 0
+        self._rwait = 0         # readers waiting
+        self._wwait = 0         # writers waiting
 
     def acquire_read(self):
         with self._cond:
-            if self._owner is not None and self._owner != threading.get_ident():
-                self._waiting += 1
+            if ((self._owner is not None or self._wwait)
+                    and self._owner != threading.get_ident()):
+                self._rwait += 1
                 try:
-                    while self._owner is not None:
+                    while self._owner is not None or self._wwait:
                         self._cond.wait()
                 finally:
-                    self._waiting -= 1
+                    self._rwait -= 1
             self._readers += 1
 
     def release_read(self):
         with self._cond:
             self._readers -= 1
-            if self._readers == 0 and self._waiting:
+            if self._readers == 0 and self._wwait:
                 self._cond.notify_all()
 
     def acquire_write(self):
@@ -221,12 +225,12 @@ class _RWLock:
             if self._owner == me:
                 self._depth += 1
                 return
-            self._waiting += 1
+            self._wwait += 1
             try:
                 while self._owner is not None or self._readers:
                     self._cond.wait()
             finally:
-                self._waiting -= 1
+                self._wwait -= 1
             self._owner = me
             self._depth = 1
 
@@ -235,7 +239,7 @@ class _RWLock:
             self._depth -= 1
             if self._depth == 0:
                 self._owner = None
-                if self._waiting:
+                if self._rwait or self._wwait:
                     self._cond.notify_all()
 
 
@@ -304,6 +308,12 @@ def _recall(I, gt) -> float:
         tot += len(want)
         hit += len(want & set(a))
     return hit / tot if tot else 1.0
+
+
+def _nested(md) -> bool:
+    """Whether a metadata dict holds lists or dicts (the cache's records are copied
+    deeply then: a caller that changes its Concept must not change the cache)."""
+    return bool(md) and any(type(v) is list or type(v) is dict for v in md.values())
 
 
 def _is_id(x) -> bool:
@@ -1491,8 +1501,11 @@ class Database:
                 if rec is not None and rec[0] == id_or_key:
                     id_or_key = i
         if st is not None and type(id_or_key) is int:
-            row = st[0].get(id_or_key)
+            # the record before the row: a commit drops the records it changes before
+            # it moves their rows, so a record found here is the version of the row
+            # found next, or that row is beyond ``st``'s vectors (IndexError below)
             rec = self._ccache.get(id_or_key)
+            row = st[0].get(id_or_key)
             if row is not None and rec is not None:
                 vecs = st[1]
                 try:
@@ -1500,8 +1513,9 @@ class Database:
                 except IndexError:      # a commit is updating the row map right now
                     v = _UNSET
                 if v is not _UNSET:
-                    return _new_concept(Concept, (id_or_key, rec[0], rec[1],
-                                                  dict(rec[2]) if rec[2] else {}, v))
+                    md = rec[2]
+                    return _new_concept(Concept, (id_or_key, rec[0], rec[1], (
+                        copy.deepcopy(md) if rec[3] else dict(md)) if md else {}, v))
         self._check_open()
         with self._read:
             if isinstance(id_or_key, str):
@@ -1518,23 +1532,27 @@ class Database:
             if row is None:
                 raise NotFoundError(f"id {i} is not in the database")
             c = self._concept_at(row)
-        if self._cache_size:
-            cc = self._ccache
-            if len(cc) >= self._cache_size:
-                try:
-                    del cc[next(iter(cc))]
-                except (StopIteration, KeyError, RuntimeError):
-                    pass
-            cc[c.id] = (c.key, c.text, c.metadata)
-            if c.key is not None:
-                kc = self._kcache
-                if len(kc) >= self._cache_size:
+            # cached under the read lock: a commit between the read and the caching
+            # would find nothing to drop, and the old record would stay cached
+            if self._cache_size:
+                cc = self._ccache
+                if len(cc) >= self._cache_size:
                     try:
-                        del kc[next(iter(kc))]
+                        del cc[next(iter(cc))]
                     except (StopIteration, KeyError, RuntimeError):
                         pass
-                kc[c.key] = c.id
-        return Concept(c.id, c.key, c.text, dict(c.metadata) if c.metadata else {}, c.vector)
+                cc[c.id] = (c.key, c.text, c.metadata, _nested(c.metadata))
+                if c.key is not None:
+                    kc = self._kcache
+                    if len(kc) >= self._cache_size:
+                        try:
+                            del kc[next(iter(kc))]
+                        except (StopIteration, KeyError, RuntimeError):
+                            pass
+                    kc[c.key] = c.id
+        md = c.metadata
+        return Concept(c.id, c.key, c.text,
+                       (copy.deepcopy(md) if _nested(md) else dict(md)) if md else {}, c.vector)
 
     def _row_map(self) -> dict:
         """id -> live row (built once, then kept up to date at each commit)."""
@@ -2253,6 +2271,7 @@ class Database:
         full["sutradb"] = self._persisted_meta(self._meta)
         full["sutradb"].update(sticky or {})
         with self._excl:
+            n_before = s.n_rows
             t = s.begin()
             try:
                 t.set_index(blob, arrays)
@@ -2262,7 +2281,8 @@ class Database:
                 t.rollback()
                 raise
             self._index = self._load_index()
-            self._row_caches()
+            # the commit may checkpoint and compact (rows renumbered)
+            self._row_caches(renumbered=s.n_rows != n_before)
 
     def _remap_index(self, kept):
         """The store's hook when compaction renumbers rows: the stored IVF lists with
