@@ -42,12 +42,12 @@ from ..errors import (
 from .pq import (
     METRICS,
     ProductQuantizer,
+    check_k,
+    check_mask,
     check_vectors,
-    _check_k,
-    _check_mask,
-    _normalise_rows,
-    _split_empty,
-    _threads,
+    normalise_rows,
+    resolve_threads,
+    split_empty,
 )
 
 __all__ = ["IVFIndex", "BlockedCodes", "default_nlist", "tune"]
@@ -275,7 +275,7 @@ class IVFIndex:
         -------
         self
         """
-        nthreads = _threads(threads)
+        nthreads = resolve_threads(threads)
         if not _is_int(iters) or iters < 0:
             raise InvalidArgumentError(f"iters must be an integer >= 0, got {iters!r}")
         if progress is not None and not callable(progress):
@@ -308,7 +308,7 @@ class IVFIndex:
         """Nearest coarse centre (squared L2, first one on ties up to float rounding)
         of each row: (n,) int32."""
         C = self.centroids
-        nthreads = _threads(threads)
+        nthreads = resolve_threads(threads)
         arr = x if isinstance(x, np.ndarray) else np.asarray(x)
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise DimensionError(f"x must be a 2-d array (n, {self.dim}), got shape {arr.shape}")
@@ -415,7 +415,7 @@ class IVFIndex:
         in the two paths (float16 rounding), which only matters for which list is
         scanned last."""
         Q = queries
-        nthreads = _threads(threads)
+        nthreads = resolve_threads(threads)
         if Q.shape[0] < _COARSE_BLAS_MIN_QUERIES:
             return simd.core.coarse_probes_f16(Q, self._P16, self._cn, nprobe, nthreads)
         P = np.empty((Q.shape[0], nprobe), dtype=np.int64)
@@ -475,7 +475,7 @@ class IVFIndex:
             raise InvalidArgumentError(f"the quantizer ({pq.dim}-d, {pq.metric!r}) does not "
                                        f"match the index ({self.dim}-d, {self.metric!r})")
         pq.codebooks                          # NotTrainedError
-        k = _check_k(k)
+        k = check_k(k)
         if not _is_int(nprobe) or nprobe < 1:
             raise InvalidArgumentError(f"nprobe must be an integer >= 1, got {nprobe!r}")
         nprobe = min(int(nprobe), self.nlist)
@@ -484,7 +484,7 @@ class IVFIndex:
         if not _is_int(rerank) or rerank < 0:
             raise InvalidArgumentError(f"rerank must be an integer >= 0, got {rerank!r}")
         do_rerank = vectors is not None and rerank > 0
-        nthreads = _threads(threads)
+        nthreads = resolve_threads(threads)
         Q = self._prepare_queries(queries)
         codes = self._check_list_codes(codes, pq)
         if codes.shape[0] != self.ntotal:
@@ -494,9 +494,9 @@ class IVFIndex:
             mask = np.asarray(mask)
             if mask.ndim != 1:
                 raise DimensionError(f"mask must be 1-d, got shape {mask.shape}")
-            mask = _check_mask(mask, mask.shape[0])
+            mask = check_mask(mask, mask.shape[0])
         kk = max(k, int(rerank)) if do_rerank else k
-        v = _vectors_view(vectors, self.dim) if do_rerank else None
+        v = vectors_view(vectors, self.dim) if do_rerank else None
         return self._search_prepared(Q, codes, pq, k, nprobe, kk, v, mask, nthreads)
 
     @staticmethod
@@ -516,7 +516,7 @@ class IVFIndex:
         prepared queries, ``codes`` list-ordered C-contiguous uint8 codes of
         ``ntotal`` rows (or :class:`BlockedCodes` of them), ``1 <= nprobe <=
         nlist``, ``kk >= k`` ADC candidates, ``v`` the re-rank view of the vectors
-        (:func:`_vectors_view`) or None for ADC distances, ``mask`` None or
+        (:func:`vectors_view`) or None for ADC distances, ``mask`` None or
         C-contiguous uint8 / bool."""
         if mask is not None and mask.dtype == np.bool_:
             mask = mask.view(np.uint8)
@@ -640,7 +640,7 @@ class IVFIndex:
 
 # ---------------------------------------------------------------------- k-means
 
-def _vectors_view(vectors, dim: int) -> np.ndarray:
+def vectors_view(vectors, dim: int) -> np.ndarray:
     """float32 rows, or float16 rows viewed as uint16, for the re-rank kernel."""
     if not isinstance(vectors, np.ndarray):
         vectors = np.asarray(vectors)
@@ -718,7 +718,7 @@ def _coarse_kmeans(X: np.ndarray, K: int, *, iters: int, rng: np.random.Generato
         newC = np.empty_like(sums)
         nonempty = counts > 0
         newC[nonempty] = sums[nonempty] / counts[nonempty, None]
-        _split_empty(newC, counts, rng)
+        split_empty(newC, counts, rng)
         if spherical:
             newC = _unit_rows(newC)
         C = np.ascontiguousarray(newC, dtype=np.float32)
@@ -741,7 +741,7 @@ def exact_topk(queries, vectors, k: int, metric: str, chunk: int = 16384, mask=N
         Q = Q[None, :]
     if metric == "cosine":
         Q = Q.copy()
-        _normalise_rows(Q)
+        normalise_rows(Q)
     n = vectors.shape[0]
     bestD = np.full((Q.shape[0], 0), np.inf, np.float32)
     bestI = np.zeros((Q.shape[0], 0), np.int64)

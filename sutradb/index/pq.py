@@ -52,7 +52,10 @@ def default_threads() -> int:
 _DEFAULT_THREADS: int | None = None
 
 
-def _threads(threads) -> int:
+def resolve_threads(threads) -> int:
+    """The kernel thread count of a ``threads=`` argument: None is
+    :func:`default_threads` (looked up once per process), else a positive integer
+    (InvalidArgumentError otherwise). Shared with :mod:`sutradb.index.ivf`."""
     global _DEFAULT_THREADS
     if threads is None:
         if _DEFAULT_THREADS is None:        # once per process: a syscall per search adds up
@@ -267,7 +270,7 @@ class ProductQuantizer:
             ``start``, ``stop``, ``codebooks`` ((stop - start, Ks, Ds) float32),
             ``errors`` (squared error per subspace), ``fit_params``.
         """
-        nthreads = _threads(threads)
+        nthreads = resolve_threads(threads)
         for name, v in (("start", start), ("stop", stop)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise InvalidArgumentError(f"{name} must be an integer, got {v!r}")
@@ -368,7 +371,7 @@ class ProductQuantizer:
         """Codes of the rows of ``x``: (n, m) uint8, or (n, ceil(m/2)) packed for
         ``nbits=4``. Memory beyond the output stays bounded (rows go in batches)."""
         cb = self.codebooks
-        nthreads = _threads(threads)
+        nthreads = resolve_threads(threads)
         arr = x if isinstance(x, np.ndarray) else np.asarray(x)
         if arr.ndim == 2 and arr.shape[1] == self.dim and arr.shape[0] > _BATCH_ROWS:
             out = np.empty((arr.shape[0], self.code_size), dtype=np.uint8)
@@ -421,11 +424,11 @@ class ProductQuantizer:
             Rows of ``codes``, ``-1`` with ``inf``. Ties go to the smaller row.
         """
         self.codebooks                      # raises NotTrainedError
-        k = _check_k(k)
-        nthreads = _threads(threads)
+        k = check_k(k)
+        nthreads = resolve_threads(threads)
         Q = self._check_vectors(queries, "queries", allow_1d=True)
         codes = self._check_codes(codes)
-        mask = _check_mask(mask, codes.shape[0])
+        mask = check_mask(mask, codes.shape[0])
         tables = simd.core.distance_tables_t(Q, *self._table_ops, self._adc_metric, nthreads)
         D, I = simd.core.adc_topk(tables, codes, k, mask, nthreads)
         if self.metric == "cosine":
@@ -439,8 +442,8 @@ class ProductQuantizer:
         ``candidates`` is (nq, c) int64 (e.g. ``I`` of a wider :meth:`search`);
         ``-1`` entries are ignored. Distances follow the quantizer's metric.
         """
-        k = _check_k(k)
-        nthreads = _threads(threads)
+        k = check_k(k)
+        nthreads = resolve_threads(threads)
         Q = self._check_vectors(queries, "queries", allow_1d=True)
         return exact_rerank(Q, vectors, candidates, k, self.metric, nthreads)
 
@@ -552,7 +555,7 @@ def check_vectors(x, dim: int, metric: str, name: str, *, allow_1d: bool = False
         if not np.isfinite(out).all():
             raise InvalidArgumentError(f"{name} holds NaN or infinite values")
         if metric == "cosine":
-            _normalise_rows(out)
+            normalise_rows(out)
         return out
     if isinstance(x, np.ndarray):
         arr = x
@@ -583,11 +586,11 @@ def check_vectors(x, dim: int, metric: str, name: str, *, allow_1d: bool = False
         if not np.isfinite(out[s:s + _BATCH_ROWS]).all():
             raise InvalidArgumentError(f"{name} holds NaN or infinite values")
     if metric == "cosine":
-        _normalise_rows(out)
+        normalise_rows(out)
     return out
 
 
-def _normalise_rows(x: np.ndarray) -> None:
+def normalise_rows(x: np.ndarray) -> None:
     """In-place L2 normalisation of float32 rows (zero rows stay zero)."""
     for s in range(0, x.shape[0], _BATCH_ROWS):
         blk = x[s:s + _BATCH_ROWS]
@@ -596,13 +599,17 @@ def _normalise_rows(x: np.ndarray) -> None:
         blk /= norms[:, None]
 
 
-def _check_k(k) -> int:
+def check_k(k) -> int:
+    """``k`` as an int >= 1 (InvalidArgumentError otherwise)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidArgumentError(f"k must be an integer >= 1, got {k!r}")
     return int(k)
 
 
-def _check_mask(mask, n: int):
+def check_mask(mask, n: int):
+    """A row mask as the kernels take it: None, or a C-contiguous (n,) uint8 array
+    (bool masks viewed, other dtypes compared with 0); DimensionError on a wrong
+    shape."""
     if mask is None:
         return None
     mask = np.asarray(mask)
@@ -674,7 +681,7 @@ def _kmeans(X: np.ndarray, K: int, *, iters: int, tol: float, seed: int, n_init:
         newC = np.empty_like(sums)
         nonempty = counts > 0
         newC[nonempty] = sums[nonempty] / counts[nonempty, None]
-        _split_empty(newC, counts, rng)
+        split_empty(newC, counts, rng)
         newC = newC.astype(np.float32)
         shift = float(np.square(newC - C).sum())
         C = newC
@@ -686,7 +693,7 @@ def _kmeans(X: np.ndarray, K: int, *, iters: int, tol: float, seed: int, n_init:
     return C, float(sq.sum(dtype=np.float64))
 
 
-def _split_empty(C: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> None:
+def split_empty(C: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> None:
     """Re-seed empty clusters by splitting large ones (as FAISS does): an empty
     centre becomes a slightly perturbed copy of a centre drawn with probability
     proportional to its size, which moves the other way. Deterministic for a seed."""

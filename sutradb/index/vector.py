@@ -28,8 +28,8 @@ import numpy as np
 
 from ..errors import CorruptDatabaseError, DimensionError, InvalidArgumentError
 from .flat import flat_search
-from .ivf import BlockedCodes, IVFIndex, _vectors_view
-from .pq import ProductQuantizer, _check_mask, default_threads, exact_rerank
+from .ivf import BlockedCodes, IVFIndex, vectors_view
+from .pq import ProductQuantizer, check_mask, default_threads, exact_rerank
 
 __all__ = ["VectorIndex", "IVFPart", "default_m", "default_pq_shape", "default_rerank", "encode_quantizer",
            "decode_quantizer", "encode_index", "decode_index", "list_codes", "code_rows"]
@@ -335,8 +335,8 @@ class VectorIndex:
         # arguments checked here and by the decoder: the lean entry of the lists' search
         D, I = part.ivf._search_prepared(
             Q, part.codes, pq, k, min(int(nprobe or part.nprobe), part.ivf.nlist), kc,
-            _vectors_view(vectors, Q.shape[1]) if use_rerank else None,
-            _check_mask(mask, mask.shape[0]) if mask is not None else None, threads)
+            vectors_view(vectors, Q.shape[1]) if use_rerank else None,
+            check_mask(mask, mask.shape[0]) if mask is not None else None, threads)
         c = part.covered
         if codes.shape[0] > c:
             # the tail (rows added since the lists were laid out): the flat scan
