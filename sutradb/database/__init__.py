@@ -51,20 +51,20 @@ from typing import Any, Iterator, NamedTuple
 import msgpack
 import numpy as np
 
-from . import errors as _errors
-from .errors import (ClosedError, DimensionError, DuplicateKeyError, EmbedderError,
+from .. import errors as _errors
+from ..errors import (ClosedError, DimensionError, DuplicateKeyError, EmbedderError,
                      InvalidArgumentError, NotFoundError, ReadOnlyError, SutraError)
-from .graph import DIRECTIONS, Link, as_links, check_relation, check_weight
-from .index.filters import compile_where
-from .index.flat import FlatVectors, pair_distances, prepare_queries
-from .index.ivf import IVFIndex, default_nlist, exact_topk
-from .index.pq import ProductQuantizer, check_vectors, default_threads
-from .index.vector import (IVFPart, VectorIndex, code_rows, decode_index, decode_quantizer,
+from ..graph import DIRECTIONS, Link, as_links, check_relation, check_weight
+from ..index.filters import compile_where
+from ..index.flat import FlatVectors, pair_distances, prepare_queries
+from ..index.ivf import IVFIndex, default_nlist, exact_topk
+from ..index.pq import ProductQuantizer, check_vectors, default_threads
+from ..index.vector import (IVFPart, VectorIndex, code_rows, decode_index, decode_quantizer,
                            default_pq_shape, default_rerank, encode_index, encode_quantizer,
                            list_codes)
-from .index.words import WordIndex
-from .storage import Store
-from . import embedders as _embedders
+from ..index.words import WordIndex
+from ..storage import Store
+from .. import embedders as _embedders
 
 __all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
            "DEFAULT_OPTIONS", "INDEX_KINDS"]
