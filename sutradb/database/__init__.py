@@ -30,14 +30,7 @@ state (writes become visible at commit); writes inside it are validated against 
 staged state (an id added earlier in the transaction can be updated, linked,
 deleted).
 
-Thread safety
--------------
-Any number of threads may read (``get``, ``search``, ``distance``, ``neighbors``...)
-at once. Writes are serialised by a lock: a transaction belongs to the thread that
-opened it and other writers wait for it to finish. A read that overlaps a commit waits
-for the commit's few store updates to finish, so every read sees one committed state.
-Across processes, one writer and any number of readers (``mode="r"``); see
-:mod:`sutradb.storage.store`.
+Thread safety: :mod:`sutradb.database.locking`.
 """
 
 from __future__ import annotations
@@ -64,6 +57,7 @@ from ..index.vector import (IVFPart, VectorIndex, code_rows, decode_index, decod
                            list_codes)
 from ..index.words import WordIndex
 from ..storage import Store
+from .locking import ExclusiveLock, ReadLock, RWLock
 from .. import embedders as _embedders
 
 __all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
@@ -182,87 +176,6 @@ _UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 
 
 # --------------------------------------------------------------------------- helpers
-
-class _RWLock:
-    """Shared (readers) / exclusive (store mutation) lock; the exclusive holder may
-    also read. Writers are additionally serialised by the database's write lock.
-    A waiting writer goes before readers that arrive after it (else a thread that
-    reads in a loop keeps the count of readers above zero and no commit ever gets
-    in); readers do not nest. Readers notify only when a writer waits (the common
-    uncontended read is two plain lock operations)."""
-
-    __slots__ = ("_cond", "_readers", "_owner", "_depth", "_rwait", "_wwait")
-
-    def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._owner = None
-        self._depth = 0
-        self._rwait = 0         # readers waiting
-        self._wwait = 0         # writers waiting
-
-    def acquire_read(self):
-        with self._cond:
-            if ((self._owner is not None or self._wwait)
-                    and self._owner != threading.get_ident()):
-                self._rwait += 1
-                try:
-                    while self._owner is not None or self._wwait:
-                        self._cond.wait()
-                finally:
-                    self._rwait -= 1
-            self._readers += 1
-
-    def release_read(self):
-        with self._cond:
-            self._readers -= 1
-            if self._readers == 0 and self._wwait:
-                self._cond.notify_all()
-
-    def acquire_write(self):
-        me = threading.get_ident()
-        with self._cond:
-            if self._owner == me:
-                self._depth += 1
-                return
-            self._wwait += 1
-            try:
-                while self._owner is not None or self._readers:
-                    self._cond.wait()
-            finally:
-                self._wwait -= 1
-            self._owner = me
-            self._depth = 1
-
-    def release_write(self):
-        with self._cond:
-            self._depth -= 1
-            if self._depth == 0:
-                self._owner = None
-                if self._rwait or self._wwait:
-                    self._cond.notify_all()
-
-
-class _Read:
-    __slots__ = ("rw",)
-
-    def __init__(self, rw):
-        self.rw = rw
-
-    def __enter__(self):
-        self.rw.acquire_read()
-
-    def __exit__(self, *exc):
-        self.rw.release_read()
-
-
-class _Excl(_Read):
-    def __enter__(self):
-        self.rw.acquire_write()
-
-    def __exit__(self, *exc):
-        self.rw.release_write()
-
 
 def _check_metadata(md) -> dict | None:
     """Validate one metadata dict: msgpack-able with str keys at every level."""
@@ -496,9 +409,9 @@ class Database:
         self._check_options(opts)
         self._closed = True
         self._wlock = threading.RLock()
-        self._rw = _RWLock()
-        self._read = _Read(self._rw)
-        self._excl = _Excl(self._rw)
+        self._rw = RWLock()
+        self._read = ReadLock(self._rw)
+        self._excl = ExclusiveLock(self._rw)
         self._txn_owner = None
         self._staged: _Staged | None = None
         self._stxn = None
