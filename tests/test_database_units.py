@@ -5,7 +5,15 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
+import pytest
+
 from sutradb.database.locking import ExclusiveLock, ReadLock, RWLock
+from sutradb.database.options import DEFAULT_OPTIONS
+from sutradb.database.progress import progress_bar, stage_progress
+from sutradb.database.validation import (check_metadata, check_options, check_query_rows,
+                                         check_vector_rows, is_id, seq_arg)
+from sutradb.errors import DimensionError, EmbedderError, InvalidArgumentError
 
 JOIN = 30.0
 
@@ -64,3 +72,82 @@ def test_rwlock_waiting_writer_goes_before_new_readers():
     w.join(JOIN)
     r.join(JOIN)
     assert order == ["w", "r"]
+
+
+# --------------------------------------------------------------------------- validation
+
+def test_is_id():
+    assert is_id(3) and is_id(np.int32(3))
+    assert not is_id(True) and not is_id(np.bool_(True)) and not is_id(3.0) and not is_id("3")
+
+
+def test_check_options():
+    check_options(dict(DEFAULT_OPTIONS))
+    for bad in ({"pq_nbits": 6}, {"index": "hnsw"}, {"target_recall": 0}, {"seed": -1},
+                {"batch_size": True}, {"progress": "yes"}, {"vector_dtype": "int8"}):
+        with pytest.raises(InvalidArgumentError):
+            check_options(dict(DEFAULT_OPTIONS, **bad))
+    with pytest.raises(EmbedderError):
+        check_options(dict(DEFAULT_OPTIONS, embedder=object()))
+
+
+def test_check_metadata_round_trips_and_rejects():
+    assert check_metadata(None) is None and check_metadata({}) is None
+    assert check_metadata({"a": (1, 2)}) == {"a": [1, 2]}
+    for bad in ([1], {1: "x"}, {"a": object()}):
+        with pytest.raises(InvalidArgumentError):
+            check_metadata(bad)
+
+
+def test_seq_arg():
+    assert seq_arg(None, 3, "texts") is None
+    assert seq_arg(("a", "b"), 2, "texts") == ["a", "b"]
+    with pytest.raises(InvalidArgumentError):
+        seq_arg("ab", 2, "texts")
+    with pytest.raises(DimensionError):
+        seq_arg(["a"], 2, "texts")
+
+
+def test_check_vector_rows():
+    V = np.ones((3, 4), np.float32)
+    assert check_vector_rows(V, 4, True) is V
+    assert check_vector_rows(V, 0, True) is V                  # dimension not fixed yet
+    assert check_vector_rows([1, 2], 2, True, "vector", one=True).shape == (1, 2)
+    with pytest.raises(DimensionError):
+        check_vector_rows(V, 5, True)
+    with pytest.raises(InvalidArgumentError, match="float16 range"):
+        check_vector_rows(V * 1e5, 4, True)
+    assert check_vector_rows(V * 1e5, 4, False) is not None    # float32 storage
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        check_vector_rows(np.full((1, 4), np.nan), 4, False)
+    with pytest.raises(InvalidArgumentError):
+        check_vector_rows(np.ones((1, 4), bool), 4, False)
+
+
+def test_check_query_rows():
+    Q = check_query_rows([3.0, 4.0], 2, "cosine", one=True)
+    assert Q.shape == (1, 2) and Q.dtype == np.float32
+    np.testing.assert_allclose(Q[0], [0.6, 0.8], rtol=1e-6)
+    assert check_query_rows(np.ones((2, 7)), 0, "l2").shape == (2, 7)   # empty database
+    with pytest.raises(DimensionError, match="search_vectors"):
+        check_query_rows(np.ones((2, 2)), 2, "l2", one=True)
+
+
+# --------------------------------------------------------------------------- progress
+
+def test_progress_callables():
+    seen = []
+    bar = progress_bar(lambda d, n: seen.append((d, n)), 10, 5)
+    bar(5, 10)
+    bar(None, 10)                           # closing does not reach the callable
+    assert seen == [(5, 10)]
+    assert progress_bar(False, 10, 5) is None and stage_progress(False) is None
+    cb = stage_progress(seen.append)
+    assert cb == seen.append
+
+
+def test_stage_progress_plain_lines(capsys):
+    cb = stage_progress(True, "stage")      # stderr is not a terminal here
+    cb(1, 2)
+    cb(2, 2)
+    assert capsys.readouterr().err == "\rsutradb: stage 1/2\rsutradb: stage 2/2\n"

@@ -37,11 +37,9 @@ from __future__ import annotations
 
 import bisect
 import copy
-import sys
 import threading
-from typing import Any, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
-import msgpack
 import numpy as np
 
 from .. import errors as _errors
@@ -51,26 +49,23 @@ from ..graph import DIRECTIONS, Link, as_links, check_relation, check_weight
 from ..index.filters import compile_where
 from ..index.flat import FlatVectors, pair_distances, prepare_queries
 from ..index.ivf import IVFIndex, default_nlist, exact_topk
-from ..index.pq import ProductQuantizer, check_vectors, default_threads
+from ..index.pq import ProductQuantizer, check_k, default_threads
 from ..index.vector import (IVFPart, VectorIndex, code_rows, decode_index, decode_quantizer,
                            default_pq_shape, default_rerank, encode_index, encode_quantizer,
                            list_codes)
 from ..index.words import WordIndex
 from ..storage import Store
 from .locking import ExclusiveLock, ReadLock, RWLock
+from .options import (BATCH, DEFAULT_METRIC, DEFAULT_OPTIONS, FORMAT, FORMAT_VERSION, INDEX_KINDS,
+                      MEMORY, METRICS, STORED, UNSET, DefaultStr)
+from .progress import progress_bar, stage_progress
+from .validation import (check_metadata, check_options, check_query_rows, check_vector_rows,
+                         is_id, seq_arg)
 from .. import embedders as _embedders
 
 __all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
            "DEFAULT_OPTIONS", "INDEX_KINDS"]
 
-METRICS = ("cosine", "ip", "l2")
-MEMORY = ":memory:"
-_FORMAT = "sutradb-db"
-_FORMAT_VERSION = 1
-_F16_MAX = 65504.0
-_BATCH = 1 << 16
-
-INDEX_KINDS = ("auto", "flat", "pq", "ivf")
 #: The tail of rows added since the IVF lists were laid out is folded into them when
 #: it passes this share of the rows in the lists (and _FOLD_MIN rows): it is scanned
 #: flat, so it must stay small next to the share of the lists a search probes.
@@ -83,61 +78,6 @@ _TUNE_QUERIES = 200
 _TUNE_STEPS_LEFT = 10
 #: Rows of a large added batch on which its quantisation error (drift) is measured.
 _DRIFT_SAMPLE = 4096
-
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "vector_dtype": "float16",   # "float16", "float32" or None (keep PQ codes only)
-    "index": "auto",             # "auto": exact -> PQ (index_threshold) -> IVF-PQ
-                                 # (ivf_threshold); "flat": exact only; "pq": never IVF;
-                                 # "ivf": IVF lists as soon as the quantizer is trained
-    "index_threshold": 10_000,   # live concepts that trigger PQ training
-    "ivf_threshold": 100_000,    # live concepts that trigger the IVF lists ("auto")
-    "ivf_nlist": None,           # lists (default ~4 sqrt(n), see index.ivf.default_nlist)
-    "target_recall": 0.95,       # recall@10 the default nprobe is chosen for
-    "pq_m": None,                # subspaces (default: one code byte per 8 dimensions)
-    "pq_nbits": None,            # 4 (fast scans) when vectors are stored, else 8
-    "seed": 0,
-    "train_size": 65_536,        # training sample
-    "train_iters": 20,
-    "durability": "full",
-    "cache_size": 262_144,       # decoded records kept for get()
-    "progress": False,           # True (stderr) or callable(done, total) during training
-    "embedder": None,            # spec ("sentence-transformers:all-MiniLM-L6-v2", "spacy:NAME")
-                                 # or an object with .name, .dim and __call__(texts)
-    "batch_size": 256,           # texts embedded per batch by add()
-}
-_STORED = ("vector_dtype", "index", "index_threshold", "ivf_threshold", "ivf_nlist",
-           "target_recall", "pq_m", "pq_nbits", "seed", "train_size", "train_iters")
-
-
-def _progress_bar(progress, total: int, step: int):
-    """A callable ``(done, total)`` for :meth:`Database.add`, or None. ``done=None``
-    closes it. ``progress``: True/False, a callable, or None (a bar on a terminal when
-    there is more than one batch)."""
-    if callable(progress) and not isinstance(progress, bool):
-        return lambda done, n: None if done is None else progress(done, n)
-    if progress is None:
-        progress = total > step and sys.stderr.isatty()
-    if not progress:
-        return None
-    try:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
-    except ImportError:
-        return None
-    import time as _time
-    bar = Progress(TextColumn("[bold]learning"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=True)
-    bar.start()
-    task = bar.add_task("learn", total=total, rate="")
-    t0 = _time.perf_counter()
-
-    def update(done, n):
-        if done is None:
-            bar.stop()
-            return
-        rate = done / max(_time.perf_counter() - t0, 1e-9)
-        bar.update(task, completed=done, rate=f"{rate:,.0f} concepts/s")
-    return update
 
 
 class Concept(NamedTuple):
@@ -167,42 +107,7 @@ class Hit(NamedTuple):
 _new_concept = tuple.__new__
 
 
-class _DefaultStr(str):
-    """A default argument value that can be told apart from the same value given."""
-
-
-_DEFAULT_METRIC = _DefaultStr("cosine")
-_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
-
-
 # --------------------------------------------------------------------------- helpers
-
-def _check_metadata(md) -> dict | None:
-    """Validate one metadata dict: msgpack-able with str keys at every level."""
-    if md is None:
-        return None
-    if not isinstance(md, dict):
-        raise InvalidArgumentError(f"metadata must be a dict or None, not {type(md).__name__}")
-    if not md:
-        return None
-    try:
-        raw = msgpack.packb(md, use_bin_type=True)
-        return msgpack.unpackb(raw, raw=False, strict_map_key=True)
-    except (TypeError, ValueError, OverflowError, msgpack.UnpackException) as e:
-        raise InvalidArgumentError(f"metadata cannot be stored (msgpack types with str keys "
-                                   f"only): {e}") from None
-
-
-def _seq_arg(values, n, what):
-    if values is None:
-        return None
-    if isinstance(values, (str, bytes, dict)):
-        raise InvalidArgumentError(f"{what} must be a sequence with one item per vector")
-    values = list(values)
-    if len(values) != n:
-        raise DimensionError(f"{len(values)} {what} for {n} vectors")
-    return values
-
 
 def _with_lists(ivf: IVFIndex, perm, offsets) -> IVFIndex:
     """A copy of ``ivf`` (sharing its centres) with another list layout: the index
@@ -227,10 +132,6 @@ def _nested(md) -> bool:
     """Whether a metadata dict holds lists or dicts (the cache's records are copied
     deeply then: a caller that changes its Concept must not change the cache)."""
     return bool(md) and any(type(v) is list or type(v) is dict for v in md.values())
-
-
-def _is_id(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 class _Bulk:
@@ -327,7 +228,7 @@ class Transaction:
 
 # --------------------------------------------------------------------------- open
 
-def open(path, mode: str = "a", *, dim: int | None = None, metric: str = _DEFAULT_METRIC,
+def open(path, mode: str = "a", *, dim: int | None = None, metric: str = DEFAULT_METRIC,
          timeout: float = 0.0, **options) -> "Database":
     """Open or create a database.
 
@@ -394,7 +295,7 @@ class Database:
     """
 
     def __init__(self, path, mode: str = "a", *, dim: int | None = None,
-                 metric: str = _DEFAULT_METRIC, timeout: float = 0.0, **options):
+                 metric: str = DEFAULT_METRIC, timeout: float = 0.0, **options):
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
             raise InvalidArgumentError(f"unknown options: {sorted(unknown)} (known: {sorted(DEFAULT_OPTIONS)})")
@@ -402,11 +303,11 @@ class Database:
             raise InvalidArgumentError(f"mode must be 'r', 'a', 'w' or 'x', not {mode!r}")
         if metric not in METRICS:
             raise InvalidArgumentError(f"metric must be one of {METRICS}, not {metric!r}")
-        if dim is not None and (not _is_id(dim) or not 0 < dim <= (1 << 20)):
+        if dim is not None and (not is_id(dim) or not 0 < dim <= (1 << 20)):
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
         opts = dict(DEFAULT_OPTIONS)
         opts.update(options)
-        self._check_options(opts)
+        check_options(opts)
         self._closed = True
         self._wlock = threading.RLock()
         self._rw = RWLock()
@@ -452,40 +353,6 @@ class Database:
 
     # ------------------------------------------------------------------ set-up
 
-    @staticmethod
-    def _check_options(o):
-        if o["vector_dtype"] not in ("float16", "float32", None):
-            raise InvalidArgumentError("vector_dtype must be 'float16', 'float32' or None")
-        for name, lo in (("index_threshold", 0), ("train_size", 1), ("train_iters", 0),
-                         ("seed", 0), ("cache_size", 0)):
-            v = o[name]
-            if not _is_id(v) or v < lo:
-                raise InvalidArgumentError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if o["pq_m"] is not None and (not _is_id(o["pq_m"]) or o["pq_m"] < 1):
-            raise InvalidArgumentError(f"pq_m must be a positive integer or None, got {o['pq_m']!r}")
-        if o["pq_nbits"] is not None and o["pq_nbits"] not in (4, 8):
-            raise InvalidArgumentError("pq_nbits must be 4, 8 or None")
-        if o["index"] not in INDEX_KINDS:
-            raise InvalidArgumentError(f"index must be one of {INDEX_KINDS}, not {o['index']!r}")
-        if not _is_id(o["ivf_threshold"]) or o["ivf_threshold"] < 0:
-            raise InvalidArgumentError(f"ivf_threshold must be an integer >= 0, got {o['ivf_threshold']!r}")
-        if o["ivf_nlist"] is not None and (not _is_id(o["ivf_nlist"]) or o["ivf_nlist"] < 1):
-            raise InvalidArgumentError(f"ivf_nlist must be a positive integer or None, got {o['ivf_nlist']!r}")
-        tr = o["target_recall"]
-        if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not 0 < tr <= 1:
-            raise InvalidArgumentError(f"target_recall must be in (0, 1], got {tr!r}")
-        p = o["progress"]
-        if not (isinstance(p, bool) or callable(p)):
-            raise InvalidArgumentError("progress must be a bool or a callable(done, total)")
-        e = o["embedder"]
-        if e is not None and not isinstance(e, str):
-            if not hasattr(e, "name"):
-                raise EmbedderError("an embedder needs a .name (stored with the database), an "
-                                    "integer .dim and __call__(texts) -> (n, dim) float32")
-            _embedders.check_embedder(e)
-        if not _is_id(o["batch_size"]) or o["batch_size"] < 1:
-            raise InvalidArgumentError(f"batch_size must be a positive integer, got {o['batch_size']!r}")
-
     def _init_meta(self, dim, metric, opts, mode):
         s = self._store
         meta = s.meta.get("sutradb")
@@ -494,27 +361,27 @@ class Database:
                 raise _errors.CorruptDatabaseError(f"{self._path}: rows but no sutradb database meta")
             if self._embedder is not None and dim is None:
                 dim = int(self._embedder.dim)
-            meta = {"format": _FORMAT, "version": _FORMAT_VERSION, "dim": int(dim or 0),
+            meta = {"format": FORMAT, "version": FORMAT_VERSION, "dim": int(dim or 0),
                     "metric": str(metric), "next_id": 0}
             if self._embedder is not None:
                 meta["embedder"] = {"name": str(self._embedder.name),
                                     "dim": int(self._embedder.dim)}
-            meta.update({k: opts[k] for k in _STORED})
+            meta.update({k: opts[k] for k in STORED})
             if mode != "r":
                 with self._excl:
                     t = s.begin()
                     t.set_meta({"sutradb": meta})
                     t.commit()
         else:
-            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise _errors.CorruptDatabaseError(f"{self._path}: not a sutradb database meta")
-            if meta.get("version") != _FORMAT_VERSION:
+            if meta.get("version") != FORMAT_VERSION:
                 raise _errors.CorruptDatabaseError(f"{self._path}: unsupported version {meta.get('version')!r}")
             if dim is not None and meta["dim"] and dim != meta["dim"]:
                 raise DimensionError(f"the database has dimension {meta['dim']}, not {dim}")
-            if not isinstance(metric, _DefaultStr) and metric != meta["metric"]:
+            if not isinstance(metric, DefaultStr) and metric != meta["metric"]:
                 raise InvalidArgumentError(f"the database uses metric {meta['metric']!r}, not {metric!r}")
-            given = {k for k in _STORED if k in opts and opts[k] != DEFAULT_OPTIONS[k]}
+            given = {k for k in STORED if k in opts and opts[k] != DEFAULT_OPTIONS[k]}
             if "vector_dtype" in given and opts["vector_dtype"] != meta["vector_dtype"]:
                 raise InvalidArgumentError(f"the database keeps vectors as {meta['vector_dtype']!r}")
             meta = dict(meta)
@@ -680,67 +547,6 @@ class Database:
         if self._store.mode == "r":
             raise ReadOnlyError("the database is open read-only (mode 'r')")
 
-    def _check_vectors(self, vectors, what="vectors", one=False) -> np.ndarray:
-        """Validate (n, dim) vectors of finite numbers (within the float16 range when
-        stored as float16) batch by batch, without converting them all at once."""
-        if isinstance(vectors, np.ndarray):
-            arr = vectors
-        else:
-            try:
-                arr = np.asarray(vectors)
-            except (TypeError, ValueError) as e:
-                raise InvalidArgumentError(f"{what} is not an array of numbers: {e}") from None
-        if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-            raise InvalidArgumentError(f"{what} must hold numbers, got dtype {arr.dtype}")
-        if one:
-            if arr.ndim != 1:
-                raise DimensionError(f"{what} must be one vector (dim,), got shape {arr.shape}")
-            arr = arr[None, :]
-        if arr.ndim != 2:
-            raise DimensionError(f"{what} must be a 2-d array (n, dim), got shape {arr.shape}")
-        st = self._staged
-        dim = (st.meta if st is not None else self._meta)["dim"]
-        if dim and arr.shape[1] != dim:
-            raise DimensionError(f"{what} have dimension {arr.shape[1]}, the database {dim}")
-        if arr.shape[1] == 0:
-            raise DimensionError(f"{what} have dimension 0")
-        f16 = self._meta["vector_dtype"] == "float16"
-        for s0 in range(0, arr.shape[0], _BATCH):
-            blk = arr[s0:s0 + _BATCH]
-            if blk.dtype.kind == "f" and not np.isfinite(blk).all():
-                raise InvalidArgumentError(f"{what} hold NaN or infinite values")
-            if f16 and blk.size and np.abs(blk).max() > _F16_MAX:
-                raise InvalidArgumentError(f"{what} hold values beyond the float16 range (|x| > 65504); "
-                                           "open the database with vector_dtype='float32'")
-            if blk.dtype.itemsize > 4 and blk.size and np.abs(blk).max() > 3.4e38:
-                raise InvalidArgumentError(f"{what} hold values beyond the float32 range")
-        return arr
-
-    def _check_queries(self, Q, one=False) -> np.ndarray:
-        """Queries as the index takes them (:func:`~sutradb.index.pq.check_vectors`:
-        (nq, dim) float32 C-contiguous, finite, unit rows for cosine)."""
-        if one:
-            arr = Q if isinstance(Q, np.ndarray) else None
-            if arr is None:
-                try:
-                    arr = np.asarray(Q)
-                except (TypeError, ValueError) as e:
-                    raise InvalidArgumentError(f"queries are not an array of numbers: {e}") from None
-            if arr.ndim != 1:
-                raise DimensionError(f"search takes one query vector (dim,), got shape "
-                                     f"{arr.shape}; use search_vectors for batches")
-            Q = arr
-        dim = self._meta["dim"]
-        if not dim:                          # an empty database: any width, no results
-            dim = np.shape(Q)[-1] if np.ndim(Q) else 0
-        return check_vectors(Q, dim, self._meta["metric"], "queries", allow_1d=True)
-
-    @staticmethod
-    def _check_k(k) -> int:
-        if not _is_id(k) or k < 1:
-            raise InvalidArgumentError(f"k must be an integer >= 1, got {k!r}")
-        return int(k)
-
     # ------------------------------------------------------------------ transactions
 
     def transaction(self) -> Transaction:
@@ -844,7 +650,7 @@ class Database:
         stored = self._store.meta.get("sutradb") or {}
         out = dict(meta)
         # session overrides of tuning options are not persisted
-        for k in _STORED:
+        for k in STORED:
             if k in stored:
                 out[k] = stored[k]
         return out
@@ -985,7 +791,7 @@ class Database:
             if i is None or (staged is not None and self._staged_gone(staged, i)):
                 raise NotFoundError(f"key {x!r} is not in the database")
             return int(i)
-        if not _is_id(x):
+        if not is_id(x):
             raise InvalidArgumentError(f"an id must be an int (or a key: str), not {type(x).__name__}")
         i = int(x)
         if not self._exists(i, staged):
@@ -1052,11 +858,11 @@ class Database:
         """
         self._check_writable()
         with self._Auto(self) as st:
-            V = self._check_vectors(vectors)
+            V = check_vector_rows(vectors, st.meta["dim"], self._meta["vector_dtype"] == "float16")
             n = V.shape[0]
-            texts = _seq_arg(texts, n, "texts")
-            metadata = _seq_arg(metadata, n, "metadata")
-            keys = _seq_arg(keys, n, "keys")
+            texts = seq_arg(texts, n, "texts")
+            metadata = seq_arg(metadata, n, "metadata")
+            keys = seq_arg(keys, n, "keys")
             if n == 0:
                 return np.zeros(0, np.int64)
             if texts is not None:
@@ -1064,7 +870,7 @@ class Database:
                     if t is not None and not isinstance(t, str):
                         raise InvalidArgumentError(f"a text must be a str or None, not {type(t).__name__}")
             if metadata is not None:
-                metadata = [_check_metadata(m) for m in metadata]
+                metadata = [check_metadata(m) for m in metadata]
                 if all(m is None for m in metadata):
                     metadata = None
             if keys is not None:
@@ -1076,8 +882,8 @@ class Database:
             start = st.next_id
             ids = np.arange(start, start + n, dtype=np.int64)
             vd = self._meta["vector_dtype"]
-            for s0 in range(0, n, _BATCH):
-                sl = slice(s0, s0 + _BATCH)
+            for s0 in range(0, n, BATCH):
+                sl = slice(s0, s0 + BATCH)
                 blk = np.ascontiguousarray(V[sl], dtype=np.float32)
                 kw = {"keys": keys[sl] if keys is not None else None,
                       "texts": texts[sl] if texts is not None else None,
@@ -1134,13 +940,13 @@ class Database:
             if not isinstance(t, str):
                 raise InvalidArgumentError(f"texts must be str, not {type(t).__name__}")
         n = len(texts)
-        metadata = None if metadata is None else _seq_arg(metadata, n, "metadata")
-        keys = None if keys is None else _seq_arg(keys, n, "keys")
+        metadata = None if metadata is None else seq_arg(metadata, n, "metadata")
+        keys = None if keys is None else seq_arg(keys, n, "keys")
         emb = self._require_embedder()
         step = int(batch_size or self._batch_size)
         if step < 1:
             raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size!r}")
-        bar = _progress_bar(progress, n, step)
+        bar = progress_bar(progress, n, step)
         out = np.empty(n, dtype=np.int64)
         try:
             with self.transaction():
@@ -1250,7 +1056,7 @@ class Database:
         m["pq_added_n"] = int(m.get("pq_added_n", 0)) + n
         return codes
 
-    def update(self, id_or_key, *, text=_UNSET, metadata=_UNSET, vector=_UNSET, key=_UNSET) -> None:
+    def update(self, id_or_key, *, text=UNSET, metadata=UNSET, vector=UNSET, key=UNSET) -> None:
         """Replace some fields of a concept (the others are kept).
 
         Parameters
@@ -1271,15 +1077,16 @@ class Database:
         with self._Auto(self) as st:
             i = self._id_of(id_or_key, st)
             k0, t0, m0, v0, c0 = self._current(i, st)
-            if text is not _UNSET and text is not None and not isinstance(text, str):
+            if text is not UNSET and text is not None and not isinstance(text, str):
                 raise InvalidArgumentError(f"a text must be a str or None, not {type(text).__name__}")
-            md = m0 if metadata is _UNSET else (_check_metadata(metadata) or {})
-            if key is not _UNSET:
+            md = m0 if metadata is UNSET else (check_metadata(metadata) or {})
+            if key is not UNSET:
                 self._check_new_keys([key], st, owners=[i])
-            V = None if vector is _UNSET else np.asarray(
-                self._check_vectors(vector, "vector", one=True), dtype=np.float32)
-            new_key = k0 if key is _UNSET else key
-            new_text = t0 if text is _UNSET else text
+            V = None if vector is UNSET else np.asarray(
+                check_vector_rows(vector, st.meta["dim"], self._meta["vector_dtype"] == "float16",
+                                  "vector", one=True), dtype=np.float32)
+            new_key = k0 if key is UNSET else key
+            new_text = t0 if text is UNSET else text
             vd = self._meta["vector_dtype"]
             if V is not None:
                 vec32 = V[0]
@@ -1378,7 +1185,7 @@ class Database:
         if isinstance(x, str):
             with self._read:
                 return self._committed_key(x) is not None
-        if not _is_id(x):
+        if not is_id(x):
             return False
         with self._read:
             return int(x) in self._row_map()
@@ -1424,8 +1231,8 @@ class Database:
                 try:
                     v = vecs[row] if vecs is not None else None
                 except IndexError:      # a commit is updating the row map right now
-                    v = _UNSET
-                if v is not _UNSET:
+                    v = UNSET
+                if v is not UNSET:
                     md = rec[2]
                     return _new_concept(Concept, (id_or_key, rec[0], rec[1], (
                         copy.deepcopy(md) if rec[3] else dict(md)) if md else {}, v))
@@ -1435,7 +1242,7 @@ class Database:
                 i = self._committed_key(id_or_key)
                 if i is None:
                     raise NotFoundError(f"key {id_or_key!r} is not in the database")
-            elif _is_id(id_or_key):
+            elif is_id(id_or_key):
                 i = int(id_or_key)
             else:
                 raise InvalidArgumentError(f"get takes an id (int) or a key (str), not "
@@ -1552,8 +1359,8 @@ class Database:
             Ids (``-1`` padding).
         """
         self._check_open()
-        k = self._check_k(k)
-        Q = self._check_queries(queries)
+        k = check_k(k)
+        Q = check_query_rows(queries, self._meta["dim"], self._meta["metric"])
         with self._read:
             D, rows = self._search_rows(Q, k, where, rerank, exact, threads, nprobe)
             ids = self._store.ids
@@ -1577,10 +1384,10 @@ class Database:
             ``Hit(id, distance, concept)``, nearest first.
         """
         self._check_open()
-        k = self._check_k(k)
+        k = check_k(k)
         if isinstance(query, str):
             query = self._embed([query])[0]
-        Q = self._check_queries(query, one=True)
+        Q = check_query_rows(query, self._meta["dim"], self._meta["metric"], one=True)
         with self._read:
             D, rows = self._search_rows(Q, k, where, rerank, exact, None, nprobe)
             out = []
@@ -1807,7 +1614,7 @@ class Database:
             raise InvalidArgumentError(f"direction must be one of {DIRECTIONS}")
         with self._read:
             s = self._store
-            i = int(a) if _is_id(a) and int(a) in self._row_map() else self._id_of(a)
+            i = int(a) if is_id(a) and int(a) in self._row_map() else self._id_of(a)
             if direction == "out":
                 return as_links(s.links_from(i, relation))
             if direction == "in":
@@ -1831,46 +1638,10 @@ class Database:
             raise InvalidArgumentError(f"training the quantizer needs at least {pq.Ks} vectors, got "
                                        f"{V.shape[0]} (a database with vector_dtype=None must start "
                                        "with such a batch)")
-        cb = progress if progress is not None else self._progress_cb()
+        cb = progress if progress is not None else stage_progress(self._progress)
         pq.fit(V, max_train=meta.get("train_size", 65536), iters=meta.get("train_iters", 20),
                progress=cb)
         return pq
-
-    def _progress_cb(self, what: str = "training the quantizer (subspaces)"):
-        """``progress(done, total)`` for one stage of index building: the user's
-        callable, a rich bar (``progress=True`` on a terminal), plain lines on stderr
-        (``progress=True`` elsewhere), or None."""
-        p = self._progress
-        if callable(p) and not isinstance(p, bool):
-            return p
-        if not p:
-            return None
-        if sys.stderr.isatty():
-            try:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
-                                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
-            except ImportError:
-                pass
-            else:
-                bar = Progress(TextColumn(f"[bold]sutradb: {what}"), BarColumn(),
-                               MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-                state = {}
-
-                def cb(done, total):
-                    if "task" not in state:
-                        bar.start()
-                        state["task"] = bar.add_task(what, total=total)
-                    bar.update(state["task"], completed=done)
-                    if done >= total:
-                        bar.stop()
-                return cb
-
-        def cb(done, total):
-            sys.stderr.write(f"\rsutradb: {what} {done}/{total}")
-            if done >= total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-        return cb
 
     def _maybe_train(self):
         """After a commit: train the quantizer, lay out / fold / regrow the IVF lists
@@ -1944,7 +1715,7 @@ class Database:
         if kind is not None and kind not in ("pq", "ivf"):
             raise InvalidArgumentError(f"kind must be 'pq' or 'ivf', not {kind!r}")
         nlist = params.get("nlist")
-        if nlist is not None and (not _is_id(nlist) or nlist < 1):
+        if nlist is not None and (not is_id(nlist) or nlist < 1):
             raise InvalidArgumentError(f"nlist must be a positive integer, got {nlist!r}")
         with self._wlock:
             if self._staged is not None:
@@ -2007,10 +1778,10 @@ class Database:
         pq = self._fit(X, meta) if X is not None else params["quantizer"]
         del X
         codes = np.empty((n, pq.code_size), np.uint8)
-        for s0 in range(0, n, _BATCH):
+        for s0 in range(0, n, BATCH):
             with self._read:
-                blk = np.asarray(V[live_rows[s0:s0 + _BATCH]], dtype=np.float32)
-            codes[s0:s0 + _BATCH] = pq.encode(blk)
+                blk = np.asarray(V[live_rows[s0:s0 + BATCH]], dtype=np.float32)
+            codes[s0:s0 + BATCH] = pq.encode(blk)
         if with_ivf is None:
             with_ivf = self._wants_ivf(self._opt("index"), n)
         part = None
@@ -2063,17 +1834,17 @@ class Database:
         sample = np.sort(rng.choice(n, size=ts, replace=False)) if ts < n else np.arange(n)
         with self._read:
             X = np.asarray(V[rows[sample]], dtype=np.float32)
-        prog = self._progress_cb("training the IVF lists (k-means iterations)")
+        prog = stage_progress(self._progress, "training the IVF lists (k-means iterations)")
         ivf.fit(X, max_train=ts, iters=10, progress=prog)
         del X
         lid = np.empty(n, np.int32)
-        prog = self._progress_cb("assigning the vectors to lists (rows)")
-        for s0 in range(0, n, _BATCH):
+        prog = stage_progress(self._progress, "assigning the vectors to lists (rows)")
+        for s0 in range(0, n, BATCH):
             with self._read:
-                blk = np.asarray(V[rows[s0:s0 + _BATCH]], dtype=np.float32)
-            lid[s0:s0 + _BATCH] = ivf.assign(blk)
+                blk = np.asarray(V[rows[s0:s0 + BATCH]], dtype=np.float32)
+            lid[s0:s0 + BATCH] = ivf.assign(blk)
             if prog is not None:
-                prog(min(n, s0 + _BATCH), n)
+                prog(min(n, s0 + BATCH), n)
         ivf.build(lid)
         pos = ivf.perm
         lc = list_codes(pq, codes[pos] if renumber else codes[rows[pos]])
@@ -2152,11 +1923,11 @@ class Database:
             lid_new = np.empty(len(new_rows), np.int32)
             err = 0.0
             C = ivf.centroids
-            for s0 in range(0, len(new_rows), _BATCH):
-                blk = prepare_queries(np.asarray(V[new_rows[s0:s0 + _BATCH]], dtype=np.float32),
+            for s0 in range(0, len(new_rows), BATCH):
+                blk = prepare_queries(np.asarray(V[new_rows[s0:s0 + BATCH]], dtype=np.float32),
                                       self._meta["metric"])
                 a = ivf.assign(blk)
-                lid_new[s0:s0 + _BATCH] = a
+                lid_new[s0:s0 + BATCH] = a
                 R = blk - C[a]
                 err += float(np.einsum("ij,ij->", R, R))
             new_codes = s.codes[new_rows]
@@ -2283,7 +2054,7 @@ class Database:
         """
         import time
         self._check_open()
-        k = self._check_k(k)
+        k = check_k(k)
         if target_recall is None:
             target_recall = float(self._opt("target_recall"))
         if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
@@ -2291,7 +2062,7 @@ class Database:
             raise InvalidArgumentError("target_recall must be in (0, 1]")
         if isinstance(queries, (list, tuple)) and queries and all(isinstance(x, str) for x in queries):
             queries = self._embed(list(queries))
-        Q = self._check_queries(queries)
+        Q = check_query_rows(queries, self._meta["dim"], self._meta["metric"])
         if Q.shape[0] == 0:
             raise InvalidArgumentError("tune needs at least one query")
         if self._index.pq is None:
@@ -2305,7 +2076,7 @@ class Database:
             reranks = (k, 2 * k, 5 * k, 10 * k, 20 * k, 40 * k, 80 * k)
         for name, vals in (("nprobes", nprobes), ("reranks", reranks)):
             for v in vals:
-                if v is not None and (not _is_id(v) or v < (1 if name == "nprobes" else 0)):
+                if v is not None and (not is_id(v) or v < (1 if name == "nprobes" else 0)):
                     raise InvalidArgumentError(f"{name} must hold positive integers, got {v!r}")
         with self._read:
             s = self._store
@@ -2394,9 +2165,9 @@ class Database:
                 inl[perm] = True
                 if (live[:c] & ~inl).any():
                     raise _errors.CorruptDatabaseError(f"{self._path}: live rows missing from the IVF lists")
-                for s0 in range(0, len(perm), _BATCH):
-                    p = perm[s0:s0 + _BATCH]
-                    if not np.array_equal(code_rows(part.codes, s0, s0 + _BATCH), s.codes[p]):
+                for s0 in range(0, len(perm), BATCH):
+                    p = perm[s0:s0 + BATCH]
+                    if not np.array_equal(code_rows(part.codes, s0, s0 + BATCH), s.codes[p]):
                         raise _errors.CorruptDatabaseError(f"{self._path}: IVF list codes differ "
                                                            "from the stored codes")
             out["index"] = "flat" if pq is None else ("ivf" if part is not None else "pq")
