@@ -11,6 +11,7 @@ import pytest
 from sutradb.database.locking import ExclusiveLock, ReadLock, RWLock
 from sutradb.database.options import DEFAULT_OPTIONS
 from sutradb.database.progress import progress_bar, stage_progress
+from sutradb.database.transactions import Bulk, Staged
 from sutradb.database.validation import (check_metadata, check_options, check_query_rows,
                                          check_vector_rows, is_id, seq_arg)
 from sutradb.errors import DimensionError, EmbedderError, InvalidArgumentError
@@ -151,3 +152,22 @@ def test_stage_progress_plain_lines(capsys):
     cb(1, 2)
     cb(2, 2)
     assert capsys.readouterr().err == "\rsutradb: stage 1/2\rsutradb: stage 2/2\n"
+
+
+# --------------------------------------------------------------------------- staging
+
+def test_staged_snapshot_restore_and_bulk_of():
+    st = Staged({"next_id": 5, "dim": 2}, None)
+    snap = st.snapshot()
+    st.bulks.append(Bulk(5, 3, np.zeros((3, 2)), None, ["a", "b", None], None))
+    st.starts.append(5)
+    st.next_id = 8
+    st.over[2] = None
+    st.keys["k"] = 6
+    st.meta["dim"] = 3
+    assert st.bulk_of(4) is None and st.bulk_of(8) is None
+    b = st.bulk_of(7)
+    assert b is st.bulks[0] and b.record(1)[:3] == (None, "b", {})
+    st.restore(snap)
+    assert (st.next_id, st.bulks, st.starts, st.over, st.keys, st.meta) == (
+        5, [], [], {}, {}, {"next_id": 5, "dim": 2})

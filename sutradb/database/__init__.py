@@ -21,21 +21,12 @@ encoded, and from then on searches scan the PQ codes and re-rank the best candid
 exactly against the full vectors (kept as float16 by default). Later vectors are
 encoded with the stored codebooks; :meth:`Database.build_index` retrains on demand.
 
-Transactions
-------------
-Every write outside a transaction commits on its own. ``with db.transaction():``
-groups writes atomically (commit on success, rollback on an exception); a nested
-``transaction()`` is a savepoint. Reads inside a transaction see the last committed
-state (writes become visible at commit); writes inside it are validated against the
-staged state (an id added earlier in the transaction can be updated, linked,
-deleted).
-
+Transactions: :mod:`sutradb.database.transactions`.
 Thread safety: :mod:`sutradb.database.locking`.
 """
 
 from __future__ import annotations
 
-import bisect
 import copy
 import threading
 from typing import Iterator, NamedTuple
@@ -59,6 +50,7 @@ from .locking import ExclusiveLock, ReadLock, RWLock
 from .options import (BATCH, DEFAULT_METRIC, DEFAULT_OPTIONS, FORMAT, FORMAT_VERSION, INDEX_KINDS,
                       MEMORY, METRICS, STORED, UNSET, DefaultStr)
 from .progress import progress_bar, stage_progress
+from .transactions import Bulk, Staged, Transaction, TransactionsMixin
 from .validation import (check_metadata, check_options, check_query_rows, check_vector_rows,
                          is_id, seq_arg)
 from .. import embedders as _embedders
@@ -134,98 +126,6 @@ def _nested(md) -> bool:
     return bool(md) and any(type(v) is list or type(v) is dict for v in md.values())
 
 
-class _Bulk:
-    """The rows of one ``add_vectors`` call staged in a transaction (references to
-    the caller's sequences: no per-row objects)."""
-
-    __slots__ = ("start", "n", "vectors", "keys", "texts", "metadata")
-
-    def __init__(self, start, n, vectors, keys, texts, metadata):
-        self.start, self.n = start, n
-        self.vectors, self.keys, self.texts, self.metadata = vectors, keys, texts, metadata
-
-    def record(self, i):
-        return (self.keys[i] if self.keys is not None else None,
-                self.texts[i] if self.texts is not None else None,
-                (self.metadata[i] or {}) if self.metadata is not None else {},
-                self.vectors[i] if self.vectors is not None else None)
-
-
-class _Staged:
-    """What the open transaction has staged: used to validate later writes of the
-    same transaction and to update the caches after the commit."""
-
-    def __init__(self, meta: dict, quantizer):
-        self.meta = dict(meta)
-        self.next_id = meta["next_id"]
-        self.bulks: list[_Bulk] = []
-        self.starts: list[int] = []
-        self.over: dict[int, tuple | None] = {}      # id -> (key, text, md, vector) / None
-        self.keys: dict[str, int | None] = {}        # key -> id, None: freed
-        self.links: dict[tuple, float | None] = {}   # (src, dst, rel) -> weight / None
-        self.pq = quantizer                          # quantizer (may be trained in the txn)
-        self.index_blob = None
-
-    def snapshot(self):
-        return (dict(self.meta), self.next_id, len(self.bulks), dict(self.over), dict(self.keys),
-                dict(self.links), self.pq, self.index_blob)
-
-    def restore(self, s):
-        (self.meta, self.next_id, nb, self.over, self.keys, self.links, self.pq,
-         self.index_blob) = s
-        del self.bulks[nb:]
-        del self.starts[nb:]
-
-    def bulk_of(self, id_):
-        i = bisect.bisect_right(self.starts, id_) - 1
-        if i >= 0:
-            b = self.bulks[i]
-            if id_ < b.start + b.n:
-                return b
-        return None
-
-
-class Transaction:
-    """A transaction (or, nested, a savepoint) on a :class:`Database`.
-
-    Returned by :meth:`Database.transaction`, already begun. Use it as a context
-    manager (commit on success, roll back on an exception) or call :meth:`commit` /
-    :meth:`rollback` once. Transactions nest: an inner one is a savepoint whose
-    rollback undoes only its own writes.
-    """
-
-    __slots__ = ("_db", "_depth", "_done", "_snap")
-
-    def __init__(self, db, depth, snap):
-        self._db, self._depth, self._done, self._snap = db, depth, False, snap
-
-    @property
-    def active(self) -> bool:
-        return not self._done
-
-    def commit(self) -> None:
-        """Commit (outermost) or release the savepoint (nested)."""
-        self._db._end(self, True)
-
-    def rollback(self) -> None:
-        """Discard every write of this transaction (or savepoint)."""
-        self._db._end(self, False)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if not self._done:
-            if exc_type is None:
-                self.commit()
-            else:
-                self._db._end(self, False)
-        return False
-
-    def __repr__(self):
-        return f"<sutradb.Transaction depth={self._depth} {'done' if self._done else 'open'}>"
-
-
 # --------------------------------------------------------------------------- open
 
 def open(path, mode: str = "a", *, dim: int | None = None, metric: str = DEFAULT_METRIC,
@@ -287,7 +187,7 @@ def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) 
     return db.tune(queries, target_recall=target_recall, **kwargs)
 
 
-class Database:
+class Database(TransactionsMixin):
     """A sutradb database. Create with :func:`sutradb.open`.
 
     See the module docstring for the data model, the index lifecycle, transactions and
@@ -314,7 +214,7 @@ class Database:
         self._read = ReadLock(self._rw)
         self._excl = ExclusiveLock(self._rw)
         self._txn_owner = None
-        self._staged: _Staged | None = None
+        self._staged: Staged | None = None
         self._stxn = None
         self._levels: list[list] = []
         self._txn_stack: list[Transaction] = []
@@ -547,216 +447,6 @@ class Database:
         if self._store.mode == "r":
             raise ReadOnlyError("the database is open read-only (mode 'r')")
 
-    # ------------------------------------------------------------------ transactions
-
-    def transaction(self) -> Transaction:
-        """Begin a transaction (a savepoint when one is already open in this thread).
-
-        Returns
-        -------
-        Transaction
-            A context manager: commits on success, rolls back on an exception.
-
-        Examples
-        --------
-        >>> import numpy as np, sutradb
-        >>> db = sutradb.open(":memory:", dim=2)
-        >>> with db.transaction():
-        ...     a, b = db.add_vectors(np.eye(2, dtype="float32"))
-        ...     db.link(a, b, "next")
-        >>> len(db), db.neighbors(a)
-        (2, [Link(id=1, relation='next', weight=1.0)])
-        """
-        self._check_writable()
-        self._wlock.acquire()
-        try:
-            self._check_writable()
-            if self._staged is None:
-                with self._excl:
-                    self._stxn = self._store.begin()
-                self._staged = _Staged(self._meta, self._index.pq)
-                self._rows_put = 0
-                self._txn_owner = threading.get_ident()
-                self._txn_failed = None
-                t = Transaction(self, 1, None)
-            else:
-                self._levels.append([])
-                t = Transaction(self, len(self._levels) + 1, self._staged.snapshot())
-            self._txn_stack.append(t)
-            return t
-        except BaseException:
-            self._wlock.release()
-            raise
-
-    @property
-    def in_transaction(self) -> bool:
-        """Whether a transaction is open (in any thread)."""
-        return self._staged is not None
-
-    def _end(self, t: Transaction, ok: bool) -> None:
-        if t._done:
-            raise InvalidArgumentError("this transaction is already finished")
-        if self._txn_owner != threading.get_ident():
-            raise InvalidArgumentError("a transaction must be finished by the thread that began it")
-        if not self._txn_stack or self._txn_stack[-1] is not t:
-            raise InvalidArgumentError("finish the inner transaction (savepoint) first")
-        self._txn_stack.pop()
-        t._done = True
-        try:
-            if t._depth > 1:
-                ops = self._levels.pop()
-                if ok and self._txn_failed is None:
-                    try:
-                        for op in ops:
-                            self._emit(op)
-                    except BaseException as e:       # half forwarded: the outer one is lost
-                        self._txn_failed = e
-                        raise
-                else:
-                    self._staged.restore(t._snap)
-                return
-            staged, stxn = self._staged, self._stxn
-            self._staged = self._stxn = None
-            self._levels = []
-            self._txn_owner = None
-            if ok and self._txn_failed is not None:
-                with self._excl:
-                    stxn.rollback()
-                raise SutraError(f"the transaction failed earlier ({self._txn_failed}) and was "
-                                 "rolled back")
-            if not ok:
-                with self._excl:
-                    stxn.rollback()
-                return
-            self._commit(staged, stxn)
-        finally:
-            self._wlock.release()
-
-    def _commit(self, staged: _Staged, stxn) -> None:
-        meta_changed = staged.meta != self._meta
-        if staged.index_blob is not None:
-            stxn.set_index(staged.index_blob)
-        if meta_changed:
-            full = self._store.meta
-            full["sutradb"] = self._persisted_meta(staged.meta)
-            stxn.set_meta(full)
-        with self._excl:
-            n_before = self._store.n_rows
-            stxn.commit()
-            self._after_commit(staged, n_before)
-        self._maybe_train()
-
-    def _persisted_meta(self, meta):
-        stored = self._store.meta.get("sutradb") or {}
-        out = dict(meta)
-        # session overrides of tuning options are not persisted
-        for k in STORED:
-            if k in stored:
-                out[k] = stored[k]
-        return out
-
-    def _after_commit(self, staged: _Staged, n_before: int) -> None:
-        """Bring the derived structures up to date with what just committed."""
-        self._meta = dict(staged.meta)
-        if staged.pq is not self._index.pq:
-            self._index = VectorIndex(self._meta["dim"], self._meta["metric"], staged.pq)
-        self._index.dim = self._meta["dim"]
-        cc = self._ccache
-        for i in staged.over:
-            cc.pop(i, None)
-        self._row_caches()
-        s = self._store
-        renumbered = s.n_rows != n_before + self._rows_put     # compacted by the checkpoint
-        if renumbered and self._index.has_ivf:
-            self._index = self._load_index()       # the lists were remapped in the swap
-        rm = self._rowmap
-        if rm is not None:
-            if renumbered:
-                self._rowmap = None
-            else:
-                touched = [np.fromiter(staged.over, np.int64, len(staged.over))]
-                touched += [np.arange(b.start, b.start + b.n, dtype=np.int64) for b in staged.bulks]
-                t = np.concatenate(touched) if touched else np.zeros(0, np.int64)
-                if len(t) > max(1024, len(rm) // 4):
-                    self._rowmap = None
-                elif len(t):
-                    rows = s.rows_of(t)
-                    for i, r in zip(t.tolist(), rows.tolist()):
-                        if r >= 0:
-                            rm[i] = r
-                        else:
-                            rm.pop(i, None)
-        if self._keyidx is None and self._metaidx is None and self._words is None:
-            return
-        for i, rec in staged.over.items():
-            self._index_record(i, rec)
-        for b in staged.bulks:
-            over = staged.over
-            for j in range(b.n):
-                i = b.start + j
-                if i not in over:
-                    self._index_record(i, b.record(j))
-
-    def _index_record(self, i, rec):
-        """Update the key / metadata / word indexes for id ``i`` now being ``rec``."""
-        if self._keyidx is not None:
-            old = self._idkey.pop(i, None)
-            if old is not None and self._keyidx.get(old) == i:
-                del self._keyidx[old]
-            if rec is not None and rec[0] is not None:
-                self._keyidx[rec[0]] = i
-                self._idkey[i] = rec[0]
-        if self._metaidx is not None:
-            if rec is None:
-                self._metaidx.pop(i, None)
-            else:
-                self._metaidx[i] = rec[2] or {}
-        if self._words is not None:
-            if rec is None:
-                self._words.remove(i)
-            else:
-                self._words.set(i, rec[1])
-
-    class _Auto:
-        """A write outside a transaction runs in its own one."""
-
-        __slots__ = ("db", "t")
-
-        def __init__(self, db):
-            self.db = db
-            self.t = None
-
-        def __enter__(self):
-            db = self.db
-            db._check_writable()
-            if db._staged is not None and db._txn_owner == threading.get_ident():
-                self.t = None
-            else:
-                self.t = db.transaction()
-            return db._staged
-
-        def __exit__(self, exc_type, exc, tb):
-            if self.t is not None:
-                self.t.__exit__(exc_type, exc, tb)
-            return False
-
-    def _emit(self, op):
-        """Stage one store operation: buffered in the innermost savepoint, or handed
-        to the store transaction."""
-        if self._levels:
-            self._levels[-1].append(op)
-            return
-        name, args, kw = op
-        try:
-            with self._excl:
-                getattr(self._stxn, name)(*args, **kw)
-                if name == "put":
-                    self._rows_put += len(args[0])
-        except BaseException as e:
-            if getattr(self._stxn, "_done", False):   # the store gave up the transaction
-                self._txn_failed = e
-            raise
-
     # ------------------------------------------------------------------ id resolution
 
     def _committed_key(self, key) -> int | None:
@@ -779,7 +469,7 @@ class Database:
                 self._keyidx = ki
         return self._keyidx
 
-    def _id_of(self, x, staged: _Staged | None = None) -> int:
+    def _id_of(self, x, staged: Staged | None = None) -> int:
         """The id of an id or key that exists (staged state first); NotFoundError."""
         if isinstance(x, str):
             if staged is not None and x in staged.keys:
@@ -802,7 +492,7 @@ class Database:
     def _staged_gone(staged, i):
         return i in staged.over and staged.over[i] is None
 
-    def _exists(self, i: int, staged: _Staged | None) -> bool:
+    def _exists(self, i: int, staged: Staged | None) -> bool:
         if staged is not None:
             if i in staged.over:
                 return staged.over[i] is not None
@@ -810,7 +500,7 @@ class Database:
                 return True
         return i in self._row_map()
 
-    def _current(self, i: int, staged: _Staged | None):
+    def _current(self, i: int, staged: Staged | None):
         """(key, text, metadata, vector or None, codes or None) of an existing id."""
         if staged is not None:
             if i in staged.over:
@@ -893,7 +583,7 @@ class Database:
                 self._emit(("put", (ids[sl],), kw))
             st.next_id = start + n
             st.meta["next_id"] = st.next_id
-            st.bulks.append(_Bulk(start, n, V, keys, texts, metadata))
+            st.bulks.append(Bulk(start, n, V, keys, texts, metadata))
             st.starts.append(start)
             if keys is not None:
                 for j, k in enumerate(keys):
