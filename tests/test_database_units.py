@@ -8,12 +8,17 @@ import time
 import numpy as np
 import pytest
 
+from sutradb.database.indexing import added_error, recall_grid
+from sutradb.database.ivflists import (assign_rows, fold_lists, lay_out_lists, recall,
+                                       remap_lists)
 from sutradb.database.locking import ExclusiveLock, ReadLock, RWLock
 from sutradb.database.options import DEFAULT_OPTIONS
 from sutradb.database.progress import progress_bar, stage_progress
 from sutradb.database.transactions import Bulk, Staged
 from sutradb.database.validation import (check_metadata, check_options, check_query_rows,
                                          check_vector_rows, is_id, seq_arg)
+from sutradb.index.pq import ProductQuantizer
+from sutradb.index.vector import code_rows
 from sutradb.errors import DimensionError, EmbedderError, InvalidArgumentError
 
 JOIN = 30.0
@@ -171,3 +176,65 @@ def test_staged_snapshot_restore_and_bulk_of():
     st.restore(snap)
     assert (st.next_id, st.bulks, st.starts, st.over, st.keys, st.meta) == (
         5, [], [], {}, {}, {"next_id": 5, "dim": 2})
+
+
+# --------------------------------------------------------------------------- IVF lists
+
+@pytest.fixture(scope="module")
+def lists():
+    rng = np.random.default_rng(0)
+    V = rng.standard_normal((400, 8)).astype(np.float32)
+    pq = ProductQuantizer(8, 2, 4, "l2", 0).fit(V[:300])
+    codes = pq.encode(V)
+    live = np.zeros(400, bool)
+    live[:300] = True
+    part = lay_out_lists(pq, V, live, np.arange(300), codes, dim=8, metric="l2", nlist=4,
+                         seed=0, target_recall=0.9)
+    return V, pq, codes, part
+
+
+def test_lay_out_lists(lists):
+    V, pq, codes, part = lists
+    assert part.covered == 300 and part.ivf.nlist == 4 and 1 <= part.nprobe <= 4
+    assert part.tuned["n_built"] == 300 and part.tuned["recall"] >= 0.9
+    assert sorted(part.ivf.perm.tolist()) == list(range(300))
+    np.testing.assert_array_equal(code_rows(part.codes), codes[part.ivf.perm])
+
+
+def test_fold_then_remap_lists(lists):
+    V, pq, codes, part = lists
+    live = np.ones(400, bool)
+    live[[3, 5, 350]] = False
+    new_rows = 300 + np.flatnonzero(live[300:])
+    lid, err = assign_rows(part.ivf, V, new_rows, "l2")
+    assert err > 0 and lid.shape == new_rows.shape
+    folded = fold_lists(pq, part, live, new_rows, lid, codes[new_rows], 400)
+    assert folded.covered == 400 and folded.nprobe == part.nprobe
+    assert sorted(folded.ivf.perm.tolist()) == np.flatnonzero(live).tolist()
+    np.testing.assert_array_equal(code_rows(folded.codes), codes[folded.ivf.perm])
+    assert len(part.ivf.perm) == 300                    # the old lists are untouched
+    kept = np.flatnonzero(live)
+    remapped = remap_lists(pq, folded, kept)
+    assert remapped.covered == len(kept)
+    assert sorted(remapped.ivf.perm.tolist()) == list(range(len(kept)))
+    np.testing.assert_array_equal(code_rows(remapped.codes), codes[kept][remapped.ivf.perm])
+
+
+def test_recall_and_recall_grid():
+    gt = np.array([[0, 1], [2, -1]])
+    assert recall(np.array([[1, 5], [2, 3]]), gt) == 2 / 3
+    ran = []
+
+    def search(r, p):                   # recall grows with nprobe * rerank
+        ran.append((r, p))
+        return gt if (p or 0) * r >= 40 else np.full_like(gt, 9)
+    grid = recall_grid(search, gt, [1, 2, 4, 8], [10, 20], 0.9)
+    assert ran == [(20, 1), (20, 2), (10, 2), (10, 4)]  # a shallower ladder starts higher
+    assert [g["recall"] for g in grid] == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_added_error_is_zero_for_codebook_rows(lists):
+    V, pq, codes, part = lists
+    R = pq.decode(codes[:10])
+    assert added_error(pq, R, pq.encode(R)) == pytest.approx(0.0, abs=1e-6)
+    assert added_error(pq, V[:10], codes[:10]) > 0

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import sutradb
-from sutradb import database as _database
+from sutradb.database import indexing as _indexing
 from sutradb.errors import ClosedError, InvalidArgumentError, LockedError, NotFoundError
 
 SEED = int(os.environ.get("SUTRADB_THREADS_SEED", "0"))
@@ -666,7 +666,7 @@ def test_ui_thread_reads_while_worker_writes(variant, tmp_path, monkeypatch):
             db.build_index(kind=kind, **({"nlist": 8} if kind == "ivf" else {}))
         if kind == "ivf":
             # fold the tail into the lists during the run (index swaps under readers)
-            monkeypatch.setattr(_database, "_FOLD_MIN", 48)
+            monkeypatch.setattr(_indexing, "_FOLD_MIN", 48)
             fold = db._fold
 
             def counted_fold():

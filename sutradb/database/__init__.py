@@ -12,15 +12,7 @@ an optional unique ``key`` (str: the user's own primary key), an optional ``text
 bytes, lists, dicts) and a ``vector`` of the database's dimension. The storage engine
 keeps one *row* per version of a concept; the database maps ids to their live rows.
 
-Index lifecycle
----------------
-While the database holds fewer than ``index_threshold`` concepts, search is exact
-(brute force over the stored vectors). When a commit takes it past the threshold, a
-product quantizer is trained on a seeded sample of the live vectors, every vector is
-encoded, and from then on searches scan the PQ codes and re-rank the best candidates
-exactly against the full vectors (kept as float16 by default). Later vectors are
-encoded with the stored codebooks; :meth:`Database.build_index` retrains on demand.
-
+Index lifecycle: :mod:`sutradb.database.indexing`.
 Transactions: :mod:`sutradb.database.transactions`.
 Thread safety: :mod:`sutradb.database.locking`.
 """
@@ -38,18 +30,16 @@ from ..errors import (ClosedError, DimensionError, DuplicateKeyError, EmbedderEr
                      InvalidArgumentError, NotFoundError, ReadOnlyError, SutraError)
 from ..graph import DIRECTIONS, Link, as_links, check_relation, check_weight
 from ..index.filters import compile_where
-from ..index.flat import FlatVectors, pair_distances, prepare_queries
-from ..index.ivf import IVFIndex, default_nlist, exact_topk
-from ..index.pq import ProductQuantizer, check_k, default_threads
-from ..index.vector import (IVFPart, VectorIndex, code_rows, decode_index, decode_quantizer,
-                           default_pq_shape, default_rerank, encode_index, encode_quantizer,
-                           list_codes)
+from ..index.flat import FlatVectors, pair_distances
+from ..index.pq import check_k
+from ..index.vector import VectorIndex, code_rows, decode_index
 from ..index.words import WordIndex
 from ..storage import Store
+from .indexing import IndexingMixin
 from .locking import ExclusiveLock, ReadLock, RWLock
 from .options import (BATCH, DEFAULT_METRIC, DEFAULT_OPTIONS, FORMAT, FORMAT_VERSION, INDEX_KINDS,
                       MEMORY, METRICS, STORED, UNSET, DefaultStr)
-from .progress import progress_bar, stage_progress
+from .progress import progress_bar
 from .transactions import Bulk, Staged, Transaction, TransactionsMixin
 from .validation import (check_metadata, check_options, check_query_rows, check_vector_rows,
                          is_id, seq_arg)
@@ -57,20 +47,6 @@ from .. import embedders as _embedders
 
 __all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
            "DEFAULT_OPTIONS", "INDEX_KINDS"]
-
-#: The tail of rows added since the IVF lists were laid out is folded into them when
-#: it passes this share of the rows in the lists (and _FOLD_MIN rows): it is scanned
-#: flat, so it must stay small next to the share of the lists a search probes.
-_FOLD_SHARE = 1 / 16
-_FOLD_MIN = 4096
-#: Held-out stored vectors used to choose the default nprobe when lists are built.
-_TUNE_QUERIES = 200
-#: tune(): a ladder of nprobe stops when this many more steps adding as much recall as
-#: the last one would still fall short of the target (the re-ranked depth is the limit).
-_TUNE_STEPS_LEFT = 10
-#: Rows of a large added batch on which its quantisation error (drift) is measured.
-_DRIFT_SAMPLE = 4096
-
 
 class Concept(NamedTuple):
     """A stored concept (a snapshot: changing it changes nothing in the database).
@@ -100,25 +76,6 @@ _new_concept = tuple.__new__
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _with_lists(ivf: IVFIndex, perm, offsets) -> IVFIndex:
-    """A copy of ``ivf`` (sharing its centres) with another list layout: the index
-    searches use is never changed in place."""
-    new = copy.copy(ivf)
-    new.perm = new.offsets = None
-    return new.set_lists(np.ascontiguousarray(perm, dtype=np.int64),
-                         np.ascontiguousarray(offsets, dtype=np.int64))
-
-
-def _recall(I, gt) -> float:
-    """Mean share of each ground-truth row set (``-1`` ignored) found in ``I``."""
-    tot = hit = 0
-    for a, b in zip(np.asarray(I).tolist(), np.asarray(gt).tolist()):
-        want = {x for x in b if x >= 0}
-        tot += len(want)
-        hit += len(want & set(a))
-    return hit / tot if tot else 1.0
-
 
 def _nested(md) -> bool:
     """Whether a metadata dict holds lists or dicts (the cache's records are copied
@@ -187,7 +144,7 @@ def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) 
     return db.tune(queries, target_recall=target_recall, **kwargs)
 
 
-class Database(TransactionsMixin):
+class Database(TransactionsMixin, IndexingMixin):
     """A sutradb database. Create with :func:`sutradb.open`.
 
     See the module docstring for the data model, the index lifecycle, transactions and
@@ -306,12 +263,6 @@ class Database(TransactionsMixin):
         databases made before it existed)."""
         return self._meta.get(name, DEFAULT_OPTIONS[name])
 
-    def _load_quantizer(self):
-        blob = self._store.index_blob
-        if blob is None:
-            return None
-        return decode_quantizer(blob, f"{self._path or MEMORY}: index")
-
     def _load_index(self, lazy: bool = True) -> VectorIndex:
         """The vector index as stored: the quantizer and the IVF lists (views of the
         mapped index file; with ``lazy`` decoded and checked on first use)."""
@@ -398,35 +349,6 @@ class Database(TransactionsMixin):
                         f"cannot be loaded here ({e}); pass embedder=<the same embedder> to "
                         f"sutradb.open") from None
         return self._embedder
-
-    @property
-    def index_info(self) -> dict:
-        """How searches are answered: ``{"kind": "flat"}`` or the PQ parameters."""
-        self._check_open()
-        pq = self._index.pq
-        if pq is None:
-            return {"kind": "flat", "threshold": self._meta["index_threshold"]}
-        out = {"kind": "pq", "m": pq.m, "nbits": pq.nbits, "seed": pq.seed,
-               "code_size": pq.code_size, "training_error": pq.training_error_,
-               **pq.fit_params_, "drift": self._drift("pq", pq.training_error_)}
-        part = self._index.ivf
-        if part is not None:
-            ivf = part.ivf
-            out.update(kind="ivf", nlist=ivf.nlist, nprobe=part.nprobe,
-                       rerank=default_rerank(10) * part.rerank_scale, tuned=dict(part.tuned),
-                       list_rows=ivf.ntotal, tail_rows=self._store.n_rows - part.covered,
-                       coarse_training_error=ivf.training_error_,
-                       coarse_drift=self._drift("ivf", ivf.training_error_))
-        return out
-
-    def _drift(self, what, training_error):
-        """Mean squared quantisation error of the vectors encoded since training,
-        over the training error (1.0: as trained; retrain when it grows, see
-        docs/user-guide.md); None when nothing was added since."""
-        n = self._meta.get(what + "_added_n", 0)
-        if not n or not training_error or not np.isfinite(training_error):
-            return None
-        return float(self._meta.get(what + "_added_sq", 0.0) / n / training_error)
 
     def __repr__(self):
         if self._closed:
@@ -717,34 +639,6 @@ class Database(TransactionsMixin):
                     holder = None
             if holder is not None and holder != owner:
                 raise DuplicateKeyError(f"key {k!r} is already taken (id {holder})")
-
-    def _codes_for(self, V, st):
-        """Codes of ``V`` when the database keeps codes (training the quantizer on this
-        batch first when the database keeps no full vectors)."""
-        if st.pq is None and self._meta["vector_dtype"] is None:
-            st.pq = self._fit(V, st.meta)
-            st.index_blob = encode_quantizer(st.pq)
-        if st.pq is None:
-            return None
-        pq = st.pq
-        codes = pq.encode(V, threads=default_threads() if len(V) > 64 else 1)
-        # drift: the quantisation error of what is added, against the training error;
-        # a large batch is measured on an evenly spaced sample of its rows (an
-        # unbiased estimate of the batch's mean, without decoding all of it)
-        n = len(V)
-        sel = slice(None) if n <= _DRIFT_SAMPLE else np.linspace(0, n - 1, _DRIFT_SAMPLE).astype(np.int64)
-        X = V[sel]
-        if pq.metric == "cosine":
-            nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
-            nrm[nrm == 0] = 1.0
-            X = X / nrm[:, None]
-        R = pq.decode(codes[sel])
-        R -= X
-        m = st.meta
-        err = float(np.einsum("ij,ij->", R, R)) * (n / len(X)) if len(X) else 0.0
-        m["pq_added_sq"] = float(m.get("pq_added_sq", 0.0)) + err
-        m["pq_added_n"] = int(m.get("pq_added_n", 0)) + n
-        return codes
 
     def update(self, id_or_key, *, text=UNSET, metadata=UNSET, vector=UNSET, key=UNSET) -> None:
         """Replace some fields of a concept (the others are kept).
@@ -1316,517 +1210,6 @@ class Database(TransactionsMixin):
         self._check_open()
         with self._read:
             return self._store.all_links()
-
-    # ------------------------------------------------------------------ index
-
-    def _fit(self, V, meta, progress=None) -> ProductQuantizer:
-        dim = meta["dim"]
-        m, nbits = default_pq_shape(dim, meta.get("vector_dtype"), meta.get("pq_m"),
-                                    meta.get("pq_nbits"))
-        pq = ProductQuantizer(dim, m, nbits, meta["metric"], meta.get("seed", 0))
-        if V.shape[0] < pq.Ks:
-            raise InvalidArgumentError(f"training the quantizer needs at least {pq.Ks} vectors, got "
-                                       f"{V.shape[0]} (a database with vector_dtype=None must start "
-                                       "with such a batch)")
-        cb = progress if progress is not None else stage_progress(self._progress)
-        pq.fit(V, max_train=meta.get("train_size", 65536), iters=meta.get("train_iters", 20),
-               progress=cb)
-        return pq
-
-    def _maybe_train(self):
-        """After a commit: train the quantizer, lay out / fold / regrow the IVF lists
-        when the database has grown past the thresholds of its ``index`` option."""
-        kind = self._opt("index")
-        if kind == "flat" or not self._meta["dim"] or self._meta["vector_dtype"] is None:
-            return
-        n_live = self._store.n_live
-        try:
-            if self._index.pq is None:
-                if (self._meta["index_threshold"]
-                        and n_live >= max(self._meta["index_threshold"],
-                                          1 << int(self._meta.get("pq_nbits") or 8))):
-                    self._train({})
-                return
-            part = self._index.ivf
-            if part is None:
-                if self._wants_ivf(kind, n_live):
-                    self._build_ivf(None)
-                return
-            if (kind in ("auto", "ivf") and self._opt("ivf_nlist") is None
-                    and n_live >= 4 * int(part.tuned.get("n_built") or n_live)
-                    and default_nlist(n_live) >= 2 * part.ivf.nlist):
-                self._build_ivf(None)           # grown 4x: twice the lists
-            elif self._store.n_rows - part.covered >= max(_FOLD_MIN, part.covered * _FOLD_SHARE):
-                self._fold()
-        except Exception as e:          # the commit stands; searches stay as they were
-            import warnings
-            warnings.warn(f"sutradb: automatic index maintenance failed ({e!r}); searches "
-                          "use the previous index until build_index() succeeds",
-                          RuntimeWarning, stacklevel=4)
-
-    def _wants_ivf(self, kind, n_live) -> bool:
-        if n_live < 64:
-            return False
-        if kind == "ivf":
-            return True
-        t = self._opt("ivf_threshold")
-        return kind == "auto" and bool(t) and n_live >= t
-
-    def build_index(self, **params) -> dict:
-        """(Re)build the vector index now.
-
-        Parameters
-        ----------
-        **params
-            ``kind``: ``"pq"`` (flat PQ scan) or ``"ivf"`` (PQ + inverted lists);
-            default: what the ``index`` option gives at the current size. An explicit
-            ``kind`` is stored (later automatic maintenance keeps it).
-            ``m`` (subspaces), ``nbits`` (8 or 4), ``seed``, ``train_size``,
-            ``iters``: retrain the quantizer (default: the database's options).
-            ``quantizer``: a trained :class:`~sutradb.index.pq.ProductQuantizer` of the
-            database's dimension and metric to encode with instead of training one
-            (shards that share one codebook: :mod:`sutradb.distributed`).
-            ``nlist``: IVF lists (default ``ivf_nlist``, else about ``4 sqrt(n)``).
-            With an existing quantizer and none of its parameters, ``kind="ivf"``
-            only (re)builds the lists (no re-encoding) and ``kind="pq"`` drops them.
-
-        Returns
-        -------
-        dict
-            :attr:`index_info`.
-        """
-        self._check_writable()
-        pq_params = {"m", "nbits", "seed", "train_size", "iters", "quantizer"}
-        allowed = pq_params | {"kind", "nlist"}
-        bad = set(params) - allowed
-        if bad:
-            raise InvalidArgumentError(f"unknown index parameters {sorted(bad)} (known: {sorted(allowed)})")
-        kind = params.get("kind")
-        if kind is not None and kind not in ("pq", "ivf"):
-            raise InvalidArgumentError(f"kind must be 'pq' or 'ivf', not {kind!r}")
-        nlist = params.get("nlist")
-        if nlist is not None and (not is_id(nlist) or nlist < 1):
-            raise InvalidArgumentError(f"nlist must be a positive integer, got {nlist!r}")
-        with self._wlock:
-            if self._staged is not None:
-                raise InvalidArgumentError("build_index cannot run inside a transaction")
-            if self._meta["vector_dtype"] is None:
-                raise InvalidArgumentError("this database keeps no full vectors to retrain on")
-            if not self._meta["dim"] or self._store.n_live == 0:
-                raise InvalidArgumentError("the database is empty")
-            q = params.get("quantizer")
-            if q is not None:
-                if not isinstance(q, ProductQuantizer) or not q.is_trained:
-                    raise InvalidArgumentError("quantizer must be a trained ProductQuantizer")
-                if q.dim != self._meta["dim"] or q.metric != self._meta["metric"]:
-                    raise InvalidArgumentError(
-                        f"the quantizer ({q.dim}-d, {q.metric!r}) does not match the database "
-                        f"({self._meta['dim']}-d, {self._meta['metric']!r})")
-                if set(params) & (pq_params - {"quantizer"}):
-                    raise InvalidArgumentError("quantizer= replaces m, nbits, seed, train_size and iters")
-            n_live = self._store.n_live
-            if kind == "ivf" and n_live < 64:
-                raise InvalidArgumentError("IVF lists need at least 64 concepts")
-            sticky = {}
-            if kind is not None:
-                sticky["index"] = kind
-            if nlist is not None:
-                sticky["ivf_nlist"] = int(nlist)
-            self._meta.update(sticky)
-            if self._index.pq is not None and not set(params) & pq_params:
-                if kind == "pq":
-                    self._commit_index(self._index.pq, None, sticky)
-                    return self.index_info
-                if kind == "ivf" or (kind is None and self._wants_ivf(self._opt("index"), n_live)):
-                    self._build_ivf(nlist, sticky)
-                    return self.index_info
-            with_ivf = kind == "ivf" or (kind is None and self._wants_ivf(self._opt("index"), n_live))
-            self._train(params, with_ivf=with_ivf, nlist=nlist, sticky=sticky)
-        return self.index_info
-
-    def _train(self, params, with_ivf=None, nlist=None, sticky=None):
-        """Train a quantizer on a seeded sample of the live vectors (or take the given
-        one), encode all of them, lay out the IVF lists if wanted, and commit codes +
-        index (one store transaction that rewrites the rows)."""
-        meta = dict(self._meta)
-        for src, dst in (("m", "pq_m"), ("nbits", "pq_nbits"), ("seed", "seed"),
-                         ("train_size", "train_size"), ("iters", "train_iters")):
-            if src in params:
-                meta[dst] = params[src]
-        s = self._store
-        with self._read:
-            live = s.live.copy()
-            live_rows = np.flatnonzero(live)
-            V = s.vectors
-            ids = s.ids[live_rows].copy()
-            n = len(live_rows)
-            ts = min(n, int(meta.get("train_size", 65536)))
-            rng = np.random.default_rng(int(meta.get("seed", 0)))
-            sample = np.sort(rng.choice(n, size=ts, replace=False)) if ts < n else np.arange(n)
-            X = (np.asarray(V[live_rows[sample]], dtype=np.float32)
-                 if params.get("quantizer") is None else None)
-        pq = self._fit(X, meta) if X is not None else params["quantizer"]
-        del X
-        codes = np.empty((n, pq.code_size), np.uint8)
-        for s0 in range(0, n, BATCH):
-            with self._read:
-                blk = np.asarray(V[live_rows[s0:s0 + BATCH]], dtype=np.float32)
-            codes[s0:s0 + BATCH] = pq.encode(blk)
-        if with_ivf is None:
-            with_ivf = self._wants_ivf(self._opt("index"), n)
-        part = None
-        if with_ivf and n >= 64:
-            # the lists of the rows as they will be numbered after the rewrite
-            # (the live rows in order: new row j = live_rows[j]); tuned on the rows
-            # as they are now (same lists, old numbering)
-            part = self._make_ivf(pq, V, live, live_rows, codes, meta, nlist,
-                                  renumber=True)
-        blob, arrays = encode_index(pq, part)
-        full = s.meta
-        full["sutradb"] = self._persisted_meta(meta) | {
-            "pq_m": pq.m, "pq_nbits": pq.nbits, "seed": pq.seed,
-            "train_size": int(meta.get("train_size", 65536)),
-            "train_iters": int(meta.get("train_iters", 20)), "next_id": self._meta["next_id"],
-            "pq_added_sq": 0.0, "pq_added_n": 0, "ivf_added_sq": 0.0, "ivf_added_n": 0}
-        full["sutradb"].update(sticky or {})
-        with self._excl:
-            if self._memory:
-                self._rebuild_memory(ids, live_rows, codes, (blob, arrays), full)
-            else:
-                t = s.begin()
-                try:
-                    t.set_index(blob, arrays)
-                    t.set_meta(full)
-                    t.replace_codes(ids, codes)
-                    t.commit()
-                except BaseException:
-                    t.rollback()
-                    raise
-            self._meta.update({k: full["sutradb"][k] for k in (
-                "pq_added_sq", "pq_added_n", "ivf_added_sq", "ivf_added_n")})
-            self._index = self._load_index()
-            self._row_caches(renumbered=True)
-
-    def _make_ivf(self, pq, V, live, rows, codes, meta, nlist, renumber=False) -> IVFPart:
-        """IVF lists of the entries ``rows`` (increasing row numbers, vectors in ``V``):
-        coarse k-means on a seeded sample, every entry assigned, the default nprobe
-        chosen on held-out live rows. With ``renumber`` the lists name entry
-        positions (the rows after a rewrite that keeps exactly ``rows``) and
-        ``codes`` holds the entries' codes in the order of ``rows``; else the lists
-        name the rows themselves and ``codes`` is indexed by row."""
-        n = len(rows)
-        nlist = int(nlist or self._opt("ivf_nlist") or default_nlist(n))
-        nlist = max(1, min(nlist, n))
-        seed = int(meta.get("seed", 0))
-        ivf = IVFIndex(self._meta["dim"], nlist, self._meta["metric"], seed)
-        ts = min(n, 64 * nlist)
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=ts, replace=False)) if ts < n else np.arange(n)
-        with self._read:
-            X = np.asarray(V[rows[sample]], dtype=np.float32)
-        prog = stage_progress(self._progress, "training the IVF lists (k-means iterations)")
-        ivf.fit(X, max_train=ts, iters=10, progress=prog)
-        del X
-        lid = np.empty(n, np.int32)
-        prog = stage_progress(self._progress, "assigning the vectors to lists (rows)")
-        for s0 in range(0, n, BATCH):
-            with self._read:
-                blk = np.asarray(V[rows[s0:s0 + BATCH]], dtype=np.float32)
-            lid[s0:s0 + BATCH] = ivf.assign(blk)
-            if prog is not None:
-                prog(min(n, s0 + BATCH), n)
-        ivf.build(lid)
-        pos = ivf.perm
-        lc = list_codes(pq, codes[pos] if renumber else codes[rows[pos]])
-        tuned_ivf = _with_lists(ivf, rows[pos], ivf.offsets)
-        part = IVFPart(tuned_ivf, lc, int(rows[-1]) + 1 if n else 0, nlist)
-        part.nprobe, part.rerank_scale, part.tuned = self._tune_nprobe(pq, part, V, live, meta)
-        part.tuned["n_built"] = int(n)
-        if renumber:
-            part.ivf = _with_lists(ivf, pos.astype(np.int64), ivf.offsets)
-            part.covered = n
-        return part
-
-    def _tune_nprobe(self, pq, part, V, live, meta):
-        """``(nprobe, rerank_scale, report)``: the smallest nprobe whose recall@10
-        with the default re-ranking reaches ``target_recall`` on held-out live rows
-        (each query row masked out of the search and of its exact ground truth);
-        if even every list falls short (a coarse quantizer), with 2x then 4x the
-        re-ranked candidates."""
-        target = float(self._opt("target_recall"))
-        nlist = part.ivf.nlist
-        live_rows = np.flatnonzero(live)
-        nq = int(min(_TUNE_QUERIES, max(1, len(live_rows) // 10)))
-        rng = np.random.default_rng(int(meta.get("seed", 0)) + 1)
-        qrows = np.sort(rng.choice(live_rows, size=nq, replace=False))
-        mask = live.copy()
-        mask[qrows] = False
-        k = 10
-        with self._read:
-            Q = prepare_queries(np.asarray(V[qrows], dtype=np.float32), self._meta["metric"])
-            gt = exact_topk(Q, V, k, self._meta["metric"], mask=mask)
-        ladder = sorted({p for p in (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96,
-                                     128, 160, 192, 256, 320, 384, 512, 640, 768, 1024, 1536,
-                                     2048, 3072, 4096) if p < nlist} | {nlist})
-        best = (0.0, nlist, 1)
-        for scale in (1, 2, 4):
-            for p in ladder:
-                with self._read:
-                    _, I = part.ivf.search(Q, part.codes, pq, k=k, nprobe=p,
-                                           rerank=default_rerank(k) * scale, vectors=V,
-                                           mask=mask, threads=default_threads())
-                rec = _recall(I, gt)
-                if rec > best[0]:
-                    best = (rec, p, scale)
-                if rec >= target:
-                    return p, scale, {"target_recall": target, "recall": rec, "queries": nq,
-                                      "k": k}
-        return best[1], best[2], {"target_recall": target, "recall": best[0], "queries": nq,
-                                  "k": k, "reached": False}
-
-    def _build_ivf(self, nlist, sticky=None):
-        """Lay out IVF lists over the live rows with the current quantizer and codes."""
-        s = self._store
-        pq = self._index.pq
-        with self._read:
-            live = s.live.copy()
-            rows = np.flatnonzero(live)
-            codes = s.codes
-            V = s.vectors
-        part = self._make_ivf(pq, V, live, rows, codes, self._meta, nlist)
-        part.covered = len(live)
-        self._meta["ivf_added_sq"], self._meta["ivf_added_n"] = 0.0, 0
-        self._commit_index(pq, part, sticky)
-
-    def _fold(self):
-        """Put the tail (live rows added since the lists were laid out) into the
-        lists and drop the dead rows from them; the centres stay."""
-        s = self._store
-        part = self._index.ivf
-        ivf = part.ivf
-        with self._read:
-            n = s.n_rows
-            live = s.live.copy()
-            V = s.vectors
-            c = part.covered
-            new_rows = c + np.flatnonzero(live[c:n])
-            lid_new = np.empty(len(new_rows), np.int32)
-            err = 0.0
-            C = ivf.centroids
-            for s0 in range(0, len(new_rows), BATCH):
-                blk = prepare_queries(np.asarray(V[new_rows[s0:s0 + BATCH]], dtype=np.float32),
-                                      self._meta["metric"])
-                a = ivf.assign(blk)
-                lid_new[s0:s0 + BATCH] = a
-                R = blk - C[a]
-                err += float(np.einsum("ij,ij->", R, R))
-            new_codes = s.codes[new_rows]
-        keep = live[ivf.perm]
-        lid_old = np.repeat(np.arange(ivf.nlist, dtype=np.int32), ivf.list_sizes())[keep]
-        lid = np.concatenate([lid_old, lid_new])
-        o = np.argsort(lid, kind="stable")
-        perm = np.concatenate([ivf.perm[keep], new_rows])[o]
-        codes = list_codes(self._index.pq,
-                           np.concatenate([code_rows(part.codes)[keep], new_codes])[o])
-        offsets = np.zeros(ivf.nlist + 1, np.int64)
-        np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
-        new = IVFPart(_with_lists(ivf, perm, offsets), codes, n, part.nprobe, part.tuned,
-                      part.rerank_scale)
-        self._meta["ivf_added_sq"] = float(self._meta.get("ivf_added_sq", 0.0)) + err
-        self._meta["ivf_added_n"] = int(self._meta.get("ivf_added_n", 0)) + len(new_rows)
-        self._commit_index(self._index.pq, new)
-
-    def _commit_index(self, pq, part, sticky=None):
-        """Store a new index (quantizer and IVF part) for the current rows; ``sticky``
-        options (given to build_index) are stored too."""
-        s = self._store
-        blob, arrays = encode_index(pq, part)
-        full = s.meta
-        full["sutradb"] = self._persisted_meta(self._meta)
-        full["sutradb"].update(sticky or {})
-        with self._excl:
-            n_before = s.n_rows
-            t = s.begin()
-            try:
-                t.set_index(blob, arrays)
-                t.set_meta(full)
-                t.commit()
-            except BaseException:
-                t.rollback()
-                raise
-            self._index = self._load_index()
-            # the commit may checkpoint and compact (rows renumbered)
-            self._row_caches(renumbered=s.n_rows != n_before)
-
-    def _remap_index(self, kept):
-        """The store's hook when compaction renumbers rows: the stored IVF lists with
-        rows renumbered (dead ones dropped), or None without lists."""
-        s = self._store
-        blob = s.index_blob
-        if blob is None:
-            return None
-        pq, part = decode_index(blob, s.index_arrays, f"{self._path or MEMORY}: index",
-                                s.n_rows)
-        if part is None:
-            return None
-        ivf = part.ivf
-        size = max(part.covered, int(kept[-1]) + 1 if len(kept) else 0)
-        new_of_old = np.full(size, -1, np.int64)
-        new_of_old[kept] = np.arange(len(kept), dtype=np.int64)
-        np_ = new_of_old[ivf.perm]
-        keep = np_ >= 0
-        lid = np.repeat(np.arange(ivf.nlist, dtype=np.int64), ivf.list_sizes())[keep]
-        offsets = np.zeros(ivf.nlist + 1, np.int64)
-        np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
-        covered = int(np.searchsorted(kept, part.covered))
-        new = IVFPart(_with_lists(ivf, np_[keep], offsets),
-                      list_codes(pq, code_rows(part.codes)[keep]),
-                      covered, part.nprobe, part.tuned, part.rerank_scale)
-        return encode_index(pq, new)
-
-    def _rebuild_memory(self, ids, live_rows, codes, index, full_meta):
-        """An in-memory store cannot rewrite its codes: copy it into a new one."""
-        old = self._store
-        new = Store.open(MEMORY)
-        t = new.begin()
-        recs = [old.record_at(r) for r in live_rows.tolist()]
-        V = old.vectors
-        t.put(ids, keys=[r.key for r in recs], texts=[r.text for r in recs],
-              metadata=[r.metadata or None for r in recs], codes=codes,
-              vectors=V[live_rows] if V is not None else None)
-        links = old.all_links()
-        if links:
-            t.link([x[0] for x in links], [x[1] for x in links], [x[2] for x in links],
-                   [x[3] for x in links])
-        t.set_index(*index)
-        t.set_meta(full_meta)
-        t.commit()
-        new.on_renumber = self._remap_index
-        self._store = new
-        old.close()
-
-    # ------------------------------------------------------------------ tuning
-
-    def tune(self, queries, *, k: int = 10, target_recall: float | None = None,
-             nprobes=None, reranks=None, where=None, save: bool = False) -> dict:
-        """Pick ``nprobe`` and ``rerank`` for a target recall@k on your own queries.
-
-        Exact search over the stored vectors (with ``where``) is the ground truth.
-        Every setting of the grid is run once for its recall (for each ``rerank``,
-        ``nprobe`` grows until the target is met); the settings that reach it are
-        timed one query per call, and the fastest wins.
-
-        Parameters
-        ----------
-        queries : (nq, dim) array_like or list of str
-            Sample queries (texts need the embedder); a few hundred are enough.
-        k : int
-        target_recall : float, optional
-            Default: the database's ``target_recall`` option.
-        nprobes, reranks : sequence of int, optional
-            The grid (default: a geometric ladder of nprobe up to ``nlist``, and
-            rerank ``k, 2k, 5k, 10k, 20k, 40k, 80k``). Without IVF lists only
-            ``rerank`` varies. Deeper re-ranking is tried first; for each ``rerank``
-            nprobe grows from where the deeper one met the target, until the target
-            is met or ten more steps at the last step's gain would not reach it.
-        where : dict, optional
-            The filter your searches use.
-        save : bool
-            Store the chosen ``nprobe`` (IVF lists only) and ``rerank`` (rounded up
-            to a multiple of the default ``max(8k, 100)``) as the database's
-            defaults; both stay per-call arguments too.
-
-        Returns
-        -------
-        dict
-            ``nprobe`` (None without IVF lists), ``rerank``, ``recall``, ``qps``,
-            ``reached`` and ``grid`` (every setting: nprobe, rerank, recall, qps).
-        """
-        import time
-        self._check_open()
-        k = check_k(k)
-        if target_recall is None:
-            target_recall = float(self._opt("target_recall"))
-        if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
-                or not 0 < target_recall <= 1:
-            raise InvalidArgumentError("target_recall must be in (0, 1]")
-        if isinstance(queries, (list, tuple)) and queries and all(isinstance(x, str) for x in queries):
-            queries = self._embed(list(queries))
-        Q = check_query_rows(queries, self._meta["dim"], self._meta["metric"])
-        if Q.shape[0] == 0:
-            raise InvalidArgumentError("tune needs at least one query")
-        if self._index.pq is None:
-            raise InvalidArgumentError("the database searches exactly (no index to tune yet)")
-        part = self._index.ivf
-        if nprobes is None:
-            nprobes = [None] if part is None else sorted(
-                {p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
-                             768, 1024, 2048) if p < part.ivf.nlist} | {part.ivf.nlist})
-        if reranks is None:
-            reranks = (k, 2 * k, 5 * k, 10 * k, 20 * k, 40 * k, 80 * k)
-        for name, vals in (("nprobes", nprobes), ("reranks", reranks)):
-            for v in vals:
-                if v is not None and (not is_id(v) or v < (1 if name == "nprobes" else 0)):
-                    raise InvalidArgumentError(f"{name} must hold positive integers, got {v!r}")
-        with self._read:
-            s = self._store
-            mask = s.live if where is None else self._where_mask(where, s.live)
-            V = s.vectors
-            if V is None:
-                raise InvalidArgumentError("tune needs the stored vectors (ground truth)")
-            gt_rows = exact_topk(prepare_queries(Q.copy(), self._meta["metric"]), V, k,
-                                 self._meta["metric"], mask=mask)
-        grid = []
-        nprobes = sorted(set(nprobes), key=lambda p: -1 if p is None else p)
-        first = 0
-        # deepest re-ranking first: fewer candidates need at least as many lists, so a
-        # shallower rerank's ladder starts where the deeper one reached the target; a
-        # ladder stops at the target or where more lists add too little recall to get
-        # there (the re-ranked depth is the limit: at millions of rows a small rerank
-        # may never reach the target, and scanning up to every list would take long)
-        for r in sorted(set(int(x) for x in reranks), reverse=True):
-            prev = None
-            for j in range(first, len(nprobes)):
-                p = nprobes[j]
-                _, I = self._search_q(Q, k, where, r, p, threads=default_threads())
-                rec = _recall(I, gt_rows)
-                grid.append({"nprobe": p, "rerank": r, "recall": rec, "qps": None})
-                if rec >= target_recall:
-                    first = j
-                    break
-                if prev is not None and (rec - prev) * _TUNE_STEPS_LEFT < target_recall - rec:
-                    break               # ten more such steps would not reach it
-                prev = rec
-        ok = [g for g in grid if g["recall"] >= target_recall]
-        for g in ok:
-            t0 = time.perf_counter()
-            for i in range(Q.shape[0]):
-                self._search_q(Q[i:i + 1], k, where, g["rerank"], g["nprobe"])
-            g["qps"] = Q.shape[0] / (time.perf_counter() - t0)
-        if ok:
-            best = dict(max(ok, key=lambda g: g["qps"]), reached=True)
-        else:
-            best = dict(max(grid, key=lambda g: (g["recall"], -(g["nprobe"] or 0) * g["rerank"])),
-                        reached=False)
-        best["grid"] = grid
-        if save and part is not None and best["nprobe"] is not None:
-            self._check_writable()
-            with self._wlock:
-                if self._staged is not None:
-                    raise InvalidArgumentError("tune(save=True) cannot run inside a transaction")
-                cur = self._index.ivf
-                new = IVFPart(cur.ivf, cur.codes, cur.covered, best["nprobe"],
-                              dict(cur.tuned, target_recall=float(target_recall),
-                                   recall=best["recall"], queries=int(Q.shape[0]), k=k,
-                                   source="tune"),
-                              max(1, -(-best["rerank"] // default_rerank(k))))
-                self._commit_index(self._index.pq, new)
-        return best
-
-    def _search_q(self, Q, k, where, rerank, nprobe, threads=1):
-        """Rows of prepared queries (the tuning loop)."""
-        with self._read:
-            return self._search_rows(Q, k, where, rerank, False, threads, nprobe)
 
     # ------------------------------------------------------------------ maintenance
 
