@@ -1,0 +1,303 @@
+"""Search, filters, the word index and distances of a :class:`~sutradb.database.Database`.
+
+Searches read under the read lock: the store's live mask, codes and vectors, and the
+vector index (:class:`~sutradb.index.vector.VectorIndex`) of the last commit; a
+``where`` filter is compiled (:mod:`sutradb.index.filters`) into a row mask from the
+metadata and word indexes (built on first use, kept up to date by commits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DimensionError, InvalidArgumentError, NotFoundError
+from ..index.filters import compile_where
+from ..index.flat import FlatVectors, pair_distances
+from ..index.pq import check_k
+from ..index.words import WordIndex
+from .concepts import Hit
+from .validation import check_query_rows
+
+__all__ = ["SearchMixin"]
+
+
+class SearchMixin:
+    """The search and distance methods of :class:`~sutradb.database.Database`; a
+    mixin: they read the database's store, index and caches under its read lock."""
+
+    def search_vectors(self, queries, k: int = 10, *, where=None, rerank: int | None = None,
+                       nprobe: int | None = None, exact: bool = False,
+                       threads: int | None = None):
+        """The k nearest concepts of each query vector.
+
+        Parameters
+        ----------
+        queries : (nq, dim) or (dim,) array_like
+        k : int >= 1
+        where : dict, optional
+            A filter (see :mod:`sutradb.index.filters`), applied inside the scan: when
+            at least k concepts match, k results come back.
+        rerank : int, optional
+            With a PQ index: candidates of the code scan re-ranked exactly (default
+            ``max(8k, 100)``; 0 = PQ distances only). A per-call parameter.
+        nprobe : int, optional
+            With IVF lists (``index_info["kind"] == "ivf"``): lists scanned per query
+            (default: the one chosen for ``target_recall`` when the lists were
+            built, ``index_info["nprobe"]``; :func:`sutradb.tune` finds one for your
+            own queries). Ignored by the other indexes. A per-call parameter.
+        exact : bool
+            Brute-force search over the full vectors.
+        threads : int, optional
+            Kernel threads (default 1 for one query, else all CPUs).
+
+        Returns
+        -------
+        D : (nq, k) float32
+            Distances, ascending (``inf`` padding).
+        I : (nq, k) int64
+            Ids (``-1`` padding).
+        """
+        self._check_open()
+        k = check_k(k)
+        Q = check_query_rows(queries, self._meta["dim"], self._meta["metric"])
+        with self._read:
+            D, rows = self._search_rows(Q, k, where, rerank, exact, threads, nprobe)
+            ids = self._store.ids
+            I = np.where(rows >= 0, ids[np.maximum(rows, 0)] if len(ids) else -1, -1).astype(np.int64)
+        return D, I
+
+    def search(self, query, k: int = 10, *, where=None, rerank: int | None = None,
+               nprobe: int | None = None, exact: bool = False) -> list[Hit]:
+        """The k nearest concepts of one query.
+
+        Parameters
+        ----------
+        query : (dim,) array_like or str
+            A vector, or a text when the database has an embedder.
+        k, where, rerank, nprobe, exact
+            As in :meth:`search_vectors`.
+
+        Returns
+        -------
+        list of Hit
+            ``Hit(id, distance, concept)``, nearest first.
+        """
+        self._check_open()
+        k = check_k(k)
+        if isinstance(query, str):
+            query = self._embed([query])[0]
+        Q = check_query_rows(query, self._meta["dim"], self._meta["metric"], one=True)
+        with self._read:
+            D, rows = self._search_rows(Q, k, where, rerank, exact, None, nprobe)
+            out = []
+            ids = self._store.ids
+            for d, r in zip(D[0].tolist(), rows[0].tolist()):
+                if r < 0:
+                    break
+                c = self._concept_at(r)
+                out.append(Hit(int(ids[r]), d, c))
+        return out
+
+    def _search_rows(self, Q, k, where, rerank, exact, threads, nprobe=None):
+        s = self._store
+        n = s.n_rows
+        nq = Q.shape[0]
+        if n == 0 or not self._meta["dim"]:
+            return np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
+        mask = s.live
+        if where is not None:
+            mask = self._where_mask(where, mask)
+        vecs = s.vectors
+        return self._index.search(Q, k, mask=mask, codes=s.codes if s.code_size else None,
+                                  vectors=vecs, flat=self._flat_vectors if vecs is not None else None,
+                                  rerank=rerank, exact=exact, threads=threads, nprobe=nprobe)
+
+    def _flat_vectors(self) -> FlatVectors:
+        f = self._flat
+        if f is None or f.mat.shape[0] != self._store.n_rows:
+            f = self._flat = FlatVectors(self._store.vectors, self._meta["metric"])
+        return f
+
+    def _where_mask(self, where, live) -> np.ndarray:
+        f = compile_where(where)
+        texts = {}
+        if f.text_queries:
+            wi = self._word_index()
+            texts = {q: wi.find(q) for q in f.text_queries}
+        cand = f.candidates(texts)
+        if f.uses_fields:
+            md = self._meta_index()
+            if cand is not None:
+                items = ((i, md.get(i, {})) for i in cand)
+            else:
+                items = md.items()
+            ids = f.select(items, texts)
+        elif cand is not None:
+            ids = [i for i in cand if f.match(i, {}, texts)]
+        else:
+            ids = [i for i in self._store.live_ids().tolist() if f.match(i, {}, texts)]
+        mask = np.zeros(len(live), np.bool_)
+        if ids:
+            rows = self._store.rows_of(np.fromiter(ids, np.int64, len(ids)))
+            mask[rows[rows >= 0]] = True
+        return mask
+
+    def _meta_index(self) -> dict:
+        if self._metaidx is None:
+            s = self._store
+            md = {}
+            for row in np.flatnonzero(s.live).tolist():
+                r = s.record_at(row)
+                md[r.id] = r.metadata
+            self._metaidx = md
+        return self._metaidx
+
+    def _word_index(self) -> WordIndex:
+        if self._words is None:
+            s = self._store
+            wi = WordIndex()
+            for row in np.flatnonzero(s.live).tolist():
+                r = s.record_at(row)
+                if r.text:
+                    wi.set(r.id, r.text)
+            self._words = wi
+        return self._words
+
+    def find_words(self, words: str) -> list[int]:
+        """Ids (sorted) of the concepts whose text holds every word of ``words``
+        (case-insensitive; words are runs of letters, digits and ``_``)."""
+        self._check_open()
+        if not isinstance(words, str):
+            raise InvalidArgumentError("find_words takes a str of words")
+        with self._read:
+            return sorted(self._word_index().find(words))
+
+    # ------------------------------------------------------------------ distances
+
+    def _build_dstate(self):
+        s = self._store
+        with self._read:
+            rowmap = self._row_map()
+            nxt = self._meta["next_id"]
+            idrow = None
+            if nxt <= 8 * len(rowmap) + 4096:          # dense ids: an array lookup
+                idrow = np.full(nxt, -1, np.int64)
+                if rowmap:
+                    live_rows = np.flatnonzero(s.live)
+                    idrow[s.ids[live_rows]] = live_rows
+            if s.vectors is not None:
+                fv = self._flat_vectors()
+                st = (rowmap, fv.mat, self._meta["metric"], fv, idrow)
+            elif self._index.pq is not None:
+                pq = self._index.pq
+                codes = np.ascontiguousarray(s.codes)
+                st = (rowmap, codes, "sdc", pq, idrow)
+            else:
+                st = (rowmap, None, "none", None, idrow)
+            self._dstate = st
+            self._install_fast_distance(st)      # under the read lock: no commit between
+        return st
+
+    def _install_fast_distance(self, st):
+        """Bind ``self.distance`` to a closure specialised for the metric: a few dict and
+        list lookups and one dot product per call (removed again at the next commit)."""
+        rowmap, mat, kind = st[0], st[1], st[2]
+        if kind not in ("cosine", "ip", "l2"):
+            return
+        rows = list(mat)                 # row views: cheaper to index than the matrix
+        dot = np.dot
+        slow = self._distance_slow
+
+        if kind == "cosine":
+            def distance(a, b):
+                try:
+                    return 1.0 - float(dot(rows[rowmap[a]], rows[rowmap[b]]))
+                except (KeyError, TypeError, IndexError):
+                    return slow(a, b)
+        elif kind == "ip":
+            def distance(a, b):
+                try:
+                    return -float(dot(rows[rowmap[a]], rows[rowmap[b]]))
+                except (KeyError, TypeError, IndexError):
+                    return slow(a, b)
+        else:
+            def distance(a, b):
+                try:
+                    d = rows[rowmap[a]] - rows[rowmap[b]]
+                except (KeyError, TypeError, IndexError):
+                    return slow(a, b)
+                return float(dot(d, d))
+        distance.__doc__ = SearchMixin.distance.__doc__
+        if self._dstate is st:
+            self.distance = distance
+
+    def distance(self, a, b) -> float:
+        """Distance between two stored concepts (ids or keys): exact when the database
+        keeps full vectors, PQ-symmetric otherwise. About a microsecond per call (the
+        first call after a write builds a lookup table)."""
+        st = self._dstate
+        if st is None:
+            self._check_open()
+            st = self._build_dstate()
+        rowmap, mat, kind = st[0], st[1], st[2]
+        try:
+            ra = rowmap[a]
+            rb = rowmap[b]
+            if ra >= len(mat) or rb >= len(mat):
+                raise IndexError
+        except (KeyError, TypeError, IndexError):
+            return self._distance_slow(a, b)
+        if kind == "cosine":
+            return 1.0 - float(mat[ra] @ mat[rb])
+        if kind == "ip":
+            return -float(mat[ra] @ mat[rb])
+        if kind == "l2":
+            d = mat[ra] - mat[rb]
+            return float(d @ d)
+        return float(self._sdc(st, [ra], [rb])[0])
+
+    def _distance_slow(self, a, b):
+        self._check_open()
+        ia, ib = self._id_of(a), self._id_of(b)
+        st = self._build_dstate()
+        if ia not in st[0] or ib not in st[0]:     # pragma: no cover - raced a delete
+            raise NotFoundError("id not in the database")
+        return self.distance(ia, ib)
+
+    def _sdc(self, st, ra, rb):
+        codes, kind, pq = st[1], st[2], st[3]
+        if kind != "sdc":
+            raise InvalidArgumentError("the database keeps neither vectors nor codes yet")
+        return pq.sdc(codes[ra], codes[rb])
+
+    def distances(self, pairs) -> np.ndarray:
+        """Distances of many pairs of stored concepts.
+
+        Parameters
+        ----------
+        pairs : (p, 2) array_like of ids
+
+        Returns
+        -------
+        (p,) float32
+        """
+        self._check_open()
+        P = np.asarray(pairs)
+        if P.ndim != 2 or P.shape[1] != 2:
+            raise DimensionError(f"pairs must be (p, 2), got shape {P.shape}")
+        if P.size and P.dtype.kind not in "iu":
+            raise InvalidArgumentError("pairs must hold integer ids")
+        P = P.astype(np.int64, copy=False)
+        st = self._dstate or self._build_dstate()
+        idrow = st[4]
+        if idrow is not None and (not P.size or (P.min() >= 0 and P.max() < len(idrow))):
+            rows = idrow[P]
+        else:
+            with self._read:
+                rows = self._store.rows_of(P.ravel()).reshape(P.shape)
+        if (rows < 0).any():
+            bad = int(P[rows < 0][0])
+            raise NotFoundError(f"id {bad} is not in the database")
+        if st[2] in ("cosine", "ip", "l2"):
+            return pair_distances(st[3], rows[:, 0], rows[:, 1])
+        return self._sdc(st, rows[:, 0], rows[:, 1])
