@@ -14,6 +14,7 @@ from sutradb.database.ivflists import (assign_rows, fold_lists, lay_out_lists, r
 from sutradb.database.locking import ExclusiveLock, ReadLock, RWLock
 from sutradb.database.options import DEFAULT_OPTIONS
 from sutradb.database.progress import progress_bar, stage_progress
+from sutradb.database.search import NO_TABLE, DistanceTable
 from sutradb.database.transactions import Bulk, Staged
 from sutradb.database.validation import (check_metadata, check_options, check_query_rows,
                                          check_vector_rows, is_id, seq_arg)
@@ -238,3 +239,41 @@ def test_added_error_is_zero_for_codebook_rows(lists):
     R = pq.decode(codes[:10])
     assert added_error(pq, R, pq.encode(R)) == pytest.approx(0.0, abs=1e-6)
     assert added_error(pq, V[:10], codes[:10]) > 0
+
+
+# --------------------------------------------------------------------------- distance table
+
+def test_distance_table():
+    mat = np.eye(3, dtype=np.float32)
+    t = DistanceTable({10: 0, 11: 2}, "cosine", mat)
+    assert t.cosine and not t.ip and len(t.rows) == 3
+    np.testing.assert_array_equal(t.rows[2], mat[2])
+    assert t.rows[0].base is mat or t.rows[0].base is mat.base     # views, not copies
+    with pytest.raises(InvalidArgumentError):
+        t.sdc([0], [1])                     # full vectors: no codes
+    assert NO_TABLE.rows is None and NO_TABLE.rowmap == {}
+    codes = np.zeros((3, 2), np.uint8)
+    assert DistanceTable({}, "sdc", codes).rows is None
+
+
+def test_database_distance_paths():
+    import sutradb
+    for metric in ("cosine", "ip", "l2"):
+        V = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+        db = sutradb.open(":memory:", dim=4, metric=metric, vector_dtype="float32")
+        db.add_vectors(V, keys=list("abcde"))
+        assert db._dtable is NO_TABLE
+        first = db.distance(0, 3)           # builds the table
+        assert db._dtable is not NO_TABLE
+        assert db.distance(0, 3) == pytest.approx(first)
+        assert db.distance("a", "d") == pytest.approx(first)      # keys: the slow path
+        a, b = V[0].astype(np.float64), V[3].astype(np.float64)
+        want = {"cosine": 1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), "ip": -a @ b,
+                "l2": (a - b) @ (a - b)}[metric]
+        assert first == pytest.approx(want, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(db.distances([[0, 3]]), [first], rtol=1e-5, atol=1e-6)
+        db.update(3, vector=V[0])
+        assert db._dtable is NO_TABLE                              # dropped by the commit
+        assert db.distance(0, 3) == pytest.approx(0.0 if metric != "ip" else -a @ a, abs=1e-5)
+        db.close()
+        assert db._dtable is NO_TABLE

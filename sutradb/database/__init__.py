@@ -32,7 +32,7 @@ from .locking import ExclusiveLock, ReadLock, RWLock
 from .options import (BATCH, DEFAULT_METRIC, DEFAULT_OPTIONS, FORMAT, FORMAT_VERSION, INDEX_KINDS,
                       MEMORY, METRICS, STORED, UNSET, DefaultStr)
 from .progress import progress_bar
-from .search import SearchMixin
+from .search import NO_TABLE, SearchMixin
 from .transactions import Bulk, Staged, Transaction, TransactionsMixin
 from .validation import check_metadata, check_options, check_vector_rows, is_id, seq_arg
 from .. import embedders as _embedders
@@ -249,9 +249,8 @@ class Database(TransactionsMixin, SearchMixin, IndexingMixin):
         ``renumbered`` (compaction, retraining) also the id -> row map."""
         if renumbered:
             self._rowmap = None
-        self.__dict__.pop("distance", None)       # the specialised fast path (below)
         self._flat: FlatVectors | None = None
-        self._dstate = None
+        self._dtable = NO_TABLE       # distance(): rebuilt on first use
         self._rstate = None        # (rowmap, vectors): the lock-free get() path
 
     # ------------------------------------------------------------------ properties
@@ -968,7 +967,7 @@ class Database(TransactionsMixin, SearchMixin, IndexingMixin):
                     self._txn_stack = []
                     self._ccache = {}
                     self._rstate = None
-                    self._dstate = None
+                    self._dtable = NO_TABLE       # distance(): rebuilt on first use
                     self.__dict__.pop("distance", None)
                     self._flat = None
                     # the index's mapped arrays (IVF lists) go with the files

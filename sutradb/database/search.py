@@ -18,7 +18,63 @@ from ..index.words import WordIndex
 from .concepts import Hit
 from .validation import check_query_rows
 
-__all__ = ["SearchMixin"]
+__all__ = ["SearchMixin", "DistanceTable", "NO_TABLE"]
+
+_dot = np.dot
+
+
+class DistanceTable:
+    """What :meth:`Database.distance` and :meth:`Database.distances` look rows up
+    in: a snapshot of the committed state, built by the first call after a write,
+    dropped by the next commit (the database then holds :data:`NO_TABLE`).
+
+    Parameters
+    ----------
+    rowmap : dict
+        id -> live row (the database's row map: commits update it in place, so a
+        row it names may be beyond this snapshot; lookups then miss).
+    kind : {"cosine", "ip", "l2", "sdc", "none"}
+        The metric (full vectors), ``"sdc"`` (PQ codes only) or ``"none"``.
+    mat : (n_rows, dim) float32 or (n_rows, code_size) uint8, optional
+        The prepared vectors (unit rows for cosine) or the codes.
+    flat : FlatVectors, optional
+        The vectors' :class:`~sutradb.index.flat.FlatVectors` (batched distances).
+    pq : ProductQuantizer, optional
+        The quantizer of the codes (``"sdc"``).
+    idrow : (next_id,) int64, optional
+        id -> row, -1 for none (dense ids only: an array lookup for batches).
+
+    Attributes
+    ----------
+    rows : list of ndarray or None
+        The rows of ``mat`` as views (a list is cheaper to index than the matrix),
+        for the exact metrics.
+    cosine, ip : bool
+        The metric, for the single-pair path.
+    """
+
+    __slots__ = ("rowmap", "kind", "mat", "flat", "pq", "idrow", "rows", "cosine", "ip")
+
+    def __init__(self, rowmap: dict, kind: str, mat=None, *, flat=None, pq=None, idrow=None):
+        self.rowmap = rowmap
+        self.kind = kind
+        self.mat = mat
+        self.flat = flat
+        self.pq = pq
+        self.idrow = idrow
+        self.rows = list(mat) if kind in ("cosine", "ip", "l2") else None
+        self.cosine = kind == "cosine"
+        self.ip = kind == "ip"
+
+    def sdc(self, ra, rb) -> np.ndarray:
+        """PQ-symmetric distances of the rows ``ra[i]``, ``rb[i]`` (``"sdc"`` only)."""
+        if self.kind != "sdc":
+            raise InvalidArgumentError("the database keeps neither vectors nor codes yet")
+        return self.pq.sdc(self.mat[ra], self.mat[rb])
+
+
+#: No table (before the first distance call after a write): every lookup misses.
+NO_TABLE = DistanceTable({}, "none")
 
 
 class SearchMixin:
@@ -174,7 +230,9 @@ class SearchMixin:
 
     # ------------------------------------------------------------------ distances
 
-    def _build_dstate(self):
+    def _build_dtable(self) -> DistanceTable:
+        """The :class:`DistanceTable` of the committed state (under the read lock:
+        no commit between reading the row map and the rows)."""
         s = self._store
         with self._read:
             rowmap = self._row_map()
@@ -187,59 +245,47 @@ class SearchMixin:
                     idrow[s.ids[live_rows]] = live_rows
             if s.vectors is not None:
                 fv = self._flat_vectors()
-                st = (rowmap, fv.mat, self._meta["metric"], fv, idrow)
+                t = DistanceTable(rowmap, self._meta["metric"], fv.mat, flat=fv, idrow=idrow)
             elif self._index.pq is not None:
-                pq = self._index.pq
-                codes = np.ascontiguousarray(s.codes)
-                st = (rowmap, codes, "sdc", pq, idrow)
+                t = DistanceTable(rowmap, "sdc", np.ascontiguousarray(s.codes),
+                                  pq=self._index.pq, idrow=idrow)
             else:
-                st = (rowmap, None, "none", None, idrow)
-            self._dstate = st
-            self._install_fast_distance(st)      # under the read lock: no commit between
-        return st
-
-    def _install_fast_distance(self, st):
-        """Bind ``self.distance`` to a closure specialised for the metric: a few dict and
-        list lookups and one dot product per call (removed again at the next commit)."""
-        rowmap, mat, kind = st[0], st[1], st[2]
-        if kind not in ("cosine", "ip", "l2"):
-            return
-        rows = list(mat)                 # row views: cheaper to index than the matrix
-        dot = np.dot
-        slow = self._distance_slow
-
-        if kind == "cosine":
-            def distance(a, b):
-                try:
-                    return 1.0 - float(dot(rows[rowmap[a]], rows[rowmap[b]]))
-                except (KeyError, TypeError, IndexError):
-                    return slow(a, b)
-        elif kind == "ip":
-            def distance(a, b):
-                try:
-                    return -float(dot(rows[rowmap[a]], rows[rowmap[b]]))
-                except (KeyError, TypeError, IndexError):
-                    return slow(a, b)
-        else:
-            def distance(a, b):
-                try:
-                    d = rows[rowmap[a]] - rows[rowmap[b]]
-                except (KeyError, TypeError, IndexError):
-                    return slow(a, b)
-                return float(dot(d, d))
-        distance.__doc__ = SearchMixin.distance.__doc__
-        if self._dstate is st:
-            self.distance = distance
+                t = DistanceTable(rowmap, "none", idrow=idrow)
+            self._dtable = t
+        return t
 
     def distance(self, a, b) -> float:
         """Distance between two stored concepts (ids or keys): exact when the database
         keeps full vectors, PQ-symmetric otherwise. About a microsecond per call (the
         first call after a write builds a lookup table)."""
-        st = self._dstate
-        if st is None:
+        # the fast path (full vectors): two dict and two list lookups and one dot
+        # product; anything else (no table yet, codes only, a key, an unknown id, a
+        # row beyond the table) takes _distance_other
+        t = self._dtable
+        rows = t.rows
+        if rows is not None:
+            rowmap = t.rowmap
+            try:
+                x = rows[rowmap[a]]
+                y = rows[rowmap[b]]
+            except (KeyError, TypeError, IndexError):
+                return self._distance_slow(a, b)
+            if t.cosine:
+                return 1.0 - float(_dot(x, y))
+            if t.ip:
+                return -float(_dot(x, y))
+            d = x - y
+            return float(_dot(d, d))
+        return self._distance_other(a, b)
+
+    def _distance_other(self, a, b) -> float:
+        """:meth:`distance` without a table of vectors: builds the table (the first
+        call after a write), or PQ-symmetric distances."""
+        t = self._dtable
+        if t is NO_TABLE:
             self._check_open()
-            st = self._build_dstate()
-        rowmap, mat, kind = st[0], st[1], st[2]
+            t = self._build_dtable()
+        rowmap, mat, kind = t.rowmap, t.mat, t.kind
         try:
             ra = rowmap[a]
             rb = rowmap[b]
@@ -254,21 +300,17 @@ class SearchMixin:
         if kind == "l2":
             d = mat[ra] - mat[rb]
             return float(d @ d)
-        return float(self._sdc(st, [ra], [rb])[0])
+        return float(t.sdc([ra], [rb])[0])
 
     def _distance_slow(self, a, b):
+        """:meth:`distance` of keys and ids the table does not hold: resolved (or
+        NotFoundError) against a new table."""
         self._check_open()
         ia, ib = self._id_of(a), self._id_of(b)
-        st = self._build_dstate()
-        if ia not in st[0] or ib not in st[0]:     # pragma: no cover - raced a delete
+        t = self._build_dtable()
+        if ia not in t.rowmap or ib not in t.rowmap:     # pragma: no cover - raced a delete
             raise NotFoundError("id not in the database")
         return self.distance(ia, ib)
-
-    def _sdc(self, st, ra, rb):
-        codes, kind, pq = st[1], st[2], st[3]
-        if kind != "sdc":
-            raise InvalidArgumentError("the database keeps neither vectors nor codes yet")
-        return pq.sdc(codes[ra], codes[rb])
 
     def distances(self, pairs) -> np.ndarray:
         """Distances of many pairs of stored concepts.
@@ -288,8 +330,10 @@ class SearchMixin:
         if P.size and P.dtype.kind not in "iu":
             raise InvalidArgumentError("pairs must hold integer ids")
         P = P.astype(np.int64, copy=False)
-        st = self._dstate or self._build_dstate()
-        idrow = st[4]
+        t = self._dtable
+        if t is NO_TABLE:
+            t = self._build_dtable()
+        idrow = t.idrow
         if idrow is not None and (not P.size or (P.min() >= 0 and P.max() < len(idrow))):
             rows = idrow[P]
         else:
@@ -298,6 +342,6 @@ class SearchMixin:
         if (rows < 0).any():
             bad = int(P[rows < 0][0])
             raise NotFoundError(f"id {bad} is not in the database")
-        if st[2] in ("cosine", "ip", "l2"):
-            return pair_distances(st[3], rows[:, 0], rows[:, 1])
-        return self._sdc(st, rows[:, 0], rows[:, 1])
+        if t.kind in ("cosine", "ip", "l2"):
+            return pair_distances(t.flat, rows[:, 0], rows[:, 1])
+        return t.sdc(rows[:, 0], rows[:, 1])
