@@ -14,6 +14,7 @@ from sutradb.database.ivflists import (assign_rows, fold_lists, lay_out_lists, r
 from sutradb.database.locking import ExclusiveLock, ReadLock, RWLock
 from sutradb.database.options import DEFAULT_OPTIONS
 from sutradb.database.progress import progress_bar, stage_progress
+from sutradb.database.recordindex import RecordIndexes
 from sutradb.database.search import NO_TABLE, DistanceTable
 from sutradb.database.transactions import Bulk, Staged
 from sutradb.database.validation import (check_metadata, check_options, check_query_rows,
@@ -277,3 +278,37 @@ def test_database_distance_paths():
         assert db.distance(0, 3) == pytest.approx(0.0 if metric != "ip" else -a @ a, abs=1e-5)
         db.close()
         assert db._dtable is NO_TABLE
+
+
+# --------------------------------------------------------------------------- record indexes
+
+class _Rec:
+    def __init__(self, id, key, text, metadata):
+        self.id, self.key, self.text, self.metadata = id, key, text, metadata
+
+
+class _FakeStore:
+    """What RecordIndexes reads of a store: the live mask and records by row."""
+
+    def __init__(self, recs, live):
+        self.recs, self.live = recs, np.array(live)
+
+    def record_at(self, row):
+        return self.recs[row]
+
+
+def test_record_indexes_build_and_follow_commits():
+    store = _FakeStore([_Rec(0, "a", "red fox", {"n": 1}), _Rec(1, None, None, {}),
+                        _Rec(0, "a0", "old", {})], [True, True, False])
+    r = RecordIndexes()
+    assert not r.built
+    r.set(5, ("x", "t", {}, None))          # nothing built: nothing to update
+    assert r.build_keys(store) == {"a": 0} and r.key_of == {0: "a"} and r.built
+    assert r.build_metadata(store) == {0: {"n": 1}, 1: {}}
+    assert r.build_words(store).find("fox") == {0}
+    r.set(0, ("b", "blue fox", None, None))  # key changed, metadata dropped
+    r.set(2, ("a", "fox", {"n": 2}, None))   # the freed key taken by another id
+    r.set(1, None)                           # deleted
+    assert r.keys == {"b": 0, "a": 2} and r.key_of == {0: "b", 2: "a"}
+    assert r.metadata == {0: {}, 2: {"n": 2}}
+    assert r.words.find("fox") == {0, 2} and r.words.find("red") == set()

@@ -24,7 +24,6 @@ from ..errors import (ClosedError, DimensionError, DuplicateKeyError, EmbedderEr
 from ..graph import DIRECTIONS, Link, as_links, check_relation, check_weight
 from ..index.flat import FlatVectors
 from ..index.vector import VectorIndex, code_rows, decode_index
-from ..index.words import WordIndex
 from ..storage import Store
 from .concepts import Concept, Hit, nested, new_concept
 from .indexing import IndexingMixin
@@ -32,6 +31,7 @@ from .locking import ExclusiveLock, ReadLock, RWLock
 from .options import (BATCH, DEFAULT_METRIC, DEFAULT_OPTIONS, FORMAT, FORMAT_VERSION, INDEX_KINDS,
                       MEMORY, METRICS, STORED, UNSET, DefaultStr)
 from .progress import progress_bar
+from .recordindex import RecordIndexes
 from .search import NO_TABLE, SearchMixin
 from .transactions import Bulk, Staged, Transaction, TransactionsMixin
 from .validation import check_metadata, check_options, check_vector_rows, is_id, seq_arg
@@ -238,10 +238,7 @@ class Database(TransactionsMixin, SearchMixin, IndexingMixin):
         self._ccache: dict[int, tuple] = {}     # id -> (key, text, metadata) decoded
         self._kcache: dict[str, int] = {}       # key -> id, confirmed against _ccache
         self._rowmap: dict[int, int] | None = None
-        self._keyidx: dict[str, int] | None = None
-        self._idkey: dict[int, str] | None = None
-        self._metaidx: dict[int, dict] | None = None
-        self._words: WordIndex | None = None
+        self._records = RecordIndexes()         # key / metadata / word indexes
         self._row_caches()
 
     def _row_caches(self, renumbered: bool = False):
@@ -334,18 +331,11 @@ class Database(TransactionsMixin, SearchMixin, IndexingMixin):
         return self._key_index().get(key)
 
     def _key_index(self) -> dict:
-        if self._keyidx is None:
+        r = self._records
+        if r.keys is None:
             with self._read:
-                ki, ik = {}, {}
-                s = self._store
-                for row in np.flatnonzero(s.live).tolist():
-                    r = s.record_at(row)
-                    if r.key is not None:
-                        ki[r.key] = r.id
-                        ik[r.id] = r.key
-                self._idkey = ik
-                self._keyidx = ki
-        return self._keyidx
+                r.build_keys(self._store)
+        return r.keys
 
     def _id_of(self, x, staged: Staged | None = None) -> int:
         """The id of an id or key that exists (staged state first); NotFoundError."""

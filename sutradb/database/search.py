@@ -199,25 +199,12 @@ class SearchMixin:
         return mask
 
     def _meta_index(self) -> dict:
-        if self._metaidx is None:
-            s = self._store
-            md = {}
-            for row in np.flatnonzero(s.live).tolist():
-                r = s.record_at(row)
-                md[r.id] = r.metadata
-            self._metaidx = md
-        return self._metaidx
+        r = self._records
+        return r.metadata if r.metadata is not None else r.build_metadata(self._store)
 
     def _word_index(self) -> WordIndex:
-        if self._words is None:
-            s = self._store
-            wi = WordIndex()
-            for row in np.flatnonzero(s.live).tolist():
-                r = s.record_at(row)
-                if r.text:
-                    wi.set(r.id, r.text)
-            self._words = wi
-        return self._words
+        r = self._records
+        return r.words if r.words is not None else r.build_words(self._store)
 
     def find_words(self, words: str) -> list[int]:
         """Ids (sorted) of the concepts whose text holds every word of ``words``

@@ -302,36 +302,17 @@ class TransactionsMixin:
                             rm[i] = r
                         else:
                             rm.pop(i, None)
-        if self._keyidx is None and self._metaidx is None and self._words is None:
+        records = self._records
+        if not records.built:
             return
         for i, rec in staged.over.items():
-            self._index_record(i, rec)
+            records.set(i, rec)
         for b in staged.bulks:
             over = staged.over
             for j in range(b.n):
                 i = b.start + j
                 if i not in over:
-                    self._index_record(i, b.record(j))
-
-    def _index_record(self, i, rec):
-        """Update the key / metadata / word indexes for id ``i`` now being ``rec``."""
-        if self._keyidx is not None:
-            old = self._idkey.pop(i, None)
-            if old is not None and self._keyidx.get(old) == i:
-                del self._keyidx[old]
-            if rec is not None and rec[0] is not None:
-                self._keyidx[rec[0]] = i
-                self._idkey[i] = rec[0]
-        if self._metaidx is not None:
-            if rec is None:
-                self._metaidx.pop(i, None)
-            else:
-                self._metaidx[i] = rec[2] or {}
-        if self._words is not None:
-            if rec is None:
-                self._words.remove(i)
-            else:
-                self._words.set(i, rec[1])
+                    records.set(i, b.record(j))
 
     #: A write outside a transaction runs in its own one: ``with self._Auto(self) as st``.
     _Auto = AutoTransaction

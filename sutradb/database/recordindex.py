@@ -1,0 +1,101 @@
+"""The key, metadata and word indexes of a database's live concepts.
+
+Built from the store on first use (a filter on metadata or ``$text``,
+:meth:`Database.find_words`, a key lookup on a store without its own key index)
+and then kept up to date by each commit (:meth:`RecordIndexes.set` for every id the
+commit wrote); dropped when the database moves to another state wholesale
+(``refresh``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..index.words import WordIndex
+
+__all__ = ["RecordIndexes"]
+
+
+class RecordIndexes:
+    """Indexes of the live records, each None until built.
+
+    Attributes
+    ----------
+    keys : dict or None
+        key -> id.
+    key_of : dict or None
+        id -> key (built with ``keys``, to drop an id's old key).
+    metadata : dict or None
+        id -> metadata dict (``{}`` for none).
+    words : WordIndex or None
+        The words of the texts.
+
+    The ``build_*`` methods read the store's live rows: the caller holds the
+    database's read lock.
+    """
+
+    __slots__ = ("keys", "key_of", "metadata", "words")
+
+    def __init__(self):
+        self.keys: dict[str, int] | None = None
+        self.key_of: dict[int, str] | None = None
+        self.metadata: dict[int, dict] | None = None
+        self.words: WordIndex | None = None
+
+    @property
+    def built(self) -> bool:
+        """Whether any of the indexes exists (a commit then has them to update)."""
+        return self.keys is not None or self.metadata is not None or self.words is not None
+
+    def build_keys(self, store) -> dict:
+        """Build :attr:`keys` (and :attr:`key_of`) from ``store``; returns :attr:`keys`."""
+        ki, ik = {}, {}
+        for row in np.flatnonzero(store.live).tolist():
+            r = store.record_at(row)
+            if r.key is not None:
+                ki[r.key] = r.id
+                ik[r.id] = r.key
+        self.key_of = ik
+        self.keys = ki
+        return ki
+
+    def build_metadata(self, store) -> dict:
+        """Build :attr:`metadata` from ``store``; returns it."""
+        md = {}
+        for row in np.flatnonzero(store.live).tolist():
+            r = store.record_at(row)
+            md[r.id] = r.metadata
+        self.metadata = md
+        return md
+
+    def build_words(self, store) -> WordIndex:
+        """Build :attr:`words` from ``store``; returns it."""
+        wi = WordIndex()
+        for row in np.flatnonzero(store.live).tolist():
+            r = store.record_at(row)
+            if r.text:
+                wi.set(r.id, r.text)
+        self.words = wi
+        return wi
+
+    def set(self, i: int, rec) -> None:
+        """Id ``i`` is now ``rec`` (``(key, text, metadata, ...)``), or deleted (None):
+        update the indexes that are built."""
+        keys = self.keys
+        if keys is not None:
+            old = self.key_of.pop(i, None)
+            if old is not None and keys.get(old) == i:
+                del keys[old]
+            if rec is not None and rec[0] is not None:
+                keys[rec[0]] = i
+                self.key_of[i] = rec[0]
+        if self.metadata is not None:
+            if rec is None:
+                self.metadata.pop(i, None)
+            else:
+                self.metadata[i] = rec[2] or {}
+        if self.words is not None:
+            if rec is None:
+                self.words.remove(i)
+            else:
+                self.words.set(i, rec[1])
