@@ -12,11 +12,20 @@ keeps one *row* per version of a concept; the database maps ids to their live ro
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import copy
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
-__all__ = ["Concept", "Hit", "new_concept", "nested"]
+from ..errors import (ClosedError, DuplicateKeyError, InvalidArgumentError, NotFoundError,
+                      SutraError)
+from .options import BATCH, UNSET
+from .progress import progress_bar
+from .transactions import Bulk, Staged
+from .validation import check_metadata, check_vector_rows, is_id, seq_arg
+from .. import embedders
+
+__all__ = ["Concept", "Hit", "ConceptsMixin", "new_concept", "nested"]
 
 
 class Concept(NamedTuple):
@@ -51,3 +60,487 @@ def nested(md) -> bool:
     """Whether a metadata dict holds lists or dicts (the cache's records are copied
     deeply then: a caller that changes its Concept must not change the cache)."""
     return bool(md) and any(type(v) is list or type(v) is dict for v in md.values())
+
+
+class ConceptsMixin:
+    """The concept methods of :class:`~sutradb.database.Database`: writes (``add``,
+    ``add_vectors``, ``update``, ``delete``), id and key resolution, reads (``get``
+    and its caches, ``get_vectors``, ``ids``, ``len``, ``in``, iteration); a mixin:
+    ``get`` reads the database's own attributes on its lock-free path."""
+
+    # ------------------------------------------------------------------ id resolution
+
+    def _committed_key(self, key) -> int | None:
+        f = getattr(self._store, "id_for_key", None)
+        if f is not None:
+            return f(key)
+        return self._key_index().get(key)
+
+    def _key_index(self) -> dict:
+        r = self._records
+        if r.keys is None:
+            with self._read:
+                r.build_keys(self._store)
+        return r.keys
+
+    def _id_of(self, x, staged: Staged | None = None) -> int:
+        """The id of an id or key that exists (staged state first); NotFoundError."""
+        if isinstance(x, str):
+            if staged is not None and x in staged.keys:
+                i = staged.keys[x]
+                if i is None:
+                    raise NotFoundError(f"key {x!r} is not in the database")
+                return i
+            i = self._committed_key(x)
+            if i is None or (staged is not None and self._staged_gone(staged, i)):
+                raise NotFoundError(f"key {x!r} is not in the database")
+            return int(i)
+        if not is_id(x):
+            raise InvalidArgumentError(f"an id must be an int (or a key: str), not {type(x).__name__}")
+        i = int(x)
+        if not self._exists(i, staged):
+            raise NotFoundError(f"id {i} is not in the database")
+        return i
+
+    @staticmethod
+    def _staged_gone(staged, i):
+        return i in staged.over and staged.over[i] is None
+
+    def _exists(self, i: int, staged: Staged | None) -> bool:
+        if staged is not None:
+            if i in staged.over:
+                return staged.over[i] is not None
+            if staged.bulk_of(i) is not None:
+                return True
+        return i in self._row_map()
+
+    def _current(self, i: int, staged: Staged | None):
+        """(key, text, metadata, vector or None, codes or None) of an existing id."""
+        if staged is not None:
+            if i in staged.over:
+                rec = staged.over[i]
+                return rec[0], rec[1], rec[2], rec[3], None
+            b = staged.bulk_of(i)
+            if b is not None:
+                k, t, m, v = b.record(i - b.start)
+                return k, t, m, v, None
+        with self._read:
+            s = self._store
+            row = int(s.rows_of([i])[0])
+            if row < 0:
+                raise NotFoundError(f"id {i} is not in the database")
+            r = s.record_at(row)
+            v = s.vectors[row] if s.vectors is not None else None
+            c = s.codes[row] if s.code_size else None
+            return r.key, r.text, r.metadata, v, c
+
+    # ------------------------------------------------------------------ writes
+
+    def add_vectors(self, vectors, *, texts=None, metadata=None, keys=None) -> np.ndarray:
+        """Add concepts from their vectors.
+
+        Parameters
+        ----------
+        vectors : (n, dim) array_like
+            Finite numbers; the first vectors of a database fix its ``dim``.
+        texts : sequence of (str or None), optional
+            One per vector (indexed for :meth:`find_words` and ``$text`` filters).
+        metadata : sequence of (dict or None), optional
+            One per vector; msgpack types with str keys.
+        keys : sequence of (str or None), optional
+            Unique keys (a :class:`~sutradb.errors.DuplicateKeyError` if one is taken).
+
+        Returns
+        -------
+        (n,) int64 ndarray
+            The new ids (increasing, never reused).
+
+        Raises
+        ------
+        DimensionError, InvalidArgumentError, DuplicateKeyError, ReadOnlyError, ClosedError
+            Nothing is added.
+        """
+        self._check_writable()
+        with self._Auto(self) as st:
+            V = check_vector_rows(vectors, st.meta["dim"], self._meta["vector_dtype"] == "float16")
+            n = V.shape[0]
+            texts = seq_arg(texts, n, "texts")
+            metadata = seq_arg(metadata, n, "metadata")
+            keys = seq_arg(keys, n, "keys")
+            if n == 0:
+                return np.zeros(0, np.int64)
+            if texts is not None:
+                for t in texts:
+                    if t is not None and not isinstance(t, str):
+                        raise InvalidArgumentError(f"a text must be a str or None, not {type(t).__name__}")
+            if metadata is not None:
+                metadata = [check_metadata(m) for m in metadata]
+                if all(m is None for m in metadata):
+                    metadata = None
+            if keys is not None:
+                self._check_new_keys(keys, st)
+            if not st.meta["dim"]:
+                st.meta["dim"] = int(V.shape[1])
+            if st.pq is None and self._meta["vector_dtype"] is None:
+                self._codes_for(np.asarray(V, dtype=np.float32), st)   # trains on this batch
+            start = st.next_id
+            ids = np.arange(start, start + n, dtype=np.int64)
+            vd = self._meta["vector_dtype"]
+            for s0 in range(0, n, BATCH):
+                sl = slice(s0, s0 + BATCH)
+                blk = np.ascontiguousarray(V[sl], dtype=np.float32)
+                kw = {"keys": keys[sl] if keys is not None else None,
+                      "texts": texts[sl] if texts is not None else None,
+                      "metadata": metadata[sl] if metadata is not None else None,
+                      "codes": self._codes_for(blk, st),
+                      "vectors": blk.astype(vd) if vd is not None else None}
+                self._emit(("put", (ids[sl],), kw))
+            st.next_id = start + n
+            st.meta["next_id"] = st.next_id
+            st.bulks.append(Bulk(start, n, V, keys, texts, metadata))
+            st.starts.append(start)
+            if keys is not None:
+                for j, k in enumerate(keys):
+                    if k is not None:
+                        st.keys[k] = start + j
+            return ids
+
+    def add(self, texts, *, metadata=None, keys=None, batch_size: int | None = None,
+            progress=None) -> np.ndarray:
+        """Learn concepts from texts: embed them with the database's embedder (in
+        batches) and add them, all in one transaction.
+
+        Parameters
+        ----------
+        texts : sequence of str
+        metadata, keys : sequences, optional
+            As in :meth:`add_vectors`.
+        batch_size : int, optional
+            Texts per embedder call (default: the ``batch_size`` option, 256).
+            Identical texts in a call are embedded once. Texts go in windows of 16
+            batches; inside a window they are embedded longest first, so that each
+            batch pads little (what sentence-transformers does inside one call), and
+            each window is stored as soon as it is embedded. Without a progress bar a
+            window is one embedder call.
+        progress : bool or callable, optional
+            A progress bar (count, throughput, ETA) on stderr; by default shown when
+            stderr is a terminal and the call has more than one batch. A callable is
+            called as ``progress(done, total)`` after each batch.
+
+        Returns
+        -------
+        (n,) int64 ndarray
+            The new ids. The call is one transaction: on any error nothing is added.
+
+        Raises
+        ------
+        EmbedderError
+            No embedder (give ``embedder=`` to :func:`open`), or it failed.
+        """
+        if isinstance(texts, str):
+            raise InvalidArgumentError("add takes a list of texts (wrap a single text in a list)")
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise InvalidArgumentError(f"texts must be str, not {type(t).__name__}")
+        n = len(texts)
+        metadata = None if metadata is None else seq_arg(metadata, n, "metadata")
+        keys = None if keys is None else seq_arg(keys, n, "keys")
+        emb = self._require_embedder()
+        step = int(batch_size or self._batch_size)
+        if step < 1:
+            raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size!r}")
+        bar = progress_bar(progress, n, step)
+        out = np.empty(n, dtype=np.int64)
+        try:
+            with self.transaction():
+                with self._Auto(self) as st:
+                    if st is not None and not st.meta.get("embedder"):
+                        st.meta["embedder"] = {"name": str(emb.name), "dim": int(emb.dim)}
+                # Windows of 16 batches: inside one, the distinct texts are embedded
+                # in order of length (as sentence-transformers does inside one call),
+                # so batches carry little padding; then the window is stored.
+                window = 16 * step
+                for w0 in range(0, n, window):
+                    chunk = texts[w0:w0 + window]
+                    uniq = list(dict.fromkeys(chunk))
+                    order = sorted(range(len(uniq)), key=lambda j: -len(uniq[j]))
+                    Vu = np.empty((len(uniq), emb.dim), dtype=np.float32)
+                    # without progress to show, the window is one embedder call
+                    bstep = step if bar is not None else max(1, len(order))
+                    for b0 in range(0, len(order), bstep):
+                        sel = order[b0:b0 + bstep]
+                        Vu[sel] = embedders.embed(emb, [uniq[j] for j in sel])
+                        if bar is not None and b0 + bstep < len(order):
+                            # texts of the window covered so far, in proportion
+                            bar(w0 + (b0 + len(sel)) * len(chunk) // len(uniq), n)
+                    if len(uniq) < len(chunk):
+                        pos = {t: j for j, t in enumerate(uniq)}
+                        Vu = Vu[[pos[t] for t in chunk]]
+                    out[w0:w0 + len(chunk)] = self.add_vectors(
+                        Vu, texts=chunk,
+                        metadata=None if metadata is None else metadata[w0:w0 + window],
+                        keys=None if keys is None else keys[w0:w0 + window])
+                    if bar is not None:
+                        bar(w0 + len(chunk), n)
+        finally:
+            if bar is not None:
+                bar(None, n)
+        return out
+
+    def _check_new_keys(self, keys, st, owners=None):
+        seen = set()
+        for j, k in enumerate(keys):
+            if k is None:
+                continue
+            if not isinstance(k, str):
+                raise InvalidArgumentError(f"a key must be a str or None, not {type(k).__name__}")
+            if k in seen:
+                raise DuplicateKeyError(f"key {k!r} appears twice")
+            seen.add(k)
+            owner = owners[j] if owners is not None else None
+            if k in st.keys:
+                holder = st.keys[k]
+            else:
+                holder = self._committed_key(k)
+                if holder is not None and self._staged_gone(st, holder):
+                    holder = None
+                if holder is not None and holder in st.over and st.over[holder][0] != k:
+                    holder = None
+            if holder is not None and holder != owner:
+                raise DuplicateKeyError(f"key {k!r} is already taken (id {holder})")
+
+    def update(self, id_or_key, *, text=UNSET, metadata=UNSET, vector=UNSET, key=UNSET) -> None:
+        """Replace some fields of a concept (the others are kept).
+
+        Parameters
+        ----------
+        id_or_key : int or str
+        text : str or None, optional
+        metadata : dict or None, optional
+            Replaces the whole metadata dict.
+        vector : (dim,) array_like, optional
+        key : str or None, optional
+
+        Raises
+        ------
+        NotFoundError, DimensionError, InvalidArgumentError, DuplicateKeyError
+            Nothing changes.
+        """
+        self._check_writable()
+        with self._Auto(self) as st:
+            i = self._id_of(id_or_key, st)
+            k0, t0, m0, v0, c0 = self._current(i, st)
+            if text is not UNSET and text is not None and not isinstance(text, str):
+                raise InvalidArgumentError(f"a text must be a str or None, not {type(text).__name__}")
+            md = m0 if metadata is UNSET else (check_metadata(metadata) or {})
+            if key is not UNSET:
+                self._check_new_keys([key], st, owners=[i])
+            V = None if vector is UNSET else np.asarray(
+                check_vector_rows(vector, st.meta["dim"], self._meta["vector_dtype"] == "float16",
+                                  "vector", one=True), dtype=np.float32)
+            new_key = k0 if key is UNSET else key
+            new_text = t0 if text is UNSET else text
+            vd = self._meta["vector_dtype"]
+            if V is not None:
+                vec32 = V[0]
+            elif v0 is not None:
+                vec32 = np.asarray(v0, dtype=np.float32)
+            else:
+                vec32 = None
+            if V is not None or c0 is None:
+                codes = (self._codes_for(vec32[None, :], st)
+                         if vec32 is not None and st.pq is not None else None)
+                if st.pq is not None and codes is None:  # pragma: no cover - defensive
+                    raise SutraError("cannot encode the concept")
+            else:
+                codes = c0[None, :] if st.pq is self._index.pq else st.pq.encode(vec32[None, :])
+            kw = {"keys": [new_key], "texts": [new_text], "metadata": [md or None],
+                  "codes": codes,
+                  "vectors": vec32[None, :].astype(vd) if vd is not None else None}
+            self._emit(("put", (np.array([i], np.int64),), kw))
+            if k0 is not None and k0 != new_key:
+                st.keys[k0] = None
+            if new_key is not None:
+                st.keys[new_key] = i
+            st.over[i] = (new_key, new_text, md or {}, vec32)
+
+    def delete(self, ids) -> None:
+        """Delete concepts (ids or keys; one or a sequence) and their links.
+
+        Raises
+        ------
+        NotFoundError
+            One of them does not exist: nothing is deleted.
+        """
+        self._check_writable()
+        with self._Auto(self) as st:
+            if isinstance(ids, (str, int, np.integer)):
+                ids = [ids]
+            elif isinstance(ids, np.ndarray):
+                ids = ids.ravel().tolist()
+            todo = []
+            for x in ids:
+                i = self._id_of(x, st)
+                todo.append(i)
+            if not todo:
+                return
+            recs = [(i, self._current(i, st)[0]) for i in dict.fromkeys(todo)]
+            self._emit(("delete", (np.array([i for i, _ in recs], np.int64),), {}))
+            for i, k in recs:
+                st.over[i] = None
+                if k is not None:
+                    st.keys[k] = None
+                for key in [lk for lk in st.links if lk[0] == i or lk[1] == i]:
+                    st.links[key] = None
+
+    # ------------------------------------------------------------------ reads
+
+    def __len__(self) -> int:
+        self._check_open()
+        return self._store.n_live
+
+    def __contains__(self, x) -> bool:
+        if self._closed:
+            raise ClosedError("the database is closed")
+        if isinstance(x, str):
+            with self._read:
+                return self._committed_key(x) is not None
+        if not is_id(x):
+            return False
+        with self._read:
+            return int(x) in self._row_map()
+
+    def __iter__(self) -> Iterator[int]:
+        """The ids of the concepts (a snapshot, in storage order)."""
+        self._check_open()
+        with self._read:
+            ids = self._store.live_ids()
+        return iter(ids.tolist())
+
+    def ids(self) -> np.ndarray:
+        """The ids of the concepts, sorted (int64)."""
+        self._check_open()
+        with self._read:
+            return np.sort(self._store.live_ids())
+
+    def get(self, id_or_key) -> Concept:
+        """The concept with this id (int) or key (str).
+
+        Raises
+        ------
+        NotFoundError
+            (a ``KeyError``) it does not exist.
+        """
+        st = self._rstate
+        if st is not None and type(id_or_key) is str:
+            # a key seen before: trusted only if the cached record of its id still
+            # holds that key (commits refresh or drop the records they change)
+            i = self._kcache.get(id_or_key)
+            if i is not None:
+                rec = self._ccache.get(i)
+                if rec is not None and rec[0] == id_or_key:
+                    id_or_key = i
+        if st is not None and type(id_or_key) is int:
+            # the record before the row: a commit drops the records it changes before
+            # it moves their rows, so a record found here is the version of the row
+            # found next, or that row is beyond ``st``'s vectors (IndexError below)
+            rec = self._ccache.get(id_or_key)
+            row = st[0].get(id_or_key)
+            if row is not None and rec is not None:
+                vecs = st[1]
+                try:
+                    v = vecs[row] if vecs is not None else None
+                except IndexError:      # a commit is updating the row map right now
+                    v = UNSET
+                if v is not UNSET:
+                    md = rec[2]
+                    return new_concept(Concept, (id_or_key, rec[0], rec[1], (
+                        copy.deepcopy(md) if rec[3] else dict(md)) if md else {}, v))
+        self._check_open()
+        with self._read:
+            if isinstance(id_or_key, str):
+                i = self._committed_key(id_or_key)
+                if i is None:
+                    raise NotFoundError(f"key {id_or_key!r} is not in the database")
+            elif is_id(id_or_key):
+                i = int(id_or_key)
+            else:
+                raise InvalidArgumentError(f"get takes an id (int) or a key (str), not "
+                                           f"{type(id_or_key).__name__}")
+            st = self._rstate or self._build_rstate()
+            row = st[0].get(i)
+            if row is None:
+                raise NotFoundError(f"id {i} is not in the database")
+            c = self._concept_at(row)
+            # cached under the read lock: a commit between the read and the caching
+            # would find nothing to drop, and the old record would stay cached
+            if self._cache_size:
+                cc = self._ccache
+                if len(cc) >= self._cache_size:
+                    try:
+                        del cc[next(iter(cc))]
+                    except (StopIteration, KeyError, RuntimeError):
+                        pass
+                cc[c.id] = (c.key, c.text, c.metadata, nested(c.metadata))
+                if c.key is not None:
+                    kc = self._kcache
+                    if len(kc) >= self._cache_size:
+                        try:
+                            del kc[next(iter(kc))]
+                        except (StopIteration, KeyError, RuntimeError):
+                            pass
+                    kc[c.key] = c.id
+        md = c.metadata
+        return Concept(c.id, c.key, c.text,
+                       (copy.deepcopy(md) if nested(md) else dict(md)) if md else {}, c.vector)
+
+    def _row_map(self) -> dict:
+        """id -> live row (built once, then kept up to date at each commit)."""
+        rm = self._rowmap
+        if rm is None:
+            s = self._store
+            live_rows = np.flatnonzero(s.live)
+            rm = self._rowmap = dict(zip(s.ids[live_rows].tolist(), live_rows.tolist()))
+        return rm
+
+    def _build_rstate(self):
+        st = self._rstate = (self._row_map(), self._store.vectors)
+        return st
+
+    def get_many(self, ids) -> list[Concept]:
+        """:meth:`get` for several ids or keys."""
+        return [self.get(x) for x in ids]
+
+    def get_vectors(self, ids) -> np.ndarray:
+        """The stored vectors of several concepts at once, without their texts and
+        metadata (one read from the vector file; ``get`` per id costs ~16 us each).
+
+        Parameters
+        ----------
+        ids : sequence of int
+            Concept ids (committed), in any order; repeats allowed.
+
+        Returns
+        -------
+        (len(ids), dim) ndarray
+            A copy, in the stored dtype (``vector_dtype``), row i the vector of
+            ``ids[i]``.
+
+        Raises
+        ------
+        NotFoundError
+            An id is not in the database.
+        InvalidArgumentError
+            The ids are not integers, or the database keeps no vectors
+            (``vector_dtype=None``).
+        """
+        self._check_open()
+        with self._read:
+            return np.array(self._store.get_vectors(ids))
+
+    def _concept_at(self, row: int) -> Concept:
+        s = self._store
+        r = s.record_at(row)
+        vecs = s.vectors
+        return Concept(r.id, r.key, r.text, r.metadata, vecs[row] if vecs is not None else None)
