@@ -8,6 +8,17 @@ an optional unique ``key`` (str: the user's own primary key), an optional ``text
 ``metadata`` dict (anything msgpack holds: str keys; None, bool, int, float, str,
 bytes, lists, dicts) and a ``vector`` of the database's dimension. The storage engine
 keeps one *row* per version of a concept; the database maps ids to their live rows.
+
+The lock-free ``get``
+---------------------
+``get`` of an id (or key) it has seen takes no lock: it reads ``_rstate`` (the row map
+and the vector array of the last commit), then the record cached for the id
+(``_ccache``), then the id's row. A commit, under the exclusive lock, first drops the
+cached records of the ids it changes, then the read state, then moves their rows in
+the row map (:meth:`~sutradb.database.transactions.TransactionsMixin._after_commit`):
+so a cached record found is the version of the row found next, or that row is beyond
+the vector array the reader holds (IndexError: the locked path). The locked path
+caches what it read while it still holds the read lock.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from .transactions import Bulk, Staged
 from .validation import check_metadata, check_vector_rows, is_id, seq_arg
 from .. import embedders
 
-__all__ = ["Concept", "Hit", "ConceptsMixin", "new_concept", "nested"]
+__all__ = ["Concept", "Hit", "ConceptsMixin"]
 
 
 class Concept(NamedTuple):
@@ -53,10 +64,10 @@ class Hit(NamedTuple):
 
 
 #: Make a Concept without NamedTuple's argument handling (the get() fast path).
-new_concept = tuple.__new__
+_new_concept = tuple.__new__
 
 
-def nested(md) -> bool:
+def _nested(md) -> bool:
     """Whether a metadata dict holds lists or dicts (the cache's records are copied
     deeply then: a caller that changes its Concept must not change the cache)."""
     return bool(md) and any(type(v) is list or type(v) is dict for v in md.values())
@@ -71,12 +82,14 @@ class ConceptsMixin:
     # ------------------------------------------------------------------ id resolution
 
     def _committed_key(self, key) -> int | None:
+        """The committed id of ``key``, or None."""
         f = getattr(self._store, "id_for_key", None)
         if f is not None:
             return f(key)
         return self._key_index().get(key)
 
     def _key_index(self) -> dict:
+        """key -> id of the live concepts (built on first use)."""
         r = self._records
         if r.keys is None:
             with self._read:
@@ -455,7 +468,7 @@ class ConceptsMixin:
                     v = UNSET
                 if v is not UNSET:
                     md = rec[2]
-                    return new_concept(Concept, (id_or_key, rec[0], rec[1], (
+                    return _new_concept(Concept, (id_or_key, rec[0], rec[1], (
                         copy.deepcopy(md) if rec[3] else dict(md)) if md else {}, v))
         self._check_open()
         with self._read:
@@ -482,7 +495,7 @@ class ConceptsMixin:
                         del cc[next(iter(cc))]
                     except (StopIteration, KeyError, RuntimeError):
                         pass
-                cc[c.id] = (c.key, c.text, c.metadata, nested(c.metadata))
+                cc[c.id] = (c.key, c.text, c.metadata, _nested(c.metadata))
                 if c.key is not None:
                     kc = self._kcache
                     if len(kc) >= self._cache_size:
@@ -493,7 +506,7 @@ class ConceptsMixin:
                     kc[c.key] = c.id
         md = c.metadata
         return Concept(c.id, c.key, c.text,
-                       (copy.deepcopy(md) if nested(md) else dict(md)) if md else {}, c.vector)
+                       (copy.deepcopy(md) if _nested(md) else dict(md)) if md else {}, c.vector)
 
     def _row_map(self) -> dict:
         """id -> live row (built once, then kept up to date at each commit)."""

@@ -163,6 +163,9 @@ class Database(ConceptsMixin, LinksMixin, SearchMixin, IndexingMixin, Transactio
     # ------------------------------------------------------------------ set-up
 
     def _init_meta(self, dim, metric, opts, mode):
+        """Create the database meta (a new database) or check the stored one against
+        the arguments (session overrides of tuning options applied, not stored); load
+        the vector index and hook the index into the store's compactions."""
         s = self._store
         meta = s.meta.get("sutradb")
         if meta is None:
@@ -299,6 +302,7 @@ class Database(ConceptsMixin, LinksMixin, SearchMixin, IndexingMixin, Transactio
         return self._embedder
 
     def _require_embedder(self):
+        """:attr:`embedder`, or EmbedderError when there is none."""
         emb = self.embedder
         if emb is None:
             raise EmbedderError(
@@ -418,8 +422,7 @@ class Database(ConceptsMixin, LinksMixin, SearchMixin, IndexingMixin, Transactio
                     self._txn_stack = []
                     self._ccache = {}
                     self._rstate = None
-                    self._dtable = NO_TABLE       # distance(): rebuilt on first use
-                    self.__dict__.pop("distance", None)
+                    self._dtable = NO_TABLE
                     self._flat = None
                     # the index's mapped arrays (IVF lists) go with the files
                     self._index = VectorIndex(self._meta.get("dim"), self._meta.get("metric"))

@@ -163,6 +163,7 @@ class IndexingMixin:
         return codes
 
     def _fit(self, V, meta, progress=None) -> ProductQuantizer:
+        """A quantizer trained on ``V`` with the shape and training options of ``meta``."""
         dim = meta["dim"]
         m, nbits = default_pq_shape(dim, meta.get("vector_dtype"), meta.get("pq_m"),
                                     meta.get("pq_nbits"))
@@ -208,6 +209,7 @@ class IndexingMixin:
                           RuntimeWarning, stacklevel=4)
 
     def _wants_ivf(self, kind, n_live) -> bool:
+        """Whether the ``index`` option ``kind`` asks for IVF lists at ``n_live`` concepts."""
         if n_live < 64:
             return False
         if kind == "ivf":
