@@ -66,8 +66,6 @@ import math
 import os
 import time
 import uuid as _uuid
-from typing import NamedTuple
-
 import numpy as np
 
 from ..errors import (ClosedError, CorruptDatabaseError, DatabaseExistsError,
@@ -83,6 +81,7 @@ from .format import (COMMIT_TRAILER, DTYPE_CODE, DTYPES, FRAME, FRAME_SIZE, HEAD
                      check_wal_header, crc32, seg_header, decode_manifest, encode_manifest,
                      file_name, frame, packb, parse_file_name, parse_frames, unpackb,
                      wal_header, wal_name, all_zero)
+from .records import Chunk, Record, decode_record, encode_record
 from .segments import Appender, MappedFile, pread_all, write_new_file
 
 __all__ = ["Store", "Transaction", "Record", "DURABILITY_LEVELS"]
@@ -105,73 +104,7 @@ _WAL_PREALLOC = 64 << 10
 _WAL_GROW_MAX = 1 << 20
 
 
-class Record(NamedTuple):
-    """The record of one concept (``metadata`` is ``{}`` when none was given)."""
-
-    id: int
-    key: str | None
-    text: str | None
-    metadata: dict
-
-
-# --------------------------------------------------------------------------- records
-
-def encode_record(key, text, metadata) -> bytes:
-    """Bytes of one record: ``b""`` for an empty one, else crc32 + msgpack."""
-    if key is None and text is None and not metadata:
-        return b""
-    if key is not None and not isinstance(key, str):
-        raise InvalidArgumentError(f"a key must be a str or None, not {type(key).__name__}")
-    if text is not None and not isinstance(text, str):
-        raise InvalidArgumentError(f"a text must be a str or None, not {type(text).__name__}")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidArgumentError(f"metadata must be a dict or None, not {type(metadata).__name__}")
-    try:
-        body = packb([key, text, metadata or None])
-    except (TypeError, ValueError, OverflowError) as e:
-        raise InvalidArgumentError(f"metadata cannot be stored (msgpack types only): {e}") from None
-    if len(body) > MAX_RECORD:
-        raise InvalidArgumentError(f"record of {len(body)} bytes exceeds {MAX_RECORD}")
-    return crc32(body).to_bytes(4, "little") + body
-
-
-def decode_record(id_: int, raw, where: str) -> Record:
-    """Inverse of :func:`encode_record`, validating everything."""
-    n = len(raw)
-    if n == 0:
-        return Record(id_, None, None, {})
-    if n < 5:
-        raise CorruptDatabaseError(f"{where}: record of id {id_} is {n} bytes")
-    body = raw[4:]
-    if crc32(body) != int.from_bytes(bytes(raw[:4]), "little"):
-        raise CorruptDatabaseError(f"{where}: record of id {id_}: checksum mismatch")
-    obj = unpackb(body, where, MAX_RECORD)
-    if (not isinstance(obj, list) or len(obj) != 3
-            or not (obj[0] is None or isinstance(obj[0], str))
-            or not (obj[1] is None or isinstance(obj[1], str))
-            or not (obj[2] is None or isinstance(obj[2], dict))):
-        raise CorruptDatabaseError(f"{where}: record of id {id_} has a bad structure")
-    return Record(id_, obj[0], obj[1], obj[2] or {})
-
-
 # --------------------------------------------------------------------------- helpers
-
-class _Chunk:
-    """Rows held in memory (committed through the log since the last checkpoint)."""
-
-    __slots__ = ("row0", "ids", "codes", "vecs", "rec", "ends", "keys")
-
-    def __init__(self, ids, codes, vecs, rec, ends, keys):
-        self.row0 = -1
-        self.ids, self.codes, self.vecs, self.rec, self.ends = ids, codes, vecs, rec, ends
-        self.keys = keys       # list: the key (str or None) of each row
-
-    @property
-    def nbytes(self) -> int:
-        return (self.ids.nbytes + self.ends.nbytes + len(self.rec)
-                + (self.codes.nbytes if self.codes is not None else 0)
-                + (self.vecs.nbytes if self.vecs is not None else 0))
-
 
 def key_hash(key: str) -> int:
     """The 64-bit hash of a key stored in ``.keys`` files (BLAKE2b, 8 bytes, little-endian)."""
@@ -785,7 +718,7 @@ class Store:
                 elif (not isinstance(keys, list) or len(keys) != k
                       or not all(x is None or isinstance(x, str) for x in keys)):
                     raise bad
-                return ("put", _Chunk(ids, codes, vecs, rec, ends, keys))
+                return ("put", Chunk(ids, codes, vecs, rec, ends, keys))
             if t == OP_DELETE:
                 _, ids_b = op
                 return ("del", _frombytes(ids_b, _I8))
@@ -1886,7 +1819,7 @@ class Store:
         recs = [self.record_at(r) for r in rows.tolist()]
         rec_b = [encode_record(r.key, r.text, r.metadata) for r in recs]
         ends = np.cumsum([len(b) for b in rec_b], dtype=_U8) if rec_b else np.zeros(0, _U8)
-        ch = _Chunk(ids.copy(), None if codes is None else codes.copy(),
+        ch = Chunk(ids.copy(), None if codes is None else codes.copy(),
                     None if vecs is None else vecs.copy(), b"".join(rec_b), ends,
                     [r.key for r in recs])
         delta, dsrc, ddst, meta, idx, txn = (self._delta, self._delta_src, self._delta_dst,
@@ -2263,7 +2196,7 @@ class Transaction:
             ids.setflags(write=False)
         else:
             ids = _private(ids)
-        ch = _Chunk(ids, _private(cd), vc, rec, ends, keys)
+        ch = Chunk(ids, _private(cd), vc, rec, ends, keys)
         self._rows_staged += k
         self._stage_rows(ch)
 
