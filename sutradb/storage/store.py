@@ -61,7 +61,6 @@ thread.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
 import os
 import time
@@ -81,6 +80,7 @@ from .format import (COMMIT_TRAILER, DTYPE_CODE, DTYPES, FRAME, FRAME_SIZE, HEAD
                      check_wal_header, crc32, seg_header, decode_manifest, encode_manifest,
                      file_name, frame, packb, parse_file_name, parse_frames, unpackb,
                      wal_header, wal_name, all_zero)
+from .keys import KeyIndex
 from .records import Chunk, Record, decode_record, encode_record
 from .segments import Appender, MappedFile, pread_all, write_new_file
 
@@ -105,12 +105,6 @@ _WAL_GROW_MAX = 1 << 20
 
 
 # --------------------------------------------------------------------------- helpers
-
-def key_hash(key: str) -> int:
-    """The 64-bit hash of a key stored in ``.keys`` files (BLAKE2b, 8 bytes, little-endian)."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"),
-                                          digest_size=8).digest(), "little")
-
 
 def _as_ids(ids, what="ids") -> np.ndarray:
     a = np.asarray(ids)
@@ -573,9 +567,8 @@ class Store:
         self._delta_dst = {}
         self._cache = {}
         # keys: the checkpointed index (mapped lazily) and the log's additions
-        self._seg_keyidx = None
-        self._tail_keys = {}        # key -> id of the last row the log put with that key
-        self._tail_key_rows = []    # [(first row, ids, keys)] of every put since the checkpoint
+        self._keys = KeyIndex(maps.get("keys"), w(body["files"]["keys"]["name"]) if "keys" in maps else "",
+                              self._scan_keys if n else None, self._live_key_of)
 
     # ------------------------------------------------------------------ the log
 
@@ -791,11 +784,11 @@ class Store:
                 self._chunks.append(ch)
                 self._chunk_rows.append(row)
                 puts.append(ch.ids)
-                self._note_keys(row, ch.ids, ch.keys)
+                self._keys.note(row, ch.ids, ch.keys)
                 row += k
             elif t == "putf":
                 puts.append(op[1])
-                self._note_keys(row, op[1], op[2])
+                self._keys.note(row, op[1], op[2])
                 row += len(op[1])
             elif t == "del":
                 dels.append((op[1], row))
@@ -908,15 +901,6 @@ class Store:
         if killed:
             self._tail_dead.append(np.array(killed, _I8))
         self._n_live += alive - sum(r >= 0 for r in old)
-
-    def _note_keys(self, row0, ids, keys):
-        if keys is None or not any(k is not None for k in keys):
-            return
-        self._tail_key_rows.append((row0, ids, keys))
-        tk = self._tail_keys
-        for i, k in zip(ids.tolist(), keys):
-            if k is not None:
-                tk[k] = i
 
     def _delta_set(self, key, value):
         self._delta[key] = value
@@ -1231,28 +1215,7 @@ class Store:
         self._check_open()
         if not isinstance(key, str):
             raise InvalidArgumentError(f"a key must be a str, not {type(key).__name__}")
-        return self._key_owner(key)
-
-    def _key_owner(self, key: str, h: int | None = None) -> int | None:
-        i = self._tail_keys.get(key)
-        if i is not None and self._live_key_of(i) == key:
-            return i
-        hs, ids = self._seg_key_index()
-        if len(hs):
-            if h is None:
-                h = key_hash(key)
-            hv = np.uint64(h)
-            lo = int(hs.searchsorted(hv, "left"))
-            while lo < len(hs) and hs[lo] == hv:
-                c = int(ids[lo])
-                if c != i and self._live_key_of(c) == key:
-                    return c
-                lo += 1
-        return None
-
-    def _has_keys(self) -> bool:
-        """Whether any committed row may have a key (cheap; false positives allowed)."""
-        return bool(self._tail_keys) or bool(len(self._seg_key_index()[0]))
+        return self._keys.owner(key)
 
     def _live_key_of(self, id_: int):
         """Key of the live row of ``id_`` (None if not live or without key)."""
@@ -1264,58 +1227,16 @@ class Store:
             return ch.keys[r - ch.row0]
         return self.record_at(r).key
 
-    def _seg_key_index(self):
-        """(sorted uint64 key hashes, ids) of the checkpointed rows, validated once."""
-        c = self._seg_keyidx
-        if c is None:
-            mf = self._maps.get("keys")
-            if mf is not None:
-                cnt = mf.length // 16
-                hs = mf.array(_U8, cnt, 0)
-                ids = mf.array(_I8, cnt, 8 * cnt)
-                if cnt > 1 and not (hs[1:] >= hs[:-1]).all():
-                    raise CorruptDatabaseError(f"{self._where(mf.name)}: key hashes are not sorted")
-                c = (hs, ids)
-            elif self._seg_n:
-                c = self._scan_keys()   # a store written before key indexes existed
-            else:
-                c = (np.zeros(0, _U8), _EMPTY_I8)
-            self._seg_keyidx = c
-        return c
-
     def _scan_keys(self):
-        hs, ids = [], []
+        """(ids, keys) of the live keyed checkpointed rows, from their records (a
+        store written before key indexes existed)."""
+        keys, ids = [], []
         for r in np.flatnonzero(self._live[:self._seg_n]).tolist():
             k = self.record_at(r).key
             if k is not None:
-                hs.append(key_hash(k))
+                keys.append(k)
                 ids.append(int(self._seg_ids[r]))
-        return _sort_keys(np.array(hs, _U8), np.array(ids, _I8))
-
-    def _build_key_index(self):
-        """(hashes, ids) of every live keyed row after the tail is folded in; None when
-        the checkpointed index is still exact."""
-        if not self._tail_key_rows and not self._tail_dead and "keys" in self._man["files"]:
-            return None
-        hs, ids = self._seg_key_index()
-        if self._tail_dead and len(ids):
-            killed = _cat(self._tail_dead, _I8)
-            killed = killed[killed < self._seg_n]
-            if len(killed):
-                keep = ~np.isin(ids, self._seg_ids[killed])
-                hs, ids = hs[keep], ids[keep]
-        nh, ni = [], []
-        live = self._live
-        for row0, rids, keys in self._tail_key_rows:
-            for j, (i, k) in enumerate(zip(rids.tolist(), keys)):
-                if k is not None and live[row0 + j]:
-                    nh.append(key_hash(k))
-                    ni.append(i)
-        if nh:
-            hs = np.concatenate([hs, np.array(nh, _U8)])
-            ids = np.concatenate([ids, np.array(ni, _I8)])
-            return _sort_keys(hs, ids)
-        return np.ascontiguousarray(hs), np.ascontiguousarray(ids)
+        return ids, keys
 
     # links
 
@@ -1669,7 +1590,8 @@ class Store:
             index_entry = self._write_index(*self._index_pending, sync)
         # keys
         keys_entry = self._man["files"].get("keys")
-        kidx = self._build_key_index()
+        kidx = self._keys.rebuild("keys" in self._man["files"], self._tail_dead, self._seg_n,
+                                  self._seg_ids, self._live)
         if kidx is not None:
             keys_entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_KEYS),
                                         KIND_KEYS, self._uuid, list(kidx), width=16, sync=sync)
@@ -1992,7 +1914,7 @@ class Store:
             rec = self.record_at(r)
             if rec.key is not None:
                 keyed += 1
-                if self._key_owner(rec.key) != rec.id:
+                if self._keys.owner(rec.key) != rec.id:
                     raise CorruptDatabaseError(
                         f"{self._where(self._man['files'].get('keys', {}).get('name', MANIFEST_NAME))}: "
                         f"key {rec.key!r:.60} of id {rec.id} is not indexed (or not unique)")
@@ -2206,7 +2128,7 @@ class Transaction:
         when it raises."""
         s = self._store
         if self._track is None:
-            self._track = s._has_keys()
+            self._track = s._keys.has_keys()
         track = self._track
         key_of, id_key, released = self._key_of, self._id_key, self._released
         if not key_of and not track and (keys[0] is None if len(keys) == 1
@@ -2221,7 +2143,7 @@ class Transaction:
                     raise DuplicateKeyError(f"key {key!r:.80} is given to ids {o} and {i} "
                                             "in the same transaction")
                 if track:
-                    c = s._key_owner(key)
+                    c = s._keys.owner(key)
                     if c is not None and c != i and c not in lr and c not in released:
                         raise DuplicateKeyError(f"key {key!r:.80} is already used by id {c}")
                 lk[key] = i
@@ -2298,7 +2220,7 @@ class Transaction:
         if len(ids):
             self._add(("del", ids))
             if self._track is None:
-                self._track = self._store._has_keys()
+                self._track = self._store._keys.has_keys()
             if self._id_key or self._track:
                 for i in ids.tolist():
                     if self._id_key.get(i) is not None:
@@ -2497,11 +2419,6 @@ def _fresh_body(uid, gen, params, next_file) -> dict:
 
 
 _FILE_KEYS = {"ids", "ends", "rec", "dead", "order", "codes", "vec", "keys"}
-
-
-def _sort_keys(hs, ids):
-    o = np.lexsort((ids, hs))
-    return np.ascontiguousarray(hs[o]), np.ascontiguousarray(ids[o])
 
 
 def _check_manifest(b: dict, where: str) -> None:
