@@ -79,8 +79,9 @@ from .format import (COMMIT_TRAILER, DTYPE_CODE, DTYPES, FRAME, FRAME_SIZE, HEAD
                      OP_INDEX, OP_LINK, OP_META, OP_PUT, OP_UNLINK, VECTOR_DTYPES,
                      check_wal_header, crc32, seg_header, decode_manifest, encode_manifest,
                      file_name, frame, packb, parse_file_name, parse_frames, unpackb,
-                     wal_header, wal_name, all_zero)
+                     wal_header, wal_name, all_zero, align8)
 from .keys import KeyIndex
+from .links import LinkTable
 from .records import Chunk, Record, decode_record, encode_record
 from .segments import Appender, MappedFile, pread_all, write_new_file
 
@@ -94,7 +95,6 @@ _I8 = np.dtype("<i8")
 _U1 = np.dtype("u1")
 _U8 = np.dtype("<u8")
 _F8 = np.dtype("<f8")
-_I4 = np.dtype("<i4")
 _EMPTY_I8 = np.zeros(0, _I8)
 _MAX_META = 1 << 20
 _COPY_ROWS = 1 << 16
@@ -132,94 +132,11 @@ def _seq(values, k, what):
     return values
 
 
-def _sorted_ranges(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Indices of every element of sorted ``keys`` equal to one of ``q``."""
-    if not len(keys) or not len(q):
-        return _EMPTY_I8
-    lo = np.searchsorted(keys, q, "left")
-    hi = np.searchsorted(keys, q, "right")
-    m = hi > lo
-    lo, hi = lo[m], hi[m]
-    if not len(lo):
-        return _EMPTY_I8
-    lens = hi - lo
-    return np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-
-
 def _cat(parts, dtype, width=None):
     parts = [p for p in parts if p is not None]
     if not parts:
         return np.zeros((0, width) if width else 0, dtype)
     return np.ascontiguousarray(np.concatenate(parts))
-
-
-class _Links:
-    """The links of one links file: arrays sorted by (src, relation, dst)."""
-
-    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str):
-        self.where = where
-        self.mf = mf
-        if mf is None:
-            self.n = 0
-            self.src = self.dst = self.by_dst = _EMPTY_I8
-            self.rel = np.zeros(0, _I4)
-            self.weight = np.zeros(0, _F8)
-            self.names = []
-            self.checked = True
-            self._dst_sorted = _EMPTY_I8
-            return
-        n = self.n = entry["count"]
-        self.src = mf.array(_I8, n, 0)
-        self.dst = mf.array(_I8, n, 8 * n)
-        self.rel = mf.array(_I4, n, 16 * n)
-        w0 = _align8(20 * n)
-        self.weight = mf.array(_F8, n, w0)
-        self.by_dst = mf.array(_I8, n, w0 + 8 * n)
-        names = unpackb(mf.mm[HEADER_SIZE + w0 + 16 * n:HEADER_SIZE + mf.length], where)
-        if (not isinstance(names, list) or len(set(names)) != len(names)
-                or not all(isinstance(s, str) and 0 < len(s) <= MAX_RELATION for s in names)):
-            raise CorruptDatabaseError(f"{where}: bad relation table")
-        self.names = names
-        self.checked = False
-        self._dst_sorted = None
-
-    def check(self) -> None:
-        """Validate ordering and ranges once before trusting the arrays (O(n))."""
-        if self.checked:
-            return
-        n = self.n
-        if n:
-            if self.rel.min() < 0 or self.rel.max() >= len(self.names):
-                raise CorruptDatabaseError(f"{self.where}: relation index out of range")
-            s, r, d = self.src, self.rel, self.dst
-            ok = (s[1:] > s[:-1]) | ((s[1:] == s[:-1]) & ((r[1:] > r[:-1]) | ((r[1:] == r[:-1]) & (d[1:] > d[:-1]))))
-            if not ok.all():
-                raise CorruptDatabaseError(f"{self.where}: links are not sorted")
-            b = self.by_dst
-            if b.min() < 0 or b.max() >= n or np.bincount(b, minlength=n).max() != 1:
-                raise CorruptDatabaseError(f"{self.where}: bad destination permutation")
-            ds = d[b]
-            if not (ds[1:] >= ds[:-1]).all():
-                raise CorruptDatabaseError(f"{self.where}: destination permutation not sorted")
-            self._dst_sorted = ds
-        else:
-            self._dst_sorted = _EMPTY_I8
-        self.checked = True
-
-    def indices_from(self, q: np.ndarray) -> np.ndarray:
-        self.check()
-        return _sorted_ranges(self.src, q)
-
-    def indices_to(self, q: np.ndarray) -> np.ndarray:
-        self.check()
-        return self.by_dst[_sorted_ranges(self._dst_sorted, q)]
-
-    def key(self, i: int):
-        return int(self.src[i]), int(self.dst[i]), self.names[self.rel[i]]
-
-
-def _align8(x: int) -> int:
-    return (x + 7) & ~7
 
 
 # --------------------------------------------------------------------------- store
@@ -553,8 +470,8 @@ class Store:
         self._live[dead] = False
         self._n = n
         self._n_live = n - (len(np.unique(dead)) if len(dead) else 0)   # not O(n)
-        self._links = _Links(maps.get("links"), body["links"],
-                             w(body["links"]["name"]) if body["links"] else "")
+        self._links = LinkTable(maps.get("links"), body["links"],
+                                w(body["links"]["name"]) if body["links"] else "")
         self._index_entry = body["index"]
         self._index_pending = None
         # the tail (what the log added since the checkpoint)
@@ -562,9 +479,6 @@ class Store:
         self._chunk_rows = []
         self._tail_map = {}
         self._tail_dead = []
-        self._delta = {}
-        self._delta_src = {}
-        self._delta_dst = {}
         self._cache = {}
         # keys: the checkpointed index (mapped lazily) and the log's additions
         self._keys = KeyIndex(maps.get("keys"), w(body["files"]["keys"]["name"]) if "keys" in maps else "",
@@ -792,15 +706,17 @@ class Store:
                 row += len(op[1])
             elif t == "del":
                 dels.append((op[1], row))
-                self._drop_links_of(op[1])
+                self._links.drop_ids(op[1])
             elif t == "link":
                 _, src, dst, rels, w = op
+                set_link = self._links.set
                 for s, d_, r, x in zip(src.tolist(), dst.tolist(), rels, w.tolist()):
-                    self._delta_set((s, d_, r), x)
+                    set_link((s, d_, r), x)
             elif t == "unlink":
                 _, src, dst, rels = op
+                set_link = self._links.set
                 for s, d_, r in zip(src.tolist(), dst.tolist(), rels):
-                    self._delta_set((s, d_, r), None)
+                    set_link((s, d_, r), None)
             elif t == "index":
                 self._index_pending = (op[1], op[2])
             elif t == "meta":
@@ -901,22 +817,6 @@ class Store:
         if killed:
             self._tail_dead.append(np.array(killed, _I8))
         self._n_live += alive - sum(r >= 0 for r in old)
-
-    def _delta_set(self, key, value):
-        self._delta[key] = value
-        self._delta_src.setdefault(key[0], set()).add(key)
-        self._delta_dst.setdefault(key[1], set()).add(key)
-
-    def _drop_links_of(self, ids):
-        """Remove every link from or to ``ids`` (they are being deleted)."""
-        q = np.unique(ids)
-        L = self._links
-        if L.n:
-            for i in np.union1d(L.indices_from(q), L.indices_to(q)).tolist():
-                self._delta_set(L.key(i), None)
-        for i in q.tolist():
-            for key in list(self._delta_src.get(i, ())) + list(self._delta_dst.get(i, ())):
-                self._delta[key] = None
 
     # ------------------------------------------------------------------ lookups
 
@@ -1244,19 +1144,7 @@ class Store:
         self._check_open()
         if isinstance(q, bool) or not isinstance(q, (int, np.integer)):
             raise InvalidArgumentError("an id must be an int")
-        q = int(q)
-        L = self._links
-        out = {}
-        idx = L.indices_from(np.array([q], _I8)) if outgoing else L.indices_to(np.array([q], _I8))
-        for i in idx.tolist():
-            key = L.key(i)
-            out[key] = float(L.weight[i])
-        for key in (self._delta_src if outgoing else self._delta_dst).get(q, ()):
-            out[key] = self._delta[key]
-        res = [(k[1] if outgoing else k[0], k[2], w) for k, w in out.items()
-               if w is not None and (relation is None or k[2] == relation)]
-        res.sort(key=lambda t: (t[1], t[0]))
-        return res
+        return self._links.query(int(q), outgoing, relation)
 
     def links_from(self, src, relation: str | None = None) -> list[tuple[int, str, float]]:
         """Outgoing links of ``src``: ``[(dst, relation, weight), ...]``."""
@@ -1269,11 +1157,7 @@ class Store:
     def all_links(self) -> list[tuple[int, int, str, float]]:
         """Every link ``(src, dst, relation, weight)``, sorted (O(links))."""
         self._check_open()
-        L = self._links
-        L.check()
-        out = {L.key(i): float(L.weight[i]) for i in range(L.n)}
-        out.update(self._delta)
-        return sorted((k[0], k[1], k[2], w) for k, w in out.items() if w is not None)
+        return self._links.all()
 
     # index and meta
 
@@ -1578,10 +1462,10 @@ class Store:
             seg_sorted = bool(still)
         # links
         links_entry = self._man["links"]
-        if self._delta:
+        if self._links.changed:
             if links_entry is not None:
                 retired.append(links_entry["name"])
-            links_entry = self._write_links(sync)
+            links_entry = self._links.write(self._dir, self._uuid, self._new_file_no, sync)
         # index
         index_entry = self._man["index"]
         if self._index_pending is not None:
@@ -1665,39 +1549,6 @@ class Store:
                 except OSError:
                     pass
 
-    def _write_links(self, sync) -> dict | None:
-        L = self._links
-        L.check()
-        keep = np.ones(L.n, bool)
-        for key in self._delta:
-            s, d_, r = key
-            lo = int(np.searchsorted(L.src, s, "left"))
-            hi = int(np.searchsorted(L.src, s, "right"))
-            for i in range(lo, hi):
-                if int(L.dst[i]) == d_ and L.names[L.rel[i]] == r:
-                    keep[i] = False
-        added = [(k, w) for k, w in self._delta.items() if w is not None]
-        names = sorted(set(L.names[j] for j in np.unique(L.rel[keep]).tolist()) | {k[2] for k, _ in added})
-        nid = {s: i for i, s in enumerate(names)}
-        remap = np.array([nid.get(s, -1) for s in L.names] or [0], _I4)
-        src = np.concatenate([L.src[keep], np.array([k[0] for k, _ in added], _I8)])
-        dst = np.concatenate([L.dst[keep], np.array([k[1] for k, _ in added], _I8)])
-        rel = np.concatenate([remap[L.rel[keep]] if L.n else np.zeros(0, _I4),
-                              np.array([nid[k[2]] for k, _ in added], _I4)])
-        wt = np.concatenate([L.weight[keep], np.array([w for _, w in added], _F8)])
-        n = len(src)
-        if n == 0:
-            return None
-        o = np.lexsort((dst, rel, src))
-        src, dst, rel, wt = src[o], dst[o], rel[o], wt[o]
-        by_dst = np.lexsort((rel, src, dst)).astype(_I8)
-        names_b = packb(names)
-        pad = bytes(_align8(20 * n) - 20 * n)
-        entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_LINKS), KIND_LINKS,
-                               self._uuid, [src, dst, rel, pad, wt, by_dst, names_b], sync=sync)
-        entry.update(count=n, names_len=len(names_b))
-        return entry
-
     def _write_index(self, blob, arrays, sync) -> dict:
         parts, meta, off = [], [], 0
         for name, a in arrays.items():
@@ -1744,14 +1595,13 @@ class Store:
         ch = Chunk(ids.copy(), None if codes is None else codes.copy(),
                     None if vecs is None else vecs.copy(), b"".join(rec_b), ends,
                     [r.key for r in recs])
-        delta, dsrc, ddst, meta, idx, txn = (self._delta, self._delta_src, self._delta_dst,
-                                             self._meta, self._index_pending, self._txn)
+        links, meta, idx, txn = self._links, self._meta, self._index_pending, self._txn
         if idx is not None and self.on_renumber is not None:
             idx = self.on_renumber(rows) or idx
         body = dict(self._man, n=0, m=self._m, d=self._d,
                     vdtype=DTYPE_CODE[self._vdtype] if self._vdtype else 0)
         self._install(self._gen, body, {})
-        self._delta, self._delta_src, self._delta_dst = delta, dsrc, ddst
+        self._links = links
         self._meta, self._index_pending, self._txn = meta, idx, txn
         if len(ids):
             self._apply([("put", ch)])
@@ -1760,7 +1610,7 @@ class Store:
         """Write the live rows into fresh files; optionally with new codes (``(ids
         sorted, codes)``), a new index and meta, as transaction ``txn``."""
         sync = self._durability != "off"
-        if self._chunks or self._tail_dead or self._delta:  # pragma: no cover
+        if self._chunks or self._tail_dead or self._links.changed:  # pragma: no cover
             raise AssertionError("rewrite needs a checkpointed state")
         rows = np.flatnonzero(self._live[:self._n])
         ids_all = self._seg_ids
@@ -1903,7 +1753,7 @@ class Store:
                 raise CorruptDatabaseError(f"{where}: the log changed below the replayed position")
         self._check_ends()
         self._seg_lookup()
-        self._links.check()
+        self._links.base.check()
         for r in range(self._n):
             self.record_at(r)
         ids = self.ids[self.live]
@@ -2481,7 +2331,7 @@ def _check_manifest(b: dict, where: str) -> None:
         entry(e, "links")
         need(is_int(e.get("count")) and is_int(e.get("names_len")), "bad links entry")
         c = e["count"]
-        need(e["len"] == _align8(20 * c) + 16 * c + e["names_len"], "links file size does not match")
+        need(e["len"] == align8(20 * c) + 16 * c + e["names_len"], "links file size does not match")
     if b["index"] is not None:
         e = b["index"]
         entry(e, "index")
