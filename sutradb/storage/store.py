@@ -65,6 +65,7 @@ import math
 import os
 import time
 import uuid as _uuid
+
 import numpy as np
 
 from ..errors import (ClosedError, CorruptDatabaseError, DatabaseExistsError,
@@ -72,18 +73,20 @@ from ..errors import (ClosedError, CorruptDatabaseError, DatabaseExistsError,
                       InvalidArgumentError, LockedError, NotFoundError, ReadOnlyError,
                       SutraError)
 from . import osio
-from .format import (COMMIT_TRAILER, DTYPE_CODE, DTYPES, FRAME, FRAME_SIZE, HEADER_SIZE, KIND_CODES, KIND_DEAD, KIND_ENDS,
-                     KIND_IDS, KIND_INDEX, KIND_KEYS, KIND_LINKS, KIND_ORDER, KIND_REC, KIND_VEC,
-                     LOCK_NAME, MANIFEST_NAME, MAX_CODE_SIZE, MAX_DIM, MAX_FRAME,
-                     MAX_MANIFEST, MAX_RECORD, MAX_RELATION, OP_COMMIT, OP_DELETE,
-                     OP_INDEX, OP_LINK, OP_META, OP_PUT, OP_UNLINK, VECTOR_DTYPES,
-                     check_wal_header, crc32, seg_header, decode_manifest, encode_manifest,
-                     file_name, frame, packb, parse_file_name, parse_frames, unpackb,
-                     wal_header, wal_name, all_zero, align8)
+from .format import (COMMIT_TRAILER, DTYPES, DTYPE_CODE, FRAME, FRAME_SIZE, HEADER_SIZE,
+                     KIND_CODES, KIND_DEAD, KIND_ENDS, KIND_IDS, KIND_INDEX, KIND_KEYS,
+                     KIND_ORDER, KIND_REC, KIND_VEC, LOCK_NAME, MANIFEST_NAME, MAX_CODE_SIZE,
+                     MAX_DIM, MAX_FRAME, MAX_RECORD, MAX_RELATION, OP_COMMIT, OP_DELETE,
+                     OP_INDEX, OP_LINK, OP_META, OP_PUT, OP_UNLINK, VECTOR_DTYPES, all_zero,
+                     check_wal_header, crc32, decode_manifest, file_name, frame, packb,
+                     parse_file_name, parse_frames, seg_header, unpackb, wal_name)
 from .keys import KeyIndex
 from .links import LinkTable
+from .manifest import (check_create_params, check_manifest, create_generation, fresh_body,
+                       map_files, read_file, sweep, write_manifest)
 from .records import Chunk, Record, decode_record, encode_record
-from .segments import Appender, MappedFile, pread_all, write_new_file
+from .segments import Appender, pread_all, write_new_file
+from .wal import WAL_GROW_MAX, WAL_PREALLOC, create_log
 
 __all__ = ["Store", "Transaction", "Record", "DURABILITY_LEVELS"]
 
@@ -98,10 +101,7 @@ _F8 = np.dtype("<f8")
 _EMPTY_I8 = np.zeros(0, _I8)
 _MAX_META = 1 << 20
 _COPY_ROWS = 1 << 16
-#: Zeros a "full" log is preallocated with (and grown by, doubling up to 1 MiB): a commit then
-#: overwrites allocated, written blocks and fdatasync need not update the file size.
-_WAL_PREALLOC = 64 << 10
-_WAL_GROW_MAX = 1 << 20
+
 
 
 # --------------------------------------------------------------------------- helpers
@@ -206,7 +206,7 @@ class Store:
             raise InvalidArgumentError(f"durability must be one of {DURABILITY_LEVELS}, not {durability!r}")
         if not (isinstance(timeout, (int, float)) and timeout >= 0 and math.isfinite(timeout)):
             raise InvalidArgumentError("timeout must be a finite number >= 0")
-        params = _check_create_params(create_params)
+        params = check_create_params(create_params)
         self = cls.__new__(cls)
         self._memory = path is None or (isinstance(path, str) and path == MEMORY)
         self._dir = None if self._memory else os.path.abspath(os.fspath(path))
@@ -251,7 +251,7 @@ class Store:
 
     def _init_memory(self, params):
         self._uuid = _uuid.uuid4().bytes
-        body = _fresh_body(self._uuid, 1, params, 1)
+        body = fresh_body(self._uuid, 1, params, 1)
         body["files"] = {}
         self._install(1, body, {})
 
@@ -284,79 +284,20 @@ class Store:
             gen = 0
             if mode == "w" and os.path.exists(man):
                 try:
-                    gen, _ = decode_manifest(_read_file(man), man)
+                    gen, _ = decode_manifest(read_file(man), man)
                 except CorruptDatabaseError:
                     gen = 0
-            self._create(gen + 1, params)
+            create_generation(d, gen + 1, _uuid.uuid4().bytes, params, self._durability,
+                              self._set_broken)
         self._load(initial=True)
-        self._sweep()
+        sweep(self._dir, self._man)
         if not self._wal_salt:      # an empty version 1 log: start a version 2 one
             self._checkpoint()
 
-    def _create(self, gen, params):
-        """Write a fresh, empty generation ``gen`` (creation, and mode "w")."""
-        d = self._dir
-        sync = self._durability != "off"
-        uid = _uuid.uuid4().bytes
-        body = _fresh_body(uid, gen, params, 1)
-        files = {}
-        no = 1
-        m, dim, vcode = body["m"], body["d"], body["vdtype"]
-        for key, kind, width, dt in (("ids", KIND_IDS, 8, 0), ("ends", KIND_ENDS, 8, 0),
-                                     ("rec", KIND_REC, 0, 0), ("dead", KIND_DEAD, 8, 0),
-                                     ("codes", KIND_CODES, m, 0),
-                                     ("vec", KIND_VEC, dim * (DTYPES[vcode].itemsize if vcode else 0), vcode)):
-            if key in ("codes", "vec") and not width:
-                continue
-            files[key] = write_new_file(d, file_name(no, kind), kind, uid, [], width=width,
-                                        dtype=dt, sync=sync)
-            no += 1
-        body["files"] = files
-        body["next_file"] = no
-        self._write_wal_file(gen, uid, sync)
-        self._write_manifest(gen, body, sync)
-
-    def _write_wal_file(self, gen, uid, sync):
-        """Create log ``gen``: a header with a fresh random salt (frames of any other
-        log never match it), preallocated with zeros when every commit is fsynced."""
-        path = os.path.join(self._dir, wal_name(gen))
-        fd = osio.open_file(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            salt = int.from_bytes(os.urandom(4), "little") or 1
-            head = wal_header(uid, gen, salt)
-            if self._durability == "full":
-                head += bytes(_WAL_PREALLOC)
-            osio.io.pwrite(fd, head, 0)
-            if sync:
-                osio.io.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _write_manifest(self, gen, body, sync):
-        """The commit point: write-temp, fsync, rename over MANIFEST, fsync(dir)."""
-        d = self._dir
-        tmp = os.path.join(d, MANIFEST_NAME + ".tmp")
-        raw = encode_manifest(gen, body)
-        if len(raw) > MAX_MANIFEST:
-            raise InvalidArgumentError("manifest too large (meta or index arrays too many)")
-        fd = osio.open_file(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            osio.io.pwrite(fd, raw, 0)
-            if sync:
-                osio.io.fsync(fd)
-        finally:
-            os.close(fd)
-        if sync:
-            osio.io.fsync_dir(d)      # new segment files and the temp are named durably
-        osio.io.replace(tmp, os.path.join(d, MANIFEST_NAME))
-        try:
-            if sync:
-                osio.io.fsync_dir(d)
-        except OSError as e:
-            # the new manifest is in place (readers see it) but may not be durable:
-            # the in-memory state can no longer be trusted to match the disk
-            self._broken = e
-            raise
+    def _set_broken(self, e):
+        """The disk may no longer match the in-memory state (an I/O error after a
+        commit point): every later call raises until the store is reopened."""
+        self._broken = e
 
     # ------------------------------------------------------------------ loading
 
@@ -367,13 +308,13 @@ class Store:
         deadline = time.monotonic() + max(self._timeout, 1.0)
         while True:
             try:
-                raw = _read_file(man)
+                raw = read_file(man)
             except FileNotFoundError:
                 raise DatabaseNotFoundError(f"{d}: no sutradb database here (MANIFEST missing)") from None
             gen, body = decode_manifest(raw, man)
-            _check_manifest(body, man)
+            check_manifest(body, man)
             try:
-                maps = self._map_files(body)
+                maps = map_files(self._dir, body)
                 wal_fd = osio.open_file(os.path.join(d, body["wal"]),
                                         os.O_RDONLY if self._mode == "r" else os.O_RDWR)
             except FileNotFoundError as e:
@@ -381,7 +322,7 @@ class Store:
                 if self._mode != "r":
                     raise CorruptDatabaseError(f"{missing}: named by the manifest but missing") from None
                 try:
-                    gen2, _ = decode_manifest(_read_file(man), man)
+                    gen2, _ = decode_manifest(read_file(man), man)
                 except (FileNotFoundError, CorruptDatabaseError):
                     gen2 = gen
                 if gen2 == gen:
@@ -411,28 +352,6 @@ class Store:
                 size = self._wal_pos
             self._wal_size = size
             self._open_appenders()
-
-    def _map_files(self, body):
-        d, uid = self._dir, body["uuid"]
-        f = body["files"]
-        vcode = body["vdtype"]
-        specs = {"ids": (KIND_IDS, 8, 0), "ends": (KIND_ENDS, 8, 0), "rec": (KIND_REC, 0, 0),
-                 "dead": (KIND_DEAD, 8, 0), "order": (KIND_ORDER, 8, 0),
-                 "codes": (KIND_CODES, body["m"], 0), "keys": (KIND_KEYS, 16, 0),
-                 "vec": (KIND_VEC, body["d"] * (DTYPES[vcode].itemsize if vcode else 0), vcode)}
-        maps = {}
-        for key, entry in f.items():
-            kind, width, dt = specs[key]
-            maps[key] = MappedFile(d, entry, kind, uid, width, dt)
-        if "vec" in maps:
-            # full vectors are read a few rows at a time (re-ranking, get): no readahead
-            # or fault-around of neighbouring pages into the reader's resident set
-            osio.advise_random(maps["vec"].mm)      # a no-op where the OS has no madvise
-        if body["links"] is not None:
-            maps["links"] = MappedFile(d, body["links"], KIND_LINKS, uid, 0, 0)
-        if body["index"] is not None:
-            maps["index"] = MappedFile(d, body["index"], KIND_INDEX, uid, 0, 0)
-        return maps
 
     def _where(self, name):
         return name if self._dir is None else os.path.join(self._dir, name)
@@ -1206,7 +1125,7 @@ class Store:
         if self._mode != "r" or self._memory:
             return False
         man = os.path.join(self._dir, MANIFEST_NAME)
-        gen, _ = decode_manifest(_read_file(man), man)
+        gen, _ = decode_manifest(read_file(man), man)
         if gen == self._gen and os.fstat(self._wal_fd).st_size >= self._wal_pos:
             return self._replay(strict=False)
         self._load()
@@ -1298,8 +1217,8 @@ class Store:
             else:
                 # grow the zeroed space (doubling) with the same write
                 cur = self._wal_size
-                new = end + min(max(cur, _WAL_PREALLOC), _WAL_GROW_MAX)
-                new = min(new, max(end, self._checkpoint_bytes + _WAL_PREALLOC))
+                new = end + min(max(cur, WAL_PREALLOC), WAL_GROW_MAX)
+                new = min(new, max(end, self._checkpoint_bytes + WAL_PREALLOC))
                 new = -(-new // 4096) * 4096
                 osio.io.pwrite(self._wal_fd, buf + bytes(new - end), pos)
                 self._wal_size = new
@@ -1367,7 +1286,7 @@ class Store:
             for a in self._apps.values():
                 a.reset()
             self._load()
-            self._sweep()
+            sweep(self._dir, self._man)
         except BaseException as e:
             self._broken = e
 
@@ -1492,8 +1411,8 @@ class Store:
                     meta=self._meta, txn=self._txn, wal=wal_name(gen), m=self._m, d=self._d,
                     vdtype=DTYPE_CODE[self._vdtype] if self._vdtype else 0,
                     next_file=self._next_file)
-        self._write_wal_file(gen, self._uuid, sync)
-        self._write_manifest(gen, body, sync)
+        create_log(self._dir, gen, self._uuid, self._durability == "full", sync)
+        write_manifest(self._dir, gen, body, sync, self._set_broken)
         # committed: adopt the new manifest
         for a in apps.values():
             a.mark_committed()
@@ -1509,7 +1428,7 @@ class Store:
 
     def _after_swap(self, gen, body):
         try:
-            maps = self._map_files(body)
+            maps = map_files(self._dir, body)
             wal_fd = osio.open_file(os.path.join(self._dir, body["wal"]), os.O_RDWR)
         except BaseException as e:
             self._broken = e
@@ -1525,29 +1444,11 @@ class Store:
         except BaseException as e:
             self._broken = e
             raise
-        self._sweep()
+        sweep(self._dir, self._man)
 
     def _should_compact(self) -> bool:
         dead = self._n - self._n_live
         return dead >= self._compact_min_rows and dead > self._compact_ratio * self._n
-
-    def _sweep(self):
-        """Remove every file of ours the current manifest does not name."""
-        names = {e["name"] for e in self._man["files"].values()}
-        for k in ("links", "index"):
-            if self._man[k] is not None:
-                names.add(self._man[k]["name"])
-        names.add(self._man["wal"])
-        try:
-            listing = os.listdir(self._dir)
-        except OSError:
-            return
-        for n in listing:
-            if (parse_file_name(n) and n not in names) or n == MANIFEST_NAME + ".tmp":
-                try:
-                    osio.io.unlink(os.path.join(self._dir, n))
-                except OSError:
-                    pass
 
     def _write_index(self, blob, arrays, sync) -> dict:
         parts, meta, off = [], [], 0
@@ -1672,8 +1573,8 @@ class Store:
                         meta=self._meta if meta is None else meta,
                         txn=self._txn if txn is None else txn, wal=wal_name(gen), m=m,
                         next_file=self._next_file)
-            self._write_wal_file(gen, self._uuid, sync)
-            self._write_manifest(gen, body, sync)
+            create_log(self._dir, gen, self._uuid, self._durability == "full", sync)
+            write_manifest(self._dir, gen, body, sync, self._set_broken)
         finally:
             for a in created:
                 a.close()
@@ -2217,17 +2118,6 @@ def _frombytes(b, dtype) -> np.ndarray:
     return np.frombuffer(b, dtype)
 
 
-def _read_file(path) -> bytes:
-    fd = osio.open_file(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        if size > MAX_MANIFEST + 64:
-            raise CorruptDatabaseError(f"{path}: impossible size {size}")
-        return pread_all(fd, size, 0)
-    finally:
-        os.close(fd)
-
-
 def _read_appended(app: Appender, from_byte: int) -> bytes:
     return pread_all(app.fd, app.length - from_byte, HEADER_SIZE + from_byte)
 
@@ -2240,108 +2130,3 @@ def _deepcopy_plain(x):
     return x
 
 
-def _check_create_params(p):
-    if p is None:
-        return {}
-    if not isinstance(p, dict):
-        raise InvalidArgumentError("create_params must be a dict")
-    unknown = set(p) - {"code_size", "dim", "vector_dtype"}
-    if unknown:
-        raise InvalidArgumentError(f"unknown create_params: {sorted(unknown)}")
-    m = p.get("code_size", 0)
-    d = p.get("dim", 0)
-    vd = p.get("vector_dtype", "float32" if d else None)
-    if not (isinstance(m, int) and 0 <= m <= MAX_CODE_SIZE):
-        raise InvalidArgumentError("code_size must be an int in [0, 65536]")
-    if not (isinstance(d, int) and 0 <= d <= MAX_DIM):
-        raise InvalidArgumentError("dim must be an int in [0, 2**20]")
-    if vd is not None and vd not in VECTOR_DTYPES:
-        raise InvalidArgumentError("vector_dtype must be 'float16' or 'float32'")
-    return {"code_size": m, "dim": d, "vector_dtype": vd if d else None}
-
-
-def _fresh_body(uid, gen, params, next_file) -> dict:
-    vd = params.get("vector_dtype")
-    return {"format": 1, "uuid": uid, "wal": wal_name(gen), "next_file": next_file, "txn": 0,
-            "m": params.get("code_size", 0), "d": params.get("dim", 0),
-            "vdtype": DTYPE_CODE[VECTOR_DTYPES[vd]] if vd else 0,
-            "n": 0, "sorted": True, "files": {}, "links": None, "index": None, "meta": {}}
-
-
-_FILE_KEYS = {"ids", "ends", "rec", "dead", "order", "codes", "vec", "keys"}
-
-
-def _check_manifest(b: dict, where: str) -> None:
-    """Validate the manifest body: types, ranges, and sizes consistent with counts."""
-    def need(cond, what):
-        if not cond:
-            raise CorruptDatabaseError(f"{where}: {what}")
-
-    def is_int(x, lo=0, hi=1 << 62):
-        return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
-
-    keys = {"format", "uuid", "wal", "next_file", "txn", "m", "d", "vdtype", "n", "sorted",
-            "files", "links", "index", "meta"}
-    need(set(b) == keys, f"unexpected fields {sorted(set(b) ^ keys)}")
-    need(b["format"] == 1, "unsupported format")
-    need(isinstance(b["uuid"], bytes) and len(b["uuid"]) == 16, "bad uuid")
-    need(isinstance(b["wal"], str) and parse_file_name(b["wal"]) is not None
-         and parse_file_name(b["wal"])[0] == "wal", "bad log name")
-    for k in ("next_file", "txn", "n"):
-        need(is_int(b[k]), f"bad {k}")
-    need(is_int(b["m"], 0, MAX_CODE_SIZE) and is_int(b["d"], 0, MAX_DIM), "bad widths")
-    need(b["vdtype"] in (0, DTYPE_CODE[VECTOR_DTYPES["float16"]], DTYPE_CODE[VECTOR_DTYPES["float32"]]),
-         "bad vector dtype")
-    need((b["vdtype"] == 0) == (b["d"] == 0), "vector dtype without dimension")
-    need(isinstance(b["sorted"], bool), "bad sorted flag")
-    need(isinstance(b["meta"], dict), "bad meta")
-    f = b["files"]
-    need(isinstance(f, dict) and set(f) <= _FILE_KEYS, "bad file table")
-
-    def entry(e, ext):
-        need(isinstance(e, dict) and isinstance(e.get("name"), str) and is_int(e.get("len"))
-             and is_int(e.get("crc"), 0, 0xFFFFFFFF), f"bad file entry {e!r:.80}")
-        p = parse_file_name(e["name"])
-        need(p is not None and p[0] == "seg" and e["name"].endswith("." + ext)
-             and p[1] < b["next_file"], f"bad file name {e['name']!r:.80}")
-
-    n = b["n"]
-    if f:
-        need({"ids", "ends", "rec", "dead"} <= set(f), "row files missing")
-    for k, e in f.items():
-        entry(e, {"vec": "vec"}.get(k, k))
-    if f:
-        need(f["ids"]["len"] == 8 * n and f["ends"]["len"] == 8 * n, "row count does not match files")
-        need(f["dead"]["len"] % 8 == 0 and f["dead"]["len"] <= 8 * n, "bad dead list size")
-    else:
-        need(n == 0, "rows without files")
-    need(("codes" in f) == (b["m"] > 0) or not f, "code file does not match code size")
-    need(("vec" in f) == (b["d"] > 0) or not f, "vector file does not match dimension")
-    if "codes" in f:
-        need(f["codes"]["len"] == n * b["m"], "code file size does not match")
-    if "vec" in f:
-        need(f["vec"]["len"] == n * b["d"] * DTYPES[b["vdtype"]].itemsize, "vector file size does not match")
-    need(("order" in f) == (not b["sorted"]), "order file does not match the sorted flag")
-    if "order" in f:
-        need(f["order"]["len"] == 8 * n, "order file size does not match")
-    if "keys" in f:
-        need(f["keys"]["len"] % 16 == 0 and f["keys"]["len"] <= 16 * n, "bad key index size")
-    if b["links"] is not None:
-        e = b["links"]
-        entry(e, "links")
-        need(is_int(e.get("count")) and is_int(e.get("names_len")), "bad links entry")
-        c = e["count"]
-        need(e["len"] == align8(20 * c) + 16 * c + e["names_len"], "links file size does not match")
-    if b["index"] is not None:
-        e = b["index"]
-        entry(e, "index")
-        blob, arrays = e.get("blob"), e.get("arrays")
-        need(isinstance(blob, list) and len(blob) == 2 and is_int(blob[0]) and is_int(blob[1])
-             and blob[0] + blob[1] <= e["len"], "bad index blob entry")
-        need(isinstance(arrays, list), "bad index arrays")
-        for a in arrays:
-            need(isinstance(a, list) and len(a) == 4 and isinstance(a[0], str) and a[1] in DTYPES
-                 and isinstance(a[2], list) and all(is_int(s) for s in a[2]) and is_int(a[3]),
-                 "bad index array entry")
-            need(a[3] % 8 == 0 and a[3] + math.prod(a[2]) * DTYPES[a[1]].itemsize <= e["len"],
-                 "index array out of the file")
