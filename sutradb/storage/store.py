@@ -73,20 +73,18 @@ from ..errors import (ClosedError, CorruptDatabaseError, DatabaseExistsError,
                       InvalidArgumentError, LockedError, NotFoundError, ReadOnlyError,
                       SutraError)
 from . import osio
-from .format import (COMMIT_TRAILER, DTYPES, DTYPE_CODE, FRAME, FRAME_SIZE, HEADER_SIZE,
-                     KIND_CODES, KIND_DEAD, KIND_ENDS, KIND_IDS, KIND_INDEX, KIND_KEYS,
-                     KIND_ORDER, KIND_REC, KIND_VEC, LOCK_NAME, MANIFEST_NAME, MAX_CODE_SIZE,
-                     MAX_DIM, MAX_FRAME, MAX_RECORD, MAX_RELATION, OP_COMMIT, OP_DELETE,
-                     OP_INDEX, OP_LINK, OP_META, OP_PUT, OP_UNLINK, VECTOR_DTYPES, all_zero,
-                     check_wal_header, crc32, decode_manifest, file_name, frame, packb,
-                     parse_file_name, parse_frames, seg_header, unpackb, wal_name)
+from .format import (DTYPES, DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_DEAD, KIND_ENDS,
+                     KIND_IDS, KIND_INDEX, KIND_KEYS, KIND_ORDER, KIND_REC, KIND_VEC,
+                     LOCK_NAME, MANIFEST_NAME, MAX_CODE_SIZE, MAX_DIM, MAX_RECORD,
+                     MAX_RELATION, VECTOR_DTYPES, decode_manifest, file_name, packb,
+                     parse_file_name, seg_header, unpackb, wal_name)
 from .keys import KeyIndex
 from .links import LinkTable
 from .manifest import (check_create_params, check_manifest, create_generation, fresh_body,
                        map_files, read_file, sweep, write_manifest)
 from .records import Chunk, Record, decode_record, encode_record
 from .segments import Appender, pread_all, write_new_file
-from .wal import WAL_GROW_MAX, WAL_PREALLOC, create_log
+from .wal import Log, create_log, encode_transaction
 
 __all__ = ["Store", "Transaction", "Record", "DURABILITY_LEVELS"]
 
@@ -223,9 +221,7 @@ class Store:
         self._broken = None
         self._txn_open = None
         self._lock_fd = -1
-        self._wal_fd = -1
-        self._wal_salt = 0          # salt of the open log (0: none / version 1)
-        self._wal_size = 0          # writer: the log's file size; bytes past _wal_pos are zero
+        self._log = None            # the open log (None: an in-memory store)
         self._apps = {}
         self.last_checkpoint_error = None
         #: Called when rows are renumbered (compaction) while an index is stored:
@@ -291,7 +287,7 @@ class Store:
                               self._set_broken)
         self._load(initial=True)
         sweep(self._dir, self._man)
-        if not self._wal_salt:      # an empty version 1 log: start a version 2 one
+        if not self._log.salt:      # an empty version 1 log: start a version 2 one
             self._checkpoint()
 
     def _set_broken(self, e):
@@ -331,26 +327,14 @@ class Store:
                     raise LockedError(f"{d}: the writer keeps replacing the manifest") from None
                 continue
             break
-        if self._wal_fd >= 0:
-            os.close(self._wal_fd)
-        self._wal_fd = wal_fd
+        if self._log is not None:
+            self._log.close()
+        log = self._log = Log(wal_fd, os.path.join(d, body["wal"]), d, self._durability == "full")
         self._install(gen, body, maps)
-        where = os.path.join(d, body["wal"])
-        size = os.fstat(wal_fd).st_size
-        ver, self._wal_salt = check_wal_header(pread_all(wal_fd, HEADER_SIZE, 0), where, self._uuid, gen)
-        if ver == 1 and size > HEADER_SIZE:
-            raise CorruptDatabaseError(f"{where}: a version 1 log with records (written by an "
-                                       "older sutradb): open and close it with that version first")
-        self._wal_pos = HEADER_SIZE
+        log.open_existing(self._uuid, gen)
         self._replay()
         if self._mode != "r":
-            size = os.fstat(wal_fd).st_size
-            if size > self._wal_pos and not all_zero(pread_all(wal_fd, size - self._wal_pos, self._wal_pos)):
-                # a torn tail (or stale bytes): drop it before appending again; what
-                # follows the log's end must be zeros
-                osio.io.truncate(wal_fd, self._wal_pos)
-                size = self._wal_pos
-            self._wal_size = size
+            log.drop_torn_tail()
             self._open_appenders()
 
     def _where(self, name):
@@ -406,187 +390,14 @@ class Store:
     # ------------------------------------------------------------------ the log
 
     def _replay(self, strict=True):
-        """Apply every complete transaction of the log after ``self._wal_pos``.
+        """Apply every complete transaction of the log after its replayed position
+        (:meth:`.wal.Log.replay`); whether any was."""
+        return self._log.replay(self._apply_logged, self._txn, strict, self._mode == "r")
 
-        ``strict`` (opening): the whole rest of the log is read and checked, damage
-        raises. Otherwise (a reader's refresh): read in windows, stop quietly at
-        anything incomplete (the writer may be in the middle of a write)."""
-        fd = self._wal_fd
-        if not self._wal_salt:          # a version 1 log without records
-            return False
-        size = os.fstat(fd).st_size
-        if size <= self._wal_pos:
-            return False
-        changed = False
-        if strict:
-            prev, waited, delay = None, 0.0, 0.001
-            deadline = time.monotonic() + 2.0
-            while True:
-                base = self._wal_pos
-                buf = pread_all(fd, size - base, base)
-                if prev is not None and buf != prev:
-                    waited, delay = 0.0, 0.001
-                try:
-                    return self._replay_buf(buf, True) or changed
-                except CorruptDatabaseError:
-                    # a reader may have caught a live writer's pwrite half copied into
-                    # preallocated space: while a writer holds the lock, look again
-                    # until the bytes stay the same for a while (damage stays)
-                    if (self._mode != "r" or waited >= 0.25 or time.monotonic() > deadline
-                            or not self._writer_active()):
-                        raise
-                    changed |= self._wal_pos != base
-                    prev = buf[self._wal_pos - base:]
-                    time.sleep(delay)
-                    waited += delay
-                    delay = min(2 * delay, 0.05)
-                    size = os.fstat(fd).st_size
-        window = 1 << 16
-        while self._wal_pos < size:
-            pos = self._wal_pos
-            n = min(window, size - pos)
-            buf = pread_all(fd, n, pos)
-            changed |= self._replay_buf(buf, False)
-            if self._wal_pos == pos:
-                if n == size - pos:
-                    break
-                # no complete transaction in the window: a larger one, or the end?
-                e = self._scan_end
-                if n - e >= FRAME_SIZE:
-                    length, fsalt, _, hcrc = FRAME.unpack_from(buf, e)
-                    if (fsalt != self._wal_salt or crc32(buf[e:e + 12]) != hcrc
-                            or e + FRAME_SIZE + length <= n):
-                        break           # zeros (the end), or a frame being written
-                    window = max(window, e + FRAME_SIZE + length) * 2
-                else:
-                    window *= 2
-        return changed
-
-    def _writer_active(self) -> bool:
-        """Whether a writer holds the lock (a reader's probe: a non-blocking shared
-        lock on ``LOCK``, released at once; nothing is created or written)."""
-        try:
-            fd = osio.open_file(os.path.join(self._dir, LOCK_NAME), os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            try:
-                if not osio.try_lock(fd, shared=True):
-                    return True
-            except OSError:
-                return False
-            osio.unlock(fd)
-            return False
-        finally:
-            os.close(fd)
-
-    def _replay_buf(self, buf, strict):
-        where = self._where(self._man["wal"])
-        pending = []
-        changed = False
-        base = self._wal_pos
-        self._scan_end = 0
-        for end, payload in parse_frames(buf, 0, where, self._wal_salt, base, strict):
-            self._scan_end = end
-            op = unpackb(payload, where, MAX_FRAME)
-            if not isinstance(op, list) or not op or not isinstance(op[0], int):
-                raise CorruptDatabaseError(f"{where}: bad log record at offset {base + end - len(payload)}")
-            if op[0] == OP_COMMIT:
-                if (len(op) != 4 or op[1] != self._txn + 1 or op[2] != len(pending)
-                        or op[3] != COMMIT_TRAILER):
-                    raise CorruptDatabaseError(f"{where}: commit record out of sequence at offset {base + end}")
-                self._apply([self._decode_op(o, where) for o in pending])
-                self._txn += 1
-                self._wal_pos = base + end
-                pending = []
-                changed = True
-            else:
-                pending.append(op)
-        return changed
-
-    def _decode_op(self, op, where):
-        """A log record (msgpack list) -> an in-memory op, validating every field."""
-        bad = CorruptDatabaseError(f"{where}: malformed log record (type {op[0]})")
-        try:
-            t = op[0]
-            if t == OP_PUT:
-                if len(op) == 10:
-                    _, ids_b, codes_b, m, vecs_b, d, vcode, rec, ends_b, keys = op
-                else:   # a log written before records carried their keys beside them
-                    _, ids_b, codes_b, m, vecs_b, d, vcode, rec, ends_b = op
-                    keys = None
-                ids = _frombytes(ids_b, _I8)
-                k = len(ids)
-                ends = _frombytes(ends_b, _U8)
-                if not isinstance(rec, bytes) or len(ends) != k or not isinstance(m, int) or not isinstance(d, int):
-                    raise bad
-                if (int(ends[-1]) if k else 0) != len(rec) or (k > 1 and not (ends[1:] >= ends[:-1]).all()):
-                    raise bad
-                codes = vecs = None
-                if codes_b is not None:
-                    if not (0 < m <= MAX_CODE_SIZE) or len(codes_b) != k * m:
-                        raise bad
-                    codes = _frombytes(codes_b, np.uint8).reshape(k, m)
-                elif m != 0:
-                    raise bad
-                if vecs_b is not None:
-                    if vcode not in (DTYPE_CODE[VECTOR_DTYPES["float16"]], DTYPE_CODE[VECTOR_DTYPES["float32"]]):
-                        raise bad
-                    dt = DTYPES[vcode]
-                    if not (0 < d <= MAX_DIM) or len(vecs_b) != k * d * dt.itemsize:
-                        raise bad
-                    vecs = _frombytes(vecs_b, dt).reshape(k, d)
-                elif d != 0:
-                    raise bad
-                if keys is None:
-                    keys = [decode_record(int(ids[j]), rec[int(ends[j - 1]) if j else 0:int(ends[j])], where).key
-                            for j in range(k)]
-                elif (not isinstance(keys, list) or len(keys) != k
-                      or not all(x is None or isinstance(x, str) for x in keys)):
-                    raise bad
-                return ("put", Chunk(ids, codes, vecs, rec, ends, keys))
-            if t == OP_DELETE:
-                _, ids_b = op
-                return ("del", _frombytes(ids_b, _I8))
-            if t in (OP_LINK, OP_UNLINK):
-                src = _frombytes(op[1], _I8)
-                dst = _frombytes(op[2], _I8)
-                rels = op[3]
-                if (len(dst) != len(src) or not isinstance(rels, list) or len(rels) != len(src)
-                        or not all(isinstance(r, str) and 0 < len(r) <= MAX_RELATION for r in rels)):
-                    raise bad
-                if t == OP_LINK:
-                    w = _frombytes(op[4], _F8)
-                    if len(w) != len(src) or len(op) != 5:
-                        raise bad
-                    return ("link", src, dst, rels, w)
-                if len(op) != 4:
-                    raise bad
-                return ("unlink", src, dst, rels)
-            if t == OP_INDEX:
-                _, blob, arrays = op
-                if not isinstance(blob, bytes) or not isinstance(arrays, list):
-                    raise bad
-                out = {}
-                for item in arrays:
-                    name, code, shape, data = item
-                    if (not isinstance(name, str) or code not in DTYPES or not isinstance(shape, list)
-                            or not all(isinstance(s, int) and s >= 0 for s in shape)
-                            or not isinstance(data, bytes)
-                            or len(data) != math.prod(shape) * DTYPES[code].itemsize):
-                        raise bad
-                    out[name] = np.frombuffer(data, DTYPES[code]).reshape(shape)
-                return ("index", blob, out)
-            if t == OP_META:
-                _, meta = op
-                if not isinstance(meta, dict):
-                    raise bad
-                return ("meta", meta)
-        except CorruptDatabaseError:
-            raise
-        except (ValueError, TypeError, IndexError):
-            raise bad from None
-        raise bad
+    def _apply_logged(self, ops):
+        """Apply one transaction replayed from the log."""
+        self._apply(ops)
+        self._txn += 1
 
     # ------------------------------------------------------------------ applying
 
@@ -1126,7 +937,7 @@ class Store:
             return False
         man = os.path.join(self._dir, MANIFEST_NAME)
         gen, _ = decode_manifest(read_file(man), man)
-        if gen == self._gen and os.fstat(self._wal_fd).st_size >= self._wal_pos:
+        if gen == self._gen and os.fstat(self._log.fd).st_size >= self._log.pos:
             return self._replay(strict=False)
         self._load()
         return True
@@ -1157,37 +968,6 @@ class Store:
         if self._txn_open is not None:
             raise InvalidArgumentError(f"{what}: a transaction is open")
 
-    def _encode_ops(self, txn) -> bytes:
-        salt = self._wal_salt
-        frames = []
-        for op in txn._ops:
-            t = op[0]
-            if t == "put":
-                ch = op[1]
-                rec = [OP_PUT, ch.ids.tobytes(),
-                       ch.codes.tobytes() if ch.codes is not None else None,
-                       ch.codes.shape[1] if ch.codes is not None else 0,
-                       ch.vecs.tobytes() if ch.vecs is not None else None,
-                       ch.vecs.shape[1] if ch.vecs is not None else 0,
-                       DTYPE_CODE[ch.vecs.dtype] if ch.vecs is not None else 0,
-                       ch.rec, ch.ends.tobytes(), ch.keys]
-            elif t == "del":
-                rec = [OP_DELETE, op[1].tobytes()]
-            elif t == "link":
-                rec = [OP_LINK, op[1].tobytes(), op[2].tobytes(), op[3], op[4].tobytes()]
-            elif t == "unlink":
-                rec = [OP_UNLINK, op[1].tobytes(), op[2].tobytes(), op[3]]
-            elif t == "index":
-                rec = [OP_INDEX, op[1], [[k, DTYPE_CODE[a.dtype], list(a.shape), a.tobytes()]
-                                         for k, a in op[2].items()]]
-            elif t == "meta":
-                rec = [OP_META, op[1]]
-            else:  # pragma: no cover
-                raise AssertionError(t)
-            frames.append(frame(packb(rec), salt))
-        frames.append(frame(packb([OP_COMMIT, self._txn + 1, len(txn._ops), COMMIT_TRAILER]), salt))
-        return b"".join(frames)
-
     def _commit(self, txn) -> int:
         if not txn._ops and not txn._spilled and txn._rewrite is None:
             return self._txn
@@ -1201,43 +981,23 @@ class Store:
             return self._commit_spilled(txn)
         if txn._index_bytes > self._spill_bytes:
             return self._commit_by_checkpoint(txn)
-        if not self._wal_salt:         # still on an empty version 1 log: start a new one
+        if not self._log.salt:         # still on an empty version 1 log: start a new one
             try:
                 self._checkpoint()
             except OSError:
                 self._recover_after_failure()
                 raise
-        buf = self._encode_ops(txn)
-        pos = self._wal_pos
-        end = pos + len(buf)
-        full = self._durability == "full"
+        log = self._log
         try:
-            if end <= self._wal_size or not full:
-                osio.io.pwrite(self._wal_fd, buf, pos)   # into preallocated zeros
-            else:
-                # grow the zeroed space (doubling) with the same write
-                cur = self._wal_size
-                new = end + min(max(cur, WAL_PREALLOC), WAL_GROW_MAX)
-                new = min(new, max(end, self._checkpoint_bytes + WAL_PREALLOC))
-                new = -(-new // 4096) * 4096
-                osio.io.pwrite(self._wal_fd, buf + bytes(new - end), pos)
-                self._wal_size = new
-            if full:
-                osio.io.fsync(self._wal_fd)
+            log.append(encode_transaction(txn._ops, self._txn + 1, log.salt), self._checkpoint_bytes)
         except OSError:
-            try:
-                osio.io.truncate(self._wal_fd, pos)
-                self._wal_size = pos
-            except OSError as e2:
-                self._broken = e2
+            if log.failed is not None:      # the log could not be cut back
+                self._broken = log.failed
             raise
-        if end > self._wal_size:
-            self._wal_size = end
         try:
             # the staged ops are exactly what was encoded (put() made private copies)
             self._apply(txn._ops)
             self._txn += 1
-            self._wal_pos = pos + len(buf)
         except BaseException as e:  # pragma: no cover - a bug; the log is the truth
             self._broken = e
             raise
@@ -1245,7 +1005,7 @@ class Store:
         return self._txn
 
     def _maybe_checkpoint(self):
-        if self._wal_pos > self._checkpoint_bytes:
+        if self._log.pos > self._checkpoint_bytes:
             try:
                 self._checkpoint()
             except OSError as e:   # the transaction is committed; retry next time
@@ -1296,7 +1056,7 @@ class Store:
         self._no_txn("checkpoint")
         if self._memory:
             return
-        if self._wal_pos > HEADER_SIZE or self._index_pending is not None:
+        if self._log.pos > HEADER_SIZE or self._index_pending is not None:
             try:
                 self._checkpoint()
             except OSError:
@@ -1433,14 +1193,12 @@ class Store:
         except BaseException as e:
             self._broken = e
             raise
-        os.close(self._wal_fd)
-        self._wal_fd = wal_fd
+        self._log.close()
+        log = self._log = Log(wal_fd, os.path.join(self._dir, body["wal"]), self._dir,
+                              self._durability == "full")
         self._install(gen, body, maps)
-        self._wal_pos = HEADER_SIZE
         try:
-            _, self._wal_salt = check_wal_header(pread_all(wal_fd, HEADER_SIZE, 0), body["wal"],
-                                                 self._uuid, gen)
-            self._wal_size = os.fstat(wal_fd).st_size
+            log.open_new(self._uuid, gen, body["wal"])
         except BaseException as e:
             self._broken = e
             raise
@@ -1477,7 +1235,7 @@ class Store:
             self._compact_memory()
             return
         try:
-            if self._wal_pos > HEADER_SIZE or self._index_pending is not None:
+            if self._log.pos > HEADER_SIZE or self._index_pending is not None:
                 self._checkpoint()
             if self._n_live != self._n:
                 self._rewrite()
@@ -1600,7 +1358,7 @@ class Store:
     def _commit_rewrite(self, txn) -> int:
         ids, codes = txn._rewrite
         try:
-            if self._wal_pos > HEADER_SIZE or self._index_pending is not None:
+            if self._log.pos > HEADER_SIZE or self._index_pending is not None:
                 self._checkpoint()
         except OSError:
             self._recover_after_failure()
@@ -1643,15 +1401,7 @@ class Store:
         for mf in self._maps.values():
             mf.check_crc()
         if not self._memory:
-            where = self._where(self._man["wal"])
-            check_wal_header(pread_all(self._wal_fd, HEADER_SIZE, 0), where, self._uuid, self._gen)
-            buf = pread_all(self._wal_fd, self._wal_pos - HEADER_SIZE, HEADER_SIZE)
-            last = 0
-            if self._wal_salt:
-                for last, payload in parse_frames(buf, 0, where, self._wal_salt, HEADER_SIZE):
-                    unpackb(payload, where, MAX_FRAME)
-            if last != len(buf):
-                raise CorruptDatabaseError(f"{where}: the log changed below the replayed position")
+            self._log.check(self._uuid, self._gen)
         self._check_ends()
         self._seg_lookup()
         self._links.base.check()
@@ -1682,9 +1432,8 @@ class Store:
             except OSError:
                 pass
         self._apps = {}
-        if self._wal_fd >= 0:
-            os.close(self._wal_fd)
-            self._wal_fd = -1
+        if self._log is not None:
+            self._log.close()
         if self._lock_fd >= 0:
             osio.close_locked(self._lock_fd)   # releases the lock
             self._lock_fd = -1
@@ -1704,7 +1453,7 @@ class Store:
             if self._txn_open is not None:
                 self._txn_open.rollback()
             if (self._mode != "r" and not self._memory and self._broken is None
-                    and self._wal_pos > HEADER_SIZE):
+                    and self._log.pos > HEADER_SIZE):
                 self.checkpoint()
         finally:
             self._closed = True
@@ -1924,7 +1673,7 @@ class Transaction:
         """Move the staged rows (and all later ones) straight into the segment files."""
         s = self._store
         try:
-            if s._wal_pos > HEADER_SIZE or s._index_pending is not None:
+            if s._log.pos > HEADER_SIZE or s._index_pending is not None:
                 s._checkpoint()
             for a in s._apps.values():
                 a.reset()
@@ -2110,12 +1859,6 @@ def _private(a):
     a = np.array(a, copy=True, order="C")
     a.setflags(write=False)
     return a
-
-
-def _frombytes(b, dtype) -> np.ndarray:
-    if not isinstance(b, bytes) or len(b) % np.dtype(dtype).itemsize:
-        raise ValueError("bad array bytes")
-    return np.frombuffer(b, dtype)
 
 
 def _read_appended(app: Appender, from_byte: int) -> bytes:
