@@ -73,17 +73,18 @@ from ..errors import (ClosedError, CorruptDatabaseError, DatabaseExistsError,
                       InvalidArgumentError, LockedError, NotFoundError, ReadOnlyError,
                       SutraError)
 from . import osio
-from .format import (DTYPES, DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_DEAD, KIND_ENDS,
-                     KIND_IDS, KIND_INDEX, KIND_KEYS, KIND_ORDER, KIND_REC, KIND_VEC,
-                     LOCK_NAME, MANIFEST_NAME, MAX_CODE_SIZE, MAX_DIM, MAX_RECORD,
+from .format import (DTYPES, DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_KEYS, KIND_ORDER,
+                     KIND_VEC, LOCK_NAME, MANIFEST_NAME, MAX_CODE_SIZE, MAX_DIM, MAX_RECORD,
                      MAX_RELATION, VECTOR_DTYPES, decode_manifest, file_name, packb,
                      parse_file_name, seg_header, unpackb, wal_name)
+from .compaction import (append_rows, copy_live_rows, create_row_files, read_appended,
+                         write_index_file)
 from .keys import KeyIndex
 from .links import LinkTable
 from .manifest import (check_create_params, check_manifest, create_generation, fresh_body,
                        map_files, read_file, sweep, write_manifest)
 from .records import Chunk, Record, decode_record, encode_record
-from .segments import Appender, pread_all, write_new_file
+from .segments import Appender, write_new_file
 from .wal import Log, create_log, encode_transaction
 
 __all__ = ["Store", "Transaction", "Record", "DURABILITY_LEVELS"]
@@ -98,7 +99,6 @@ _U8 = np.dtype("<u8")
 _F8 = np.dtype("<f8")
 _EMPTY_I8 = np.zeros(0, _I8)
 _MAX_META = 1 << 20
-_COPY_ROWS = 1 << 16
 
 
 
@@ -1106,16 +1106,8 @@ class Store:
         body = dict(self._man)
         retired = []
         # rows held in memory
-        rec_base = apps["rec"].length
         for ch in self._chunks:
-            apps["ids"].append(ch.ids)
-            apps["ends"].append(ch.ends + np.uint64(rec_base))
-            apps["rec"].append(ch.rec)
-            rec_base += len(ch.rec)
-            if ch.codes is not None:
-                apps["codes"].append(ch.codes)
-            if ch.vecs is not None:
-                apps["vec"].append(ch.vecs)
+            append_rows(apps, ch)
         if self._tail_dead:
             apps["dead"].append(np.concatenate(self._tail_dead))
         n = self._n
@@ -1125,7 +1117,7 @@ class Store:
         seg_sorted = self._man["sorted"]
         new_ids = None
         if n > self._seg_n:
-            new_ids = np.frombuffer(_read_appended(apps["ids"], 8 * self._seg_n), _I8)
+            new_ids = np.frombuffer(read_appended(apps["ids"], 8 * self._seg_n), _I8)
         order_entry = self._man["files"].get("order")
         if new_ids is not None:
             last = self._seg_ids[-1] if self._seg_n else None
@@ -1150,7 +1142,7 @@ class Store:
         if self._index_pending is not None:
             if index_entry is not None:
                 retired.append(index_entry["name"])
-            index_entry = self._write_index(*self._index_pending, sync)
+            index_entry = write_index_file(self._dir, self._new_file_no, self._uuid, *self._index_pending, sync)
         # keys
         keys_entry = self._man["files"].get("keys")
         kidx = self._keys.rebuild("keys" in self._man["files"], self._tail_dead, self._seg_n,
@@ -1208,23 +1200,6 @@ class Store:
         dead = self._n - self._n_live
         return dead >= self._compact_min_rows and dead > self._compact_ratio * self._n
 
-    def _write_index(self, blob, arrays, sync) -> dict:
-        parts, meta, off = [], [], 0
-        for name, a in arrays.items():
-            a = np.ascontiguousarray(a)
-            meta.append([name, DTYPE_CODE[a.dtype], list(a.shape), off])
-            parts.append(a)
-            nb = a.nbytes
-            pad = (-nb) % 64
-            if pad:
-                parts.append(bytes(pad))
-            off += nb + pad
-        parts.append(blob)
-        entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_INDEX), KIND_INDEX,
-                               self._uuid, parts, sync=sync)
-        entry.update(blob=[off, len(blob)], arrays=meta)
-        return entry
-
     # ------------------------------------------------------------------ compaction
 
     def compact(self) -> None:
@@ -1272,46 +1247,18 @@ class Store:
         if self._chunks or self._tail_dead or self._links.changed:  # pragma: no cover
             raise AssertionError("rewrite needs a checkpointed state")
         rows = np.flatnonzero(self._live[:self._n])
-        ids_all = self._seg_ids
         m = self._m if codes_override is None else codes_override[1].shape[1]
         created = []
         try:
-            def new(kind, width=0, dt=0):
-                a = Appender(self._dir, file_name(self._new_file_no(), kind), 0, 0,
-                             create_header=seg_header(kind, self._uuid, width, dt))
-                created.append(a)
-                return a
-            apps = {"ids": new(KIND_IDS, 8), "ends": new(KIND_ENDS, 8), "rec": new(KIND_REC),
-                    "dead": new(KIND_DEAD, 8)}
-            if m:
-                apps["codes"] = new(KIND_CODES, m)
-            if self._d:
-                apps["vec"] = new(KIND_VEC, self._d * self._vdtype.itemsize, DTYPE_CODE[self._vdtype])
+            apps = create_row_files(self._dir, self._uuid, self._new_file_no, m, self._d,
+                                    self._vdtype, created)
             self._check_ends()
-            ends, rec = self._seg_ends, self._seg_rec
-            for c0 in range(0, len(rows), _COPY_ROWS):
-                r = rows[c0:c0 + _COPY_ROWS]
-                ids = ids_all[r]
-                apps["ids"].append(ids)
-                if codes_override is not None:
-                    oi, oc = codes_override
-                    pos = np.minimum(np.searchsorted(oi, ids), len(oi) - 1)
-                    apps["codes"].append(oc[pos])
-                elif m:
-                    apps["codes"].append(self._seg_codes[r])
-                if self._d:
-                    apps["vec"].append(self._seg_vecs[r])
-                starts = np.where(r > 0, ends[np.maximum(r - 1, 0)], 0).astype(_U8)
-                lens = ends[r] - starts
-                base = apps["rec"].length
-                apps["ends"].append(np.cumsum(lens, dtype=_U8) + np.uint64(base))
-                brk = np.flatnonzero(np.diff(r) != 1) + 1
-                for a, b in zip(np.r_[0, brk].tolist(), np.r_[brk, len(r)].tolist()):
-                    apps["rec"].append(rec[int(starts[a]):int(ends[r[b - 1]])])
+            copy_live_rows(apps, rows, self._seg_ids, self._seg_ends, self._seg_rec,
+                           self._seg_codes, self._seg_vecs, codes_override)
             for a in apps.values():
                 if sync:
                     a.sync()
-            new_ids = np.frombuffer(_read_appended(apps["ids"], 0), _I8) if len(rows) else _EMPTY_I8
+            new_ids = np.frombuffer(read_appended(apps["ids"], 0), _I8) if len(rows) else _EMPTY_I8
             files = {k: a.publish() for k, a in apps.items()}
             srt = len(new_ids) < 2 or bool((new_ids[1:] > new_ids[:-1]).all())
             if not srt:
@@ -1324,7 +1271,7 @@ class Store:
             if index is None and index_entry is not None and self.on_renumber is not None:
                 index = self.on_renumber(rows)
             if index is not None:
-                index_entry = self._write_index(*index, sync)
+                index_entry = write_index_file(self._dir, self._new_file_no, self._uuid, *index, sync)
             gen = self._gen + 1
             body = dict(self._man)
             body.update(files=files, n=len(rows), sorted=srt, index=index_entry,
@@ -1695,13 +1642,7 @@ class Transaction:
         s = self._store
         apps = s._apps
         try:
-            apps["ids"].append(ch.ids)
-            apps["ends"].append(ch.ends + np.uint64(apps["rec"].length))
-            apps["rec"].append(ch.rec)
-            if ch.codes is not None:
-                apps["codes"].append(ch.codes)
-            if ch.vecs is not None:
-                apps["vec"].append(ch.vecs)
+            append_rows(apps, ch)
         except BaseException:
             self._fail()
             raise
@@ -1861,15 +1802,9 @@ def _private(a):
     return a
 
 
-def _read_appended(app: Appender, from_byte: int) -> bytes:
-    return pread_all(app.fd, app.length - from_byte, HEADER_SIZE + from_byte)
-
-
 def _deepcopy_plain(x):
     if isinstance(x, dict):
         return {k: _deepcopy_plain(v) for k, v in x.items()}
     if isinstance(x, list):
         return [_deepcopy_plain(v) for v in x]
     return x
-
-
