@@ -17,10 +17,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..errors import CorruptDatabaseError, InvalidArgumentError
+import numpy as np
+
+from ..errors import CorruptDatabaseError, DimensionError, InvalidArgumentError
 from .format import MAX_RECORD, crc32, packb, unpackb
 
-__all__ = ["Record", "encode_record", "decode_record", "Chunk"]
+__all__ = ["Record", "encode_record", "decode_record", "Chunk", "as_ids"]
+
+_I8 = np.dtype("<i8")
 
 
 class Record(NamedTuple):
@@ -142,3 +146,27 @@ class Chunk:
         return (self.ids.nbytes + self.ends.nbytes + len(self.rec)
                 + (self.codes.nbytes if self.codes is not None else 0)
                 + (self.vecs.nbytes if self.vecs is not None else 0))
+
+
+def as_ids(ids, what: str = "ids") -> np.ndarray:
+    """``ids`` as a one-dimensional C-contiguous int64 array (a scalar: one id).
+
+    Raises
+    ------
+    DimensionError
+        Not one-dimensional.
+    InvalidArgumentError
+        Not integers, or outside the int64 range (``what`` names them).
+    """
+    a = np.asarray(ids)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    if a.ndim != 1:
+        raise DimensionError(f"{what} must be one-dimensional, got shape {a.shape}")
+    if a.size == 0:
+        return np.zeros(0, _I8)
+    if a.dtype.kind not in "iu":
+        raise InvalidArgumentError(f"{what} must be integers, got dtype {a.dtype}")
+    if a.dtype.kind == "u" and a.max() > np.iinfo(np.int64).max:
+        raise InvalidArgumentError(f"{what} exceed the int64 range")
+    return np.ascontiguousarray(a, dtype=_I8)
