@@ -9,7 +9,7 @@ in row order, into fresh row files (:func:`create_row_files`, :func:`copy_live_r
 renumbering them; the manifest swap that names the new files commits it and the old
 files are deleted. Index blobs and arrays go into an immutable ``.index`` segment
 (:func:`write_index_file`). The byte layouts are in ``docs/file-format.md``,
-section 3.
+section 2; the commit protocols in section 5.
 """
 
 from __future__ import annotations

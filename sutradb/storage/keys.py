@@ -2,7 +2,7 @@
 
 Keys are unique among live rows. A checkpoint writes a ``.keys`` segment: the 64-bit
 hashes of the keys of every live keyed row, sorted, then the ids in the same order
-(``docs/file-format.md``, section 3). :class:`KeyIndex` answers "which live id has
+(``docs/file-format.md``, section 2). :class:`KeyIndex` answers "which live id has
 this key" from that segment (mapped, O(log n)) plus the keys the log put since the
 checkpoint; every candidate is confirmed against the row itself (``key_of``), so a
 hash collision or a stale entry never yields a wrong id.

@@ -4,7 +4,7 @@ A checkpoint writes the links into one immutable ``.links`` segment: the columns
 ``src``, ``dst``, ``rel`` (an index into the relation names) and ``weight``, sorted by
 ``(src, relation, dst)``, then ``by_dst`` (the permutation that sorts them by
 ``(dst, src, relation)``) and the msgpack list of relation names
-(``docs/file-format.md``, section 3). :class:`Links` reads such a segment (validated
+(``docs/file-format.md``, section 2). :class:`Links` reads such a segment (validated
 once, on first use); :class:`LinkTable` is the link state of a snapshot: the segment
 plus the changes the log made since the checkpoint (a delta dict, indexed by source
 and by destination), and writes the next segment.

@@ -2,8 +2,9 @@
 
 ``MANIFEST`` names every live file of the store: the row segments, the links and
 index segments and the log ``wal-GGGGGGGG.log`` that starts at its generation ``G``
-(msgpack body, checksummed header: ``docs/file-format.md``, section 2). A checkpoint
-or a compaction writes new files, then swaps the manifest atomically
+(msgpack body, checksummed header: ``docs/file-format.md``, section 3; the commit
+protocols: section 5). A checkpoint or a compaction writes new files, then swaps the
+manifest atomically
 (:func:`write_manifest`: write a temp file, fsync, rename over ``MANIFEST``, fsync the
 directory); the files the new manifest no longer names are deleted afterwards
 (:func:`sweep`). Everything read back is validated (:func:`check_manifest`) before a

@@ -4,7 +4,7 @@ A row is one version of one concept: an id (int64), a record (key, text, metadat
 and, when the store has them, a row of PQ codes and a full vector. The record is
 stored as ``b""`` when it is empty, else as crc32 (4 bytes, little-endian) followed by
 the msgpack list ``[key, text, metadata or None]`` (``docs/file-format.md``,
-section 3). :func:`encode_record` checks what a caller gives; :func:`decode_record`
+section 2). :func:`encode_record` checks what a caller gives; :func:`decode_record`
 checks what the disk gives back and raises
 :class:`~sutradb.errors.CorruptDatabaseError` naming the file.
 

@@ -14,12 +14,23 @@ row to its id and ``store.live`` says which rows are current.
 
 Keys are unique among live rows: :meth:`Transaction.put` raises
 :class:`~sutradb.errors.DuplicateKeyError` for a key another live id holds, and
-:meth:`Store.id_for_key` finds the id of a key (a ``.keys`` segment of sorted key
-hashes, plus the keys the log added since the last checkpoint).
+:meth:`Store.id_for_key` finds the id of a key (:mod:`.keys`).
 
-Beside the rows a store keeps links ``(src, dst, relation) -> weight``, an opaque
-index blob with named arrays (codebooks, parameters: the index layer's business) and
-a small ``meta`` dict.
+Beside the rows a store keeps links ``(src, dst, relation) -> weight`` (:mod:`.links`),
+an opaque index blob with named arrays (codebooks, parameters: the index layer's
+business) and a small ``meta`` dict.
+
+The pieces
+----------
+:class:`Store` composes collaborators that each own one concern and can be used and
+tested alone: the record codec and row chunks (:mod:`.records`), the open log
+(:class:`.wal.Log`: append, replay, torn-tail detection), generations and the atomic
+manifest swap (:mod:`.manifest`), the key index (:class:`.keys.KeyIndex`), the link
+table (:class:`.links.LinkTable`) and the segment builders of checkpoints and
+compactions (:mod:`.compaction`). Staging lives in :mod:`.transaction`. The store
+keeps the state the hot paths read (the rows, their liveness, the log's tail of rows)
+as its own attributes, and owns the transaction protocol: commit through the log, by
+a spill or a rewrite; checkpoint; compaction; recovery after a failed write.
 
 Durability levels (``durability=``)
 -----------------------------------
