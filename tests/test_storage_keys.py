@@ -181,3 +181,20 @@ def test_open_mode_errors(tmp_path):
         Store.open(tmp_path / "db", "x")
     assert isinstance(e.value, FileExistsError) and isinstance(e.value, SutraError)
     Store.open(tmp_path / "new", "x").close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_close_unmaps_the_key_index(tmp_path):
+    """The key index holds its mapped .keys segment: close() lets it go with the rest."""
+    path = tmp_path / "db"
+    with Store.open(path) as s:
+        with s.begin() as t:
+            put(t, [1, 2], ["a", "b"])
+    s = Store.open(path, "r")
+    assert s.id_for_key("b") == 2                # the .keys segment is mapped and read
+
+    def mapped():
+        return [line for line in open("/proc/self/maps") if str(tmp_path) in line]
+    assert any(".keys" in line for line in mapped())
+    s.close()
+    assert mapped() == []

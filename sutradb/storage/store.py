@@ -93,8 +93,8 @@ from .links import LinkTable
 from .manifest import (check_create_params, check_manifest, create_generation, fresh_body,
                        map_files, read_file, sweep, write_manifest)
 from .records import Chunk, Record, as_ids, decode_record, encode_record
-from .transaction import Transaction
 from .segments import Appender, write_new_file
+from .transaction import Transaction
 from .wal import Log, create_log, encode_transaction
 
 __all__ = ["Store", "Transaction", "Record", "DURABILITY_LEVELS"]
@@ -1389,6 +1389,7 @@ class Store:
         self._cache = {}
         self._seg_ids = self._seg_ends = self._seg_rec = self._seg_codes = None
         self._seg_vecs = self._seg_order = self._seg_keys = None
+        self._keys = None           # it holds the mapped .keys file
 
     def close(self) -> None:
         """Roll back an open transaction, checkpoint (writers), release files and the
