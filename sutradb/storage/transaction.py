@@ -11,12 +11,13 @@ A transaction that stages more than ``spill_bytes`` of rows *spills*: its rows (
 all later ones) go straight into the row segment files instead of memory, and its
 commit is a manifest swap.
 
-A transaction works hand in hand with its :class:`~sutradb.storage.store.Store`: it
-reads the store's widths (``_m``, ``_d``, ``_vdtype``, ``_n``), settings (``_memory``,
-``_spill_bytes``) and key index (``_keys``), and calls ``_check_open``, ``_commit``,
-``_spill_start``, ``_spill_chunk`` and ``_recover_after_failure`` and clears
-``_txn_open`` when it finishes. That is the whole of the protocol between the two
-classes; nothing else of the store is touched here.
+A transaction works hand in hand with its :class:`~sutradb.storage.store.Store`, the
+two classes being one unit split in two files. The transaction reads the store's
+widths (``_m``, ``_d``, ``_vdtype``, ``_n``), settings (``_memory``, ``_spill_bytes``)
+and key index (``_keys``), calls ``_check_open``, ``_commit``, ``_spill_start``,
+``_spill_chunk`` and ``_recover_after_failure``, and clears ``_txn_open`` when it
+finishes; the store's commit reads what was staged (``_ops``, ``_spilled``,
+``_rewrite``, ``_index_bytes``). That is the whole of the protocol between them.
 """
 
 from __future__ import annotations
