@@ -50,7 +50,7 @@ class Transaction:
     and roll back on an exception.
     """
 
-    def __init__(self, store: "Store"):
+    def __init__(self, store: Store):
         self._store = store
         self._ops = []
         self._bytes = 0
