@@ -389,7 +389,7 @@ def test_spilled_transaction_goes_to_segments(tmp_path):
             t.delete([1])
             t.link(10, 11, "r")
         assert s.n_live == n and 1 not in s
-        assert s._wal_pos == 64                 # committed by a manifest swap, not the log
+        assert s._log.pos == 64                 # committed by a manifest swap, not the log
         assert os.path.getsize(path / s._man["wal"]) == 64
         # an abandoned spilled transaction leaves nothing behind
         t = s.begin()
@@ -420,7 +420,7 @@ def test_torn_tail_is_dropped_then_appends_continue(tmp_path):
         put(t, [1])
     good = dump(s)
     wal = path / s._man["wal"]
-    size = s._wal_pos                         # the log's end (the file is preallocated)
+    size = s._log.pos                         # the log's end (the file is preallocated)
     with s.begin() as t:
         put(t, [2])
     s._release()                              # "crash" without a checkpoint

@@ -51,11 +51,11 @@ def damaged_db(tmp_path_factory):
     checkpointed = len(states) - 1
     wal_starts = []
     for k in range(6, 8):
-        wal_starts.append(s._wal_pos)
+        wal_starts.append(s._log.pos)
         _txn(s, k, rng)
         states.append(dump(s))
     wal = s._man["wal"]
-    wal_end = s._wal_pos                # the log is preallocated: zeros follow its end
+    wal_end = s._log.pos                # the log is preallocated: zeros follow its end
     kinds = sorted(os.path.splitext(n)[1] for n in os.listdir(path))
     s._release()                       # leave the log as a crash would
     assert {".ids", ".ends", ".rec", ".dead", ".codes", ".vec", ".order", ".links", ".index",

@@ -11,7 +11,7 @@ import pytest
 from sutradb.errors import (DatabaseExistsError, DatabaseNotFoundError, DuplicateKeyError,
                             InvalidArgumentError, SutraError)
 from sutradb.storage import Store
-from sutradb.storage import store as store_mod
+from sutradb.storage import keys as keys_mod
 
 SMALL = dict(checkpoint_bytes=3000, spill_bytes=2000, compact_min_rows=8, compact_ratio=0.3)
 
@@ -137,7 +137,7 @@ def test_keys_survive_checkpoints_compaction_spill_and_replay(tmp_path):
 
 
 def test_hash_collisions_are_resolved_by_the_record(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "key_hash", lambda key: 42)   # every key collides
+    monkeypatch.setattr(keys_mod, "key_hash", lambda key: 42)   # every key collides
     s = Store.open(tmp_path / "db")
     with s.begin() as t:
         put(t, [1, 2, 3], ["x", "y", "z"])
@@ -158,7 +158,8 @@ def test_store_without_key_index_is_scanned(tmp_path):
     with s.begin() as t:
         put(t, [1, 2], ["a", "b"])
     s.checkpoint()
-    s._seg_keyidx = None
+    s._keys.segment = None
+    s._keys.mapped = None
     s._man["files"].pop("keys")
     s._maps.pop("keys")
     assert s.id_for_key("b") == 2
@@ -180,3 +181,20 @@ def test_open_mode_errors(tmp_path):
         Store.open(tmp_path / "db", "x")
     assert isinstance(e.value, FileExistsError) and isinstance(e.value, SutraError)
     Store.open(tmp_path / "new", "x").close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_close_unmaps_the_key_index(tmp_path):
+    """The key index holds its mapped .keys segment: close() lets it go with the rest."""
+    path = tmp_path / "db"
+    with Store.open(path) as s:
+        with s.begin() as t:
+            put(t, [1, 2], ["a", "b"])
+    s = Store.open(path, "r")
+    assert s.id_for_key("b") == 2                # the .keys segment is mapped and read
+
+    def mapped():
+        return [line for line in open("/proc/self/maps") if str(tmp_path) in line]
+    assert any(".keys" in line for line in mapped())
+    s.close()
+    assert mapped() == []

@@ -32,6 +32,7 @@ from sutradb.errors import LockedError
 from sutradb.storage import Store, osio
 from sutradb.storage.format import LOCK_NAME, parse_file_name
 from sutradb.storage.segments import pread_all
+from sutradb.storage.wal import writer_active
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "sutradb"
@@ -377,7 +378,7 @@ def test_store_with_win32_locks(tmp_path, fake_win):
         with pytest.raises(LockedError, match="another process is writing"):
             Store.open(p)
         with Store.open(p, "r") as r:
-            assert r._writer_active()                      # its shared probe is refused
+            assert writer_active(r.path)                      # its shared probe is refused
         with Store.open(p, "r") as r:
             t0 = time.monotonic()
             with pytest.raises(LockedError):
@@ -388,9 +389,9 @@ def test_store_with_win32_locks(tmp_path, fake_win):
     assert ("unlock", handle) in k.calls                  # unlocked before the close
     assert all(not v for v in k.locks.values()), k.locks
     with Store.open(p) as w2, Store.open(p, "r") as r:
-        assert r._writer_active()
+        assert writer_active(r.path)
     with Store.open(p, "r") as r:
-        assert not r._writer_active()
+        assert not writer_active(r.path)
 
 
 def test_win32_replace(tmp_path, fake_win, monkeypatch):
@@ -551,14 +552,14 @@ def test_posix_store_writer_in_another_process(tmp_path):
             Store.open(p, timeout=0.2)
         assert time.monotonic() - t0 >= 0.2
         with Store.open(p, "r") as r:
-            assert r._writer_active()
+            assert writer_active(r.path)
         threading.Timer(0.2, h.stop).start()
         with Store.open(p, timeout=10) as w:                 # taken once the holder quits
             assert w.n_live == 0
     finally:
         h.stop()
     with Store.open(p, "r") as r:
-        assert not r._writer_active()
+        assert not writer_active(r.path)
 
 
 @pytest.mark.skipif(not POSIX, reason="flock exists on POSIX only")

@@ -43,14 +43,14 @@ def two_txns(tmp_path):
     with s.begin() as t:
         put(t, [1, 2])
     first = dump(s)
-    start = s._wal_pos
+    start = s._log.pos
     with s.begin() as t:
         put(t, range(10, 22), k=1)
         t.delete([1])
     second = dump(s)
-    end = s._wal_pos
+    end = s._log.pos
     wal = path / s._man["wal"]
-    salt = s._wal_salt
+    salt = s._log.salt
     s._release()
     image = wal.read_bytes()
     assert len(image) > end and not any(image[end:]), "preallocated with zeros"
@@ -175,12 +175,12 @@ def test_log_of_an_older_generation_is_rejected(tmp_path):
     with s.begin() as t:
         put(t, [1])
     old_name, old = s._man["wal"], (path / s._man["wal"]).read_bytes()
-    old_salt = s._wal_salt
+    old_salt = s._log.salt
     s.checkpoint()
     with s.begin() as t:
         put(t, [2])
     new_name = s._man["wal"]
-    assert new_name != old_name and s._wal_salt != old_salt
+    assert new_name != old_name and s._log.salt != old_salt
     state = dump(s)
     s._release()
     good = (path / new_name).read_bytes()
@@ -191,7 +191,7 @@ def test_log_of_an_older_generation_is_rejected(tmp_path):
     with Store.open(path, "r") as r:
         assert dump(r) == state
     ver, salt = check_wal_header(good[:HEADER_SIZE], "log", r._uuid, r.generation)
-    assert ver == 2 and salt == r._wal_salt != 0
+    assert ver == 2 and salt == r._log.salt != 0
 
 
 def test_log_grows_in_zeroed_steps_and_commits_overwrite(tmp_path):
@@ -205,10 +205,10 @@ def test_log_grows_in_zeroed_steps_and_commits_overwrite(tmp_path):
         with s.begin() as t:
             put(t, [k], k=k, dim=128)
         sizes.add(wal.stat().st_size)
-        assert s._wal_size == wal.stat().st_size >= s._wal_pos
+        assert s._log.size == wal.stat().st_size >= s._log.pos
     assert 1 < len(sizes) < 8
     img = wal.read_bytes()
-    assert not any(img[s._wal_pos:])
+    assert not any(img[s._log.pos:])
     state = dump(s)
     s._release()
     with Store.open(path, "r") as r:
@@ -217,7 +217,7 @@ def test_log_grows_in_zeroed_steps_and_commits_overwrite(tmp_path):
     s = Store.open(tmp_path / "n", durability="normal")
     with s.begin() as t:
         put(t, [1])
-    assert os.path.getsize(tmp_path / "n" / s._man["wal"]) == s._wal_pos
+    assert os.path.getsize(tmp_path / "n" / s._man["wal"]) == s._log.pos
     s.close()
 
 
@@ -240,7 +240,7 @@ def test_reader_refresh_follows_transactions_larger_than_its_window(tmp_path):
     r = Store.open(path, "r")
     with w.begin() as t:
         put(t, range(2000), dim=64)            # ~600 KiB: several 64 KiB windows
-    assert w._wal_pos - HEADER_SIZE > 4 * (1 << 16)
+    assert w._log.pos - HEADER_SIZE > 4 * (1 << 16)
     assert r.refresh() and dump(r) == dump(w)
     with w.begin() as t:
         put(t, [5000])
@@ -249,15 +249,16 @@ def test_reader_refresh_follows_transactions_larger_than_its_window(tmp_path):
         put(t, range(2000), k=1, dim=64)       # the log grows by about its size
     assert r.refresh() and dump(r) == dump(w)
     # nothing new: a refresh reads one window, not the preallocated rest of the file
-    assert os.path.getsize(path / w._man["wal"]) - w._wal_pos > 4 * (1 << 16)
-    from sutradb.storage import store as store_mod
+    assert os.path.getsize(path / w._man["wal"]) - w._log.pos > 4 * (1 << 16)
+    from sutradb.storage import manifest as manifest_mod, wal as wal_mod
     read = []
-    orig = store_mod.pread_all
-    store_mod.pread_all = lambda fd, n, off: read.append(n) or orig(fd, n, off)
+    orig = wal_mod.pread_all
+    counted = lambda fd, n, off: read.append(n) or orig(fd, n, off)    # noqa: E731
+    wal_mod.pread_all = manifest_mod.pread_all = counted
     try:
         assert not r.refresh()
     finally:
-        store_mod.pread_all = orig
+        wal_mod.pread_all = manifest_mod.pread_all = orig
     assert sum(read) <= (1 << 16) + 4096      # one window (and the manifest)
     r.close()
     w.close()
@@ -282,7 +283,7 @@ def test_empty_version_1_log_is_upgraded(tmp_path):
     with Store.open(path, "r") as r:
         assert dump(r) == state
     with Store.open(path) as w:
-        assert w.generation == gen + 1 and w._wal_salt
+        assert w.generation == gen + 1 and w._log.salt
         with w.begin() as t:
             put(t, [3])
         state = dump(w)
@@ -306,10 +307,10 @@ def test_reader_waits_out_a_write_in_flight_while_a_writer_is_active(tmp_path):
     w = Store.open(path)
     with w.begin() as t:
         put(t, [1])
-    start = w._wal_pos
+    start = w._log.pos
     with w.begin() as t:
         put(t, range(10, 30), k=1)
-    state, end = dump(w), w._wal_pos
+    state, end = dump(w), w._log.pos
     wal = path / w._man["wal"]
     good = wal.read_bytes()
     half = bytearray(good)

@@ -218,6 +218,11 @@ def _align_up(x: int, a: int) -> int:
     return -(-x // a) * a
 
 
+def align8(x: int) -> int:
+    """``x`` rounded up to a multiple of 8 (the padding of a links file)."""
+    return (x + 7) & ~7
+
+
 def all_zero(mv) -> bool:
     """Whether every byte of a bytes-like object is zero (fast, C loops)."""
     return not np.frombuffer(mv, np.uint8).any() if len(mv) else True

@@ -1,25 +1,18 @@
 """The store: one directory, one writer, many readers, atomic transactions.
 
-A :class:`Store` holds *rows*. A row is one version of one concept: an id (int64),
-a record (key, text, metadata), and, when the store has them, a row of PQ codes
-(``(code_size,) uint8``) and a full vector (``(vector_dim,)`` float16 or float32).
-Rows are only ever appended; writing an id that exists appends a new row and marks
-the old one dead, deleting an id marks its row dead. Row numbers are therefore stable
-until :meth:`Store.compact` renumbers the live rows (in their order).
+A :class:`Store` is a :class:`~.snapshot.Snapshot` (the committed rows, links, index
+and meta it sees, and every read: :mod:`.snapshot`) that opens, refreshes and, for a
+writer, changes it: it runs the commit protocol (through the log, by a spill or a
+rewrite), checkpoints, compaction and recovery after a failed write.
 
-The kernels read ``store.codes`` (``(n_rows, code_size) uint8``, C-contiguous and
-read-only: a view of the mapped code file when the log holds no rows, else a cached
-concatenation) or, without any copy, :meth:`Store.code_blocks`; ``store.ids`` maps a
-row to its id and ``store.live`` says which rows are current.
-
-Keys are unique among live rows: :meth:`Transaction.put` raises
-:class:`~sutradb.errors.DuplicateKeyError` for a key another live id holds, and
-:meth:`Store.id_for_key` finds the id of a key (a ``.keys`` segment of sorted key
-hashes, plus the keys the log added since the last checkpoint).
-
-Beside the rows a store keeps links ``(src, dst, relation) -> weight``, an opaque
-index blob with named arrays (codebooks, parameters: the index layer's business) and
-a small ``meta`` dict.
+The pieces
+----------
+Each concern with its own state is a collaborator the store owns, usable and tested
+alone: the record codec and row chunks (:mod:`.records`), the open log
+(:class:`.wal.Log`: append, replay, torn-tail detection), generations and the atomic
+manifest swap (:mod:`.manifest`), the key index (:class:`.keys.KeyIndex`), the link
+table (:class:`.links.LinkTable`) and the segment builders of checkpoints and
+compactions (:mod:`.compaction`). Staging lives in :mod:`.transaction`.
 
 Durability levels (``durability=``)
 -----------------------------------
@@ -60,30 +53,28 @@ thread.
 
 from __future__ import annotations
 
-import bisect
-import hashlib
 import math
 import os
 import time
 import uuid as _uuid
-from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import (ClosedError, CorruptDatabaseError, DatabaseExistsError,
-                      DatabaseNotFoundError, DimensionError, DuplicateKeyError,
-                      InvalidArgumentError, LockedError, NotFoundError, ReadOnlyError,
-                      SutraError)
+from ..errors import (CorruptDatabaseError, DatabaseExistsError, DatabaseNotFoundError,
+                      InvalidArgumentError, LockedError, ReadOnlyError)
 from . import osio
-from .format import (COMMIT_TRAILER, DTYPE_CODE, DTYPES, FRAME, FRAME_SIZE, HEADER_SIZE, KIND_CODES, KIND_DEAD, KIND_ENDS,
-                     KIND_IDS, KIND_INDEX, KIND_KEYS, KIND_LINKS, KIND_ORDER, KIND_REC, KIND_VEC,
-                     LOCK_NAME, MANIFEST_NAME, MAX_CODE_SIZE, MAX_DIM, MAX_FRAME,
-                     MAX_MANIFEST, MAX_RECORD, MAX_RELATION, OP_COMMIT, OP_DELETE,
-                     OP_INDEX, OP_LINK, OP_META, OP_PUT, OP_UNLINK, VECTOR_DTYPES,
-                     check_wal_header, crc32, seg_header, decode_manifest, encode_manifest,
-                     file_name, frame, packb, parse_file_name, parse_frames, unpackb,
-                     wal_header, wal_name, all_zero)
-from .segments import Appender, MappedFile, pread_all, write_new_file
+from .format import (DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_KEYS, KIND_ORDER, KIND_VEC,
+                     LOCK_NAME, MANIFEST_NAME, decode_manifest, file_name, parse_file_name,
+                     seg_header, wal_name)
+from .compaction import (append_rows, copy_live_rows, create_row_files, read_appended,
+                         write_index_file)
+from .manifest import (check_create_params, check_manifest, create_generation, fresh_body,
+                       map_files, read_file, sweep, write_manifest)
+from .records import Chunk, Record, encode_record
+from .segments import Appender, write_new_file
+from .snapshot import Snapshot
+from .transaction import Transaction
+from .wal import Log, create_log, encode_transaction
 
 __all__ = ["Store", "Transaction", "Record", "DURABILITY_LEVELS"]
 
@@ -95,213 +86,18 @@ _I8 = np.dtype("<i8")
 _U1 = np.dtype("u1")
 _U8 = np.dtype("<u8")
 _F8 = np.dtype("<f8")
-_I4 = np.dtype("<i4")
 _EMPTY_I8 = np.zeros(0, _I8)
-_MAX_META = 1 << 20
-_COPY_ROWS = 1 << 16
-#: Zeros a "full" log is preallocated with (and grown by, doubling up to 1 MiB): a commit then
-#: overwrites allocated, written blocks and fdatasync need not update the file size.
-_WAL_PREALLOC = 64 << 10
-_WAL_GROW_MAX = 1 << 20
 
-
-class Record(NamedTuple):
-    """The record of one concept (``metadata`` is ``{}`` when none was given)."""
-
-    id: int
-    key: str | None
-    text: str | None
-    metadata: dict
-
-
-# --------------------------------------------------------------------------- records
-
-def encode_record(key, text, metadata) -> bytes:
-    """Bytes of one record: ``b""`` for an empty one, else crc32 + msgpack."""
-    if key is None and text is None and not metadata:
-        return b""
-    if key is not None and not isinstance(key, str):
-        raise InvalidArgumentError(f"a key must be a str or None, not {type(key).__name__}")
-    if text is not None and not isinstance(text, str):
-        raise InvalidArgumentError(f"a text must be a str or None, not {type(text).__name__}")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidArgumentError(f"metadata must be a dict or None, not {type(metadata).__name__}")
-    try:
-        body = packb([key, text, metadata or None])
-    except (TypeError, ValueError, OverflowError) as e:
-        raise InvalidArgumentError(f"metadata cannot be stored (msgpack types only): {e}") from None
-    if len(body) > MAX_RECORD:
-        raise InvalidArgumentError(f"record of {len(body)} bytes exceeds {MAX_RECORD}")
-    return crc32(body).to_bytes(4, "little") + body
-
-
-def decode_record(id_: int, raw, where: str) -> Record:
-    """Inverse of :func:`encode_record`, validating everything."""
-    n = len(raw)
-    if n == 0:
-        return Record(id_, None, None, {})
-    if n < 5:
-        raise CorruptDatabaseError(f"{where}: record of id {id_} is {n} bytes")
-    body = raw[4:]
-    if crc32(body) != int.from_bytes(bytes(raw[:4]), "little"):
-        raise CorruptDatabaseError(f"{where}: record of id {id_}: checksum mismatch")
-    obj = unpackb(body, where, MAX_RECORD)
-    if (not isinstance(obj, list) or len(obj) != 3
-            or not (obj[0] is None or isinstance(obj[0], str))
-            or not (obj[1] is None or isinstance(obj[1], str))
-            or not (obj[2] is None or isinstance(obj[2], dict))):
-        raise CorruptDatabaseError(f"{where}: record of id {id_} has a bad structure")
-    return Record(id_, obj[0], obj[1], obj[2] or {})
-
-
-# --------------------------------------------------------------------------- helpers
-
-class _Chunk:
-    """Rows held in memory (committed through the log since the last checkpoint)."""
-
-    __slots__ = ("row0", "ids", "codes", "vecs", "rec", "ends", "keys")
-
-    def __init__(self, ids, codes, vecs, rec, ends, keys):
-        self.row0 = -1
-        self.ids, self.codes, self.vecs, self.rec, self.ends = ids, codes, vecs, rec, ends
-        self.keys = keys       # list: the key (str or None) of each row
-
-    @property
-    def nbytes(self) -> int:
-        return (self.ids.nbytes + self.ends.nbytes + len(self.rec)
-                + (self.codes.nbytes if self.codes is not None else 0)
-                + (self.vecs.nbytes if self.vecs is not None else 0))
-
-
-def key_hash(key: str) -> int:
-    """The 64-bit hash of a key stored in ``.keys`` files (BLAKE2b, 8 bytes, little-endian)."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"),
-                                          digest_size=8).digest(), "little")
-
-
-def _as_ids(ids, what="ids") -> np.ndarray:
-    a = np.asarray(ids)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.ndim != 1:
-        raise DimensionError(f"{what} must be one-dimensional, got shape {a.shape}")
-    if a.size == 0:
-        return np.zeros(0, _I8)
-    if a.dtype.kind not in "iu":
-        raise InvalidArgumentError(f"{what} must be integers, got dtype {a.dtype}")
-    if a.dtype.kind == "u" and a.max() > np.iinfo(np.int64).max:
-        raise InvalidArgumentError(f"{what} exceed the int64 range")
-    return np.ascontiguousarray(a, dtype=_I8)
-
-
-def _seq(values, k, what):
-    if values is None:
-        return [None] * k
-    if isinstance(values, (str, bytes, dict)):
-        raise InvalidArgumentError(f"{what} must be a sequence with one item per id")
-    values = list(values)
-    if len(values) != k:
-        raise DimensionError(f"{len(values)} {what} for {k} ids")
-    return values
-
-
-def _sorted_ranges(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Indices of every element of sorted ``keys`` equal to one of ``q``."""
-    if not len(keys) or not len(q):
-        return _EMPTY_I8
-    lo = np.searchsorted(keys, q, "left")
-    hi = np.searchsorted(keys, q, "right")
-    m = hi > lo
-    lo, hi = lo[m], hi[m]
-    if not len(lo):
-        return _EMPTY_I8
-    lens = hi - lo
-    return np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-
-
-def _cat(parts, dtype, width=None):
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return np.zeros((0, width) if width else 0, dtype)
-    return np.ascontiguousarray(np.concatenate(parts))
-
-
-class _Links:
-    """The links of one links file: arrays sorted by (src, relation, dst)."""
-
-    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str):
-        self.where = where
-        self.mf = mf
-        if mf is None:
-            self.n = 0
-            self.src = self.dst = self.by_dst = _EMPTY_I8
-            self.rel = np.zeros(0, _I4)
-            self.weight = np.zeros(0, _F8)
-            self.names = []
-            self.checked = True
-            self._dst_sorted = _EMPTY_I8
-            return
-        n = self.n = entry["count"]
-        self.src = mf.array(_I8, n, 0)
-        self.dst = mf.array(_I8, n, 8 * n)
-        self.rel = mf.array(_I4, n, 16 * n)
-        w0 = _align8(20 * n)
-        self.weight = mf.array(_F8, n, w0)
-        self.by_dst = mf.array(_I8, n, w0 + 8 * n)
-        names = unpackb(mf.mm[HEADER_SIZE + w0 + 16 * n:HEADER_SIZE + mf.length], where)
-        if (not isinstance(names, list) or len(set(names)) != len(names)
-                or not all(isinstance(s, str) and 0 < len(s) <= MAX_RELATION for s in names)):
-            raise CorruptDatabaseError(f"{where}: bad relation table")
-        self.names = names
-        self.checked = False
-        self._dst_sorted = None
-
-    def check(self) -> None:
-        """Validate ordering and ranges once before trusting the arrays (O(n))."""
-        if self.checked:
-            return
-        n = self.n
-        if n:
-            if self.rel.min() < 0 or self.rel.max() >= len(self.names):
-                raise CorruptDatabaseError(f"{self.where}: relation index out of range")
-            s, r, d = self.src, self.rel, self.dst
-            ok = (s[1:] > s[:-1]) | ((s[1:] == s[:-1]) & ((r[1:] > r[:-1]) | ((r[1:] == r[:-1]) & (d[1:] > d[:-1]))))
-            if not ok.all():
-                raise CorruptDatabaseError(f"{self.where}: links are not sorted")
-            b = self.by_dst
-            if b.min() < 0 or b.max() >= n or np.bincount(b, minlength=n).max() != 1:
-                raise CorruptDatabaseError(f"{self.where}: bad destination permutation")
-            ds = d[b]
-            if not (ds[1:] >= ds[:-1]).all():
-                raise CorruptDatabaseError(f"{self.where}: destination permutation not sorted")
-            self._dst_sorted = ds
-        else:
-            self._dst_sorted = _EMPTY_I8
-        self.checked = True
-
-    def indices_from(self, q: np.ndarray) -> np.ndarray:
-        self.check()
-        return _sorted_ranges(self.src, q)
-
-    def indices_to(self, q: np.ndarray) -> np.ndarray:
-        self.check()
-        return self.by_dst[_sorted_ranges(self._dst_sorted, q)]
-
-    def key(self, i: int):
-        return int(self.src[i]), int(self.dst[i]), self.names[self.rel[i]]
-
-
-def _align8(x: int) -> int:
-    return (x + 7) & ~7
 
 
 # --------------------------------------------------------------------------- store
 
-class Store:
+class Store(Snapshot):
     """A sutradb storage directory (or an in-memory store).
 
     Use :meth:`Store.open`; the constructor is private. See the module docstring for
-    the data model, the durability levels and the concurrency rules.
+    the durability levels and the concurrency rules, :mod:`.snapshot` for the data
+    model and the reads (inherited from :class:`~.snapshot.Snapshot`).
     """
 
     # ------------------------------------------------------------------ opening
@@ -362,7 +158,7 @@ class Store:
             raise InvalidArgumentError(f"durability must be one of {DURABILITY_LEVELS}, not {durability!r}")
         if not (isinstance(timeout, (int, float)) and timeout >= 0 and math.isfinite(timeout)):
             raise InvalidArgumentError("timeout must be a finite number >= 0")
-        params = _check_create_params(create_params)
+        params = check_create_params(create_params)
         self = cls.__new__(cls)
         self._memory = path is None or (isinstance(path, str) and path == MEMORY)
         self._dir = None if self._memory else os.path.abspath(os.fspath(path))
@@ -379,9 +175,7 @@ class Store:
         self._broken = None
         self._txn_open = None
         self._lock_fd = -1
-        self._wal_fd = -1
-        self._wal_salt = 0          # salt of the open log (0: none / version 1)
-        self._wal_size = 0          # writer: the log's file size; bytes past _wal_pos are zero
+        self._log = None            # the open log (None: an in-memory store)
         self._apps = {}
         self.last_checkpoint_error = None
         #: Called when rows are renumbered (compaction) while an index is stored:
@@ -407,7 +201,7 @@ class Store:
 
     def _init_memory(self, params):
         self._uuid = _uuid.uuid4().bytes
-        body = _fresh_body(self._uuid, 1, params, 1)
+        body = fresh_body(self._uuid, 1, params, 1)
         body["files"] = {}
         self._install(1, body, {})
 
@@ -440,79 +234,20 @@ class Store:
             gen = 0
             if mode == "w" and os.path.exists(man):
                 try:
-                    gen, _ = decode_manifest(_read_file(man), man)
+                    gen, _ = decode_manifest(read_file(man), man)
                 except CorruptDatabaseError:
                     gen = 0
-            self._create(gen + 1, params)
+            create_generation(d, gen + 1, _uuid.uuid4().bytes, params, self._durability,
+                              self._set_broken)
         self._load(initial=True)
-        self._sweep()
-        if not self._wal_salt:      # an empty version 1 log: start a version 2 one
+        sweep(self._dir, self._man)
+        if not self._log.salt:      # an empty version 1 log: start a version 2 one
             self._checkpoint()
 
-    def _create(self, gen, params):
-        """Write a fresh, empty generation ``gen`` (creation, and mode "w")."""
-        d = self._dir
-        sync = self._durability != "off"
-        uid = _uuid.uuid4().bytes
-        body = _fresh_body(uid, gen, params, 1)
-        files = {}
-        no = 1
-        m, dim, vcode = body["m"], body["d"], body["vdtype"]
-        for key, kind, width, dt in (("ids", KIND_IDS, 8, 0), ("ends", KIND_ENDS, 8, 0),
-                                     ("rec", KIND_REC, 0, 0), ("dead", KIND_DEAD, 8, 0),
-                                     ("codes", KIND_CODES, m, 0),
-                                     ("vec", KIND_VEC, dim * (DTYPES[vcode].itemsize if vcode else 0), vcode)):
-            if key in ("codes", "vec") and not width:
-                continue
-            files[key] = write_new_file(d, file_name(no, kind), kind, uid, [], width=width,
-                                        dtype=dt, sync=sync)
-            no += 1
-        body["files"] = files
-        body["next_file"] = no
-        self._write_wal_file(gen, uid, sync)
-        self._write_manifest(gen, body, sync)
-
-    def _write_wal_file(self, gen, uid, sync):
-        """Create log ``gen``: a header with a fresh random salt (frames of any other
-        log never match it), preallocated with zeros when every commit is fsynced."""
-        path = os.path.join(self._dir, wal_name(gen))
-        fd = osio.open_file(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            salt = int.from_bytes(os.urandom(4), "little") or 1
-            head = wal_header(uid, gen, salt)
-            if self._durability == "full":
-                head += bytes(_WAL_PREALLOC)
-            osio.io.pwrite(fd, head, 0)
-            if sync:
-                osio.io.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _write_manifest(self, gen, body, sync):
-        """The commit point: write-temp, fsync, rename over MANIFEST, fsync(dir)."""
-        d = self._dir
-        tmp = os.path.join(d, MANIFEST_NAME + ".tmp")
-        raw = encode_manifest(gen, body)
-        if len(raw) > MAX_MANIFEST:
-            raise InvalidArgumentError("manifest too large (meta or index arrays too many)")
-        fd = osio.open_file(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            osio.io.pwrite(fd, raw, 0)
-            if sync:
-                osio.io.fsync(fd)
-        finally:
-            os.close(fd)
-        if sync:
-            osio.io.fsync_dir(d)      # new segment files and the temp are named durably
-        osio.io.replace(tmp, os.path.join(d, MANIFEST_NAME))
-        try:
-            if sync:
-                osio.io.fsync_dir(d)
-        except OSError as e:
-            # the new manifest is in place (readers see it) but may not be durable:
-            # the in-memory state can no longer be trusted to match the disk
-            self._broken = e
-            raise
+    def _set_broken(self, e):
+        """The disk may no longer match the in-memory state (an I/O error after a
+        commit point): every later call raises until the store is reopened."""
+        self._broken = e
 
     # ------------------------------------------------------------------ loading
 
@@ -523,13 +258,13 @@ class Store:
         deadline = time.monotonic() + max(self._timeout, 1.0)
         while True:
             try:
-                raw = _read_file(man)
+                raw = read_file(man)
             except FileNotFoundError:
                 raise DatabaseNotFoundError(f"{d}: no sutradb database here (MANIFEST missing)") from None
             gen, body = decode_manifest(raw, man)
-            _check_manifest(body, man)
+            check_manifest(body, man)
             try:
-                maps = self._map_files(body)
+                maps = map_files(self._dir, body)
                 wal_fd = osio.open_file(os.path.join(d, body["wal"]),
                                         os.O_RDONLY if self._mode == "r" else os.O_RDWR)
             except FileNotFoundError as e:
@@ -537,7 +272,7 @@ class Store:
                 if self._mode != "r":
                     raise CorruptDatabaseError(f"{missing}: named by the manifest but missing") from None
                 try:
-                    gen2, _ = decode_manifest(_read_file(man), man)
+                    gen2, _ = decode_manifest(read_file(man), man)
                 except (FileNotFoundError, CorruptDatabaseError):
                     gen2 = gen
                 if gen2 == gen:
@@ -546,544 +281,29 @@ class Store:
                     raise LockedError(f"{d}: the writer keeps replacing the manifest") from None
                 continue
             break
-        if self._wal_fd >= 0:
-            os.close(self._wal_fd)
-        self._wal_fd = wal_fd
+        if self._log is not None:
+            self._log.close()
+        log = self._log = Log(wal_fd, os.path.join(d, body["wal"]), d, self._durability == "full")
         self._install(gen, body, maps)
-        where = os.path.join(d, body["wal"])
-        size = os.fstat(wal_fd).st_size
-        ver, self._wal_salt = check_wal_header(pread_all(wal_fd, HEADER_SIZE, 0), where, self._uuid, gen)
-        if ver == 1 and size > HEADER_SIZE:
-            raise CorruptDatabaseError(f"{where}: a version 1 log with records (written by an "
-                                       "older sutradb): open and close it with that version first")
-        self._wal_pos = HEADER_SIZE
+        log.open_existing(self._uuid, gen)
         self._replay()
         if self._mode != "r":
-            size = os.fstat(wal_fd).st_size
-            if size > self._wal_pos and not all_zero(pread_all(wal_fd, size - self._wal_pos, self._wal_pos)):
-                # a torn tail (or stale bytes): drop it before appending again; what
-                # follows the log's end must be zeros
-                osio.io.truncate(wal_fd, self._wal_pos)
-                size = self._wal_pos
-            self._wal_size = size
+            log.drop_torn_tail()
             self._open_appenders()
-
-    def _map_files(self, body):
-        d, uid = self._dir, body["uuid"]
-        f = body["files"]
-        vcode = body["vdtype"]
-        specs = {"ids": (KIND_IDS, 8, 0), "ends": (KIND_ENDS, 8, 0), "rec": (KIND_REC, 0, 0),
-                 "dead": (KIND_DEAD, 8, 0), "order": (KIND_ORDER, 8, 0),
-                 "codes": (KIND_CODES, body["m"], 0), "keys": (KIND_KEYS, 16, 0),
-                 "vec": (KIND_VEC, body["d"] * (DTYPES[vcode].itemsize if vcode else 0), vcode)}
-        maps = {}
-        for key, entry in f.items():
-            kind, width, dt = specs[key]
-            maps[key] = MappedFile(d, entry, kind, uid, width, dt)
-        if "vec" in maps:
-            # full vectors are read a few rows at a time (re-ranking, get): no readahead
-            # or fault-around of neighbouring pages into the reader's resident set
-            osio.advise_random(maps["vec"].mm)      # a no-op where the OS has no madvise
-        if body["links"] is not None:
-            maps["links"] = MappedFile(d, body["links"], KIND_LINKS, uid, 0, 0)
-        if body["index"] is not None:
-            maps["index"] = MappedFile(d, body["index"], KIND_INDEX, uid, 0, 0)
-        return maps
-
-    def _where(self, name):
-        return name if self._dir is None else os.path.join(self._dir, name)
-
-    def _install(self, gen, body, maps):
-        """Set the checkpointed state of manifest ``gen`` and empty the log tail."""
-        self._gen = gen
-        self._man = body
-        self._uuid = body["uuid"]
-        self._maps = maps
-        self._m, self._d = body["m"], body["d"]
-        self._vdtype = DTYPES[body["vdtype"]] if body["vdtype"] else None
-        n = self._seg_n = body["n"]
-        self._txn = body["txn"]
-        self._meta = body["meta"]
-        self._next_file = body["next_file"]
-        w = self._where
-        if "ids" in maps:
-            self._seg_ids = maps["ids"].array(_I8, n)
-            self._seg_ends = maps["ends"].array(_U8, n)
-            self._seg_rec = maps["rec"].array(np.uint8)
-        else:
-            self._seg_ids, self._seg_ends, self._seg_rec = _EMPTY_I8, np.zeros(0, _U8), np.zeros(0, np.uint8)
-        self._seg_codes = (maps["codes"].array(np.uint8, n * self._m).reshape(n, self._m)
-                           if "codes" in maps else None)
-        self._seg_vecs = (maps["vec"].array(self._vdtype, n * self._d).reshape(n, self._d)
-                          if "vec" in maps else None)
-        self._seg_order = maps["order"].array(_I8, n) if "order" in maps else None
-        self._seg_keys = None
-        self._ends_checked = False
-        dead = maps["dead"].array(_I8) if "dead" in maps else _EMPTY_I8
-        if len(dead) and (dead.min() < 0 or dead.max() >= n):
-            raise CorruptDatabaseError(f"{w(body['files']['dead']['name'])}: dead row out of range")
-        self._live = np.ones(max(n, 1024), bool)
-        self._live[dead] = False
-        self._n = n
-        self._n_live = n - (len(np.unique(dead)) if len(dead) else 0)   # not O(n)
-        self._links = _Links(maps.get("links"), body["links"],
-                             w(body["links"]["name"]) if body["links"] else "")
-        self._index_entry = body["index"]
-        self._index_pending = None
-        # the tail (what the log added since the checkpoint)
-        self._chunks = []
-        self._chunk_rows = []
-        self._tail_map = {}
-        self._tail_dead = []
-        self._delta = {}
-        self._delta_src = {}
-        self._delta_dst = {}
-        self._cache = {}
-        # keys: the checkpointed index (mapped lazily) and the log's additions
-        self._seg_keyidx = None
-        self._tail_keys = {}        # key -> id of the last row the log put with that key
-        self._tail_key_rows = []    # [(first row, ids, keys)] of every put since the checkpoint
 
     # ------------------------------------------------------------------ the log
 
     def _replay(self, strict=True):
-        """Apply every complete transaction of the log after ``self._wal_pos``.
+        """Apply every complete transaction of the log after its replayed position
+        (:meth:`.wal.Log.replay`); whether any was."""
+        return self._log.replay(self._apply_logged, self._txn, strict, self._mode == "r")
 
-        ``strict`` (opening): the whole rest of the log is read and checked, damage
-        raises. Otherwise (a reader's refresh): read in windows, stop quietly at
-        anything incomplete (the writer may be in the middle of a write)."""
-        fd = self._wal_fd
-        if not self._wal_salt:          # a version 1 log without records
-            return False
-        size = os.fstat(fd).st_size
-        if size <= self._wal_pos:
-            return False
-        changed = False
-        if strict:
-            prev, waited, delay = None, 0.0, 0.001
-            deadline = time.monotonic() + 2.0
-            while True:
-                base = self._wal_pos
-                buf = pread_all(fd, size - base, base)
-                if prev is not None and buf != prev:
-                    waited, delay = 0.0, 0.001
-                try:
-                    return self._replay_buf(buf, True) or changed
-                except CorruptDatabaseError:
-                    # a reader may have caught a live writer's pwrite half copied into
-                    # preallocated space: while a writer holds the lock, look again
-                    # until the bytes stay the same for a while (damage stays)
-                    if (self._mode != "r" or waited >= 0.25 or time.monotonic() > deadline
-                            or not self._writer_active()):
-                        raise
-                    changed |= self._wal_pos != base
-                    prev = buf[self._wal_pos - base:]
-                    time.sleep(delay)
-                    waited += delay
-                    delay = min(2 * delay, 0.05)
-                    size = os.fstat(fd).st_size
-        window = 1 << 16
-        while self._wal_pos < size:
-            pos = self._wal_pos
-            n = min(window, size - pos)
-            buf = pread_all(fd, n, pos)
-            changed |= self._replay_buf(buf, False)
-            if self._wal_pos == pos:
-                if n == size - pos:
-                    break
-                # no complete transaction in the window: a larger one, or the end?
-                e = self._scan_end
-                if n - e >= FRAME_SIZE:
-                    length, fsalt, _, hcrc = FRAME.unpack_from(buf, e)
-                    if (fsalt != self._wal_salt or crc32(buf[e:e + 12]) != hcrc
-                            or e + FRAME_SIZE + length <= n):
-                        break           # zeros (the end), or a frame being written
-                    window = max(window, e + FRAME_SIZE + length) * 2
-                else:
-                    window *= 2
-        return changed
+    def _apply_logged(self, ops):
+        """Apply one transaction replayed from the log."""
+        self._apply(ops)
+        self._txn += 1
 
-    def _writer_active(self) -> bool:
-        """Whether a writer holds the lock (a reader's probe: a non-blocking shared
-        lock on ``LOCK``, released at once; nothing is created or written)."""
-        try:
-            fd = osio.open_file(os.path.join(self._dir, LOCK_NAME), os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            try:
-                if not osio.try_lock(fd, shared=True):
-                    return True
-            except OSError:
-                return False
-            osio.unlock(fd)
-            return False
-        finally:
-            os.close(fd)
-
-    def _replay_buf(self, buf, strict):
-        where = self._where(self._man["wal"])
-        pending = []
-        changed = False
-        base = self._wal_pos
-        self._scan_end = 0
-        for end, payload in parse_frames(buf, 0, where, self._wal_salt, base, strict):
-            self._scan_end = end
-            op = unpackb(payload, where, MAX_FRAME)
-            if not isinstance(op, list) or not op or not isinstance(op[0], int):
-                raise CorruptDatabaseError(f"{where}: bad log record at offset {base + end - len(payload)}")
-            if op[0] == OP_COMMIT:
-                if (len(op) != 4 or op[1] != self._txn + 1 or op[2] != len(pending)
-                        or op[3] != COMMIT_TRAILER):
-                    raise CorruptDatabaseError(f"{where}: commit record out of sequence at offset {base + end}")
-                self._apply([self._decode_op(o, where) for o in pending])
-                self._txn += 1
-                self._wal_pos = base + end
-                pending = []
-                changed = True
-            else:
-                pending.append(op)
-        return changed
-
-    def _decode_op(self, op, where):
-        """A log record (msgpack list) -> an in-memory op, validating every field."""
-        bad = CorruptDatabaseError(f"{where}: malformed log record (type {op[0]})")
-        try:
-            t = op[0]
-            if t == OP_PUT:
-                if len(op) == 10:
-                    _, ids_b, codes_b, m, vecs_b, d, vcode, rec, ends_b, keys = op
-                else:   # a log written before records carried their keys beside them
-                    _, ids_b, codes_b, m, vecs_b, d, vcode, rec, ends_b = op
-                    keys = None
-                ids = _frombytes(ids_b, _I8)
-                k = len(ids)
-                ends = _frombytes(ends_b, _U8)
-                if not isinstance(rec, bytes) or len(ends) != k or not isinstance(m, int) or not isinstance(d, int):
-                    raise bad
-                if (int(ends[-1]) if k else 0) != len(rec) or (k > 1 and not (ends[1:] >= ends[:-1]).all()):
-                    raise bad
-                codes = vecs = None
-                if codes_b is not None:
-                    if not (0 < m <= MAX_CODE_SIZE) or len(codes_b) != k * m:
-                        raise bad
-                    codes = _frombytes(codes_b, np.uint8).reshape(k, m)
-                elif m != 0:
-                    raise bad
-                if vecs_b is not None:
-                    if vcode not in (DTYPE_CODE[VECTOR_DTYPES["float16"]], DTYPE_CODE[VECTOR_DTYPES["float32"]]):
-                        raise bad
-                    dt = DTYPES[vcode]
-                    if not (0 < d <= MAX_DIM) or len(vecs_b) != k * d * dt.itemsize:
-                        raise bad
-                    vecs = _frombytes(vecs_b, dt).reshape(k, d)
-                elif d != 0:
-                    raise bad
-                if keys is None:
-                    keys = [decode_record(int(ids[j]), rec[int(ends[j - 1]) if j else 0:int(ends[j])], where).key
-                            for j in range(k)]
-                elif (not isinstance(keys, list) or len(keys) != k
-                      or not all(x is None or isinstance(x, str) for x in keys)):
-                    raise bad
-                return ("put", _Chunk(ids, codes, vecs, rec, ends, keys))
-            if t == OP_DELETE:
-                _, ids_b = op
-                return ("del", _frombytes(ids_b, _I8))
-            if t in (OP_LINK, OP_UNLINK):
-                src = _frombytes(op[1], _I8)
-                dst = _frombytes(op[2], _I8)
-                rels = op[3]
-                if (len(dst) != len(src) or not isinstance(rels, list) or len(rels) != len(src)
-                        or not all(isinstance(r, str) and 0 < len(r) <= MAX_RELATION for r in rels)):
-                    raise bad
-                if t == OP_LINK:
-                    w = _frombytes(op[4], _F8)
-                    if len(w) != len(src) or len(op) != 5:
-                        raise bad
-                    return ("link", src, dst, rels, w)
-                if len(op) != 4:
-                    raise bad
-                return ("unlink", src, dst, rels)
-            if t == OP_INDEX:
-                _, blob, arrays = op
-                if not isinstance(blob, bytes) or not isinstance(arrays, list):
-                    raise bad
-                out = {}
-                for item in arrays:
-                    name, code, shape, data = item
-                    if (not isinstance(name, str) or code not in DTYPES or not isinstance(shape, list)
-                            or not all(isinstance(s, int) and s >= 0 for s in shape)
-                            or not isinstance(data, bytes)
-                            or len(data) != math.prod(shape) * DTYPES[code].itemsize):
-                        raise bad
-                    out[name] = np.frombuffer(data, DTYPES[code]).reshape(shape)
-                return ("index", blob, out)
-            if t == OP_META:
-                _, meta = op
-                if not isinstance(meta, dict):
-                    raise bad
-                return ("meta", meta)
-        except CorruptDatabaseError:
-            raise
-        except (ValueError, TypeError, IndexError):
-            raise bad from None
-        raise bad
-
-    # ------------------------------------------------------------------ applying
-
-    def _apply(self, ops, spilled_rows=None):
-        """Apply the ops of one committed transaction to the in-memory state.
-
-        ``spilled_rows``: for a spilled transaction, the ids of its rows, which are
-        already in the segment files right after the checkpointed rows.
-        """
-        r0 = self._n
-        row = r0
-        puts = []
-        dels = []
-        for op in ops:
-            t = op[0]
-            if t == "put":
-                ch = op[1]
-                k = len(ch.ids)
-                if ch.codes is not None and self._m == 0 and self._n == 0 and row == r0:
-                    self._m = ch.codes.shape[1]
-                if ch.vecs is not None and self._d == 0 and self._n == 0 and row == r0:
-                    self._d, self._vdtype = ch.vecs.shape[1], ch.vecs.dtype
-                if ((ch.codes.shape[1] if ch.codes is not None else 0) != self._m
-                        or (ch.vecs.shape[1] if ch.vecs is not None else 0) != self._d
-                        or (ch.vecs is not None and ch.vecs.dtype != self._vdtype)):
-                    raise CorruptDatabaseError(f"{self._where(self._man['wal'])}: row width does not match the store")
-                ch.row0 = row
-                self._chunks.append(ch)
-                self._chunk_rows.append(row)
-                puts.append(ch.ids)
-                self._note_keys(row, ch.ids, ch.keys)
-                row += k
-            elif t == "putf":
-                puts.append(op[1])
-                self._note_keys(row, op[1], op[2])
-                row += len(op[1])
-            elif t == "del":
-                dels.append((op[1], row))
-                self._drop_links_of(op[1])
-            elif t == "link":
-                _, src, dst, rels, w = op
-                for s, d_, r, x in zip(src.tolist(), dst.tolist(), rels, w.tolist()):
-                    self._delta_set((s, d_, r), x)
-            elif t == "unlink":
-                _, src, dst, rels = op
-                for s, d_, r in zip(src.tolist(), dst.tolist(), rels):
-                    self._delta_set((s, d_, r), None)
-            elif t == "index":
-                self._index_pending = (op[1], op[2])
-            elif t == "meta":
-                self._meta = op[1]
-        if row > r0 or dels:
-            self._resolve_rows(r0, row, puts, dels, spilled_rows is not None)
-        self._cache = {}
-
-    def _resolve_rows(self, r0, n_new, puts, dels, spilled):
-        """Liveness after a transaction that appended rows ``r0 .. n_new`` and deleted
-        ``dels`` (ids, time) where a delete at time ``t`` kills rows below ``t``."""
-        if not spilled and n_new - r0 <= 64 and sum(len(d) for d, _ in dels) <= 64:
-            return self._resolve_small(r0, n_new, puts, dels)
-        P = _cat(puts, _I8)
-        s = len(P)
-        if n_new > len(self._live):
-            grown = np.ones(max(n_new, 2 * len(self._live)), bool)
-            grown[:self._n] = self._live[:self._n]
-            self._live = grown
-        self._live[r0:n_new] = False
-        D = _cat([d for d, _ in dels], _I8)
-        DT = np.concatenate([np.full(len(d), t, _I8) for d, t in dels]) if dels else _EMPTY_I8
-        touched = np.union1d(P, D)
-        old = self._rows_of_committed(touched)
-        old = old[old >= 0]
-        self._live[old] = False
-        killed = [old]
-        if s:
-            uid, first_rev = np.unique(P[::-1], return_index=True)
-            lp = s - 1 - first_rev                      # position of the last put of uid
-            ld = np.full(len(uid), -1, _I8)
-            if len(D):
-                uD, inv = np.unique(D, return_inverse=True)
-                tD = np.full(len(uD), -1, _I8)
-                np.maximum.at(tD, inv, DT)
-                pos = np.searchsorted(uD, uid)
-                pos_c = np.minimum(pos, len(uD) - 1)
-                hit = uD[pos_c] == uid
-                ld[hit] = tD[pos_c[hit]]
-            alive = (r0 + lp) >= ld
-            keep = r0 + lp[alive]
-            self._live[keep] = True
-            newdead = np.ones(s, bool)
-            newdead[lp[alive]] = False
-            killed.append(r0 + np.flatnonzero(newdead))
-            if not spilled:
-                tm = self._tail_map
-                for i, r in zip(uid[alive].tolist(), keep.tolist()):
-                    tm[i] = r
-        self._n = n_new
-        kd = _cat(killed, _I8)
-        if len(kd):
-            self._tail_dead.append(kd)
-        self._n_live = int(np.count_nonzero(self._live[:n_new])) if spilled or s > 4096 else (
-            self._n_live + int(np.count_nonzero(self._live[r0:n_new])) - len(old))
-
-    def _resolve_small(self, r0, n_new, puts, dels):
-        """:meth:`_resolve_rows` for a few rows, in plain Python (the commit latency of
-        small transactions)."""
-        if n_new > len(self._live):
-            grown = np.ones(max(n_new, 2 * len(self._live)), bool)
-            grown[:self._n] = self._live[:self._n]
-            self._live = grown
-        live = self._live
-        tm = self._tail_map
-        if not dels and n_new == r0 + 1:            # one row put: the common commit
-            i = int(puts[0][0])
-            old = self._live_row(i)
-            if old >= 0:
-                live[old] = False
-                self._tail_dead.append(np.array([old], _I8))
-            live[r0] = True
-            tm[i] = r0
-            self._n = n_new
-            self._n_live += old < 0
-            return
-        P = [i for p in puts for i in p.tolist()]
-        last = {}                                   # id -> (kind, row or time): the last event
-        events = [(r0 + j, "put", i) for j, i in enumerate(P)]
-        events += [(t, "del", i) for d, t in dels for i in d.tolist()]
-        # a put at row r happens "at" r; a delete at time t comes after rows < t
-        events.sort(key=lambda e: (e[0], e[1] == "put"))
-        for when, kind, i in events:
-            last[i] = (kind, when)
-        old = [self._live_row(i) for i in last]
-        live[r0:n_new] = False
-        killed = [r for r in old if r >= 0]
-        for r in killed:
-            live[r] = False
-        alive = 0
-        for i, (kind, when) in last.items():
-            if kind == "put":
-                live[when] = True
-                tm[i] = when
-                alive += 1
-        killed += [r for r in range(r0, n_new) if not live[r]]
-        self._n = n_new
-        if killed:
-            self._tail_dead.append(np.array(killed, _I8))
-        self._n_live += alive - sum(r >= 0 for r in old)
-
-    def _note_keys(self, row0, ids, keys):
-        if keys is None or not any(k is not None for k in keys):
-            return
-        self._tail_key_rows.append((row0, ids, keys))
-        tk = self._tail_keys
-        for i, k in zip(ids.tolist(), keys):
-            if k is not None:
-                tk[k] = i
-
-    def _delta_set(self, key, value):
-        self._delta[key] = value
-        self._delta_src.setdefault(key[0], set()).add(key)
-        self._delta_dst.setdefault(key[1], set()).add(key)
-
-    def _drop_links_of(self, ids):
-        """Remove every link from or to ``ids`` (they are being deleted)."""
-        q = np.unique(ids)
-        L = self._links
-        if L.n:
-            for i in np.union1d(L.indices_from(q), L.indices_to(q)).tolist():
-                self._delta_set(L.key(i), None)
-        for i in q.tolist():
-            for key in list(self._delta_src.get(i, ())) + list(self._delta_dst.get(i, ())):
-                self._delta[key] = None
-
-    # ------------------------------------------------------------------ lookups
-
-    def _seg_lookup(self):
-        """(sorted ids, rows or None) of the checkpointed rows, validated once."""
-        if self._seg_keys is None:
-            ids, order, n = self._seg_ids, self._seg_order, self._seg_n
-            if order is None:
-                if n > 1 and not (ids[1:] > ids[:-1]).all():
-                    raise CorruptDatabaseError(f"{self._where(self._man['files']['ids']['name'])}: "
-                                               "ids are not sorted as the manifest says")
-                self._seg_keys = ids
-            else:
-                where = self._where(self._man["files"]["order"]["name"])
-                if n and (order.min() < 0 or order.max() >= n or np.bincount(order, minlength=n).max() != 1):
-                    raise CorruptDatabaseError(f"{where}: not a permutation of the rows")
-                keys = ids[order]
-                if n > 1:
-                    dk = np.diff(keys)
-                    if not ((dk > 0) | ((dk == 0) & (np.diff(order) > 0))).all():
-                        raise CorruptDatabaseError(f"{where}: rows are not in id order")
-                self._seg_keys = keys
-        return self._seg_keys, self._seg_order
-
-    def _live_row(self, i: int) -> int:
-        """Current live row of one id (-1 if none): :meth:`_rows_of_committed` for a
-        Python int, without building arrays."""
-        r = self._tail_map.get(i)
-        if r is None:
-            if not self._seg_n:
-                return -1
-            keys, order = self._seg_lookup()
-            p = int(keys.searchsorted(i, "right")) - 1
-            if p < 0 or keys[p] != i:
-                return -1
-            r = p if order is None else int(order[p])
-        return r if self._live[r] else -1
-
-    def _rows_of_committed(self, q: np.ndarray) -> np.ndarray:
-        """Current live row of each id of ``q`` (-1 if none)."""
-        out = np.full(len(q), -1, _I8)
-        if not len(q):
-            return out
-        if self._seg_n:
-            keys, order = self._seg_lookup()
-            pos = np.searchsorted(keys, q, "right") - 1
-            ok = pos >= 0
-            pos = np.where(ok, pos, 0)
-            ok &= keys[pos] == q
-            rows = pos if order is None else order[pos]
-            out[ok] = rows[ok]
-        tm = self._tail_map
-        if tm:
-            if len(q) <= 256 or len(tm) <= 256:
-                for i, v in enumerate(q.tolist()):
-                    r = tm.get(v)
-                    if r is not None:
-                        out[i] = r
-            else:
-                tk, tr = self._tail_sorted()
-                pos = np.minimum(np.searchsorted(tk, q), len(tk) - 1)
-                hit = tk[pos] == q
-                out[hit] = tr[pos[hit]]
-        m = out >= 0
-        out[m] = np.where(self._live[out[m]], out[m], -1)
-        return out
-
-    def _tail_sorted(self):
-        c = self._cache.get("tail_sorted")
-        if c is None:
-            tk = np.fromiter(self._tail_map.keys(), _I8, len(self._tail_map))
-            tr = np.fromiter(self._tail_map.values(), _I8, len(self._tail_map))
-            o = np.argsort(tk)
-            c = self._cache["tail_sorted"] = (tk[o], tr[o])
-        return c
-
-    # ------------------------------------------------------------------ public reads
-
-    def _check_open(self):
-        if self._closed:
-            raise ClosedError("the store is closed")
-        if self._broken is not None:
-            raise SutraError(f"the store hit an I/O error after a commit point ({self._broken}); "
-                             "close and reopen it")
+    # ------------------------------------------------------------------ properties
 
     @property
     def path(self) -> str | None:
@@ -1106,353 +326,11 @@ class Store:
     def closed(self) -> bool:
         return self._closed
 
-    @property
-    def generation(self) -> int:
-        """Generation of the manifest this snapshot is based on."""
-        return self._gen
-
-    @property
-    def txn_id(self) -> int:
-        """Id of the last committed transaction visible here (0 for none)."""
-        return self._txn
-
-    @property
-    def code_size(self) -> int:
-        """Bytes of PQ codes per row (0: the store keeps no codes yet)."""
-        return self._m
-
-    @property
-    def vector_dim(self) -> int:
-        """Dimension of stored vectors (0: the store keeps no vectors yet)."""
-        return self._d
-
-    @property
-    def vector_dtype(self):
-        """``numpy.float16`` / ``numpy.float32`` dtype of stored vectors, or None."""
-        return self._vdtype
-
-    @property
-    def n_rows(self) -> int:
-        """Rows, dead ones included (the length of ``ids``, ``live``, ``codes``)."""
-        self._check_open()
-        return self._n
-
-    @property
-    def n_live(self) -> int:
-        """Live concepts."""
-        self._check_open()
-        return self._n_live
-
-    def __len__(self) -> int:
-        return self.n_live
-
-    def _cat_rows(self, name, seg, attr, width, dtype):
-        c = self._cache.get(name)
-        if c is None:
-            parts = [seg] if seg is not None and len(seg) else []
-            parts += [getattr(ch, attr) for ch in self._chunks]
-            if not parts:
-                c = np.zeros((0, width) if width is not None else 0, dtype)
-            elif len(parts) == 1:
-                c = parts[0]
-            else:
-                c = np.concatenate(parts)
-            if c.flags.writeable:
-                c.setflags(write=False)
-            self._cache[name] = c
-        return c
-
-    @property
-    def ids(self) -> np.ndarray:
-        """``(n_rows,) int64``: the id of each row (read-only)."""
-        self._check_open()
-        return self._cat_rows("ids", self._seg_ids, "ids", None, _I8)
-
-    @property
-    def live(self) -> np.ndarray:
-        """``(n_rows,) bool``: which rows are current (read-only view)."""
-        self._check_open()
-        v = self._live[:self._n].view()
-        v.setflags(write=False)
-        return v
-
-    @property
-    def codes(self) -> np.ndarray:
-        """``(n_rows, code_size) uint8`` C-contiguous, read-only.
-
-        A view of the mapped code file when every row is checkpointed; otherwise a
-        concatenation cached until the next commit (use :meth:`code_blocks` to scan
-        without it).
-        """
-        self._check_open()
-        return self._cat_rows("codes", self._seg_codes, "codes", self._m, np.uint8)
-
-    @property
-    def vectors(self) -> np.ndarray | None:
-        """``(n_rows, vector_dim)`` float16/float32, read-only (None without vectors)."""
-        self._check_open()
-        if not self._d:
-            return None
-        return self._cat_rows("vecs", self._seg_vecs, "vecs", self._d, self._vdtype)
-
-    def code_blocks(self) -> list[tuple[int, np.ndarray]]:
-        """``[(first_row, codes), ...]`` covering all rows without copying the mapped
-        part: at most two blocks (checkpointed rows, then the log's rows)."""
-        self._check_open()
-        out = []
-        if self._seg_n and self._seg_codes is not None:
-            out.append((0, self._seg_codes))
-        if self._chunks:
-            c = self._cache.get("tail_codes")
-            if c is None:
-                c = self._cache["tail_codes"] = _cat([ch.codes for ch in self._chunks], np.uint8, self._m)
-                c.setflags(write=False)
-            out.append((self._seg_n, c))
-        return out
-
-    def rows_of(self, ids) -> np.ndarray:
-        """Row of each id (``-1`` for an id that is not live)."""
-        self._check_open()
-        return self._rows_of_committed(_as_ids(ids))
-
-    def __contains__(self, id_) -> bool:
-        try:
-            return bool(self.rows_of([id_])[0] >= 0)
-        except (InvalidArgumentError, TypeError):
-            return False
-
-    def _row_of(self, id_) -> int:
-        if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)):
-            raise InvalidArgumentError(f"an id must be an int, not {type(id_).__name__}")
-        r = int(self.rows_of([id_])[0])
-        if r < 0:
-            raise NotFoundError(f"id {int(id_)} is not in the store")
-        return r
-
-    def record_at(self, row: int) -> Record:
-        """The record of row ``row`` (live or dead)."""
-        self._check_open()
-        row = int(row)
-        if not 0 <= row < self._n:
-            raise InvalidArgumentError(f"row {row} out of range [0, {self._n})")
-        if row < self._seg_n:
-            ends, rec = self._seg_ends, self._seg_rec
-            start = int(ends[row - 1]) if row else 0
-            end = int(ends[row])
-            where = self._where(self._man["files"]["rec"]["name"])
-            if not (0 <= start <= end <= len(rec)) or end - start > MAX_RECORD + 4:
-                raise CorruptDatabaseError(f"{self._where(self._man['files']['ends']['name'])}: "
-                                           f"bad record offsets for row {row}")
-            return decode_record(int(self._seg_ids[row]), rec[start:end].tobytes(), where)
-        i = bisect.bisect_right(self._chunk_rows, row) - 1
-        ch = self._chunks[i]
-        j = row - ch.row0
-        start = int(ch.ends[j - 1]) if j else 0
-        return decode_record(int(ch.ids[j]), ch.rec[start:int(ch.ends[j])],
-                             self._where(self._man["wal"]))
-
-    def get_record(self, id_) -> Record:
-        """The record of a live id.
-
-        Raises
-        ------
-        NotFoundError
-            ``id_`` is not live.
-        """
-        return self.record_at(self._row_of(id_))
-
-    def get_codes(self, ids) -> np.ndarray:
-        """``(len(ids), code_size)`` codes of live ids (NotFoundError otherwise)."""
-        rows = self._rows_strict(ids)
-        return self.codes[rows]
-
-    def get_vectors(self, ids) -> np.ndarray:
-        """``(len(ids), vector_dim)`` vectors of live ids (NotFoundError otherwise)."""
-        rows = self._rows_strict(ids)
-        if not self._d:
-            raise InvalidArgumentError("the store keeps no vectors")
-        return self.vectors[rows]
-
-    def _rows_strict(self, ids):
-        q = _as_ids(ids)
-        rows = self.rows_of(q)
-        if (rows < 0).any():
-            raise NotFoundError(f"id {int(q[np.argmax(rows < 0)])} is not in the store")
-        return rows
-
-    def live_ids(self) -> np.ndarray:
-        """Ids of the live rows, in row order."""
-        return self.ids[self.live]
-
     # keys
-
-    def id_for_key(self, key: str) -> int | None:
-        """The live id whose record has key ``key`` (committed state), or None.
-
-        Keys are unique among live rows (:meth:`Transaction.put` enforces it). The
-        lookup uses the checkpointed key index (a ``.keys`` segment: sorted 64-bit key
-        hashes and ids, mapped, O(log n)) and the keys the log added since; every
-        candidate is confirmed against the row's record, so a hash collision or a stale
-        entry never yields a wrong id.
-        """
-        self._check_open()
-        if not isinstance(key, str):
-            raise InvalidArgumentError(f"a key must be a str, not {type(key).__name__}")
-        return self._key_owner(key)
-
-    def _key_owner(self, key: str, h: int | None = None) -> int | None:
-        i = self._tail_keys.get(key)
-        if i is not None and self._live_key_of(i) == key:
-            return i
-        hs, ids = self._seg_key_index()
-        if len(hs):
-            if h is None:
-                h = key_hash(key)
-            hv = np.uint64(h)
-            lo = int(hs.searchsorted(hv, "left"))
-            while lo < len(hs) and hs[lo] == hv:
-                c = int(ids[lo])
-                if c != i and self._live_key_of(c) == key:
-                    return c
-                lo += 1
-        return None
-
-    def _has_keys(self) -> bool:
-        """Whether any committed row may have a key (cheap; false positives allowed)."""
-        return bool(self._tail_keys) or bool(len(self._seg_key_index()[0]))
-
-    def _live_key_of(self, id_: int):
-        """Key of the live row of ``id_`` (None if not live or without key)."""
-        r = self._live_row(id_)
-        if r < 0:
-            return None
-        if r >= self._seg_n:
-            ch = self._chunks[bisect.bisect_right(self._chunk_rows, r) - 1]
-            return ch.keys[r - ch.row0]
-        return self.record_at(r).key
-
-    def _seg_key_index(self):
-        """(sorted uint64 key hashes, ids) of the checkpointed rows, validated once."""
-        c = self._seg_keyidx
-        if c is None:
-            mf = self._maps.get("keys")
-            if mf is not None:
-                cnt = mf.length // 16
-                hs = mf.array(_U8, cnt, 0)
-                ids = mf.array(_I8, cnt, 8 * cnt)
-                if cnt > 1 and not (hs[1:] >= hs[:-1]).all():
-                    raise CorruptDatabaseError(f"{self._where(mf.name)}: key hashes are not sorted")
-                c = (hs, ids)
-            elif self._seg_n:
-                c = self._scan_keys()   # a store written before key indexes existed
-            else:
-                c = (np.zeros(0, _U8), _EMPTY_I8)
-            self._seg_keyidx = c
-        return c
-
-    def _scan_keys(self):
-        hs, ids = [], []
-        for r in np.flatnonzero(self._live[:self._seg_n]).tolist():
-            k = self.record_at(r).key
-            if k is not None:
-                hs.append(key_hash(k))
-                ids.append(int(self._seg_ids[r]))
-        return _sort_keys(np.array(hs, _U8), np.array(ids, _I8))
-
-    def _build_key_index(self):
-        """(hashes, ids) of every live keyed row after the tail is folded in; None when
-        the checkpointed index is still exact."""
-        if not self._tail_key_rows and not self._tail_dead and "keys" in self._man["files"]:
-            return None
-        hs, ids = self._seg_key_index()
-        if self._tail_dead and len(ids):
-            killed = _cat(self._tail_dead, _I8)
-            killed = killed[killed < self._seg_n]
-            if len(killed):
-                keep = ~np.isin(ids, self._seg_ids[killed])
-                hs, ids = hs[keep], ids[keep]
-        nh, ni = [], []
-        live = self._live
-        for row0, rids, keys in self._tail_key_rows:
-            for j, (i, k) in enumerate(zip(rids.tolist(), keys)):
-                if k is not None and live[row0 + j]:
-                    nh.append(key_hash(k))
-                    ni.append(i)
-        if nh:
-            hs = np.concatenate([hs, np.array(nh, _U8)])
-            ids = np.concatenate([ids, np.array(ni, _I8)])
-            return _sort_keys(hs, ids)
-        return np.ascontiguousarray(hs), np.ascontiguousarray(ids)
 
     # links
 
-    def _links_query(self, q, outgoing, relation):
-        self._check_open()
-        if isinstance(q, bool) or not isinstance(q, (int, np.integer)):
-            raise InvalidArgumentError("an id must be an int")
-        q = int(q)
-        L = self._links
-        out = {}
-        idx = L.indices_from(np.array([q], _I8)) if outgoing else L.indices_to(np.array([q], _I8))
-        for i in idx.tolist():
-            key = L.key(i)
-            out[key] = float(L.weight[i])
-        for key in (self._delta_src if outgoing else self._delta_dst).get(q, ()):
-            out[key] = self._delta[key]
-        res = [(k[1] if outgoing else k[0], k[2], w) for k, w in out.items()
-               if w is not None and (relation is None or k[2] == relation)]
-        res.sort(key=lambda t: (t[1], t[0]))
-        return res
-
-    def links_from(self, src, relation: str | None = None) -> list[tuple[int, str, float]]:
-        """Outgoing links of ``src``: ``[(dst, relation, weight), ...]``."""
-        return self._links_query(src, True, relation)
-
-    def links_to(self, dst, relation: str | None = None) -> list[tuple[int, str, float]]:
-        """Incoming links of ``dst``: ``[(src, relation, weight), ...]``."""
-        return self._links_query(dst, False, relation)
-
-    def all_links(self) -> list[tuple[int, int, str, float]]:
-        """Every link ``(src, dst, relation, weight)``, sorted (O(links))."""
-        self._check_open()
-        L = self._links
-        L.check()
-        out = {L.key(i): float(L.weight[i]) for i in range(L.n)}
-        out.update(self._delta)
-        return sorted((k[0], k[1], k[2], w) for k, w in out.items() if w is not None)
-
     # index and meta
-
-    @property
-    def index_blob(self) -> bytes | None:
-        """The opaque index blob (None if never set)."""
-        self._check_open()
-        if self._index_pending is not None:
-            return self._index_pending[0]
-        e = self._index_entry
-        if e is None:
-            return None
-        off, ln = e["blob"]
-        return self._maps["index"].array(np.uint8, ln, off).tobytes()
-
-    @property
-    def index_arrays(self) -> dict:
-        """The named index arrays (read-only; views of the mapped index file)."""
-        self._check_open()
-        if self._index_pending is not None:
-            return dict(self._index_pending[1])
-        e = self._index_entry
-        if e is None:
-            return {}
-        mf = self._maps["index"]
-        return {name: mf.array(DTYPES[code], math.prod(shape), off).reshape(shape)
-                for name, code, shape, off in e["arrays"]}
-
-    @property
-    def meta(self) -> dict:
-        """A copy of the small user dict (set with :meth:`Transaction.set_meta`)."""
-        self._check_open()
-        return _deepcopy_plain(self._meta)
 
     # ------------------------------------------------------------------ refresh
 
@@ -1468,8 +346,8 @@ class Store:
         if self._mode != "r" or self._memory:
             return False
         man = os.path.join(self._dir, MANIFEST_NAME)
-        gen, _ = decode_manifest(_read_file(man), man)
-        if gen == self._gen and os.fstat(self._wal_fd).st_size >= self._wal_pos:
+        gen, _ = decode_manifest(read_file(man), man)
+        if gen == self._gen and os.fstat(self._log.fd).st_size >= self._log.pos:
             return self._replay(strict=False)
         self._load()
         return True
@@ -1500,37 +378,6 @@ class Store:
         if self._txn_open is not None:
             raise InvalidArgumentError(f"{what}: a transaction is open")
 
-    def _encode_ops(self, txn) -> bytes:
-        salt = self._wal_salt
-        frames = []
-        for op in txn._ops:
-            t = op[0]
-            if t == "put":
-                ch = op[1]
-                rec = [OP_PUT, ch.ids.tobytes(),
-                       ch.codes.tobytes() if ch.codes is not None else None,
-                       ch.codes.shape[1] if ch.codes is not None else 0,
-                       ch.vecs.tobytes() if ch.vecs is not None else None,
-                       ch.vecs.shape[1] if ch.vecs is not None else 0,
-                       DTYPE_CODE[ch.vecs.dtype] if ch.vecs is not None else 0,
-                       ch.rec, ch.ends.tobytes(), ch.keys]
-            elif t == "del":
-                rec = [OP_DELETE, op[1].tobytes()]
-            elif t == "link":
-                rec = [OP_LINK, op[1].tobytes(), op[2].tobytes(), op[3], op[4].tobytes()]
-            elif t == "unlink":
-                rec = [OP_UNLINK, op[1].tobytes(), op[2].tobytes(), op[3]]
-            elif t == "index":
-                rec = [OP_INDEX, op[1], [[k, DTYPE_CODE[a.dtype], list(a.shape), a.tobytes()]
-                                         for k, a in op[2].items()]]
-            elif t == "meta":
-                rec = [OP_META, op[1]]
-            else:  # pragma: no cover
-                raise AssertionError(t)
-            frames.append(frame(packb(rec), salt))
-        frames.append(frame(packb([OP_COMMIT, self._txn + 1, len(txn._ops), COMMIT_TRAILER]), salt))
-        return b"".join(frames)
-
     def _commit(self, txn) -> int:
         if not txn._ops and not txn._spilled and txn._rewrite is None:
             return self._txn
@@ -1544,43 +391,23 @@ class Store:
             return self._commit_spilled(txn)
         if txn._index_bytes > self._spill_bytes:
             return self._commit_by_checkpoint(txn)
-        if not self._wal_salt:         # still on an empty version 1 log: start a new one
+        if not self._log.salt:         # still on an empty version 1 log: start a new one
             try:
                 self._checkpoint()
             except OSError:
                 self._recover_after_failure()
                 raise
-        buf = self._encode_ops(txn)
-        pos = self._wal_pos
-        end = pos + len(buf)
-        full = self._durability == "full"
+        log = self._log
         try:
-            if end <= self._wal_size or not full:
-                osio.io.pwrite(self._wal_fd, buf, pos)   # into preallocated zeros
-            else:
-                # grow the zeroed space (doubling) with the same write
-                cur = self._wal_size
-                new = end + min(max(cur, _WAL_PREALLOC), _WAL_GROW_MAX)
-                new = min(new, max(end, self._checkpoint_bytes + _WAL_PREALLOC))
-                new = -(-new // 4096) * 4096
-                osio.io.pwrite(self._wal_fd, buf + bytes(new - end), pos)
-                self._wal_size = new
-            if full:
-                osio.io.fsync(self._wal_fd)
+            log.append(encode_transaction(txn._ops, self._txn + 1, log.salt), self._checkpoint_bytes)
         except OSError:
-            try:
-                osio.io.truncate(self._wal_fd, pos)
-                self._wal_size = pos
-            except OSError as e2:
-                self._broken = e2
+            if log.failed is not None:      # the log could not be cut back
+                self._broken = log.failed
             raise
-        if end > self._wal_size:
-            self._wal_size = end
         try:
             # the staged ops are exactly what was encoded (put() made private copies)
             self._apply(txn._ops)
             self._txn += 1
-            self._wal_pos = pos + len(buf)
         except BaseException as e:  # pragma: no cover - a bug; the log is the truth
             self._broken = e
             raise
@@ -1588,7 +415,7 @@ class Store:
         return self._txn
 
     def _maybe_checkpoint(self):
-        if self._wal_pos > self._checkpoint_bytes:
+        if self._log.pos > self._checkpoint_bytes:
             try:
                 self._checkpoint()
             except OSError as e:   # the transaction is committed; retry next time
@@ -1629,7 +456,7 @@ class Store:
             for a in self._apps.values():
                 a.reset()
             self._load()
-            self._sweep()
+            sweep(self._dir, self._man)
         except BaseException as e:
             self._broken = e
 
@@ -1639,7 +466,7 @@ class Store:
         self._no_txn("checkpoint")
         if self._memory:
             return
-        if self._wal_pos > HEADER_SIZE or self._index_pending is not None:
+        if self._log.pos > HEADER_SIZE or self._index_pending is not None:
             try:
                 self._checkpoint()
             except OSError:
@@ -1678,6 +505,22 @@ class Store:
                 created.append(key)
         return created
 
+    def _spill_start(self, m, d, vdtype):
+        """A transaction starts writing its rows straight into the row files (its
+        widths ``m``, ``d``, ``vdtype`` become the store's): checkpoint the log first,
+        so that the files end with the checkpointed rows."""
+        if self._log.pos > HEADER_SIZE or self._index_pending is not None:
+            self._checkpoint()
+        for a in self._apps.values():
+            a.reset()
+        self._m, self._d, self._vdtype = m, d, vdtype
+        self._ensure_row_files()
+
+    def _spill_chunk(self, ch):
+        """Append a spilling transaction's rows to the row files (uncommitted until
+        its manifest swap)."""
+        append_rows(self._apps, ch)
+
     def _checkpoint(self, spilled=False):
         """Write the tail into segment files and swap the manifest (commit point)."""
         sync = self._durability != "off"
@@ -1689,16 +532,8 @@ class Store:
         body = dict(self._man)
         retired = []
         # rows held in memory
-        rec_base = apps["rec"].length
         for ch in self._chunks:
-            apps["ids"].append(ch.ids)
-            apps["ends"].append(ch.ends + np.uint64(rec_base))
-            apps["rec"].append(ch.rec)
-            rec_base += len(ch.rec)
-            if ch.codes is not None:
-                apps["codes"].append(ch.codes)
-            if ch.vecs is not None:
-                apps["vec"].append(ch.vecs)
+            append_rows(apps, ch)
         if self._tail_dead:
             apps["dead"].append(np.concatenate(self._tail_dead))
         n = self._n
@@ -1708,7 +543,7 @@ class Store:
         seg_sorted = self._man["sorted"]
         new_ids = None
         if n > self._seg_n:
-            new_ids = np.frombuffer(_read_appended(apps["ids"], 8 * self._seg_n), _I8)
+            new_ids = np.frombuffer(read_appended(apps["ids"], 8 * self._seg_n), _I8)
         order_entry = self._man["files"].get("order")
         if new_ids is not None:
             last = self._seg_ids[-1] if self._seg_n else None
@@ -1724,19 +559,20 @@ class Store:
             seg_sorted = bool(still)
         # links
         links_entry = self._man["links"]
-        if self._delta:
+        if self._links.changed:
             if links_entry is not None:
                 retired.append(links_entry["name"])
-            links_entry = self._write_links(sync)
+            links_entry = self._links.write(self._dir, self._uuid, self._new_file_no, sync)
         # index
         index_entry = self._man["index"]
         if self._index_pending is not None:
             if index_entry is not None:
                 retired.append(index_entry["name"])
-            index_entry = self._write_index(*self._index_pending, sync)
+            index_entry = write_index_file(self._dir, self._new_file_no, self._uuid, *self._index_pending, sync)
         # keys
         keys_entry = self._man["files"].get("keys")
-        kidx = self._build_key_index()
+        kidx = self._keys.rebuild("keys" in self._man["files"], self._tail_dead, self._seg_n,
+                                  self._seg_ids, self._live)
         if kidx is not None:
             keys_entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_KEYS),
                                         KIND_KEYS, self._uuid, list(kidx), width=16, sync=sync)
@@ -1753,8 +589,8 @@ class Store:
                     meta=self._meta, txn=self._txn, wal=wal_name(gen), m=self._m, d=self._d,
                     vdtype=DTYPE_CODE[self._vdtype] if self._vdtype else 0,
                     next_file=self._next_file)
-        self._write_wal_file(gen, self._uuid, sync)
-        self._write_manifest(gen, body, sync)
+        create_log(self._dir, gen, self._uuid, self._durability == "full", sync)
+        write_manifest(self._dir, gen, body, sync, self._set_broken)
         # committed: adopt the new manifest
         for a in apps.values():
             a.mark_committed()
@@ -1770,95 +606,25 @@ class Store:
 
     def _after_swap(self, gen, body):
         try:
-            maps = self._map_files(body)
+            maps = map_files(self._dir, body)
             wal_fd = osio.open_file(os.path.join(self._dir, body["wal"]), os.O_RDWR)
         except BaseException as e:
             self._broken = e
             raise
-        os.close(self._wal_fd)
-        self._wal_fd = wal_fd
+        self._log.close()
+        log = self._log = Log(wal_fd, os.path.join(self._dir, body["wal"]), self._dir,
+                              self._durability == "full")
         self._install(gen, body, maps)
-        self._wal_pos = HEADER_SIZE
         try:
-            _, self._wal_salt = check_wal_header(pread_all(wal_fd, HEADER_SIZE, 0), body["wal"],
-                                                 self._uuid, gen)
-            self._wal_size = os.fstat(wal_fd).st_size
+            log.open_new(self._uuid, gen, body["wal"])
         except BaseException as e:
             self._broken = e
             raise
-        self._sweep()
+        sweep(self._dir, self._man)
 
     def _should_compact(self) -> bool:
         dead = self._n - self._n_live
         return dead >= self._compact_min_rows and dead > self._compact_ratio * self._n
-
-    def _sweep(self):
-        """Remove every file of ours the current manifest does not name."""
-        names = {e["name"] for e in self._man["files"].values()}
-        for k in ("links", "index"):
-            if self._man[k] is not None:
-                names.add(self._man[k]["name"])
-        names.add(self._man["wal"])
-        try:
-            listing = os.listdir(self._dir)
-        except OSError:
-            return
-        for n in listing:
-            if (parse_file_name(n) and n not in names) or n == MANIFEST_NAME + ".tmp":
-                try:
-                    osio.io.unlink(os.path.join(self._dir, n))
-                except OSError:
-                    pass
-
-    def _write_links(self, sync) -> dict | None:
-        L = self._links
-        L.check()
-        keep = np.ones(L.n, bool)
-        for key in self._delta:
-            s, d_, r = key
-            lo = int(np.searchsorted(L.src, s, "left"))
-            hi = int(np.searchsorted(L.src, s, "right"))
-            for i in range(lo, hi):
-                if int(L.dst[i]) == d_ and L.names[L.rel[i]] == r:
-                    keep[i] = False
-        added = [(k, w) for k, w in self._delta.items() if w is not None]
-        names = sorted(set(L.names[j] for j in np.unique(L.rel[keep]).tolist()) | {k[2] for k, _ in added})
-        nid = {s: i for i, s in enumerate(names)}
-        remap = np.array([nid.get(s, -1) for s in L.names] or [0], _I4)
-        src = np.concatenate([L.src[keep], np.array([k[0] for k, _ in added], _I8)])
-        dst = np.concatenate([L.dst[keep], np.array([k[1] for k, _ in added], _I8)])
-        rel = np.concatenate([remap[L.rel[keep]] if L.n else np.zeros(0, _I4),
-                              np.array([nid[k[2]] for k, _ in added], _I4)])
-        wt = np.concatenate([L.weight[keep], np.array([w for _, w in added], _F8)])
-        n = len(src)
-        if n == 0:
-            return None
-        o = np.lexsort((dst, rel, src))
-        src, dst, rel, wt = src[o], dst[o], rel[o], wt[o]
-        by_dst = np.lexsort((rel, src, dst)).astype(_I8)
-        names_b = packb(names)
-        pad = bytes(_align8(20 * n) - 20 * n)
-        entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_LINKS), KIND_LINKS,
-                               self._uuid, [src, dst, rel, pad, wt, by_dst, names_b], sync=sync)
-        entry.update(count=n, names_len=len(names_b))
-        return entry
-
-    def _write_index(self, blob, arrays, sync) -> dict:
-        parts, meta, off = [], [], 0
-        for name, a in arrays.items():
-            a = np.ascontiguousarray(a)
-            meta.append([name, DTYPE_CODE[a.dtype], list(a.shape), off])
-            parts.append(a)
-            nb = a.nbytes
-            pad = (-nb) % 64
-            if pad:
-                parts.append(bytes(pad))
-            off += nb + pad
-        parts.append(blob)
-        entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_INDEX), KIND_INDEX,
-                               self._uuid, parts, sync=sync)
-        entry.update(blob=[off, len(blob)], arrays=meta)
-        return entry
 
     # ------------------------------------------------------------------ compaction
 
@@ -1870,7 +636,7 @@ class Store:
             self._compact_memory()
             return
         try:
-            if self._wal_pos > HEADER_SIZE or self._index_pending is not None:
+            if self._log.pos > HEADER_SIZE or self._index_pending is not None:
                 self._checkpoint()
             if self._n_live != self._n:
                 self._rewrite()
@@ -1886,17 +652,16 @@ class Store:
         recs = [self.record_at(r) for r in rows.tolist()]
         rec_b = [encode_record(r.key, r.text, r.metadata) for r in recs]
         ends = np.cumsum([len(b) for b in rec_b], dtype=_U8) if rec_b else np.zeros(0, _U8)
-        ch = _Chunk(ids.copy(), None if codes is None else codes.copy(),
+        ch = Chunk(ids.copy(), None if codes is None else codes.copy(),
                     None if vecs is None else vecs.copy(), b"".join(rec_b), ends,
                     [r.key for r in recs])
-        delta, dsrc, ddst, meta, idx, txn = (self._delta, self._delta_src, self._delta_dst,
-                                             self._meta, self._index_pending, self._txn)
+        links, meta, idx, txn = self._links, self._meta, self._index_pending, self._txn
         if idx is not None and self.on_renumber is not None:
             idx = self.on_renumber(rows) or idx
         body = dict(self._man, n=0, m=self._m, d=self._d,
                     vdtype=DTYPE_CODE[self._vdtype] if self._vdtype else 0)
         self._install(self._gen, body, {})
-        self._delta, self._delta_src, self._delta_dst = delta, dsrc, ddst
+        self._links = links
         self._meta, self._index_pending, self._txn = meta, idx, txn
         if len(ids):
             self._apply([("put", ch)])
@@ -1905,49 +670,21 @@ class Store:
         """Write the live rows into fresh files; optionally with new codes (``(ids
         sorted, codes)``), a new index and meta, as transaction ``txn``."""
         sync = self._durability != "off"
-        if self._chunks or self._tail_dead or self._delta:  # pragma: no cover
+        if self._chunks or self._tail_dead or self._links.changed:  # pragma: no cover
             raise AssertionError("rewrite needs a checkpointed state")
         rows = np.flatnonzero(self._live[:self._n])
-        ids_all = self._seg_ids
         m = self._m if codes_override is None else codes_override[1].shape[1]
         created = []
         try:
-            def new(kind, width=0, dt=0):
-                a = Appender(self._dir, file_name(self._new_file_no(), kind), 0, 0,
-                             create_header=seg_header(kind, self._uuid, width, dt))
-                created.append(a)
-                return a
-            apps = {"ids": new(KIND_IDS, 8), "ends": new(KIND_ENDS, 8), "rec": new(KIND_REC),
-                    "dead": new(KIND_DEAD, 8)}
-            if m:
-                apps["codes"] = new(KIND_CODES, m)
-            if self._d:
-                apps["vec"] = new(KIND_VEC, self._d * self._vdtype.itemsize, DTYPE_CODE[self._vdtype])
+            apps = create_row_files(self._dir, self._uuid, self._new_file_no, m, self._d,
+                                    self._vdtype, created)
             self._check_ends()
-            ends, rec = self._seg_ends, self._seg_rec
-            for c0 in range(0, len(rows), _COPY_ROWS):
-                r = rows[c0:c0 + _COPY_ROWS]
-                ids = ids_all[r]
-                apps["ids"].append(ids)
-                if codes_override is not None:
-                    oi, oc = codes_override
-                    pos = np.minimum(np.searchsorted(oi, ids), len(oi) - 1)
-                    apps["codes"].append(oc[pos])
-                elif m:
-                    apps["codes"].append(self._seg_codes[r])
-                if self._d:
-                    apps["vec"].append(self._seg_vecs[r])
-                starts = np.where(r > 0, ends[np.maximum(r - 1, 0)], 0).astype(_U8)
-                lens = ends[r] - starts
-                base = apps["rec"].length
-                apps["ends"].append(np.cumsum(lens, dtype=_U8) + np.uint64(base))
-                brk = np.flatnonzero(np.diff(r) != 1) + 1
-                for a, b in zip(np.r_[0, brk].tolist(), np.r_[brk, len(r)].tolist()):
-                    apps["rec"].append(rec[int(starts[a]):int(ends[r[b - 1]])])
+            copy_live_rows(apps, rows, self._seg_ids, self._seg_ends, self._seg_rec,
+                           self._seg_codes, self._seg_vecs, codes_override)
             for a in apps.values():
                 if sync:
                     a.sync()
-            new_ids = np.frombuffer(_read_appended(apps["ids"], 0), _I8) if len(rows) else _EMPTY_I8
+            new_ids = np.frombuffer(read_appended(apps["ids"], 0), _I8) if len(rows) else _EMPTY_I8
             files = {k: a.publish() for k, a in apps.items()}
             srt = len(new_ids) < 2 or bool((new_ids[1:] > new_ids[:-1]).all())
             if not srt:
@@ -1960,15 +697,15 @@ class Store:
             if index is None and index_entry is not None and self.on_renumber is not None:
                 index = self.on_renumber(rows)
             if index is not None:
-                index_entry = self._write_index(*index, sync)
+                index_entry = write_index_file(self._dir, self._new_file_no, self._uuid, *index, sync)
             gen = self._gen + 1
             body = dict(self._man)
             body.update(files=files, n=len(rows), sorted=srt, index=index_entry,
                         meta=self._meta if meta is None else meta,
                         txn=self._txn if txn is None else txn, wal=wal_name(gen), m=m,
                         next_file=self._next_file)
-            self._write_wal_file(gen, self._uuid, sync)
-            self._write_manifest(gen, body, sync)
+            create_log(self._dir, gen, self._uuid, self._durability == "full", sync)
+            write_manifest(self._dir, gen, body, sync, self._set_broken)
         finally:
             for a in created:
                 a.close()
@@ -1983,18 +720,10 @@ class Store:
         self._man = body
         self._open_appenders()
 
-    def _check_ends(self):
-        if not self._ends_checked:
-            e = self._seg_ends
-            if len(e) and (not (e[1:] >= e[:-1]).all() or int(e[-1]) > len(self._seg_rec)):
-                raise CorruptDatabaseError(f"{self._where(self._man['files']['ends']['name'])}: "
-                                           "record offsets are not increasing")
-            self._ends_checked = True
-
     def _commit_rewrite(self, txn) -> int:
         ids, codes = txn._rewrite
         try:
-            if self._wal_pos > HEADER_SIZE or self._index_pending is not None:
+            if self._log.pos > HEADER_SIZE or self._index_pending is not None:
                 self._checkpoint()
         except OSError:
             self._recover_after_failure()
@@ -2037,18 +766,10 @@ class Store:
         for mf in self._maps.values():
             mf.check_crc()
         if not self._memory:
-            where = self._where(self._man["wal"])
-            check_wal_header(pread_all(self._wal_fd, HEADER_SIZE, 0), where, self._uuid, self._gen)
-            buf = pread_all(self._wal_fd, self._wal_pos - HEADER_SIZE, HEADER_SIZE)
-            last = 0
-            if self._wal_salt:
-                for last, payload in parse_frames(buf, 0, where, self._wal_salt, HEADER_SIZE):
-                    unpackb(payload, where, MAX_FRAME)
-            if last != len(buf):
-                raise CorruptDatabaseError(f"{where}: the log changed below the replayed position")
+            self._log.check(self._uuid, self._gen)
         self._check_ends()
         self._seg_lookup()
-        self._links.check()
+        self._links.base.check()
         for r in range(self._n):
             self.record_at(r)
         ids = self.ids[self.live]
@@ -2059,7 +780,7 @@ class Store:
             rec = self.record_at(r)
             if rec.key is not None:
                 keyed += 1
-                if self._key_owner(rec.key) != rec.id:
+                if self._keys.owner(rec.key) != rec.id:
                     raise CorruptDatabaseError(
                         f"{self._where(self._man['files'].get('keys', {}).get('name', MANIFEST_NAME))}: "
                         f"key {rec.key!r:.60} of id {rec.id} is not indexed (or not unique)")
@@ -2076,9 +797,8 @@ class Store:
             except OSError:
                 pass
         self._apps = {}
-        if self._wal_fd >= 0:
-            os.close(self._wal_fd)
-            self._wal_fd = -1
+        if self._log is not None:
+            self._log.close()
         if self._lock_fd >= 0:
             osio.close_locked(self._lock_fd)   # releases the lock
             self._lock_fd = -1
@@ -2088,6 +808,7 @@ class Store:
         self._cache = {}
         self._seg_ids = self._seg_ends = self._seg_rec = self._seg_codes = None
         self._seg_vecs = self._seg_order = self._seg_keys = None
+        self._keys = None           # it holds the mapped .keys file
 
     def close(self) -> None:
         """Roll back an open transaction, checkpoint (writers), release files and the
@@ -2098,7 +819,7 @@ class Store:
             if self._txn_open is not None:
                 self._txn_open.rollback()
             if (self._mode != "r" and not self._memory and self._broken is None
-                    and self._wal_pos > HEADER_SIZE):
+                    and self._log.pos > HEADER_SIZE):
                 self.checkpoint()
         finally:
             self._closed = True
@@ -2115,533 +836,3 @@ class Store:
         where = self._dir or MEMORY
         state = "closed" if self._closed else f"{self._n_live} live rows, txn {self._txn}"
         return f"<sutradb.storage.Store {where!r} mode={self._mode!r} {state}>"
-
-
-# --------------------------------------------------------------------------- transaction
-
-class Transaction:
-    """Changes staged on a writer :class:`Store`, applied atomically by :meth:`commit`.
-
-    Staged changes are not visible through the store until the commit. Operations
-    apply in the order they were staged. Use as a context manager to commit on success
-    and roll back on an exception.
-    """
-
-    def __init__(self, store: Store):
-        self._store = store
-        self._ops = []
-        self._bytes = 0
-        self._spilled = False
-        self._spill_rows = 0
-        self._rewrite = None
-        self._index_bytes = 0      # bytes of the staged index (large: commit by checkpoint)
-        self._done = False
-        s = store
-        self._m, self._d, self._vdtype = s._m, s._d, s._vdtype
-        self._can_adopt = s._n == 0
-        self._rows_staged = 0
-        # unique keys: what this transaction staged so far
-        self._key_of = {}          # key -> id that put it
-        self._id_key = {}          # id -> key its last staged row has (None: no key)
-        self._released = set()     # ids put or deleted here: their committed keys are free
-        self._track = None         # whether the committed state has keys (decided once)
-
-    def _check(self):
-        if self._done:
-            raise InvalidArgumentError("the transaction is finished")
-        self._store._check_open()
-
-    def _add(self, op):
-        if self._rewrite is not None and op[0] not in ("index", "meta"):
-            raise InvalidArgumentError("replace_codes must be alone in its transaction "
-                                       "(with set_index / set_meta)")
-        self._ops.append(op)
-
-    # ------------------------------------------------------------------ staging
-
-    def put(self, ids, *, keys=None, texts=None, metadata=None, codes=None, vectors=None) -> None:
-        """Stage rows: new concepts, or new versions of existing ones.
-
-        Parameters
-        ----------
-        ids : array-like of int, shape (k,)
-            Concept ids (int64). Within one call or transaction the last row of an id
-            wins.
-        keys, texts : sequence of (str or None), optional
-            One per id.
-        metadata : sequence of (dict or None), optional
-            One per id; msgpack-serializable (str keys; None, bool, int, float, str,
-            bytes, list, dict values; tuples come back as lists).
-        codes : ndarray of uint8, shape (k, code_size), optional
-            Required once the store has codes; the first rows of an empty store fix
-            ``code_size``.
-        vectors : ndarray of float16/float32, shape (k, vector_dim), optional
-            Required once the store has vectors; converted to the store's dtype.
-
-        Raises
-        ------
-        DuplicateKeyError
-            A key is held by another live id (committed, or staged earlier in this
-            transaction and not released by a delete or a re-put), or is given to two
-            ids in this call. Updating an id with its own key is allowed; deleting an
-            id (or re-putting it with another key) frees its key. Nothing of a call
-            that raises is staged.
-        """
-        self._check()
-        saved = self._m, self._d, self._vdtype
-        try:
-            self._put(ids, keys, texts, metadata, codes, vectors)
-        except BaseException:
-            if not self._done:
-                self._m, self._d, self._vdtype = saved
-            raise
-
-    def _put(self, ids, keys, texts, metadata, codes, vectors):
-        # lean on purpose (the commit latency of one-row transactions): no array is
-        # converted or copied twice, dtypes are compared by identity first
-        own = False
-        if type(ids) is list and len(ids) == 1 and type(ids[0]) is int:
-            try:
-                ids = np.array(ids, _I8)
-            except OverflowError:
-                raise InvalidArgumentError("ids exceed the int64 range") from None
-            own = True
-        else:
-            ids = _as_ids(ids)
-        k = len(ids)
-        if k == 0:
-            return
-        keys = _seq(keys, k, "keys")
-        texts = _seq(texts, k, "texts")
-        metadata = _seq(metadata, k, "metadata")
-        adopt = self._can_adopt and self._rows_staged == 0
-        cd = None
-        if codes is not None:
-            cd = codes if type(codes) is np.ndarray else np.asarray(codes)
-            if cd.dtype is not _U1 and cd.dtype != _U1:
-                raise InvalidArgumentError(f"codes must be uint8, got {cd.dtype}")
-            sh = cd.shape
-            if len(sh) != 2 or sh[0] != k or not 0 < sh[1] <= MAX_CODE_SIZE:
-                raise DimensionError(f"codes must have shape ({k}, code_size), got {sh}")
-            if self._m == 0 and adopt:
-                self._m = sh[1]
-            elif sh[1] != self._m:
-                raise DimensionError(f"codes have {sh[1]} bytes per row, the store "
-                                     f"{self._m} (use replace_codes to change it)")
-        elif self._m:
-            raise DimensionError("the store keeps codes: pass codes= for every row")
-        vc = None
-        if vectors is not None:
-            vc = vectors if type(vectors) is np.ndarray else np.asarray(vectors)
-            dt = vc.dtype
-            if dt.kind != "f":
-                raise InvalidArgumentError(f"vectors must be floats, got {dt}")
-            sh = vc.shape
-            if len(sh) != 2 or sh[0] != k or not 0 < sh[1] <= MAX_DIM:
-                raise DimensionError(f"vectors must have shape ({k}, dim), got {sh}")
-            if self._d == 0 and adopt:
-                self._d = sh[1]
-                self._vdtype = VECTOR_DTYPES["float16"] if dt == np.float16 else VECTOR_DTYPES["float32"]
-            elif sh[1] != self._d:
-                raise DimensionError(f"vectors have dimension {sh[1]}, the store {self._d}")
-            if dt is not self._vdtype and dt != self._vdtype:
-                vc = np.ascontiguousarray(vc, dtype=self._vdtype)   # a private copy already
-                vc.setflags(write=False)
-            else:
-                vc = _private(vc)
-        elif self._d:
-            raise DimensionError("the store keeps vectors: pass vectors= for every row")
-        if k == 1:
-            rec = encode_record(keys[0], texts[0], metadata[0])
-            ends = np.array([len(rec)], _U8)
-        else:
-            recs = [encode_record(a, b, c) for a, b, c in zip(keys, texts, metadata)]
-            ends = np.cumsum(np.fromiter(map(len, recs), _I8, k)).astype(_U8)
-            rec = b"".join(recs)
-        self._check_keys(ids, keys)
-        if own:
-            ids.setflags(write=False)
-        else:
-            ids = _private(ids)
-        ch = _Chunk(ids, _private(cd), vc, rec, ends, keys)
-        self._rows_staged += k
-        self._stage_rows(ch)
-
-    def _check_keys(self, ids, keys):
-        """Reject a key held by another live id (committed, or staged earlier in this
-        transaction); on success record what this put changes. Nothing is recorded
-        when it raises."""
-        s = self._store
-        if self._track is None:
-            self._track = s._has_keys()
-        track = self._track
-        key_of, id_key, released = self._key_of, self._id_key, self._released
-        if not key_of and not track and (keys[0] is None if len(keys) == 1
-                                         else all(x is None for x in keys)):
-            return                                  # no key anywhere: nothing to check
-        ids = ids.tolist()
-        lk, li, lr = {}, {}, set()                  # this call's changes (merged on success)
-        for i, key in zip(ids, keys):
-            if key is not None:
-                o = lk[key] if key in lk else key_of.get(key)
-                if o is not None and o != i and (li[o] if o in li else id_key.get(o)) == key:
-                    raise DuplicateKeyError(f"key {key!r:.80} is given to ids {o} and {i} "
-                                            "in the same transaction")
-                if track:
-                    c = s._key_owner(key)
-                    if c is not None and c != i and c not in lr and c not in released:
-                        raise DuplicateKeyError(f"key {key!r:.80} is already used by id {c}")
-                lk[key] = i
-                li[i] = key
-            elif (li[i] if i in li else id_key.get(i)) is not None:
-                li[i] = None
-            if track:
-                lr.add(i)
-        key_of.update(lk)
-        id_key.update(li)
-        released |= lr
-
-    def _stage_rows(self, ch):
-        s = self._store
-        if s._memory:
-            self._add(("put", ch))
-            return
-        if self._spilled:
-            self._spill(ch)
-            return
-        self._add(("put", ch))
-        self._bytes += ch.nbytes
-        if self._bytes > s._spill_bytes:
-            self._start_spill()
-
-    def _start_spill(self):
-        """Move the staged rows (and all later ones) straight into the segment files."""
-        s = self._store
-        try:
-            if s._wal_pos > HEADER_SIZE or s._index_pending is not None:
-                s._checkpoint()
-            for a in s._apps.values():
-                a.reset()
-            s._m, s._d, s._vdtype = self._m, self._d, self._vdtype
-            s._ensure_row_files()
-            self._spilled = True
-            staged = self._ops
-            self._ops = []
-            for op in staged:
-                if op[0] == "put":
-                    self._spill(op[1])
-                else:
-                    self._ops.append(op)
-        except BaseException:
-            self._fail()
-            raise
-
-    def _spill(self, ch):
-        s = self._store
-        apps = s._apps
-        try:
-            apps["ids"].append(ch.ids)
-            apps["ends"].append(ch.ends + np.uint64(apps["rec"].length))
-            apps["rec"].append(ch.rec)
-            if ch.codes is not None:
-                apps["codes"].append(ch.codes)
-            if ch.vecs is not None:
-                apps["vec"].append(ch.vecs)
-        except BaseException:
-            self._fail()
-            raise
-        self._ops.append(("putf", ch.ids, ch.keys))
-
-    def _fail(self):
-        self._done = True
-        self._store._txn_open = None
-        self._store._recover_after_failure()
-
-    def delete(self, ids) -> None:
-        """Stage the deletion of ``ids`` (ids that are not live are ignored). Links
-        from and to a deleted id are removed with it."""
-        self._check()
-        ids = _as_ids(ids)
-        if len(ids):
-            self._add(("del", ids))
-            if self._track is None:
-                self._track = self._store._has_keys()
-            if self._id_key or self._track:
-                for i in ids.tolist():
-                    if self._id_key.get(i) is not None:
-                        self._id_key[i] = None
-                    if self._track:
-                        self._released.add(i)
-
-    def link(self, src, dst, relation, weight=1.0) -> None:
-        """Stage links ``src -> dst`` (scalars or equal-length arrays); an existing
-        link with the same ``(src, dst, relation)`` gets the new weight."""
-        self._check()
-        s, d, r, w = self._link_args(src, dst, relation, weight)
-        self._add(("link", s, d, r, w))
-
-    def unlink(self, src, dst, relation) -> None:
-        """Stage the removal of links (absent ones are ignored)."""
-        self._check()
-        s, d, r, _ = self._link_args(src, dst, relation, 0.0)
-        self._add(("unlink", s, d, r))
-
-    @staticmethod
-    def _link_args(src, dst, relation, weight):
-        s, d = _as_ids(src, "src"), _as_ids(dst, "dst")
-        n = max(len(s), len(d))
-        if len(s) == 1:
-            s = np.repeat(s, n)
-        if len(d) == 1:
-            d = np.repeat(d, n)
-        if len(s) != len(d):
-            raise DimensionError("src and dst have different lengths")
-        rels = [relation] * n if isinstance(relation, str) else list(relation)
-        if len(rels) != n or not all(isinstance(x, str) and 0 < len(x.encode()) <= MAX_RELATION
-                                     and len(x) <= MAX_RELATION for x in rels):
-            raise InvalidArgumentError("relation must be a non-empty str (or one per link)")
-        w = np.asarray(weight, dtype=_F8)
-        w = np.broadcast_to(w, (n,)).copy() if w.ndim == 0 else np.ascontiguousarray(w, _F8)
-        if len(w) != n or not np.isfinite(w).all():
-            raise InvalidArgumentError("weights must be finite, one per link")
-        return s, d, rels, w
-
-    def set_index(self, blob: bytes, arrays: dict | None = None) -> None:
-        """Stage a new index blob (opaque bytes) and named arrays (float32, float16,
-        float64, int32, int64, uint8, uint64), replacing the previous ones."""
-        self._check()
-        if not isinstance(blob, (bytes, bytearray, memoryview)):
-            raise InvalidArgumentError("the index blob must be bytes")
-        out = {}
-        for name, a in (arrays or {}).items():
-            a = np.asarray(a)
-            key = next((c for c in DTYPE_CODE if c.kind == a.dtype.kind and c.itemsize == a.dtype.itemsize), None)
-            if not isinstance(name, str) or key is None:
-                raise InvalidArgumentError(f"index array {name!r}: unsupported dtype {a.dtype}")
-            out[name] = np.ascontiguousarray(a, dtype=key)
-        self._index_bytes = len(blob) + sum(a.nbytes for a in out.values())
-        self._add(("index", bytes(blob), out))
-
-    def set_meta(self, meta: dict) -> None:
-        """Stage a new ``meta`` dict (small, msgpack-serializable, str keys)."""
-        self._check()
-        if not isinstance(meta, dict):
-            raise InvalidArgumentError("meta must be a dict")
-        try:
-            b = packb(meta)
-        except (TypeError, ValueError, OverflowError) as e:
-            raise InvalidArgumentError(f"meta cannot be stored: {e}") from None
-        if len(b) > _MAX_META:
-            raise InvalidArgumentError("meta is larger than 1 MiB")
-        self._add(("meta", unpackb(b, "meta")))
-
-    def replace_codes(self, ids, codes) -> None:
-        """Stage new codes for every live concept (after retraining the quantizer;
-        ``code_size`` may change). Must be alone in its transaction, except for
-        :meth:`set_index` and :meth:`set_meta`; the commit rewrites the segments."""
-        self._check()
-        if any(op[0] not in ("index", "meta") for op in self._ops) or self._spilled:
-            raise InvalidArgumentError("replace_codes must be alone in its transaction "
-                                       "(with set_index / set_meta)")
-        if self._store._memory:
-            raise InvalidArgumentError("replace_codes is not supported by in-memory stores")
-        ids = _as_ids(ids)
-        cd = np.asarray(codes)
-        if cd.dtype != np.uint8 or cd.ndim != 2 or cd.shape[0] != len(ids) or not 0 < cd.shape[1] <= MAX_CODE_SIZE:
-            raise DimensionError(f"codes must be uint8 of shape ({len(ids)}, code_size)")
-        self._rewrite = (ids, np.ascontiguousarray(cd))
-
-    # ------------------------------------------------------------------ finishing
-
-    def commit(self) -> int:
-        """Apply every staged change atomically; return the transaction id.
-
-        Raises
-        ------
-        OSError
-            Writing or syncing failed; nothing of the transaction is visible and the
-            store stays at its last committed state.
-        """
-        self._check()
-        s = self._store
-        self._done = True
-        s._txn_open = None
-        try:
-            return s._commit(self)
-        finally:
-            self._ops = []
-
-    def rollback(self) -> None:
-        """Discard every staged change."""
-        if self._done:
-            return
-        s = self._store
-        self._done = True
-        s._txn_open = None
-        spilled, self._ops = self._spilled, []
-        if spilled:
-            s._recover_after_failure()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if self._done:
-            return False
-        if exc_type is None:
-            self.commit()
-        else:
-            self.rollback()
-        return False
-
-
-# --------------------------------------------------------------------------- module helpers
-
-def _private(a):
-    """A read-only copy of ``a`` that no caller holds (None stays None)."""
-    if a is None:
-        return None
-    a = np.array(a, copy=True, order="C")
-    a.setflags(write=False)
-    return a
-
-
-def _frombytes(b, dtype) -> np.ndarray:
-    if not isinstance(b, bytes) or len(b) % np.dtype(dtype).itemsize:
-        raise ValueError("bad array bytes")
-    return np.frombuffer(b, dtype)
-
-
-def _read_file(path) -> bytes:
-    fd = osio.open_file(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        if size > MAX_MANIFEST + 64:
-            raise CorruptDatabaseError(f"{path}: impossible size {size}")
-        return pread_all(fd, size, 0)
-    finally:
-        os.close(fd)
-
-
-def _read_appended(app: Appender, from_byte: int) -> bytes:
-    return pread_all(app.fd, app.length - from_byte, HEADER_SIZE + from_byte)
-
-
-def _deepcopy_plain(x):
-    if isinstance(x, dict):
-        return {k: _deepcopy_plain(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_deepcopy_plain(v) for v in x]
-    return x
-
-
-def _check_create_params(p):
-    if p is None:
-        return {}
-    if not isinstance(p, dict):
-        raise InvalidArgumentError("create_params must be a dict")
-    unknown = set(p) - {"code_size", "dim", "vector_dtype"}
-    if unknown:
-        raise InvalidArgumentError(f"unknown create_params: {sorted(unknown)}")
-    m = p.get("code_size", 0)
-    d = p.get("dim", 0)
-    vd = p.get("vector_dtype", "float32" if d else None)
-    if not (isinstance(m, int) and 0 <= m <= MAX_CODE_SIZE):
-        raise InvalidArgumentError("code_size must be an int in [0, 65536]")
-    if not (isinstance(d, int) and 0 <= d <= MAX_DIM):
-        raise InvalidArgumentError("dim must be an int in [0, 2**20]")
-    if vd is not None and vd not in VECTOR_DTYPES:
-        raise InvalidArgumentError("vector_dtype must be 'float16' or 'float32'")
-    return {"code_size": m, "dim": d, "vector_dtype": vd if d else None}
-
-
-def _fresh_body(uid, gen, params, next_file) -> dict:
-    vd = params.get("vector_dtype")
-    return {"format": 1, "uuid": uid, "wal": wal_name(gen), "next_file": next_file, "txn": 0,
-            "m": params.get("code_size", 0), "d": params.get("dim", 0),
-            "vdtype": DTYPE_CODE[VECTOR_DTYPES[vd]] if vd else 0,
-            "n": 0, "sorted": True, "files": {}, "links": None, "index": None, "meta": {}}
-
-
-_FILE_KEYS = {"ids", "ends", "rec", "dead", "order", "codes", "vec", "keys"}
-
-
-def _sort_keys(hs, ids):
-    o = np.lexsort((ids, hs))
-    return np.ascontiguousarray(hs[o]), np.ascontiguousarray(ids[o])
-
-
-def _check_manifest(b: dict, where: str) -> None:
-    """Validate the manifest body: types, ranges, and sizes consistent with counts."""
-    def need(cond, what):
-        if not cond:
-            raise CorruptDatabaseError(f"{where}: {what}")
-
-    def is_int(x, lo=0, hi=1 << 62):
-        return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
-
-    keys = {"format", "uuid", "wal", "next_file", "txn", "m", "d", "vdtype", "n", "sorted",
-            "files", "links", "index", "meta"}
-    need(set(b) == keys, f"unexpected fields {sorted(set(b) ^ keys)}")
-    need(b["format"] == 1, "unsupported format")
-    need(isinstance(b["uuid"], bytes) and len(b["uuid"]) == 16, "bad uuid")
-    need(isinstance(b["wal"], str) and parse_file_name(b["wal"]) is not None
-         and parse_file_name(b["wal"])[0] == "wal", "bad log name")
-    for k in ("next_file", "txn", "n"):
-        need(is_int(b[k]), f"bad {k}")
-    need(is_int(b["m"], 0, MAX_CODE_SIZE) and is_int(b["d"], 0, MAX_DIM), "bad widths")
-    need(b["vdtype"] in (0, DTYPE_CODE[VECTOR_DTYPES["float16"]], DTYPE_CODE[VECTOR_DTYPES["float32"]]),
-         "bad vector dtype")
-    need((b["vdtype"] == 0) == (b["d"] == 0), "vector dtype without dimension")
-    need(isinstance(b["sorted"], bool), "bad sorted flag")
-    need(isinstance(b["meta"], dict), "bad meta")
-    f = b["files"]
-    need(isinstance(f, dict) and set(f) <= _FILE_KEYS, "bad file table")
-
-    def entry(e, ext):
-        need(isinstance(e, dict) and isinstance(e.get("name"), str) and is_int(e.get("len"))
-             and is_int(e.get("crc"), 0, 0xFFFFFFFF), f"bad file entry {e!r:.80}")
-        p = parse_file_name(e["name"])
-        need(p is not None and p[0] == "seg" and e["name"].endswith("." + ext)
-             and p[1] < b["next_file"], f"bad file name {e['name']!r:.80}")
-
-    n = b["n"]
-    if f:
-        need({"ids", "ends", "rec", "dead"} <= set(f), "row files missing")
-    for k, e in f.items():
-        entry(e, {"vec": "vec"}.get(k, k))
-    if f:
-        need(f["ids"]["len"] == 8 * n and f["ends"]["len"] == 8 * n, "row count does not match files")
-        need(f["dead"]["len"] % 8 == 0 and f["dead"]["len"] <= 8 * n, "bad dead list size")
-    else:
-        need(n == 0, "rows without files")
-    need(("codes" in f) == (b["m"] > 0) or not f, "code file does not match code size")
-    need(("vec" in f) == (b["d"] > 0) or not f, "vector file does not match dimension")
-    if "codes" in f:
-        need(f["codes"]["len"] == n * b["m"], "code file size does not match")
-    if "vec" in f:
-        need(f["vec"]["len"] == n * b["d"] * DTYPES[b["vdtype"]].itemsize, "vector file size does not match")
-    need(("order" in f) == (not b["sorted"]), "order file does not match the sorted flag")
-    if "order" in f:
-        need(f["order"]["len"] == 8 * n, "order file size does not match")
-    if "keys" in f:
-        need(f["keys"]["len"] % 16 == 0 and f["keys"]["len"] <= 16 * n, "bad key index size")
-    if b["links"] is not None:
-        e = b["links"]
-        entry(e, "links")
-        need(is_int(e.get("count")) and is_int(e.get("names_len")), "bad links entry")
-        c = e["count"]
-        need(e["len"] == _align8(20 * c) + 16 * c + e["names_len"], "links file size does not match")
-    if b["index"] is not None:
-        e = b["index"]
-        entry(e, "index")
-        blob, arrays = e.get("blob"), e.get("arrays")
-        need(isinstance(blob, list) and len(blob) == 2 and is_int(blob[0]) and is_int(blob[1])
-             and blob[0] + blob[1] <= e["len"], "bad index blob entry")
-        need(isinstance(arrays, list), "bad index arrays")
-        for a in arrays:
-            need(isinstance(a, list) and len(a) == 4 and isinstance(a[0], str) and a[1] in DTYPES
-                 and isinstance(a[2], list) and all(is_int(s) for s in a[2]) and is_int(a[3]),
-                 "bad index array entry")
-            need(a[3] % 8 == 0 and a[3] + math.prod(a[2]) * DTYPES[a[1]].itemsize <= e["len"],
-                 "index array out of the file")

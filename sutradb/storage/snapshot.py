@@ -1,0 +1,641 @@
+"""The committed state a store object sees: its snapshot.
+
+A snapshot holds *rows*. A row is one version of one concept: an id (int64), a record
+(key, text, metadata), and, when the store has them, a row of PQ codes
+(``(code_size,) uint8``) and a full vector (``(vector_dim,)`` float16 or float32).
+Rows are only ever appended; writing an id that exists appends a new row and marks
+the old one dead, deleting an id marks its row dead. Row numbers are therefore stable
+until :meth:`Store.compact` renumbers the live rows (in their order).
+
+The state is the checkpointed version a manifest names (its segment files, mapped:
+:meth:`Snapshot._install`) plus the *tail*: the transactions the log added since,
+applied in memory (:meth:`Snapshot._apply`: rows as :class:`~.records.Chunk` s, dead
+rows, link changes, the index and meta last set).
+
+The kernels read ``store.codes`` (``(n_rows, code_size) uint8``, C-contiguous and
+read-only: a view of the mapped code file when the log holds no rows, else a cached
+concatenation) or, without any copy, :meth:`Snapshot.code_blocks`; ``store.ids`` maps a
+row to its id and ``store.live`` says which rows are current.
+
+Keys are unique among live rows: :meth:`Transaction.put` raises
+:class:`~sutradb.errors.DuplicateKeyError` for a key another live id holds, and
+:meth:`Snapshot.id_for_key` finds the id of a key (:mod:`.keys`). Beside the rows a
+snapshot has links ``(src, dst, relation) -> weight`` (:mod:`.links`), an opaque index
+blob with named arrays (codebooks, parameters: the index layer's business) and a small
+``meta`` dict.
+
+:class:`Snapshot` is the base class of :class:`~.store.Store`, which builds it (open,
+replay, commit, checkpoint) and adds the writer; it is not used on its own. Its
+attributes are the ones every read and commit touches, kept on the one object so that
+``codes``, ``record_at`` and the commit path pay no indirection.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+
+import numpy as np
+
+from ..errors import (ClosedError, CorruptDatabaseError, InvalidArgumentError, NotFoundError,
+                      SutraError)
+from .format import DTYPES, MAX_RECORD
+from .keys import KeyIndex
+from .links import LinkTable
+from .records import Record, as_ids, decode_record
+
+__all__ = ["Snapshot"]
+
+_I8 = np.dtype("<i8")
+_U8 = np.dtype("<u8")
+_EMPTY_I8 = np.zeros(0, _I8)
+
+
+class Snapshot:
+    """The rows, links, index and meta of one committed state (see the module
+    docstring); the reading half of :class:`~.store.Store`.
+
+    Its state is set by :meth:`_install` (a manifest's version) and advanced by
+    :meth:`_apply` (committed transactions); the subclass sets ``_dir`` (None in
+    memory), ``_closed`` and ``_broken`` (checked by every public read).
+    """
+
+    # ------------------------------------------------------------------ installing a version
+
+    def _where(self, name):
+        return name if self._dir is None else os.path.join(self._dir, name)
+
+    def _install(self, gen, body, maps):
+        """Set the checkpointed state of manifest ``gen`` and empty the log tail."""
+        self._gen = gen
+        self._man = body
+        self._uuid = body["uuid"]
+        self._maps = maps
+        self._m, self._d = body["m"], body["d"]
+        self._vdtype = DTYPES[body["vdtype"]] if body["vdtype"] else None
+        n = self._seg_n = body["n"]
+        self._txn = body["txn"]
+        self._meta = body["meta"]
+        self._next_file = body["next_file"]
+        w = self._where
+        if "ids" in maps:
+            self._seg_ids = maps["ids"].array(_I8, n)
+            self._seg_ends = maps["ends"].array(_U8, n)
+            self._seg_rec = maps["rec"].array(np.uint8)
+        else:
+            self._seg_ids, self._seg_ends, self._seg_rec = _EMPTY_I8, np.zeros(0, _U8), np.zeros(0, np.uint8)
+        self._seg_codes = (maps["codes"].array(np.uint8, n * self._m).reshape(n, self._m)
+                           if "codes" in maps else None)
+        self._seg_vecs = (maps["vec"].array(self._vdtype, n * self._d).reshape(n, self._d)
+                          if "vec" in maps else None)
+        self._seg_order = maps["order"].array(_I8, n) if "order" in maps else None
+        self._seg_keys = None
+        self._ends_checked = False
+        dead = maps["dead"].array(_I8) if "dead" in maps else _EMPTY_I8
+        if len(dead) and (dead.min() < 0 or dead.max() >= n):
+            raise CorruptDatabaseError(f"{w(body['files']['dead']['name'])}: dead row out of range")
+        self._live = np.ones(max(n, 1024), bool)
+        self._live[dead] = False
+        self._n = n
+        self._n_live = n - (len(np.unique(dead)) if len(dead) else 0)   # not O(n)
+        self._links = LinkTable(maps.get("links"), body["links"],
+                                w(body["links"]["name"]) if body["links"] else "")
+        self._index_entry = body["index"]
+        self._index_pending = None
+        # the tail (what the log added since the checkpoint)
+        self._chunks = []
+        self._chunk_rows = []
+        self._tail_map = {}
+        self._tail_dead = []
+        self._cache = {}
+        # keys: the checkpointed index (mapped lazily) and the log's additions
+        self._keys = KeyIndex(maps.get("keys"), w(body["files"]["keys"]["name"]) if "keys" in maps else "",
+                              self._scan_keys if n else None, self._live_key_of)
+
+    # ------------------------------------------------------------------ applying committed transactions
+
+    def _apply(self, ops, spilled_rows=None):
+        """Apply the ops of one committed transaction to the in-memory state.
+
+        ``spilled_rows``: for a spilled transaction, the ids of its rows, which are
+        already in the segment files right after the checkpointed rows.
+        """
+        r0 = self._n
+        row = r0
+        puts = []
+        dels = []
+        for op in ops:
+            t = op[0]
+            if t == "put":
+                ch = op[1]
+                k = len(ch.ids)
+                if ch.codes is not None and self._m == 0 and self._n == 0 and row == r0:
+                    self._m = ch.codes.shape[1]
+                if ch.vecs is not None and self._d == 0 and self._n == 0 and row == r0:
+                    self._d, self._vdtype = ch.vecs.shape[1], ch.vecs.dtype
+                if ((ch.codes.shape[1] if ch.codes is not None else 0) != self._m
+                        or (ch.vecs.shape[1] if ch.vecs is not None else 0) != self._d
+                        or (ch.vecs is not None and ch.vecs.dtype != self._vdtype)):
+                    raise CorruptDatabaseError(f"{self._where(self._man['wal'])}: row width does not match the store")
+                ch.row0 = row
+                self._chunks.append(ch)
+                self._chunk_rows.append(row)
+                puts.append(ch.ids)
+                self._keys.note(row, ch.ids, ch.keys)
+                row += k
+            elif t == "putf":
+                puts.append(op[1])
+                self._keys.note(row, op[1], op[2])
+                row += len(op[1])
+            elif t == "del":
+                dels.append((op[1], row))
+                self._links.drop_ids(op[1])
+            elif t == "link":
+                _, src, dst, rels, w = op
+                set_link = self._links.set
+                for s, d_, r, x in zip(src.tolist(), dst.tolist(), rels, w.tolist()):
+                    set_link((s, d_, r), x)
+            elif t == "unlink":
+                _, src, dst, rels = op
+                set_link = self._links.set
+                for s, d_, r in zip(src.tolist(), dst.tolist(), rels):
+                    set_link((s, d_, r), None)
+            elif t == "index":
+                self._index_pending = (op[1], op[2])
+            elif t == "meta":
+                self._meta = op[1]
+        if row > r0 or dels:
+            self._resolve_rows(r0, row, puts, dels, spilled_rows is not None)
+        self._cache = {}
+
+    def _resolve_rows(self, r0, n_new, puts, dels, spilled):
+        """Liveness after a transaction that appended rows ``r0 .. n_new`` and deleted
+        ``dels`` (ids, time) where a delete at time ``t`` kills rows below ``t``."""
+        if not spilled and n_new - r0 <= 64 and sum(len(d) for d, _ in dels) <= 64:
+            return self._resolve_small(r0, n_new, puts, dels)
+        P = _cat(puts, _I8)
+        s = len(P)
+        if n_new > len(self._live):
+            grown = np.ones(max(n_new, 2 * len(self._live)), bool)
+            grown[:self._n] = self._live[:self._n]
+            self._live = grown
+        self._live[r0:n_new] = False
+        D = _cat([d for d, _ in dels], _I8)
+        DT = np.concatenate([np.full(len(d), t, _I8) for d, t in dels]) if dels else _EMPTY_I8
+        touched = np.union1d(P, D)
+        old = self._rows_of_committed(touched)
+        old = old[old >= 0]
+        self._live[old] = False
+        killed = [old]
+        if s:
+            uid, first_rev = np.unique(P[::-1], return_index=True)
+            lp = s - 1 - first_rev                      # position of the last put of uid
+            ld = np.full(len(uid), -1, _I8)
+            if len(D):
+                uD, inv = np.unique(D, return_inverse=True)
+                tD = np.full(len(uD), -1, _I8)
+                np.maximum.at(tD, inv, DT)
+                pos = np.searchsorted(uD, uid)
+                pos_c = np.minimum(pos, len(uD) - 1)
+                hit = uD[pos_c] == uid
+                ld[hit] = tD[pos_c[hit]]
+            alive = (r0 + lp) >= ld
+            keep = r0 + lp[alive]
+            self._live[keep] = True
+            newdead = np.ones(s, bool)
+            newdead[lp[alive]] = False
+            killed.append(r0 + np.flatnonzero(newdead))
+            if not spilled:
+                tm = self._tail_map
+                for i, r in zip(uid[alive].tolist(), keep.tolist()):
+                    tm[i] = r
+        self._n = n_new
+        kd = _cat(killed, _I8)
+        if len(kd):
+            self._tail_dead.append(kd)
+        self._n_live = int(np.count_nonzero(self._live[:n_new])) if spilled or s > 4096 else (
+            self._n_live + int(np.count_nonzero(self._live[r0:n_new])) - len(old))
+
+    def _resolve_small(self, r0, n_new, puts, dels):
+        """:meth:`_resolve_rows` for a few rows, in plain Python (the commit latency of
+        small transactions)."""
+        if n_new > len(self._live):
+            grown = np.ones(max(n_new, 2 * len(self._live)), bool)
+            grown[:self._n] = self._live[:self._n]
+            self._live = grown
+        live = self._live
+        tm = self._tail_map
+        if not dels and n_new == r0 + 1:            # one row put: the common commit
+            i = int(puts[0][0])
+            old = self._live_row(i)
+            if old >= 0:
+                live[old] = False
+                self._tail_dead.append(np.array([old], _I8))
+            live[r0] = True
+            tm[i] = r0
+            self._n = n_new
+            self._n_live += old < 0
+            return
+        P = [i for p in puts for i in p.tolist()]
+        last = {}                                   # id -> (kind, row or time): the last event
+        events = [(r0 + j, "put", i) for j, i in enumerate(P)]
+        events += [(t, "del", i) for d, t in dels for i in d.tolist()]
+        # a put at row r happens "at" r; a delete at time t comes after rows < t
+        events.sort(key=lambda e: (e[0], e[1] == "put"))
+        for when, kind, i in events:
+            last[i] = (kind, when)
+        old = [self._live_row(i) for i in last]
+        live[r0:n_new] = False
+        killed = [r for r in old if r >= 0]
+        for r in killed:
+            live[r] = False
+        alive = 0
+        for i, (kind, when) in last.items():
+            if kind == "put":
+                live[when] = True
+                tm[i] = when
+                alive += 1
+        killed += [r for r in range(r0, n_new) if not live[r]]
+        self._n = n_new
+        if killed:
+            self._tail_dead.append(np.array(killed, _I8))
+        self._n_live += alive - sum(r >= 0 for r in old)
+
+    # ------------------------------------------------------------------ lookups
+
+    def _seg_lookup(self):
+        """(sorted ids, rows or None) of the checkpointed rows, validated once."""
+        if self._seg_keys is None:
+            ids, order, n = self._seg_ids, self._seg_order, self._seg_n
+            if order is None:
+                if n > 1 and not (ids[1:] > ids[:-1]).all():
+                    raise CorruptDatabaseError(f"{self._where(self._man['files']['ids']['name'])}: "
+                                               "ids are not sorted as the manifest says")
+                self._seg_keys = ids
+            else:
+                where = self._where(self._man["files"]["order"]["name"])
+                if n and (order.min() < 0 or order.max() >= n or np.bincount(order, minlength=n).max() != 1):
+                    raise CorruptDatabaseError(f"{where}: not a permutation of the rows")
+                keys = ids[order]
+                if n > 1:
+                    dk = np.diff(keys)
+                    if not ((dk > 0) | ((dk == 0) & (np.diff(order) > 0))).all():
+                        raise CorruptDatabaseError(f"{where}: rows are not in id order")
+                self._seg_keys = keys
+        return self._seg_keys, self._seg_order
+
+    def _live_row(self, i: int) -> int:
+        """Current live row of one id (-1 if none): :meth:`_rows_of_committed` for a
+        Python int, without building arrays."""
+        r = self._tail_map.get(i)
+        if r is None:
+            if not self._seg_n:
+                return -1
+            keys, order = self._seg_lookup()
+            p = int(keys.searchsorted(i, "right")) - 1
+            if p < 0 or keys[p] != i:
+                return -1
+            r = p if order is None else int(order[p])
+        return r if self._live[r] else -1
+
+    def _rows_of_committed(self, q: np.ndarray) -> np.ndarray:
+        """Current live row of each id of ``q`` (-1 if none)."""
+        out = np.full(len(q), -1, _I8)
+        if not len(q):
+            return out
+        if self._seg_n:
+            keys, order = self._seg_lookup()
+            pos = np.searchsorted(keys, q, "right") - 1
+            ok = pos >= 0
+            pos = np.where(ok, pos, 0)
+            ok &= keys[pos] == q
+            rows = pos if order is None else order[pos]
+            out[ok] = rows[ok]
+        tm = self._tail_map
+        if tm:
+            if len(q) <= 256 or len(tm) <= 256:
+                for i, v in enumerate(q.tolist()):
+                    r = tm.get(v)
+                    if r is not None:
+                        out[i] = r
+            else:
+                tk, tr = self._tail_sorted()
+                pos = np.minimum(np.searchsorted(tk, q), len(tk) - 1)
+                hit = tk[pos] == q
+                out[hit] = tr[pos[hit]]
+        m = out >= 0
+        out[m] = np.where(self._live[out[m]], out[m], -1)
+        return out
+
+    def _tail_sorted(self):
+        c = self._cache.get("tail_sorted")
+        if c is None:
+            tk = np.fromiter(self._tail_map.keys(), _I8, len(self._tail_map))
+            tr = np.fromiter(self._tail_map.values(), _I8, len(self._tail_map))
+            o = np.argsort(tk)
+            c = self._cache["tail_sorted"] = (tk[o], tr[o])
+        return c
+
+    # ------------------------------------------------------------------ reads
+
+    def _check_open(self):
+        if self._closed:
+            raise ClosedError("the store is closed")
+        if self._broken is not None:
+            raise SutraError(f"the store hit an I/O error after a commit point ({self._broken}); "
+                             "close and reopen it")
+
+    @property
+    def generation(self) -> int:
+        """Generation of the manifest this snapshot is based on."""
+        return self._gen
+
+    @property
+    def txn_id(self) -> int:
+        """Id of the last committed transaction visible here (0 for none)."""
+        return self._txn
+
+    @property
+    def code_size(self) -> int:
+        """Bytes of PQ codes per row (0: the store keeps no codes yet)."""
+        return self._m
+
+    @property
+    def vector_dim(self) -> int:
+        """Dimension of stored vectors (0: the store keeps no vectors yet)."""
+        return self._d
+
+    @property
+    def vector_dtype(self):
+        """``numpy.float16`` / ``numpy.float32`` dtype of stored vectors, or None."""
+        return self._vdtype
+
+    @property
+    def n_rows(self) -> int:
+        """Rows, dead ones included (the length of ``ids``, ``live``, ``codes``)."""
+        self._check_open()
+        return self._n
+
+    @property
+    def n_live(self) -> int:
+        """Live concepts."""
+        self._check_open()
+        return self._n_live
+
+    def __len__(self) -> int:
+        return self.n_live
+
+    def _cat_rows(self, name, seg, attr, width, dtype):
+        c = self._cache.get(name)
+        if c is None:
+            parts = [seg] if seg is not None and len(seg) else []
+            parts += [getattr(ch, attr) for ch in self._chunks]
+            if not parts:
+                c = np.zeros((0, width) if width is not None else 0, dtype)
+            elif len(parts) == 1:
+                c = parts[0]
+            else:
+                c = np.concatenate(parts)
+            if c.flags.writeable:
+                c.setflags(write=False)
+            self._cache[name] = c
+        return c
+
+    @property
+    def ids(self) -> np.ndarray:
+        """``(n_rows,) int64``: the id of each row (read-only)."""
+        self._check_open()
+        return self._cat_rows("ids", self._seg_ids, "ids", None, _I8)
+
+    @property
+    def live(self) -> np.ndarray:
+        """``(n_rows,) bool``: which rows are current (read-only view)."""
+        self._check_open()
+        v = self._live[:self._n].view()
+        v.setflags(write=False)
+        return v
+
+    @property
+    def codes(self) -> np.ndarray:
+        """``(n_rows, code_size) uint8`` C-contiguous, read-only.
+
+        A view of the mapped code file when every row is checkpointed; otherwise a
+        concatenation cached until the next commit (use :meth:`code_blocks` to scan
+        without it).
+        """
+        self._check_open()
+        return self._cat_rows("codes", self._seg_codes, "codes", self._m, np.uint8)
+
+    @property
+    def vectors(self) -> np.ndarray | None:
+        """``(n_rows, vector_dim)`` float16/float32, read-only (None without vectors)."""
+        self._check_open()
+        if not self._d:
+            return None
+        return self._cat_rows("vecs", self._seg_vecs, "vecs", self._d, self._vdtype)
+
+    def code_blocks(self) -> list[tuple[int, np.ndarray]]:
+        """``[(first_row, codes), ...]`` covering all rows without copying the mapped
+        part: at most two blocks (checkpointed rows, then the log's rows)."""
+        self._check_open()
+        out = []
+        if self._seg_n and self._seg_codes is not None:
+            out.append((0, self._seg_codes))
+        if self._chunks:
+            c = self._cache.get("tail_codes")
+            if c is None:
+                c = self._cache["tail_codes"] = _cat([ch.codes for ch in self._chunks], np.uint8, self._m)
+                c.setflags(write=False)
+            out.append((self._seg_n, c))
+        return out
+
+    def rows_of(self, ids) -> np.ndarray:
+        """Row of each id (``-1`` for an id that is not live)."""
+        self._check_open()
+        return self._rows_of_committed(as_ids(ids))
+
+    def __contains__(self, id_) -> bool:
+        try:
+            return bool(self.rows_of([id_])[0] >= 0)
+        except (InvalidArgumentError, TypeError):
+            return False
+
+    def _row_of(self, id_) -> int:
+        if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)):
+            raise InvalidArgumentError(f"an id must be an int, not {type(id_).__name__}")
+        r = int(self.rows_of([id_])[0])
+        if r < 0:
+            raise NotFoundError(f"id {int(id_)} is not in the store")
+        return r
+
+    def record_at(self, row: int) -> Record:
+        """The record of row ``row`` (live or dead)."""
+        self._check_open()
+        row = int(row)
+        if not 0 <= row < self._n:
+            raise InvalidArgumentError(f"row {row} out of range [0, {self._n})")
+        if row < self._seg_n:
+            ends, rec = self._seg_ends, self._seg_rec
+            start = int(ends[row - 1]) if row else 0
+            end = int(ends[row])
+            where = self._where(self._man["files"]["rec"]["name"])
+            if not (0 <= start <= end <= len(rec)) or end - start > MAX_RECORD + 4:
+                raise CorruptDatabaseError(f"{self._where(self._man['files']['ends']['name'])}: "
+                                           f"bad record offsets for row {row}")
+            return decode_record(int(self._seg_ids[row]), rec[start:end].tobytes(), where)
+        i = bisect.bisect_right(self._chunk_rows, row) - 1
+        ch = self._chunks[i]
+        j = row - ch.row0
+        start = int(ch.ends[j - 1]) if j else 0
+        return decode_record(int(ch.ids[j]), ch.rec[start:int(ch.ends[j])],
+                             self._where(self._man["wal"]))
+
+    def get_record(self, id_) -> Record:
+        """The record of a live id.
+
+        Raises
+        ------
+        NotFoundError
+            ``id_`` is not live.
+        """
+        return self.record_at(self._row_of(id_))
+
+    def get_codes(self, ids) -> np.ndarray:
+        """``(len(ids), code_size)`` codes of live ids (NotFoundError otherwise)."""
+        rows = self._rows_strict(ids)
+        return self.codes[rows]
+
+    def get_vectors(self, ids) -> np.ndarray:
+        """``(len(ids), vector_dim)`` vectors of live ids (NotFoundError otherwise)."""
+        rows = self._rows_strict(ids)
+        if not self._d:
+            raise InvalidArgumentError("the store keeps no vectors")
+        return self.vectors[rows]
+
+    def _rows_strict(self, ids):
+        q = as_ids(ids)
+        rows = self.rows_of(q)
+        if (rows < 0).any():
+            raise NotFoundError(f"id {int(q[np.argmax(rows < 0)])} is not in the store")
+        return rows
+
+    def live_ids(self) -> np.ndarray:
+        """Ids of the live rows, in row order."""
+        return self.ids[self.live]
+
+    def _check_ends(self):
+        if not self._ends_checked:
+            e = self._seg_ends
+            if len(e) and (not (e[1:] >= e[:-1]).all() or int(e[-1]) > len(self._seg_rec)):
+                raise CorruptDatabaseError(f"{self._where(self._man['files']['ends']['name'])}: "
+                                           "record offsets are not increasing")
+            self._ends_checked = True
+
+    # ------------------------------------------------------------------ keys
+
+    def id_for_key(self, key: str) -> int | None:
+        """The live id whose record has key ``key`` (committed state), or None.
+
+        Keys are unique among live rows (:meth:`Transaction.put` enforces it). The
+        lookup uses the checkpointed key index (a ``.keys`` segment: sorted 64-bit key
+        hashes and ids, mapped, O(log n)) and the keys the log added since; every
+        candidate is confirmed against the row's record, so a hash collision or a stale
+        entry never yields a wrong id.
+        """
+        self._check_open()
+        if not isinstance(key, str):
+            raise InvalidArgumentError(f"a key must be a str, not {type(key).__name__}")
+        return self._keys.owner(key)
+
+    def _live_key_of(self, id_: int):
+        """Key of the live row of ``id_`` (None if not live or without key)."""
+        r = self._live_row(id_)
+        if r < 0:
+            return None
+        if r >= self._seg_n:
+            ch = self._chunks[bisect.bisect_right(self._chunk_rows, r) - 1]
+            return ch.keys[r - ch.row0]
+        return self.record_at(r).key
+
+    def _scan_keys(self):
+        """(ids, keys) of the live keyed checkpointed rows, from their records (a
+        store written before key indexes existed)."""
+        keys, ids = [], []
+        for r in np.flatnonzero(self._live[:self._seg_n]).tolist():
+            k = self.record_at(r).key
+            if k is not None:
+                keys.append(k)
+                ids.append(int(self._seg_ids[r]))
+        return ids, keys
+
+    # ------------------------------------------------------------------ links
+
+    def _links_query(self, q, outgoing, relation):
+        self._check_open()
+        if isinstance(q, bool) or not isinstance(q, (int, np.integer)):
+            raise InvalidArgumentError("an id must be an int")
+        return self._links.query(int(q), outgoing, relation)
+
+    def links_from(self, src, relation: str | None = None) -> list[tuple[int, str, float]]:
+        """Outgoing links of ``src``: ``[(dst, relation, weight), ...]``."""
+        return self._links_query(src, True, relation)
+
+    def links_to(self, dst, relation: str | None = None) -> list[tuple[int, str, float]]:
+        """Incoming links of ``dst``: ``[(src, relation, weight), ...]``."""
+        return self._links_query(dst, False, relation)
+
+    def all_links(self) -> list[tuple[int, int, str, float]]:
+        """Every link ``(src, dst, relation, weight)``, sorted (O(links))."""
+        self._check_open()
+        return self._links.all()
+
+    # ------------------------------------------------------------------ index and meta
+
+    @property
+    def index_blob(self) -> bytes | None:
+        """The opaque index blob (None if never set)."""
+        self._check_open()
+        if self._index_pending is not None:
+            return self._index_pending[0]
+        e = self._index_entry
+        if e is None:
+            return None
+        off, ln = e["blob"]
+        return self._maps["index"].array(np.uint8, ln, off).tobytes()
+
+    @property
+    def index_arrays(self) -> dict:
+        """The named index arrays (read-only; views of the mapped index file)."""
+        self._check_open()
+        if self._index_pending is not None:
+            return dict(self._index_pending[1])
+        e = self._index_entry
+        if e is None:
+            return {}
+        mf = self._maps["index"]
+        return {name: mf.array(DTYPES[code], math.prod(shape), off).reshape(shape)
+                for name, code, shape, off in e["arrays"]}
+
+    @property
+    def meta(self) -> dict:
+        """A copy of the small user dict (set with :meth:`Transaction.set_meta`)."""
+        self._check_open()
+        return _deepcopy_plain(self._meta)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _cat(parts, dtype, width=None):
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return np.zeros((0, width) if width else 0, dtype)
+    return np.ascontiguousarray(np.concatenate(parts))
+
+
+def _deepcopy_plain(x):
+    if isinstance(x, dict):
+        return {k: _deepcopy_plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_deepcopy_plain(v) for v in x]
+    return x
