@@ -421,11 +421,13 @@ def test_torn_tail_is_dropped_then_appends_continue(tmp_path):
     good = dump(s)
     wal = path / s._man["wal"]
     size = s._log.pos                         # the log's end (the file is preallocated)
+    lock = (path / "LOCK").read_bytes()       # the watermark before the second commit
     with s.begin() as t:
         put(t, [2])
     s._release()                              # "crash" without a checkpoint
     with open(wal, "r+b") as f:
         f.truncate(size + 20)
+    (path / "LOCK").write_bytes(lock)         # the crash came before the commit returned
     s = Store.open(path)
     assert dump(s) == good and wal.stat().st_size == size
     with s.begin() as t:

@@ -52,6 +52,7 @@ def damaged_db(tmp_path_factory):
     wal_starts = []
     for k in range(6, 8):
         wal_starts.append(s._log.pos)
+        lock_before_last = (path / "LOCK").read_bytes()   # the watermark before commit k
         _txn(s, k, rng)
         states.append(dump(s))
     wal = s._man["wal"]
@@ -62,7 +63,8 @@ def damaged_db(tmp_path_factory):
             ".keys", ".log"} <= set(kinds), kinds
     files = {n: (path / n).read_bytes() for n in os.listdir(path)}
     return {"path": path, "states": states, "checkpointed": checkpointed, "wal": wal,
-            "wal_starts": wal_starts, "wal_end": wal_end, "files": files}
+            "wal_starts": wal_starts, "wal_end": wal_end, "files": files,
+            "lock_before_last": lock_before_last}
 
 
 def _restore(db):
@@ -107,6 +109,8 @@ def test_wal_truncated_at_every_byte_of_its_last_record(damaged_db):
     for cut in list(range(start, end + 1)) + [end + 1, len(full) - 1]:
         with open(wal, "r+b") as f:
             f.truncate(cut)
+        # a crash during the last commit: the watermark does not include it yet
+        (db["path"] / "LOCK").write_bytes(db["lock_before_last"])
         expect = db["states"][-1] if cut >= end else db["states"][-2]
         for mode in ("r", "a") if (cut - start) % 7 == 0 or cut == end else ("r",):
             results[_outcome(db, mode, [expect])] += 1
@@ -116,6 +120,8 @@ def test_wal_truncated_at_every_byte_of_its_last_record(damaged_db):
 
 
 def test_truncating_the_log_anywhere_gives_a_committed_prefix(damaged_db):
+    """Without a watermark (an older database's empty LOCK) a cut log reads as the
+    state of a crash at that point: a committed prefix."""
     db = damaged_db
     wal = db["path"] / db["wal"]
     full = db["files"][db["wal"]]
@@ -124,12 +130,33 @@ def test_truncating_the_log_anywhere_gives_a_committed_prefix(damaged_db):
     for cut in list(range(0, db["wal_end"] + 64, 5)) + [len(full) // 2, len(full) - 1]:
         with open(wal, "r+b") as f:
             f.truncate(cut)
+        (db["path"] / "LOCK").write_bytes(b"")
         outcome = _outcome(db, "r", prefixes)
         if cut < HEADER_SIZE:
             assert outcome == "corrupt"
         n += 1
         _restore(db)
     print(f"\nlog cut anywhere: {n} trials")
+
+
+def test_cutting_a_committed_log_is_reported(damaged_db):
+    """Regression (issue 19: a log cut to half its length opened without an error and
+    without its committed transactions). With the watermark the writer left, every cut
+    below the log's committed end is CorruptDatabaseError, reader or writer; cuts in
+    the preallocated zeros after it lose nothing."""
+    db = damaged_db
+    wal = db["path"] / db["wal"]
+    full = db["files"][db["wal"]]
+    n = 0
+    for cut in list(range(HEADER_SIZE, db["wal_end"] + 64, 7)) + [len(full) // 2, len(full) - 1]:
+        for mode in ("r", "a") if cut % 3 == 0 else ("r",):
+            with open(wal, "r+b") as f:
+                f.truncate(cut)
+            outcome = _outcome(db, mode, [db["states"][-1]])
+            assert outcome == ("corrupt" if cut < db["wal_end"] else "ok"), (cut, mode)
+            n += 1
+            _restore(db)
+    print(f"\ncommitted log cut: {n} trials, all reported")
 
 
 def _positions(size, header, rng, n_data):
@@ -165,7 +192,7 @@ def test_flipped_and_truncated_bytes_of_every_file_kind(damaged_db, kind):
         for cut in sorted({0, 1, header - 1, header, len(orig) // 2, len(orig) - 1}):
             if 0 <= cut < len(orig):
                 (db["path"] / name).write_bytes(orig[:cut])
-                allowed = db["states"][db["checkpointed"]:] if kind == ".log" else final
+                allowed = final          # the watermark: a cut log is damage too
                 counts[_outcome(db, "r", allowed)] += 1
                 _restore(db)
     # damage inside checksummed bytes is always reported
@@ -186,9 +213,7 @@ def test_random_multibyte_damage(damaged_db, data):
     if data.draw(st.booleans()):
         bad = bad[:len(orig)]
     (db["path"] / name).write_bytes(bad)
-    allowed = [db["states"][-1]]
-    if name.endswith(".log") and not any(bad[start:]):
-        allowed = db["states"][db["checkpointed"]:]   # zeros to the end look like a torn write
+    allowed = [db["states"][-1]]      # zeros to the end of the log: the watermark tells
     _outcome(db, data.draw(st.sampled_from(["r", "a"])), allowed)
     _restore(db)
 

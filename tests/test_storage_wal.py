@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from sutradb.errors import CorruptDatabaseError
+from sutradb.errors import CorruptDatabaseError, InvalidArgumentError
 from sutradb.storage import Store
 from sutradb.storage.format import (FRAME, FRAME_SIZE, HEADER_SIZE, SECTOR, check_wal_header,
                                     frame, parse_frames)
@@ -44,6 +44,7 @@ def two_txns(tmp_path):
         put(t, [1, 2])
     first = dump(s)
     start = s._log.pos
+    lock_first = (path / "LOCK").read_bytes()   # LOCK as a crash during the second commit leaves it
     with s.begin() as t:
         put(t, range(10, 22), k=1)
         t.delete([1])
@@ -57,11 +58,13 @@ def two_txns(tmp_path):
     assert end - start > 3 * SECTOR
     files = {n: (path / n).read_bytes() for n in os.listdir(path)}
     return {"path": path, "wal": wal, "image": image, "start": start, "end": end,
-            "states": (first, second), "salt": salt, "files": files}
+            "states": (first, second), "salt": salt, "files": files, "lock_first": lock_first}
 
 
-def _write_log(db, img):
-    """Put the directory back as the fixture left it, with log image ``img``."""
+def _write_log(db, img, crashed=False):
+    """Put the directory back as the fixture left it, with log image ``img``;
+    ``crashed``: with the LOCK watermark as it was before the second commit returned
+    (a crash during that commit; otherwise the log lost a committed transaction)."""
     path = db["path"]
     for n in os.listdir(path):
         if n not in db["files"]:
@@ -69,6 +72,8 @@ def _write_log(db, img):
     for n, b in db["files"].items():
         (path / n).write_bytes(b)
     db["wal"].write_bytes(bytes(img))
+    if crashed:
+        (path / "LOCK").write_bytes(db["lock_first"])
 
 
 def _open_both(path, expect):
@@ -96,11 +101,41 @@ def test_torn_write_in_preallocated_space_is_dropped(two_txns):
     for cut in cuts + [db["start"]]:
         img = bytearray(db["image"])
         img[cut:db["end"]] = bytes(db["end"] - cut)
-        _write_log(db, bytes(img))
+        _write_log(db, bytes(img), crashed=True)
         _open_both(db["path"], first)
     # the whole transaction written: nothing is lost
     _write_log(db, db["image"])
     _open_both(db["path"], second)
+
+
+def test_a_committed_transaction_cut_from_the_log_is_reported(two_txns):
+    """Regression (issue 19): the same torn images once the second commit had
+    returned (the LOCK watermark says so) are damage, not a crash: the log lost a
+    committed transaction. Cut, zeroed from a sector boundary, replaced by stale
+    frames or by the log's earlier copy: CorruptDatabaseError on open (reader and
+    writer) naming the log and what is missing; recover=True reads the intact part."""
+    db = two_txns
+    first, _ = db["states"]
+    start, end, image = db["start"], db["end"], db["image"]
+    sector = next(c for c in range(start + 1, end) if c % SECTOR == 0)
+    zeroed = bytearray(image)
+    zeroed[sector:end] = bytes(end - sector)
+    stale = bytearray(image)
+    stale[start:end] = _resalt(image, start, end, db["salt"] ^ 0x5EED)
+    for img in (image[:start], image[:len(image) // 2] if len(image) // 2 < end else image[:end - 1],
+                bytes(zeroed), bytes(stale), image[:(start + end) // 2]):
+        for mode in ("r", "a"):
+            _write_log(db, img)
+            with pytest.raises(CorruptDatabaseError, match=r"wal-\d+\.log: the log ends at byte \d+ "
+                               r"\(transaction 1\) but transactions up to 2 were committed"):
+                Store.open(db["path"], mode)
+        with Store.open(db["path"], "r", recover=True) as r:
+            assert dump(r) == first
+            assert r.recovery["intact_transaction"] == 1
+            assert r.recovery["committed_transaction"] == 2
+            assert "missing" in r.recovery["problems"][0]
+    with pytest.raises(InvalidArgumentError):
+        Store.open(db["path"], "a", recover=True)
 
 
 def test_damage_inside_the_last_transaction_is_reported(two_txns):
@@ -157,7 +192,7 @@ def test_frames_of_another_log_are_never_applied(two_txns):
     # the second transaction replaced by its stale twin: the store stops at the first
     img = bytearray(image)
     img[start:end] = stale
-    _write_log(db, bytes(img))
+    _write_log(db, bytes(img), crashed=True)
     _open_both(db["path"], first)
     # stale frames after a complete log: ignored
     _write_log(db, image)

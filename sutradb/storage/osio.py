@@ -209,6 +209,26 @@ def remove_file(path) -> bool:
 MADV_RANDOM = getattr(mmap, "MADV_RANDOM", None)
 
 
+_BOOT_ID: list = []
+
+
+def boot_id() -> bytes | None:
+    """16 bytes that change at every boot of this machine (Linux:
+    ``/proc/sys/kernel/random/boot_id``), or None where the OS does not say. The
+    watermark uses it to tell a reboot (which may lose page-cache writes of
+    ``durability="normal"``) from damage."""
+    if not _BOOT_ID:
+        value = None
+        try:
+            with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+                import uuid as _uuid
+                value = _uuid.UUID(f.read().strip().decode("ascii")).bytes
+        except (OSError, ValueError, UnicodeDecodeError):
+            value = None
+        _BOOT_ID.append(value)
+    return _BOOT_ID[0]
+
+
 def advise_random(mm) -> bool:
     """``mm.madvise(MADV_RANDOM)`` (no readahead); ``False`` (nothing done) where
     ``madvise`` or the constant is missing or the OS refuses."""

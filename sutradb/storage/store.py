@@ -62,7 +62,7 @@ import numpy as np
 
 from ..errors import (CorruptDatabaseError, DatabaseExistsError, DatabaseNotFoundError,
                       InvalidArgumentError, LockedError, ReadOnlyError)
-from . import osio
+from . import osio, watermark
 from .format import (DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_KEYS, KIND_ORDER, KIND_VEC,
                      LOCK_NAME, MANIFEST_NAME, decode_manifest, file_name, parse_file_name,
                      seg_header, wal_name)
@@ -106,7 +106,7 @@ class Store(Snapshot):
     def open(cls, path, mode: str = "a", *, timeout: float = 0.0, durability: str = "full",
              create_params: dict | None = None, checkpoint_bytes: int = 16 << 20,
              spill_bytes: int = 16 << 20, compact_ratio: float = 0.5,
-             compact_min_rows: int = 4096) -> "Store":
+             compact_min_rows: int = 4096, recover: bool = False) -> "Store":
         """Open or create a store.
 
         Parameters
@@ -136,6 +136,11 @@ class Store(Snapshot):
         compact_ratio, compact_min_rows
             A checkpoint compacts when at least ``compact_min_rows`` rows are dead and
             they are more than ``compact_ratio`` of all rows.
+        recover : bool
+            Open what is intact, read-only (``mode="r"`` only): a log shorter than
+            what was committed (see :mod:`.watermark`) or damaged part-way is read up
+            to its last intact transaction instead of raising, and
+            :attr:`recovery` says what was lost.
 
         Returns
         -------
@@ -159,7 +164,12 @@ class Store(Snapshot):
         if not (isinstance(timeout, (int, float)) and timeout >= 0 and math.isfinite(timeout)):
             raise InvalidArgumentError("timeout must be a finite number >= 0")
         params = check_create_params(create_params)
+        if recover and mode != "r":
+            raise InvalidArgumentError("recover=True opens read-only: use mode='r'")
         self = cls.__new__(cls)
+        self._recover = bool(recover)
+        #: None, or what a ``recover=True`` open could not read (:meth:`open`)
+        self.recovery = None
         self._memory = path is None or (isinstance(path, str) and path == MEMORY)
         self._dir = None if self._memory else os.path.abspath(os.fspath(path))
         self._mode = "a" if self._memory and mode != "r" else mode
@@ -243,6 +253,7 @@ class Store(Snapshot):
         sweep(self._dir, self._man)
         if not self._log.salt:      # an empty version 1 log: start a version 2 one
             self._checkpoint()
+        self._mark()
 
     def _set_broken(self, e):
         """The disk may no longer match the in-memory state (an I/O error after a
@@ -257,6 +268,9 @@ class Store(Snapshot):
         man = os.path.join(d, MANIFEST_NAME)
         deadline = time.monotonic() + max(self._timeout, 1.0)
         while True:
+            # before the manifest: the writer updates it after the manifest and the log,
+            # so what it says was committed is on disk when those are read
+            mark = watermark.read(d, self._lock_fd if self._lock_fd >= 0 else None)
             try:
                 raw = read_file(man)
             except FileNotFoundError:
@@ -286,7 +300,13 @@ class Store(Snapshot):
         log = self._log = Log(wal_fd, os.path.join(d, body["wal"]), d, self._durability == "full")
         self._install(gen, body, maps)
         log.open_existing(self._uuid, gen)
-        self._replay()
+        try:
+            self._replay()
+        except CorruptDatabaseError as e:
+            if not self._recover:
+                raise
+            self._lost(str(e), mark)
+        self._check_mark(mark)
         if self._mode != "r":
             log.drop_torn_tail()
             self._open_appenders()
@@ -297,6 +317,40 @@ class Store(Snapshot):
         """Apply every complete transaction of the log after its replayed position
         (:meth:`.wal.Log.replay`); whether any was."""
         return self._log.replay(self._apply_logged, self._txn, strict, self._mode == "r")
+
+    def _check_mark(self, mark, cut_only=False):
+        """Raise if committed transactions are missing (:func:`.watermark.shortfall`);
+        ``cut_only``: only if the log file is shorter than the committed extent (a
+        reader's :meth:`verify`, whose snapshot may lag behind the writer)."""
+        msg = watermark.shortfall(mark, self._uuid, self._gen, self._log.pos, self._txn,
+                                  osio.boot_id())
+        if msg is None:
+            return
+        if cut_only and os.fstat(self._log.fd).st_size >= mark.log_end:
+            return
+        where = self._where(MANIFEST_NAME) if msg.startswith("MANIFEST") else self._log.where
+        msg = f"{where}: {msg}"
+        if self._recover:
+            self._lost(msg, mark)
+            return
+        raise CorruptDatabaseError(f"{msg} (damage, not a crash: a committed log never shrinks; "
+                                   "`sutradb recover` opens what is intact)")
+
+    def _lost(self, msg, mark):
+        r = self.recovery or {"problems": []}
+        r["problems"].append(msg)
+        r["intact_transaction"] = self._txn
+        r["committed_transaction"] = mark.txn if mark is not None and mark.uuid == self._uuid else None
+        r["generation"] = self._gen
+        self.recovery = r
+
+    def _mark(self):
+        """Record how far the committed state reaches (:mod:`.watermark`): the writer,
+        after every commit and manifest swap."""
+        if self._lock_fd >= 0 and self._log is not None:
+            watermark.write(self._lock_fd, watermark.Watermark(
+                self._durability, self._uuid, self._gen, self._log.pos, self._txn,
+                osio.boot_id() or bytes(16)))
 
     def _apply_logged(self, ops):
         """Apply one transaction replayed from the log."""
@@ -379,6 +433,11 @@ class Store(Snapshot):
             raise InvalidArgumentError(f"{what}: a transaction is open")
 
     def _commit(self, txn) -> int:
+        n = self._commit_ops(txn)
+        self._mark()
+        return n
+
+    def _commit_ops(self, txn) -> int:
         if not txn._ops and not txn._spilled and txn._rewrite is None:
             return self._txn
         if self._memory:
@@ -621,6 +680,7 @@ class Store(Snapshot):
             self._broken = e
             raise
         sweep(self._dir, self._man)
+        self._mark()
 
     def _should_compact(self) -> bool:
         dead = self._n - self._n_live
@@ -767,6 +827,8 @@ class Store(Snapshot):
             mf.check_crc()
         if not self._memory:
             self._log.check(self._uuid, self._gen)
+            self._check_mark(watermark.read(self._dir, self._lock_fd if self._lock_fd >= 0 else None),
+                             cut_only=self._mode == "r")
         self._check_ends()
         self._seg_lookup()
         self._links.base.check()
