@@ -341,6 +341,53 @@ def cmd_verify(args):
     _print(args, {"ok": True, "report": report}, f"ok: {report}")
 
 
+def cmd_recover(args):
+    from .database import open as sopen
+    with sopen(args.path, "r", recover=True, timeout=getattr(args, "timeout", 0.0)) as db:
+        rec = db.recovery
+        n = len(db)
+        out = {"concepts": n, "lost": rec is not None, "recovery": rec}
+        lines = [f"intact: {n} concepts"]
+        if rec is None:
+            lines.append("nothing is missing")
+        else:
+            lines.append(f"read up to transaction {rec['intact_transaction']}"
+                         + (f" of {rec['committed_transaction']} committed"
+                            if rec.get("committed_transaction") is not None else ""))
+            lines += [f"lost: {p}" for p in rec["problems"]]
+        if args.to:
+            copied = _copy_intact(db, args.to)
+            out["copied_to"], out["copied"] = args.to, copied
+            lines.append(f"copied {copied['concepts']} concepts and {copied['links']} links to "
+                         f"{args.to} (new ids; keys, texts, metadata and vectors kept)")
+    _print(args, out, lines)
+    return 1 if rec is not None and not args.to else 0
+
+
+def _copy_intact(db, dest):
+    """Write every concept and link of ``db`` into a new database at ``dest``."""
+    from .database import open as sopen
+    ids = db.ids()
+    if len(ids) and db.get(int(ids[0])).vector is None:
+        raise UsageError("this database keeps no full vectors: nothing to copy them from")
+    new_of = {}
+    with sopen(dest, "x", dim=db.dim, metric=db.metric) as out:
+        with out.transaction():
+            for s in range(0, len(ids), 4096):
+                part = ids[s:s + 4096]
+                cs = db.get_many(part)
+                got = out.add_vectors(db.get_vectors(part).astype("float32"),
+                                      texts=[c.text for c in cs], metadata=[c.metadata for c in cs],
+                                      keys=[c.key for c in cs])
+                new_of.update(zip(part.tolist(), got.tolist()))
+            links = 0
+            for a, b, rel, w in db.links():
+                if a in new_of and b in new_of:
+                    out.link(new_of[a], new_of[b], rel, weight=w)
+                    links += 1
+    return {"concepts": len(new_of), "links": links}
+
+
 def cmd_compact(args):
     with _open(args) as db:
         db.compact()
@@ -476,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the compiled SIMD levels, the active one, compiler, flags, OpenMP")
     cmd("verify", cmd_verify, "check every file and checksum")
     cmd("compact", cmd_compact, "rewrite live data, reclaim space")
+    sp = cmd("recover", cmd_recover, "open a damaged database as far as it is intact (read-only) "
+             "and say what was lost; exit 1 if anything was")
+    sp.add_argument("--to", metavar="NEW", help="also copy what is intact into a new database NEW")
 
     sp = cmd("export", cmd_export, "export concepts as JSONL (or Parquet)")
     sp.add_argument("--out", help="output file (default: stdout)")
@@ -501,7 +551,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        args.func(args)
+        rc = args.func(args)
     except UsageError as e:
         print(f"sutradb {args.command}: {e}", file=sys.stderr)
         return 2
@@ -509,4 +559,4 @@ def main(argv=None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"sutradb {args.command}: {type(e).__name__}: {msg}", file=sys.stderr)
         return 1
-    return 0
+    return rc if isinstance(rc, int) else 0

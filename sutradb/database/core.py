@@ -38,7 +38,7 @@ __all__ = ["open", "tune", "Database"]
 # --------------------------------------------------------------------------- open
 
 def open(path, mode: str = "a", *, dim: int | None = None, metric: str = DEFAULT_METRIC,
-         timeout: float = 0.0, **options) -> "Database":
+         timeout: float = 0.0, recover: bool = False, **options) -> "Database":
     """Open or create a database.
 
     Parameters
@@ -60,6 +60,11 @@ def open(path, mode: str = "a", *, dim: int | None = None, metric: str = DEFAULT
     timeout : float
         Seconds to wait for another process's writer lock before
         :class:`~sutradb.errors.LockedError`.
+    recover : bool
+        Open a damaged database as far as it is intact, read-only (``mode="r"`` only):
+        a log cut short or damaged part-way is read to its last intact transaction
+        instead of raising :class:`~sutradb.errors.CorruptDatabaseError`, and
+        :attr:`Database.recovery` says what was lost (``sutradb recover``).
     **options
         ``vector_dtype`` ("float16" default, "float32", or None to keep only PQ
         codes), ``index_threshold`` (10,000: concepts that trigger PQ training),
@@ -87,7 +92,8 @@ def open(path, mode: str = "a", *, dim: int | None = None, metric: str = DEFAULT
     ...     db.get(int(I[0, 0])).text
     'a'
     """
-    return Database(path, mode, dim=dim, metric=metric, timeout=timeout, **options)
+    return Database(path, mode, dim=dim, metric=metric, timeout=timeout, recover=recover,
+                    **options)
 
 
 def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) -> dict:
@@ -104,7 +110,8 @@ class Database(ConceptsMixin, LinksMixin, SearchMixin, IndexingMixin, Transactio
     """
 
     def __init__(self, path, mode: str = "a", *, dim: int | None = None,
-                 metric: str = DEFAULT_METRIC, timeout: float = 0.0, **options):
+                 metric: str = DEFAULT_METRIC, timeout: float = 0.0, recover: bool = False,
+                 **options):
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
             raise InvalidArgumentError(f"unknown options: {sorted(unknown)} (known: {sorted(DEFAULT_OPTIONS)})")
@@ -140,7 +147,7 @@ class Database(ConceptsMixin, LinksMixin, SearchMixin, IndexingMixin, Transactio
         self._path = None if self._memory else path
         try:
             self._store = Store.open(MEMORY if self._memory else path, mode, timeout=timeout,
-                                     durability=opts["durability"])
+                                     durability=opts["durability"], recover=recover)
         except FileNotFoundError as e:
             cls = getattr(_errors, "DatabaseNotFoundError", None)
             if cls is not None and not isinstance(e, cls):
@@ -344,6 +351,15 @@ class Database(ConceptsMixin, LinksMixin, SearchMixin, IndexingMixin, Transactio
             raise ReadOnlyError("the database is open read-only (mode 'r')")
 
     # ------------------------------------------------------------------ maintenance
+
+    @property
+    def recovery(self) -> dict | None:
+        """What an ``open(..., mode="r", recover=True)`` could not read (``problems``:
+        messages naming the damaged file; ``intact_transaction``: the last transaction
+        read; ``committed_transaction``: the last one the writer had committed, when
+        known), or None when nothing was lost."""
+        self._check_open()
+        return self._store.recovery
 
     def verify(self) -> dict:
         """Check every file (checksums, structure) and the database's own invariants
