@@ -750,3 +750,37 @@ def test_row_resolution_small_and_vectorized_paths_agree(txns):
         assert s.n_live == len(model) == int(s.live.sum())
     s.compact()
     assert {i: s.get_record(i).text for i in s.live_ids().tolist()} == model
+
+
+def test_a_damaged_or_older_watermark_is_reported(tmp_path):
+    """Regression (issue 19, found by the fuzz campaign): LOCK replaced by an older
+    copy would hide a cut log, so a log more than one transaction past its watermark
+    (only the commit a crash interrupted can be missing from it) is damage; so are
+    watermark bytes that are not a record. Zeros (an older database) are not."""
+    path = tmp_path / "db"
+    s = Store.open(path)
+    with s.begin() as t:
+        put(t, [1])
+    old_lock = (path / "LOCK").read_bytes()
+    for i in (2, 3, 4):
+        with s.begin() as t:
+            put(t, [i])
+    good = dump(s)
+    s._release()                                   # as a crash leaves it
+    lock = path / "LOCK"
+    final = lock.read_bytes()
+    lock.write_bytes(old_lock)
+    for mode in ("r", "a"):
+        with pytest.raises(CorruptDatabaseError, match=r"LOCK: the watermark says transaction 1 "
+                           r"but the log holds transaction 4"):
+            Store.open(path, mode)
+    bad = bytearray(final)
+    bad[100] ^= 0x10
+    lock.write_bytes(bytes(bad))
+    with pytest.raises(CorruptDatabaseError, match="LOCK: the watermark .* is damaged"):
+        Store.open(path, "r")
+    with Store.open(path, "r", recover=True) as r:
+        assert dump(r) == good and "damaged" in r.recovery["problems"][0]
+    lock.write_bytes(b"")                          # no watermark: nothing to compare
+    with Store.open(path, "r") as r:
+        assert dump(r) == good

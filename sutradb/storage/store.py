@@ -322,13 +322,20 @@ class Store(Snapshot):
         """Raise if committed transactions are missing (:func:`.watermark.shortfall`);
         ``cut_only``: only if the log file is shorter than the committed extent (a
         reader's :meth:`verify`, whose snapshot may lag behind the writer)."""
-        msg = watermark.shortfall(mark, self._uuid, self._gen, self._log.pos, self._txn,
-                                  osio.boot_id())
+        boot = osio.boot_id()
+        msg = watermark.shortfall(mark, self._uuid, self._gen, self._log.pos, self._txn, boot)
+        if msg is None and self._txn > getattr(mark, "txn", self._txn) + 1:
+            # read again after the log: a live writer has moved it on meanwhile
+            fresh = watermark.read(self._dir, self._lock_fd if self._lock_fd >= 0 else None)
+            msg = watermark.stale(fresh, self._uuid, self._gen, self._txn, boot)
         if msg is None:
             return
-        if cut_only and os.fstat(self._log.fd).st_size >= mark.log_end:
+        if cut_only and not msg.startswith("LOCK") and os.fstat(self._log.fd).st_size >= mark.log_end:
             return
-        where = self._where(MANIFEST_NAME) if msg.startswith("MANIFEST") else self._log.where
+        where = (self._where(MANIFEST_NAME) if msg.startswith("MANIFEST")
+                 else self._where(LOCK_NAME) if msg.startswith("LOCK") else self._log.where)
+        if msg.startswith(("MANIFEST", "LOCK")):
+            msg = msg.split(": ", 1)[1]
         msg = f"{where}: {msg}"
         if self._recover:
             self._lost(msg, mark)
@@ -340,7 +347,8 @@ class Store(Snapshot):
         r = self.recovery or {"problems": []}
         r["problems"].append(msg)
         r["intact_transaction"] = self._txn
-        r["committed_transaction"] = mark.txn if mark is not None and mark.uuid == self._uuid else None
+        r["committed_transaction"] = (mark.txn if isinstance(mark, watermark.Watermark)
+                                      and mark.uuid == self._uuid else None)
         r["generation"] = self._gen
         self.recovery = r
 

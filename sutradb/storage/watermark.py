@@ -49,7 +49,7 @@ from . import osio
 from .format import LOCK_NAME, crc32
 
 __all__ = ["WATERMARK_OFFSET", "WATERMARK_SIZE", "Watermark", "encode", "decode", "read",
-           "write", "shortfall", "DURABILITY_CODES"]
+           "write", "shortfall", "stale", "DURABILITY_CODES", "DAMAGED"]
 
 WATERMARK_OFFSET = 64
 WATERMARK_SIZE = 80
@@ -58,6 +58,8 @@ VERSION = 1
 DURABILITY_CODES = {"full": 1, "normal": 2, "off": 3}
 _NAMES = {v: k for k, v in DURABILITY_CODES.items()}
 _LAYOUT = struct.Struct("<8sII16sQQQ16sI")   # 76 bytes, then the CRC
+#: What :func:`decode` returns for bytes that are neither zeros nor a valid record.
+DAMAGED = "damaged"
 
 
 class Watermark(NamedTuple):
@@ -78,22 +80,25 @@ def encode(w: Watermark) -> bytes:
     return body + struct.pack("<I", crc32(body))
 
 
-def decode(b: bytes) -> Watermark | None:
-    """The record in ``b`` (80 bytes), or None when there is none or it is torn."""
-    if len(b) < WATERMARK_SIZE:
-        return None
+def decode(b: bytes):
+    """The record in ``b`` (80 bytes); None when there is none (nothing or zeros:
+    a database written before watermarks); :data:`DAMAGED` for any other bytes (the
+    record is written by one 80-byte ``pwrite`` inside the first sector of ``LOCK``,
+    which a crash does not tear)."""
     b = bytes(b[:WATERMARK_SIZE])
-    if b[:8] != MAGIC or struct.unpack_from("<I", b, 76)[0] != crc32(b[:76]):
+    if not any(b):
         return None
+    if len(b) < WATERMARK_SIZE or b[:8] != MAGIC or struct.unpack_from("<I", b, 76)[0] != crc32(b[:76]):
+        return DAMAGED
     magic, version, dur, uuid, gen, log_end, txn, boot, zero = _LAYOUT.unpack_from(b)
     if version != VERSION or dur not in _NAMES or zero:
-        return None
+        return DAMAGED
     return Watermark(_NAMES[dur], uuid, gen, log_end, txn, boot)
 
 
-def read(directory: str, fd: int | None = None) -> Watermark | None:
+def read(directory: str, fd: int | None = None):
     """The watermark of the database in ``directory`` (through ``fd`` when the caller
-    holds ``LOCK`` open), or None."""
+    holds ``LOCK`` open): a :class:`Watermark`, None or :data:`DAMAGED` (:func:`decode`)."""
     try:
         if fd is not None:
             return decode(osio.pread(fd, WATERMARK_SIZE, WATERMARK_OFFSET))
@@ -122,6 +127,8 @@ def shortfall(w: Watermark | None, uuid: bytes, generation: int, log_end: int, t
     """What is missing, as a sentence, or None when the state found (``generation``,
     the log replayed to ``log_end`` and transaction ``txn``) holds everything ``w``
     says was committed (or ``w`` cannot tell)."""
+    if w is DAMAGED:
+        return "LOCK: the watermark (bytes 64-143) is damaged; committed transactions may be missing"
     if w is None or w.uuid != uuid:
         return None
     same_boot = bool(boot) and any(boot) and boot == w.boot
@@ -139,3 +146,17 @@ def shortfall(w: Watermark | None, uuid: bytes, generation: int, log_end: int, t
                 f"{w.txn} were committed, to byte {w.log_end}: {max(0, w.log_end - log_end)} "
                 f"bytes and {max(0, w.txn - txn)} transactions are missing")
     return None
+
+
+def stale(w, uuid: bytes, generation: int, txn: int, boot: bytes | None) -> str | None:
+    """A sentence when the log holds more than one transaction past ``w`` on the
+    machine that wrote it: the writer updates the watermark after every commit, so
+    only the commit a crash interrupted can be missing from it; more means ``LOCK``
+    was replaced by an older copy (which would hide a cut log). Call it with a
+    watermark read *after* the log (a live writer moves both)."""
+    if not isinstance(w, Watermark) or w.uuid != uuid or w.generation != generation:
+        return None
+    if txn <= w.txn + 1 or not (boot and any(boot) and boot == w.boot):
+        return None
+    return (f"LOCK: the watermark says transaction {w.txn} but the log holds transaction "
+            f"{txn}: LOCK is older than the log (replaced by an older copy?)")
