@@ -220,25 +220,30 @@ class SearchMixin:
     def _build_dtable(self) -> DistanceTable:
         """The :class:`DistanceTable` of the committed state (under the read lock:
         no commit between reading the row map and the rows)."""
-        s = self._store
         with self._read:
-            rowmap = self._row_map()
-            nxt = self._meta["next_id"]
-            idrow = None
-            if nxt <= 8 * len(rowmap) + 4096:          # dense ids: an array lookup
-                idrow = np.full(nxt, -1, np.int64)
-                if rowmap:
-                    live_rows = np.flatnonzero(s.live)
-                    idrow[s.ids[live_rows]] = live_rows
-            if s.vectors is not None:
-                fv = self._flat_vectors()
-                t = DistanceTable(rowmap, self._meta["metric"], fv.mat, flat=fv, idrow=idrow)
-            elif self._index.pq is not None:
-                t = DistanceTable(rowmap, "sdc", np.ascontiguousarray(s.codes),
-                                  pq=self._index.pq, idrow=idrow)
-            else:
-                t = DistanceTable(rowmap, "none", idrow=idrow)
-            self._dtable = t
+            return self._build_dtable_locked()
+
+    def _build_dtable_locked(self) -> DistanceTable:
+        """:meth:`_build_dtable` for a caller that holds the read lock (readers do
+        not nest)."""
+        s = self._store
+        rowmap = self._row_map()
+        nxt = self._meta["next_id"]
+        idrow = None
+        if nxt <= 8 * len(rowmap) + 4096:          # dense ids: an array lookup
+            idrow = np.full(nxt, -1, np.int64)
+            if rowmap:
+                live_rows = np.flatnonzero(s.live)
+                idrow[s.ids[live_rows]] = live_rows
+        if s.vectors is not None:
+            fv = self._flat_vectors()
+            t = DistanceTable(rowmap, self._meta["metric"], fv.mat, flat=fv, idrow=idrow)
+        elif self._index.pq is not None:
+            t = DistanceTable(rowmap, "sdc", np.ascontiguousarray(s.codes),
+                              pq=self._index.pq, idrow=idrow)
+        else:
+            t = DistanceTable(rowmap, "none", idrow=idrow)
+        self._dtable = t
         return t
 
     def distance(self, a, b) -> float:
@@ -317,14 +322,16 @@ class SearchMixin:
         if P.size and P.dtype.kind not in "iu":
             raise InvalidArgumentError("pairs must hold integer ids")
         P = P.astype(np.int64, copy=False)
-        t = self._dtable
-        if t is NO_TABLE:
-            t = self._build_dtable()
-        idrow = t.idrow
-        if idrow is not None and (not P.size or (P.min() >= 0 and P.max() < len(idrow))):
-            rows = idrow[P]
-        else:
-            with self._read:
+        # the table and the rows of one committed state: a commit between taking
+        # the table and looking up ids beyond it would give rows it does not hold
+        with self._read:
+            t = self._dtable
+            if t is NO_TABLE:
+                t = self._build_dtable_locked()
+            idrow = t.idrow
+            if idrow is not None and (not P.size or (P.min() >= 0 and P.max() < len(idrow))):
+                rows = idrow[P]
+            else:
                 rows = self._store.rows_of(P.ravel()).reshape(P.shape)
         if (rows < 0).any():
             bad = int(P[rows < 0][0])
