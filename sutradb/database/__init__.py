@@ -16,8 +16,12 @@ core
     :class:`Database`, :func:`open`, :func:`tune`: opening, options and stored meta,
     the state the other modules share, ``verify``, ``compact``, ``refresh``, ``close``.
 concepts
-    :class:`Concept`, :class:`Hit`; ``add``, ``add_vectors``, ``update``, ``delete``,
+    :class:`Concept`, :class:`Hit`; ``add``, ``add_vectors``, ``upsert``, ``update``
+    (one or a batch), ``delete`` (ids or a filter),
     id and key resolution, ``get`` and its caches.
+listing
+    ``find``, ``find_ids``, ``find_iter``, ``count``: concepts by filter, ordered,
+    in pages.
 links
     ``link``, ``unlink``, ``neighbors``, ``links``.
 search

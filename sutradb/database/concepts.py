@@ -28,7 +28,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from ..errors import (ClosedError, DuplicateKeyError, InvalidArgumentError, NotFoundError,
+from ..errors import (ClosedError, DimensionError, DuplicateKeyError, InvalidArgumentError,
+                      NotFoundError,
                       SutraError)
 from .options import BATCH, UNSET
 from .progress import progress_bar
@@ -270,39 +271,48 @@ class ConceptsMixin:
                 with self._Auto(self) as st:
                     if st is not None and not st.meta.get("embedder"):
                         st.meta["embedder"] = {"name": str(emb.name), "dim": int(emb.dim)}
-                # Windows of 16 batches: inside one, the distinct texts are embedded
-                # in order of length (as sentence-transformers does inside one call),
-                # so batches carry little padding; then the window is stored.
-                window = 16 * step
-                for w0 in range(0, n, window):
-                    chunk = texts[w0:w0 + window]
-                    uniq = list(dict.fromkeys(chunk))
-                    order = sorted(range(len(uniq)), key=lambda j: -len(uniq[j]))
-                    Vu = np.empty((len(uniq), emb.dim), dtype=np.float32)
-                    # without progress to show, the window is one embedder call
-                    bstep = step if bar is not None else max(1, len(order))
-                    for b0 in range(0, len(order), bstep):
-                        sel = order[b0:b0 + bstep]
-                        Vu[sel] = embedders.embed(emb, [uniq[j] for j in sel])
-                        if bar is not None and b0 + bstep < len(order):
-                            # texts of the window covered so far, in proportion
-                            bar(w0 + (b0 + len(sel)) * len(chunk) // len(uniq), n)
-                    if len(uniq) < len(chunk):
-                        pos = {t: j for j, t in enumerate(uniq)}
-                        Vu = Vu[[pos[t] for t in chunk]]
-                    out[w0:w0 + len(chunk)] = self.add_vectors(
-                        Vu, texts=chunk,
-                        metadata=None if metadata is None else metadata[w0:w0 + window],
-                        keys=None if keys is None else keys[w0:w0 + window])
+                for w0, chunk, V in self._embedded_windows(emb, texts, step, bar):
+                    w1 = w0 + len(chunk)
+                    out[w0:w1] = self.add_vectors(
+                        V, texts=chunk,
+                        metadata=None if metadata is None else metadata[w0:w1],
+                        keys=None if keys is None else keys[w0:w1])
                     if bar is not None:
-                        bar(w0 + len(chunk), n)
+                        bar(w1, n)
         finally:
             if bar is not None:
                 bar(None, n)
         return out
 
+    @staticmethod
+    def _embedded_windows(emb, texts, step, bar):
+        """``(start, texts, vectors)`` of consecutive windows of 16 batches of
+        ``texts``: inside a window the distinct texts are embedded in order of
+        length (as sentence-transformers does inside one call), so batches carry
+        little padding; without a progress bar a window is one embedder call."""
+        n = len(texts)
+        window = 16 * step
+        for w0 in range(0, n, window):
+            chunk = texts[w0:w0 + window]
+            uniq = list(dict.fromkeys(chunk))
+            order = sorted(range(len(uniq)), key=lambda j: -len(uniq[j]))
+            Vu = np.empty((len(uniq), emb.dim), dtype=np.float32)
+            bstep = step if bar is not None else max(1, len(order))
+            for b0 in range(0, len(order), bstep):
+                sel = order[b0:b0 + bstep]
+                Vu[sel] = embedders.embed(emb, [uniq[j] for j in sel])
+                if bar is not None and b0 + bstep < len(order):
+                    # texts of the window covered so far, in proportion
+                    bar(w0 + (b0 + len(sel)) * len(chunk) // len(uniq), n)
+            if len(uniq) < len(chunk):
+                pos = {t: j for j, t in enumerate(uniq)}
+                Vu = Vu[[pos[t] for t in chunk]]
+            yield w0, chunk, Vu
+
     def _check_new_keys(self, keys, st, owners=None):
         seen = set()
+        # a concept of this batch that takes another key frees its own (a swap)
+        renamed = {} if owners is None else dict(zip(owners, keys))
         for j, k in enumerate(keys):
             if k is None:
                 continue
@@ -320,92 +330,342 @@ class ConceptsMixin:
                     holder = None
                 if holder is not None and holder in st.over and st.over[holder][0] != k:
                     holder = None
+            if holder is not None and holder != owner and renamed.get(holder, k) != k:
+                holder = None
             if holder is not None and holder != owner:
                 raise DuplicateKeyError(f"key {k!r} is already taken (id {holder})")
 
-    def update(self, id_or_key, *, text=UNSET, metadata=UNSET, vector=UNSET, key=UNSET) -> None:
-        """Replace some fields of a concept (the others are kept).
+    def update(self, id_or_key, *, text=UNSET, metadata=UNSET, vector=UNSET, key=UNSET,
+               texts=UNSET, vectors=UNSET, keys=UNSET) -> None:
+        """Replace some fields of one concept, or of many in one call (the other
+        fields are kept).
 
         Parameters
         ----------
-        id_or_key : int or str
+        id_or_key : int or str, or a sequence of them
+            One concept, or many (a list, tuple or int array): then the fields are
+            given per concept, ``texts=``, ``metadata=`` (a list), ``vectors=``
+            (an (n, dim) array) and ``keys=``.
         text : str or None, optional
-        metadata : dict or None, optional
+        metadata : dict or None, optional (a sequence of them for many)
             Replaces the whole metadata dict.
         vector : (dim,) array_like, optional
         key : str or None, optional
+        texts, vectors, keys : optional
+            The per-concept fields of a batch.
 
         Raises
         ------
         NotFoundError, DimensionError, InvalidArgumentError, DuplicateKeyError
-            Nothing changes.
+            Nothing changes (a batch is one transaction).
+
+        Examples
+        --------
+        >>> import numpy as np, sutradb
+        >>> db = sutradb.open(":memory:", dim=2)
+        >>> ids = db.add_vectors(np.eye(2, dtype="float32"), keys=["a", "b"])
+        >>> db.update(["a", "b"], metadata=[{"n": 1}, {"n": 2}])
+        >>> db.get("b").metadata
+        {'n': 2}
         """
         self._check_writable()
+        batch = not isinstance(id_or_key, (str, int, np.integer)) and id_or_key is not None \
+            and not isinstance(id_or_key, bool)
+        if not batch:
+            for name, v in (("texts", texts), ("vectors", vectors), ("keys", keys)):
+                if v is not UNSET:
+                    raise InvalidArgumentError(f"{name}= is for a batch of ids; for one concept "
+                                               f"give {name[:-1]}=")
+            items = [id_or_key]
+            texts = UNSET if text is UNSET else [text]
+            metadata = UNSET if metadata is UNSET else [metadata]
+            keys = UNSET if key is UNSET else [key]
+            vrows = UNSET if vector is UNSET else vector
+        else:
+            for name, v in (("text", text), ("vector", vector), ("key", key)):
+                if v is not UNSET:
+                    raise InvalidArgumentError(f"{name}= is for one concept; for a batch give "
+                                               f"{name}s= with one item per id")
+            items = id_or_key.ravel().tolist() if isinstance(id_or_key, np.ndarray) \
+                else list(id_or_key)
+            n = len(items)
+            texts = UNSET if texts is UNSET else seq_arg(texts, n, "texts")
+            if metadata is not UNSET:
+                if metadata is None or isinstance(metadata, dict):
+                    raise InvalidArgumentError("metadata= of a batch is a sequence with one dict "
+                                               "(or None) per id")
+                metadata = seq_arg(metadata, n, "metadata")
+            keys = UNSET if keys is UNSET else seq_arg(keys, n, "keys")
+            vrows = vectors
         with self._Auto(self) as st:
-            i = self._id_of(id_or_key, st)
-            k0, t0, m0, v0, c0 = self._current(i, st)
-            if text is not UNSET and text is not None and not isinstance(text, str):
-                raise InvalidArgumentError(f"a text must be a str or None, not {type(text).__name__}")
-            md = m0 if metadata is UNSET else (check_metadata(metadata) or {})
-            if key is not UNSET:
-                self._check_new_keys([key], st, owners=[i])
-            V = None if vector is UNSET else np.asarray(
-                check_vector_rows(vector, st.meta["dim"], self._meta["vector_dtype"] == "float16",
-                                  "vector", one=True), dtype=np.float32)
-            new_key = k0 if key is UNSET else key
-            new_text = t0 if text is UNSET else text
-            vd = self._meta["vector_dtype"]
-            if V is not None:
-                vec32 = V[0]
-            elif v0 is not None:
-                vec32 = np.asarray(v0, dtype=np.float32)
-            else:
-                vec32 = None
-            if V is not None or c0 is None:
-                codes = (self._codes_for(vec32[None, :], st)
-                         if vec32 is not None and st.pq is not None else None)
-                if st.pq is not None and codes is None:  # pragma: no cover - defensive
-                    raise SutraError("cannot encode the concept")
-            else:
-                codes = c0[None, :] if st.pq is self._index.pq else st.pq.encode(vec32[None, :])
-            kw = {"keys": [new_key], "texts": [new_text], "metadata": [md or None],
-                  "codes": codes,
-                  "vectors": vec32[None, :].astype(vd) if vd is not None else None}
-            self._emit(("put", (np.array([i], np.int64),), kw))
+            ids = [self._id_of(x, st) for x in items]
+            if len(set(ids)) != len(ids):
+                raise InvalidArgumentError("a batch update names the same concept twice")
+            if not ids:
+                return
+            n = len(ids)
+            if texts is not UNSET:
+                for t in texts:
+                    if t is not None and not isinstance(t, str):
+                        raise InvalidArgumentError(f"a text must be a str or None, not "
+                                                   f"{type(t).__name__}")
+            mds = UNSET if metadata is UNSET else [check_metadata(m) or {} for m in metadata]
+            if keys is not UNSET:
+                self._check_new_keys(keys, st, owners=ids)
+            V = None
+            if vrows is not UNSET:
+                V = np.asarray(check_vector_rows(
+                    vrows, st.meta["dim"], self._meta["vector_dtype"] == "float16",
+                    "vector" if not batch else "vectors", one=not batch), dtype=np.float32)
+                if V.shape[0] != n:
+                    raise DimensionError(f"{V.shape[0]} vectors for {n} ids")
+            recs = []
+            for j, i in enumerate(ids):
+                k0, t0, m0, v0, c0 = self._current(i, st)
+                recs.append((i, k0 if keys is UNSET else keys[j],
+                             t0 if texts is UNSET else texts[j],
+                             m0 if mds is UNSET else mds[j],
+                             None if V is None else V[j], v0, c0, k0))
+            self._stage_replace(st, recs)
+
+    def _stage_replace(self, st, recs) -> None:
+        """Stage new versions of existing concepts in one store ``put``.
+
+        ``recs``: ``(id, key, text, metadata, new vector (float32) or None, old
+        vector or None, old codes or None, old key)`` per concept; without a new
+        vector the old one is kept, and its codes when they are of the staged
+        quantizer."""
+        vd = self._meta["vector_dtype"]
+        pq = st.pq
+        n = len(recs)
+        vec32 = [None] * n
+        codes = None
+        if pq is not None:
+            codes = np.empty((n, pq.code_size), np.uint8)
+            todo = []
+            for j, r in enumerate(recs):
+                if r[4] is None and r[6] is not None and pq is self._index.pq:
+                    codes[j] = r[6]
+                else:
+                    todo.append(j)
+        for j, r in enumerate(recs):
+            if r[4] is not None:
+                vec32[j] = r[4]
+            elif r[5] is not None:
+                vec32[j] = np.asarray(r[5], dtype=np.float32)
+        if pq is not None and todo:
+            if any(vec32[j] is None for j in todo):   # pragma: no cover - defensive
+                raise SutraError("cannot encode the concept")
+            enc = self._codes_for(np.stack([vec32[j] for j in todo]), st)
+            codes[todo] = enc
+        if vd is not None:
+            V = np.stack(vec32).astype(vd) if n else None
+        else:
+            V = None
+        ids = np.fromiter((r[0] for r in recs), np.int64, n)
+        kw = {"keys": [r[1] for r in recs], "texts": [r[2] for r in recs],
+              "metadata": [r[3] or None for r in recs], "codes": codes, "vectors": V}
+        self._emit(("put", (ids,), kw))
+        for j, r in enumerate(recs):
+            i, new_key, k0 = r[0], r[1], r[7]
             if k0 is not None and k0 != new_key:
                 st.keys[k0] = None
             if new_key is not None:
                 st.keys[new_key] = i
-            st.over[i] = (new_key, new_text, md or {}, vec32)
+            st.over[i] = (new_key, r[2], r[3] or {}, vec32[j])
 
-    def delete(self, ids) -> None:
-        """Delete concepts (ids or keys; one or a sequence) and their links.
+    def upsert(self, items, *, keys, texts=None, metadata=None, batch_size: int | None = None,
+               progress=None) -> np.ndarray:
+        """Insert or replace concepts by key, in one transaction.
+
+        A key that names a concept replaces it whole (text, metadata and vector; its
+        id and its links are kept); a new key adds a concept. What
+        :meth:`add` / :meth:`add_vectors` are for a corpus loaded once, this is for
+        one loaded again (Chroma's ``upsert``, LanceDB's ``merge_insert``).
+
+        Parameters
+        ----------
+        items : sequence of str, or (n, dim) array_like
+            Texts (embedded with the database's embedder, as :meth:`add` does) or
+            vectors.
+        keys : sequence of str
+            One unique key per item.
+        texts : sequence of (str or None), optional
+            With vectors: the texts to store (with texts as ``items`` they are
+            the texts).
+        metadata : sequence of (dict or None), optional
+        batch_size, progress : optional
+            For texts, as in :meth:`add`.
+
+        Returns
+        -------
+        (n,) int64 ndarray
+            The id of each item (the existing id for a key that was there).
+
+        Raises
+        ------
+        InvalidArgumentError
+            A key is None, not a str, or given twice; the other errors of
+            :meth:`add_vectors`. Nothing changes.
+
+        Examples
+        --------
+        >>> import numpy as np, sutradb
+        >>> db = sutradb.open(":memory:", dim=2)
+        >>> db.upsert(np.eye(2, dtype="float32"), keys=["a", "b"]).tolist()
+        [0, 1]
+        >>> db.upsert([[1, 1], [0, 2]], keys=["b", "c"], metadata=[{"v": 2}, None]).tolist()
+        [1, 2]
+        >>> db.get("b").metadata, len(db)
+        ({'v': 2}, 3)
+        """
+        self._check_writable()
+        text_items = isinstance(items, (list, tuple)) and bool(items) and \
+            all(isinstance(t, str) for t in items)
+        if isinstance(items, str):
+            raise InvalidArgumentError("upsert takes a list of texts or an array of vectors")
+        if isinstance(keys, str) or keys is None:
+            raise InvalidArgumentError("upsert needs keys=: a sequence with one str per item")
+        keys = list(keys)
+        n = len(keys)
+        for k in keys:
+            if not isinstance(k, str):
+                raise InvalidArgumentError(f"upsert keys must be str, not {type(k).__name__}")
+        if len(set(keys)) != n:
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise DuplicateKeyError(f"key {dup!r} appears twice")
+        metadata = seq_arg(metadata, n, "metadata")
+        if text_items:
+            if texts is not None:
+                raise InvalidArgumentError("texts= is for vectors; the items are the texts")
+            texts = list(items)
+            if len(texts) != n:
+                raise DimensionError(f"{len(texts)} texts for {n} keys")
+            emb = self._require_embedder()
+            step = int(batch_size or self._batch_size)
+            if step < 1:
+                raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size!r}")
+            bar = progress_bar(progress, n, step)
+            out = np.empty(n, dtype=np.int64)
+            try:
+                with self.transaction():
+                    with self._Auto(self) as st:
+                        if not st.meta.get("embedder"):
+                            st.meta["embedder"] = {"name": str(emb.name), "dim": int(emb.dim)}
+                    for w0, chunk, V in self._embedded_windows(emb, texts, step, bar):
+                        w1 = w0 + len(chunk)
+                        out[w0:w1] = self._upsert_vectors(
+                            V, keys[w0:w1], chunk,
+                            None if metadata is None else metadata[w0:w1])
+                        if bar is not None:
+                            bar(w1, n)
+            finally:
+                if bar is not None:
+                    bar(None, n)
+            return out
+        V = check_vector_rows(items, self._meta["dim"] or 0,
+                              self._meta["vector_dtype"] == "float16")
+        if V.shape[0] != n:
+            raise DimensionError(f"{V.shape[0]} vectors for {n} keys")
+        texts = seq_arg(texts, n, "texts")
+        with self.transaction():
+            return self._upsert_vectors(V, keys, texts, metadata)
+
+    def _upsert_vectors(self, V, keys, texts, metadata) -> np.ndarray:
+        """:meth:`upsert` of vectors, inside the caller's transaction."""
+        with self._Auto(self) as st:
+            n = len(keys)
+            out = np.empty(n, dtype=np.int64)
+            old = []
+            for j, k in enumerate(keys):
+                i = st.keys[k] if k in st.keys else self._committed_key(k)
+                if i is not None and k not in st.keys and self._staged_gone(st, i):
+                    i = None
+                out[j] = -1 if i is None else i
+                if i is not None:
+                    old.append(j)
+            new = np.flatnonzero(out < 0)
+            if len(new):
+                sel = new.tolist()
+                out[new] = self.add_vectors(
+                    V[new] if len(new) < n else V,
+                    texts=None if texts is None else [texts[j] for j in sel],
+                    metadata=None if metadata is None else [metadata[j] for j in sel],
+                    keys=[keys[j] for j in sel])
+            if old:
+                if texts is not None:
+                    for j in old:
+                        t = texts[j]
+                        if t is not None and not isinstance(t, str):
+                            raise InvalidArgumentError(f"a text must be a str or None, not "
+                                                       f"{type(t).__name__}")
+                Vo = np.asarray(check_vector_rows(
+                    V[old], st.meta["dim"], self._meta["vector_dtype"] == "float16"),
+                    dtype=np.float32)
+                recs = [(int(out[j]), keys[j], None if texts is None else texts[j],
+                         check_metadata(None if metadata is None else metadata[j]) or {},
+                         Vo[r], None, None, keys[j]) for r, j in enumerate(old)]
+                self._stage_replace(st, recs)
+            return out
+
+    def delete(self, ids=None, *, where=None) -> int:
+        """Delete concepts (ids or keys; one or a sequence), or those that match a
+        filter, and their links.
+
+        Parameters
+        ----------
+        ids : int, str or sequence of them, optional
+        where : dict, optional
+            A filter (:mod:`sutradb.index.filters`): every concept that matches
+            (``where={}`` matches all). With ``ids`` too, those of the ids that match.
+
+        Returns
+        -------
+        int
+            How many concepts were deleted.
 
         Raises
         ------
         NotFoundError
-            One of them does not exist: nothing is deleted.
+            One of the ids does not exist: nothing is deleted.
+        InvalidArgumentError
+            Neither ``ids`` nor ``where``, or a bad filter.
         """
         self._check_writable()
+        if ids is None and where is None:
+            raise InvalidArgumentError("delete needs ids or where=")
         with self._Auto(self) as st:
-            if isinstance(ids, (str, int, np.integer)):
-                ids = [ids]
-            elif isinstance(ids, np.ndarray):
-                ids = ids.ravel().tolist()
-            todo = []
-            for x in ids:
-                i = self._id_of(x, st)
-                todo.append(i)
+            if ids is not None:
+                if isinstance(ids, (str, int, np.integer)):
+                    ids = [ids]
+                elif isinstance(ids, np.ndarray):
+                    ids = ids.ravel().tolist()
+                todo = list(dict.fromkeys(self._id_of(x, st) for x in ids))
+            else:
+                todo = None
+            if where is not None:
+                if st.over or st.bulks:
+                    raise InvalidArgumentError(
+                        "delete(where=) inside a transaction that has written: filters see "
+                        "the committed state (delete by ids, or filter before writing)")
+                hit = self.find_ids(where)
+                if todo is None:
+                    todo = hit.tolist()
+                else:
+                    keep = set(hit.tolist())
+                    todo = [i for i in todo if i in keep]
             if not todo:
-                return
-            recs = [(i, self._current(i, st)[0]) for i in dict.fromkeys(todo)]
+                return 0
+            recs = [(i, self._current(i, st)[0]) for i in todo]
             self._emit(("delete", (np.array([i for i, _ in recs], np.int64),), {}))
+            gone = set(todo)
             for i, k in recs:
                 st.over[i] = None
                 if k is not None:
                     st.keys[k] = None
-                for key in [lk for lk in st.links if lk[0] == i or lk[1] == i]:
-                    st.links[key] = None
+            for key in [lk for lk in st.links if lk[0] in gone or lk[1] in gone]:
+                st.links[key] = None
+            return len(todo)
 
     # ------------------------------------------------------------------ reads
 

@@ -23,6 +23,7 @@ from ..storage import Store
 from .concepts import ConceptsMixin
 from .indexing import IndexingMixin
 from .links import LinksMixin
+from .listing import ListingMixin
 from .locking import ExclusiveLock, ReadLock, RWLock
 from .options import (BATCH, DEFAULT_METRIC, DEFAULT_OPTIONS, FORMAT, FORMAT_VERSION, MEMORY,
                       METRICS, STORED, DefaultStr)
@@ -102,7 +103,8 @@ def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) 
     return db.tune(queries, target_recall=target_recall, **kwargs)
 
 
-class Database(ConceptsMixin, LinksMixin, SearchMixin, IndexingMixin, TransactionsMixin):
+class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMixin,
+               TransactionsMixin):
     """A sutradb database. Create with :func:`sutradb.open`.
 
     See :mod:`sutradb.database` for the data model, the index lifecycle, transactions

@@ -203,7 +203,10 @@ class Transaction:
                                          else all(x is None for x in keys)):
             return                                  # no key anywhere: nothing to check
         ids = ids.tolist()
-        lk, li, lr = {}, {}, set()                  # this call's changes (merged on success)
+        lk, li = {}, {}                             # this call's changes (merged on success)
+        # every id of the put gives up its committed key (a put replaces the record),
+        # so keys can move between the ids of one put (a swap)
+        lr = set(ids) if track else set()
         for i, key in zip(ids, keys):
             if key is not None:
                 o = lk[key] if key in lk else key_of.get(key)
@@ -218,8 +221,6 @@ class Transaction:
                 li[i] = key
             elif (li[i] if i in li else id_key.get(i)) is not None:
                 li[i] = None
-            if track:
-                lr.add(i)
         key_of.update(lk)
         id_key.update(li)
         released |= lr
