@@ -459,10 +459,12 @@ def test_killing_a_worker_mid_job_still_completes(client, reference, tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pids[victim], 0)
     rep = out["rep"]
-    # the killed worker may have committed its partition before dying: the retry then
-    # finds it in the shard and counts it as skipped (idempotent per partition)
+    # the killed worker may have committed partitions before dying whose results the
+    # client had not gathered yet (a loaded machine: two): Dask recomputes them, and the
+    # retry finds each in its shard and counts it as skipped (idempotent per partition).
+    # Those reported done before the kill were written once and are not redone.
     assert rep.concepts == n and rep.partitions == 4
-    assert rep.written + rep.skipped == 4 and rep.written >= 3
+    assert rep.written + rep.skipped == 4 and rep.written >= killed_at // PART
     with sutradb.open_sharded(tmp_path / "s") as sh:
         assert sh.verify()["concepts"] == n
         got = sh.get_many(list(range(n)))
