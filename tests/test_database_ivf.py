@@ -205,6 +205,14 @@ def test_build_index_kinds_and_sticky_options(fast, real, tmp_path):
             db.build_index(kind="hnsw")
         with pytest.raises(errors.InvalidArgumentError):
             db.build_index(nlist=0)
+        with pytest.raises(errors.InvalidArgumentError):
+            db.build_index(kind="pq", nlist=40)
+        assert db.index_info["kind"] == "pq"
+        # regression (issue 17): nlist without kind was ignored when the size chose flat PQ
+        db.build_index(nlist=50)
+        assert db.index_info["kind"] == "ivf" and db.index_info["nlist"] == 50
+        lists_consistent(db)
+        db.build_index(kind="pq")
     with sutradb.open(p) as db:
         assert db.index_info["kind"] == "pq"
     with pytest.raises(errors.InvalidArgumentError):

@@ -231,7 +231,9 @@ class IndexingMixin:
             ``quantizer``: a trained :class:`~sutradb.index.pq.ProductQuantizer` of the
             database's dimension and metric to encode with instead of training one
             (shards that share one codebook: :mod:`sutradb.distributed`).
-            ``nlist``: IVF lists (default ``ivf_nlist``, else about ``4 sqrt(n)``).
+            ``nlist``: IVF lists (default ``ivf_nlist``, else about ``4 sqrt(n)``);
+            given without ``kind``, it implies ``kind="ivf"`` (with ``kind="pq"`` it is
+            an error).
             With an existing quantizer and none of its parameters, ``kind="ivf"``
             only (re)builds the lists (no re-encoding) and ``kind="pq"`` drops them.
 
@@ -252,6 +254,10 @@ class IndexingMixin:
         nlist = params.get("nlist")
         if nlist is not None and (not is_id(nlist) or nlist < 1):
             raise InvalidArgumentError(f"nlist must be a positive integer, got {nlist!r}")
+        if nlist is not None:
+            if kind == "pq":
+                raise InvalidArgumentError("nlist sets IVF lists: it does not go with kind='pq'")
+            kind = "ivf"                # lists asked for by their number: IVF, whatever the size
         with self._wlock:
             if self._staged is not None:
                 raise InvalidArgumentError("build_index cannot run inside a transaction")
