@@ -5,12 +5,20 @@ classes and functions (real English technical prose, mostly one to several
 paragraphs: a corpus of *longer* texts beside the one-line PyPI summaries).
 Write one to a file with ``python bench/corpora.py OUT.txt [N]`` (one text per line,
 newlines folded to spaces).
+
+``package_docstrings(roots, n)``: the docstrings of every module, class and function
+in the ``.py`` files under ``roots`` (e.g. a venv's site-packages: NumPy, SciPy,
+scikit-learn, PyTorch, pandas, Dask...), read with :mod:`ast` (nothing is imported or
+run): tens of thousands of long technical texts, for a long-text benchmark set
+(``bench/make_textset.py``).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
+import os
 import pkgutil
 import sys
 import warnings
@@ -45,6 +53,38 @@ def stdlib_docstrings(n: int = 2000, min_len: int = 200, max_len: int = 2000) ->
                     out.append(text)
                     if len(out) >= n:
                         return out
+    return out
+
+
+def package_docstrings(roots, n: int = 50_000, min_len: int = 200, max_len: int = 2000,
+                       skip_dirs=("tests", "test", "testing", "__pycache__")) -> list[str]:
+    """Up to ``n`` distinct docstrings of ``min_len``..``max_len`` characters (whitespace
+    folded) of the modules, classes and functions in the ``.py`` files under ``roots``,
+    in a fixed (sorted path, then source) order. Files are parsed, never imported."""
+    out, seen = [], set()
+    files = []
+    for root in roots:
+        for d, dirs, names in os.walk(root):
+            dirs[:] = sorted(x for x in dirs if x not in skip_dirs and not x.endswith(".dist-info"))
+            files.extend(os.path.join(d, f) for f in sorted(names) if f.endswith(".py"))
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                tree = ast.parse(f.read(), filename=path)
+        except (SyntaxError, ValueError, OSError, RecursionError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            doc = ast.get_docstring(node)
+            if not doc:
+                continue
+            text = " ".join(doc.split())
+            if min_len <= len(text) <= max_len and text not in seen:
+                seen.add(text)
+                out.append(text)
+                if len(out) >= n:
+                    return out
     return out
 
 
