@@ -144,6 +144,7 @@ def test_compaction_renumbers_the_lists(fast, real, tmp_path):
     p = str(tmp_path / "db")
     db = sutradb.open(p, dim=384, **fast, index="ivf", index_threshold=3000)
     db.add_vectors(X[:6000])
+    assert db.index_info["list_rows"] == 6000          # upkeep on first use: the lists
     db.add_vectors(X[6000:6500])                       # a tail
     before = recall(db, Q)
     db.delete(list(range(0, 6000, 2)))
@@ -173,7 +174,9 @@ def test_reader_refresh_sees_new_lists(fast, real, tmp_path):
     w = sutradb.open(p, dim=384, **fast, index_threshold=1000, ivf_threshold=3000)
     w.add_vectors(X[:2000])
     r = sutradb.open(p, "r")
-    assert r.index_info["kind"] == "pq"
+    assert r.index_info["kind"] == "flat"      # the writer trains on first use, not in the commit
+    assert w.index_info["kind"] == "pq"        # (its first search or index_info)
+    assert r.refresh() and r.index_info["kind"] == "pq"
     w.add_vectors(X[2000:4000])
     assert w.index_info["kind"] == "ivf"
     assert r.refresh() and r.index_info["kind"] == "ivf"
@@ -258,6 +261,7 @@ def test_damaged_lists_are_corruption(fast, real, tmp_path):
     X, _ = real
     db = sutradb.open(":memory:", dim=384, **fast, index="ivf", index_threshold=2000)
     db.add_vectors(X[:3000])
+    db.index_info                                       # the lists (built on first use)
     part = db._index.ivf
     blob, arrays = encode_index(db._index.pq, part)
     n = db._store.n_rows

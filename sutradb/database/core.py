@@ -138,6 +138,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
         self._txn_stack: list[Transaction] = []
         self._txn_failed = None
         self._rows_put = 0
+        self._index_due = False         # index upkeep left due by a commit (indexing.py)
         # an embedder given by spec is loaded now (the caller asked for it); the one a
         # database was built with is loaded on first use (opening stays fast)
         self._embedder = (_embedders.get_embedder(opts["embedder"])
@@ -427,6 +428,8 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
         with self._wlock:
             if self._closed:
                 return
+            if self._staged is None:
+                self._catch_up(wait=True)       # index upkeep the last commits left due
             held = len(self._txn_stack) if self._txn_owner == threading.get_ident() else 0
             with self._excl:
                 try:

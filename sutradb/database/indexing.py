@@ -118,8 +118,12 @@ class IndexingMixin:
 
     @property
     def index_info(self) -> dict:
-        """How searches are answered: ``{"kind": "flat"}`` or the PQ parameters."""
+        """How searches are answered: ``{"kind": "flat"}`` or the PQ parameters.
+
+        Upkeep the last commits left due (training, IVF lists) runs first, as on a
+        search."""
         self._check_open()
+        self._catch_up()
         pq = self._index.pq
         if pq is None:
             return {"kind": "flat", "threshold": self._meta["index_threshold"]}
@@ -177,36 +181,78 @@ class IndexingMixin:
                progress=cb)
         return pq
 
+    # ------------------------------------------------------------------ upkeep
+    #
+    # A commit never trains or lays out an index itself (a bulk load would wait
+    # seconds for k-means inside its commit): it only notes that the index is due
+    # for upkeep (_maybe_train). The work (_run_upkeep) runs on first use: the next
+    # search or index_info of this handle that finds the write lock free and no
+    # transaction of its own open, build_index(), or close(). Until then searches use
+    # the index as it is (an exact scan before the first training; the IVF lists'
+    # unlisted tail is scanned exactly).
+
     def _maybe_train(self):
-        """After a commit: train the quantizer, lay out / fold / regrow the IVF lists
-        when the database has grown past the thresholds of its ``index`` option."""
+        """After a commit: note whether the index is due for upkeep (training, IVF lists
+        laid out, regrown or folded); :meth:`_catch_up` runs it on first use."""
+        self._index_due = self._upkeep_step() is not None
+
+    def _upkeep_step(self):
+        """The upkeep the ``index`` option asks for at the current size, as a bound
+        method to call, or None."""
         kind = self._opt("index")
         if kind == "flat" or not self._meta["dim"] or self._meta["vector_dtype"] is None:
-            return
+            return None
         n_live = self._store.n_live
+        if self._index.pq is None:
+            if (self._meta["index_threshold"]
+                    and n_live >= max(self._meta["index_threshold"],
+                                      1 << int(self._meta.get("pq_nbits") or 8))):
+                return self._train_default
+            return None
+        part = self._index.ivf
+        if part is None:
+            return self._build_ivf_default if self._wants_ivf(kind, n_live) else None
+        if (kind in ("auto", "ivf") and self._opt("ivf_nlist") is None
+                and n_live >= 4 * int(part.tuned.get("n_built") or n_live)
+                and default_nlist(n_live) >= 2 * part.ivf.nlist):
+            return self._build_ivf_default          # grown 4x: twice the lists
+        if self._store.n_rows - part.covered >= max(_FOLD_MIN, part.covered * _FOLD_SHARE):
+            return self._fold
+        return None
+
+    def _train_default(self):
+        self._train({})
+
+    def _build_ivf_default(self):
+        self._build_ivf(None)
+
+    def _run_upkeep(self):
+        """Run the due upkeep now (the caller holds the write lock, no transaction open).
+        A failure leaves the index as it was, with a warning: the commits stand."""
+        self._index_due = False
         try:
-            if self._index.pq is None:
-                if (self._meta["index_threshold"]
-                        and n_live >= max(self._meta["index_threshold"],
-                                          1 << int(self._meta.get("pq_nbits") or 8))):
-                    self._train({})
-                return
-            part = self._index.ivf
-            if part is None:
-                if self._wants_ivf(kind, n_live):
-                    self._build_ivf(None)
-                return
-            if (kind in ("auto", "ivf") and self._opt("ivf_nlist") is None
-                    and n_live >= 4 * int(part.tuned.get("n_built") or n_live)
-                    and default_nlist(n_live) >= 2 * part.ivf.nlist):
-                self._build_ivf(None)           # grown 4x: twice the lists
-            elif self._store.n_rows - part.covered >= max(_FOLD_MIN, part.covered * _FOLD_SHARE):
-                self._fold()
+            step = self._upkeep_step()
+            if step is not None:
+                step()
         except Exception as e:          # the commit stands; searches stay as they were
             import warnings
             warnings.warn(f"sutradb: automatic index maintenance failed ({e!r}); searches "
                           "use the previous index until build_index() succeeds",
                           RuntimeWarning, stacklevel=4)
+
+    def _catch_up(self, wait: bool = False) -> None:
+        """Run the upkeep the last commits left due, if this handle writes and no
+        transaction is open. Reads pass ``wait=False``: when another thread holds the
+        write lock they go on with the index as it is."""
+        if not self._index_due or self._closed or self._store.mode == "r":
+            return
+        if not self._wlock.acquire(blocking=wait):
+            return
+        try:
+            if self._index_due and not self._closed and self._staged is None:
+                self._run_upkeep()
+        finally:
+            self._wlock.release()
 
     def _wants_ivf(self, kind, n_live) -> bool:
         """Whether the ``index`` option ``kind`` asks for IVF lists at ``n_live`` concepts."""
@@ -276,6 +322,7 @@ class IndexingMixin:
                 if set(params) & (pq_params - {"quantizer"}):
                     raise InvalidArgumentError("quantizer= replaces m, nbits, seed, train_size and iters")
             n_live = self._store.n_live
+            self._index_due = False     # this build replaces the upkeep commits left due
             if kind == "ivf" and n_live < 64:
                 raise InvalidArgumentError("IVF lists need at least 64 concepts")
             sticky = {}
@@ -491,6 +538,7 @@ class IndexingMixin:
         """
         import time
         self._check_open()
+        self._catch_up()
         k = check_k(k)
         if target_recall is None:
             target_recall = float(self._opt("target_recall"))

@@ -114,6 +114,7 @@ class SearchMixin:
             Ids (``-1`` padding).
         """
         self._check_open()
+        self._catch_up()
         k = check_k(k)
         Q = check_query_rows(queries, self._meta["dim"], self._meta["metric"])
         with self._read:
@@ -139,6 +140,7 @@ class SearchMixin:
             ``Hit(id, distance, concept)``, nearest first.
         """
         self._check_open()
+        self._catch_up()
         k = check_k(k)
         if isinstance(query, str):
             query = self._embed([query])[0]

@@ -20,8 +20,9 @@ restores the :class:`Staged` snapshot taken when it began). At the commit
 (:meth:`TransactionsMixin._commit`) the store transaction commits under the
 exclusive lock and the derived structures (row map, record caches, key, metadata
 and word indexes, the vector index) are brought up to date before the lock is
-released; then the index lifecycle runs (:meth:`IndexingMixin._maybe_train
-<sutradb.database.indexing.IndexingMixin._maybe_train>`).
+released; then the index lifecycle notes what upkeep is due (:meth:`IndexingMixin._maybe_train
+<sutradb.database.indexing.IndexingMixin._maybe_train>`), which runs on first use,
+never inside the commit.
 """
 
 from __future__ import annotations
