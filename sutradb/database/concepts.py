@@ -202,12 +202,18 @@ class ConceptsMixin:
             vd = self._meta["vector_dtype"]
             for s0 in range(0, n, BATCH):
                 sl = slice(s0, s0 + BATCH)
-                blk = np.ascontiguousarray(V[sl], dtype=np.float32)
+                # float32 only where the quantizer needs it; vectors already in the
+                # stored dtype go to the store as they are (it takes its own copy)
+                blk = V[sl]
+                codes = (self._codes_for(np.ascontiguousarray(blk, dtype=np.float32), st)
+                         if st.pq is not None else None)
+                if vd is not None and blk.dtype != vd:
+                    blk = np.ascontiguousarray(blk, dtype=np.float32).astype(vd)
                 kw = {"keys": keys[sl] if keys is not None else None,
                       "texts": texts[sl] if texts is not None else None,
                       "metadata": metadata[sl] if metadata is not None else None,
-                      "codes": self._codes_for(blk, st),
-                      "vectors": blk.astype(vd) if vd is not None else None}
+                      "codes": codes,
+                      "vectors": blk if vd is not None else None}
                 self._emit(("put", (ids[sl],), kw))
             st.next_id = start + n
             st.meta["next_id"] = st.next_id

@@ -65,6 +65,11 @@ def check_options(o: dict) -> None:
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {o['batch_size']!r}")
 
 
+#: metadata values that msgpack reads back as themselves (int: in range; checked apart)
+_FLAT_SCALARS = frozenset({str, float, bool, bytes, type(None)})
+_INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
+
+
 def check_metadata(md) -> dict | None:
     """Validate one metadata dict: msgpack-able with str keys at every level.
 
@@ -79,6 +84,18 @@ def check_metadata(md) -> dict | None:
         raise InvalidArgumentError(f"metadata must be a dict or None, not {type(md).__name__}")
     if not md:
         return None
+    # the common case, a flat dict of plain scalars under str keys, reads back as a
+    # copy of itself: no msgpack round trip (3-4 us a row in bulk loads)
+    if type(md) is dict and all(type(k) is str for k in md):
+        for v in md.values():
+            t = type(v)
+            if t is int:
+                if not _INT_MIN <= v <= _UINT_MAX:
+                    break
+            elif t not in _FLAT_SCALARS:
+                break
+        else:
+            return dict(md)
     try:
         raw = msgpack.packb(md, use_bin_type=True)
         return msgpack.unpackb(raw, raw=False, strict_map_key=True)
@@ -144,7 +161,7 @@ def check_vector_rows(vectors, dim: int, f16: bool, what: str = "vectors",
         blk = arr[s0:s0 + BATCH]
         if blk.dtype.kind == "f" and not np.isfinite(blk).all():
             raise InvalidArgumentError(f"{what} hold NaN or infinite values")
-        if f16 and blk.size and np.abs(blk).max() > F16_MAX:
+        if f16 and blk.size and blk.dtype != np.float16 and np.abs(blk).max() > F16_MAX:
             raise InvalidArgumentError(f"{what} hold values beyond the float16 range (|x| > 65504); "
                                        "open the database with vector_dtype='float32'")
         if blk.dtype.itemsize > 4 and blk.size and np.abs(blk).max() > 3.4e38:
