@@ -94,6 +94,20 @@ def exact_distances(queries: np.ndarray, vectors: np.ndarray, metric: int) -> np
     return -(q @ v.T)
 
 
+def pair_distances(vectors: np.ndarray, idrow: np.ndarray, pairs: np.ndarray, metric: int) -> np.ndarray:
+    """Distances of the rows of the id pairs (``idrow``: id -> row): squared L2,
+    ``-dot``, or ``1 - cos`` (``1`` when a row is zero), in float64."""
+    a = vectors[idrow[pairs[:, 0]]].astype(np.float64)
+    b = vectors[idrow[pairs[:, 1]]].astype(np.float64)
+    if metric == L2:
+        return ((a - b) ** 2).sum(1)
+    dot = (a * b).sum(1)
+    if metric == COS:
+        nn = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        return np.where(nn > 0, 1.0 - dot / np.where(nn > 0, nn, 1.0), 1.0)
+    return -dot
+
+
 def rerank(queries, vectors, candidates, k, metric):
     """Exact top-k among each query's candidate rows (out-of-range rows ignored)."""
     nq = len(queries)

@@ -206,6 +206,60 @@ static inline float sutra_dot_sq_f16(const float *a, const uint16_t *b, Py_ssize
     return s;
 }
 
+/* Two stored float16 rows a, b: returns sum_j a[j] * b[j] and sets (*na) sum a[j]^2,
+ * (*nb) sum b[j]^2 (one pass; Database.distance for "ip" / "cosine"). */
+static inline float sutra_pair_dot_f16(const uint16_t *a, const uint16_t *b, Py_ssize_t d,
+                                       float *na, float *nb)
+{
+    Py_ssize_t j = 0;
+    float s = 0.f, x2 = 0.f, y2 = 0.f;
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 acc = zero, aa = zero, bb = zero;
+    for (; j + 8 <= d; j += 8) {
+        __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + j)));
+        __m256 y = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + j)));
+        acc = _mm256_fmadd_ps(x, y, acc);
+        aa = _mm256_fmadd_ps(x, x, aa);
+        bb = _mm256_fmadd_ps(y, y, bb);
+    }
+    s = sutra_hsum2_256(acc, zero);
+    x2 = sutra_hsum2_256(aa, zero);
+    y2 = sutra_hsum2_256(bb, zero);
+#endif
+    for (; j < d; j++) {
+        float x = sutra_h2f(a[j]), y = sutra_h2f(b[j]);
+        s += x * y;
+        x2 += x * x;
+        y2 += y * y;
+    }
+    *na = x2;
+    *nb = y2;
+    return s;
+}
+
+/* Two stored float16 rows: sum_j (a[j] - b[j])^2 (Database.distance for "l2"). */
+static inline float sutra_pair_l2_f16(const uint16_t *a, const uint16_t *b, Py_ssize_t d)
+{
+    Py_ssize_t j = 0;
+    float s = 0.f;
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 acc = zero;
+    for (; j + 8 <= d; j += 8) {
+        __m256 t = _mm256_sub_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + j))),
+                                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + j))));
+        acc = _mm256_fmadd_ps(t, t, acc);
+    }
+    s = sutra_hsum2_256(acc, zero);
+#endif
+    for (; j < d; j++) {
+        float t = sutra_h2f(a[j]) - sutra_h2f(b[j]);
+        s += t * t;
+    }
+    return s;
+}
+
 /* Ask for the cache lines of a row that will be read soon (a hint; no effect on
  * results). */
 static inline void sutra_prefetch(const char *p, Py_ssize_t bytes)

@@ -15,7 +15,7 @@ from sutradb.database.locking import ExclusiveLock, ReadLock, RWLock
 from sutradb.database.options import DEFAULT_OPTIONS
 from sutradb.database.progress import progress_bar, stage_progress
 from sutradb.database.recordindex import RecordIndexes
-from sutradb.database.search import NO_TABLE, DistanceTable
+from sutradb.database.distances import NO_TABLE, DistanceTable
 from sutradb.database.transactions import Bulk, Staged
 from sutradb.database.validation import (check_metadata, check_options, check_query_rows,
                                          check_vector_rows, is_id, seq_arg)
@@ -245,16 +245,33 @@ def test_added_error_is_zero_for_codebook_rows(lists):
 # --------------------------------------------------------------------------- distance table
 
 def test_distance_table():
-    mat = np.eye(3, dtype=np.float32)
-    t = DistanceTable({10: 0, 11: 2}, "cosine", mat)
-    assert t.cosine and not t.ip and len(t.rows) == 3
-    np.testing.assert_array_equal(t.rows[2], mat[2])
-    assert t.rows[0].base is mat or t.rows[0].base is mat.base     # views, not copies
+    from sutradb.errors import NotFoundError
+    from sutradb.index.flat import pair_scorer
+    mat = np.array([[1, 0], [0, 2], [3, 4]], np.float32)
+    idrow = np.array([-1, 2, -1, 0, 1], np.int64)             # ids 1, 3, 4 -> rows 2, 0, 1
+    rows_of = lambda ids: idrow[ids]                           # noqa: E731
+    t = DistanceTable("exact", rows_of, scorer=pair_scorer([mat], idrow, 2), dense=True)
+    assert t.fast is t.scorer
+    assert t.fast.distance(3, 4) == pytest.approx(1.0)         # orthogonal rows
+    assert t.fast.distance(1, 3) == pytest.approx(1 - 3 / 5)
+    with pytest.raises(KeyError):
+        t.fast.distance(0, 1)                                   # no row for id 0
+    with pytest.raises(KeyError):
+        t.fast.distance(1, 5)                                   # past the table
+    np.testing.assert_allclose(t.pairs(np.array([[3, 4], [1, 3]])), [1.0, 1 - 3 / 5], rtol=1e-6)
+    with pytest.raises(NotFoundError):
+        t.pairs(np.array([[3, 2]]))
+    # sparse ids: the table maps rows to themselves, ids go through rows_of
+    s = DistanceTable("exact", rows_of, scorer=pair_scorer([mat[:1], mat[1:]], np.arange(3), 0))
+    assert s.fast is None
+    np.testing.assert_allclose(s.pairs(np.array([[1, 3]])), [(3 - 1) ** 2 + 4 ** 2], rtol=1e-6)
+    with pytest.raises(NotFoundError):
+        s.pairs(np.array([[0, 1]]))
     with pytest.raises(InvalidArgumentError):
-        t.sdc([0], [1])                     # full vectors: no codes
-    assert NO_TABLE.rows is None and NO_TABLE.rowmap == {}
-    codes = np.zeros((3, 2), np.uint8)
-    assert DistanceTable({}, "sdc", codes).rows is None
+        DistanceTable("none", rows_of).pairs(np.array([[1, 3]]))   # no vectors, no codes
+    assert NO_TABLE.fast is None and NO_TABLE.rows_of(np.array([1, 2])).tolist() == [-1, -1]
+    with pytest.raises(ValueError):
+        pair_scorer([mat], np.array([0, 3]), 0)                   # a row the vectors lack
 
 
 def test_database_distance_paths():

@@ -236,6 +236,65 @@ def test_rerank_exact_on_integers(p, metric, k, dtype, threads):
     np.testing.assert_array_equal(D, Dr.astype(np.float32))
 
 
+@st.composite
+def pair_problem(draw):
+    n = draw(st.integers(0, 60))
+    d = draw(st.integers(1, 70))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    V = rng.integers(-8, 9, (n, d)).astype(np.float32)
+    if n and draw(st.booleans()):
+        V[rng.integers(0, n)] = 0                       # a zero row (cosine: distance 1)
+    m = n + draw(st.integers(0, 10))                    # ids with no row: -1
+    idrow = np.full(m, -1, np.int64)
+    idrow[rng.permutation(m)[:n]] = rng.permutation(n)
+    held = np.flatnonzero(idrow >= 0)
+    p = draw(st.integers(0, 40)) if len(held) else 0
+    pairs = rng.choice(held, (p, 2)) if p else np.zeros((0, 2), np.int64)
+    return V, idrow, np.ascontiguousarray(pairs, dtype=np.int64)
+
+
+@given(pair_problem(), st.sampled_from([0, 1, 2]), st.sampled_from(["f32", "f16"]),
+       st.sampled_from(THREADS), st.booleans())
+def test_pair_distances_match_oracle(p, metric, dtype, threads, split):
+    V, idrow, pairs = p
+    vec = V if dtype == "f32" else V.astype(np.float16).view(np.uint16)
+    cut = len(vec) // 3                                   # one block, or two
+    blocks = [vec[:cut], vec[cut:]] if split and len(vec) else [vec]
+    sc = _core.PairDistances(blocks, idrow, metric)
+    want = R.pair_distances(V, idrow, pairs, metric)
+    got = sc.distances(pairs, threads)
+    assert got.dtype == np.float32 and got.shape == (len(pairs),)
+    if metric == 2:    # a division and square roots: float rounding
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    else:              # small integers: every sum is exact in float32
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+    for (a, b), w in zip(pairs[:5].tolist(), got[:5].tolist()):
+        assert sc.distance(a, b) == pytest.approx(w, rel=1e-6, abs=1e-6)
+    missing = np.flatnonzero(idrow < 0)
+    for bad in [-1, len(idrow)] + missing[:2].tolist():
+        with pytest.raises(KeyError):
+            sc.distance(bad, 0)
+        with pytest.raises(KeyError):
+            sc.distances(np.array([[0, bad]], np.int64))
+
+
+def test_pair_distances_reject_rows_beyond_the_vectors():
+    V = np.zeros((3, 4), np.float32)
+    for bad in ([0, 3], [-2, 0]):
+        with pytest.raises(ValueError):
+            _core.PairDistances([V], np.array(bad, np.int64), 0)
+        with pytest.raises(ValueError):
+            _core.PairDistances([V[:1], V[1:]], np.array(bad, np.int64), 0)
+    with pytest.raises(ValueError):
+        _core.PairDistances([V], np.array([0], np.int64), 7)
+    with pytest.raises(ValueError):
+        _core.PairDistances([V, V[:, :2]], np.array([0], np.int64), 0)   # widths differ
+    with pytest.raises(ValueError):
+        _core.PairDistances([V, V.astype(np.float16).view(np.uint16)], np.array([0], np.int64), 0)
+    with pytest.raises(ValueError):
+        _core.PairDistances([], np.array([0], np.int64), 0)
+
+
 @given(pq_problem(integer=True), st.sampled_from([0, 1]))
 def test_sdc_matches_oracle(p, metric):
     cb, codes, _, _, _ = p

@@ -194,6 +194,22 @@ def test_rerank_levels_agree(level, data):
 
 
 @pytest.mark.parametrize("level", OTHERS)
+def test_pair_distances_levels_agree(level, data):
+    base, _ = data
+    ref_core, _ = simd.load("scalar")
+    core, _ = simd.load(level)
+    rng = np.random.default_rng(6)
+    idrow = rng.permutation(len(base)).astype(np.int64)
+    pairs = rng.integers(0, len(base), (2000, 2)).astype(np.int64)
+    for vecs in (base, base.astype(np.float16).view(np.uint16)):
+        blocks = [vecs[:700], vecs[700:]]
+        for metric in (ref_core.METRIC_L2, ref_core.METRIC_IP, ref_core.METRIC_COS):
+            d1 = ref_core.PairDistances(blocks, idrow, metric).distances(pairs, 1)
+            d2 = core.PairDistances(blocks, idrow, metric).distances(pairs, 2)
+            np.testing.assert_allclose(d1, d2, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("level", OTHERS)
 def test_kmeans_assign_levels_agree(level, data):
     base, _ = data
     _, ref_pq = simd.load("scalar")

@@ -25,8 +25,10 @@ listing
 links
     ``link``, ``unlink``, ``neighbors``, ``links``.
 search
-    ``search``, ``search_vectors``, filters, ``find_words``; ``distance`` and
-    ``distances`` over a :class:`~sutradb.database.search.DistanceTable`.
+    ``search``, ``search_vectors``, filters, ``find_words``.
+distances
+    ``distance`` and ``distances`` over a
+    :class:`~sutradb.database.distances.DistanceTable`.
 indexing
     ``index_info``, ``build_index``, ``tune``; training, drift and the IVF lists'
     upkeep after commits.

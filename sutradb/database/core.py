@@ -28,7 +28,8 @@ from .locking import ExclusiveLock, ReadLock, RWLock
 from .options import (BATCH, DEFAULT_METRIC, DEFAULT_OPTIONS, FORMAT, FORMAT_VERSION, MEMORY,
                       METRICS, STORED, DefaultStr)
 from .recordindex import RecordIndexes
-from .search import NO_TABLE, SearchMixin
+from .distances import NO_TABLE, DistancesMixin
+from .search import SearchMixin
 from .transactions import Staged, Transaction, TransactionsMixin
 from .validation import check_options, is_id
 from .. import embedders as _embedders
@@ -103,7 +104,7 @@ def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) 
     return db.tune(queries, target_recall=target_recall, **kwargs)
 
 
-class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMixin,
+class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMixin, IndexingMixin,
                TransactionsMixin):
     """A sutradb database. Create with :func:`sutradb.open`.
 

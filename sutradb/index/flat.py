@@ -4,7 +4,8 @@
 (unit rows for ``"cosine"``, squared norms for ``"l2"``); :func:`flat_search` scans it
 with BLAS in row blocks, skipping masked rows, and keeps the k best. This is what the
 database uses while it is small (before a PQ index is trained) and for ``exact=True``
-searches; :func:`pair_distances` backs ``Database.distance``/``distances``.
+searches; :func:`pair_scorer` backs ``Database.distance``/``distances`` (exact
+distances of stored rows by id, straight from the stored float16 or float32 rows).
 
 Distances follow the quantizer's conventions: ``"l2"`` squared Euclidean, ``"ip"``
 ``-dot``, ``"cosine"`` ``1 - cos``; ascending; ``inf`` / ``-1`` pad missing results.
@@ -15,7 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FlatVectors", "flat_search", "pair_distances", "prepare_queries", "BLOCK_ROWS"]
+from .. import simd
+
+__all__ = ["FlatVectors", "flat_search", "pair_distances", "pair_scorer", "prepare_queries",
+           "BLOCK_ROWS"]
 
 BLOCK_ROWS = 1 << 15
 
@@ -145,3 +149,13 @@ def pair_distances(fv: FlatVectors, ra: np.ndarray, rb: np.ndarray, block: int =
         else:
             out[s:s + block] = np.maximum(fv.sqnorms[ra[s:s + block]] + fv.sqnorms[rb[s:s + block]] - 2 * dots, 0)
     return out
+
+
+def pair_scorer(blocks, idrow: np.ndarray, metric: int):
+    """The exact pair kernel (``PairDistances`` of the active SIMD level) over the
+    stored rows in one or two ``blocks`` (each (n_i, d) float16 or float32, read in
+    place: a mapped segment and the log's rows, say) with the id -> row array
+    ``idrow`` ((m,) int64, -1 for none). ``metric``: 0 squared L2, 1 ``-dot``,
+    2 ``1 - cos``."""
+    blocks = [b.view(np.uint16) if b.dtype == np.float16 else b for b in blocks]
+    return simd.core.PairDistances(blocks, np.ascontiguousarray(idrow, dtype=np.int64), metric)

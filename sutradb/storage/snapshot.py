@@ -450,6 +450,25 @@ class Snapshot:
             out.append((self._seg_n, c))
         return out
 
+    def vector_blocks(self) -> list[tuple[int, np.ndarray]]:
+        """``[(first_row, vectors), ...]`` covering all rows without copying the mapped
+        part (at most two blocks: checkpointed rows, then the log's rows); ``[]``
+        without vectors. Unlike :attr:`vectors` this costs O(rows in the log) after a
+        commit, not O(all rows)."""
+        self._check_open()
+        if not self._d:
+            return []
+        out = []
+        if self._seg_n and self._seg_vecs is not None:
+            out.append((0, self._seg_vecs))
+        if self._chunks:
+            c = self._cache.get("tail_vecs")
+            if c is None:
+                c = self._cache["tail_vecs"] = _cat([ch.vecs for ch in self._chunks], self._vdtype, self._d)
+                c.setflags(write=False)
+            out.append((self._seg_n, c))
+        return out
+
     def rows_of(self, ids) -> np.ndarray:
         """Row of each id (``-1`` for an id that is not live)."""
         self._check_open()
