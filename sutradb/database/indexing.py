@@ -5,8 +5,9 @@ encoding, the IVF lists (layout, fold, regrowth), drift, ``build_index`` and
 Index lifecycle
 ---------------
 While the database holds fewer than ``index_threshold`` concepts, search is exact
-(brute force over the stored vectors). When a commit takes it past the threshold, a
-product quantizer is trained on a seeded sample of the live vectors, every vector is
+(brute force over the stored vectors). Once it is past the threshold, a product
+quantizer is trained (on first use after the commit that crossed it: see "upkeep"
+below) on a seeded sample of the live vectors, every vector is
 encoded, and from then on searches scan the PQ codes and re-rank the best candidates
 exactly against the full vectors (kept as float16 by default). Later vectors are
 encoded with the stored codebooks; :meth:`Database.build_index` retrains on demand.

@@ -30,8 +30,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "index": "auto",             # "auto": exact -> PQ (index_threshold) -> IVF-PQ
                                  # (ivf_threshold); "flat": exact only; "pq": never IVF;
                                  # "ivf": IVF lists as soon as the quantizer is trained
-    "index_threshold": 10_000,   # live concepts that trigger PQ training
-    "ivf_threshold": 100_000,    # live concepts that trigger the IVF lists ("auto")
+    # measured (bench/bench_auto.py, docs/benchmarks.md): at recall@10 >= 0.95, one
+    # query per call, IVF lists beat the exact scan from 2-5k rows on every real set
+    # and a flat PQ scan at every size, so "auto" goes from exact to IVF at 5,000
+    "index_threshold": 5_000,    # live concepts that trigger PQ training
+    "ivf_threshold": 5_000,      # live concepts that trigger the IVF lists ("auto")
     "ivf_nlist": None,           # lists (default ~4 sqrt(n), see index.ivf.default_nlist)
     "target_recall": 0.95,       # recall@10 the default nprobe is chosen for
     "pq_m": None,                # subspaces (default: one code byte per 8 dimensions)
