@@ -48,8 +48,8 @@ RERANKS = (0, 10, 20, 30, 50, 80, 120, 200, 300, 500, 800)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", action="append", metavar="DIR")
-    p.add_argument("--sizes", default=None, help="comma-separated sizes (default %s; the "
-                   "set's full size is added)" % ",".join(map(str, DEFAULT_SIZES)))
+    p.add_argument("--sizes", default=None, help="comma-separated sizes (default %s and the "
+                   "set's full size)" % ",".join(map(str, DEFAULT_SIZES)))
     p.add_argument("--kinds", default="flat,pq,ivf,default")
     p.add_argument("--target", type=float, default=0.95)
     p.add_argument("--queries", type=int, default=200, help="queries timed one per call")
@@ -57,6 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     a.data = a.data or [d for d in DEFAULT_DATA if Path(d).is_dir()]
+    a.sizes_given = bool(a.sizes)
     a.sizes = [int(s) for s in a.sizes.split(",")] if a.sizes else list(DEFAULT_SIZES)
     return a
 
@@ -164,7 +165,8 @@ def main(argv=None):
         ds = common.load_dataset(d)
         base16 = np.load(Path(d) / "base.f16.npy", mmap_mode="r")
         metric = "cosine" if ds.metric == "ip" else "l2"
-        sizes = sorted({s for s in args.sizes if s < len(base16)} | {len(base16)})
+        sizes = sorted({min(s, len(base16)) for s in args.sizes}
+                       | (set() if args.sizes_given else {len(base16)}))
         entry = {"dataset": ds.describe(), "metric": metric, "sizes": []}
         results["datasets"].append(entry)
         for n in sizes:
