@@ -33,6 +33,7 @@ attributes are the ones every read and commit touches, kept on the one object so
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import os
 
@@ -64,7 +65,7 @@ class Snapshot:
     # ------------------------------------------------------------------ installing a version
 
     def _where(self, name):
-        return name if self._dir is None else os.path.join(self._dir, name)
+        return name if self._dir is None else _joined(self._dir, name)
 
     def _install(self, gen, body, maps):
         """Set the checkpointed state of manifest ``gen`` and empty the log tail."""
@@ -644,6 +645,13 @@ class Snapshot:
 
 
 # --------------------------------------------------------------------------- helpers
+
+@functools.lru_cache(maxsize=256)
+def _joined(d: str, name: str) -> str:
+    """``os.path.join`` of a directory and a file name, cached (every record read
+    names its file for the messages of damage)."""
+    return os.path.join(d, name)
+
 
 def _cat(parts, dtype, width=None):
     parts = [p for p in parts if p is not None]
