@@ -36,6 +36,7 @@ import bisect
 import functools
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -110,6 +111,7 @@ class Snapshot:
         self._tail_map = {}
         self._tail_dead = []
         self._cache = {}
+        self._grow = {}           # row buffers that commits extend (_cat_rows)
         # keys: the checkpointed index (mapped lazily) and the log's additions
         self._keys = KeyIndex(maps.get("keys"), w(body["files"]["keys"]["name"]) if "keys" in maps else "",
                               self._scan_keys if n else None, self._live_key_of)
@@ -388,19 +390,30 @@ class Snapshot:
         return self.n_live
 
     def _cat_rows(self, name, seg, attr, width, dtype):
+        """All rows of one array (the mapped segment, then the log's chunks), cached
+        until the next commit. With rows in the log the concatenation lives in a
+        buffer with spare room that later commits extend by their own rows only
+        (amortised O(new rows) per commit instead of a copy of every row); views given
+        out earlier stay valid and unchanged."""
         c = self._cache.get(name)
-        if c is None:
-            parts = [seg] if seg is not None and len(seg) else []
-            parts += [getattr(ch, attr) for ch in self._chunks]
-            if not parts:
-                c = np.zeros((0, width) if width is not None else 0, dtype)
-            elif len(parts) == 1:
-                c = parts[0]
+        if c is not None:
+            return c
+        seg = seg if seg is not None and len(seg) else None
+        chunks = self._chunks
+        grow = self._grow
+        if not chunks or (seg is None and len(chunks) == 1):
+            grow.pop(name, None)
+            if chunks:
+                c = getattr(chunks[0], attr)
             else:
-                c = np.concatenate(parts)
+                c = seg if seg is not None else np.zeros((0, width) if width is not None else 0, dtype)
             if c.flags.writeable:
+                c = c.view()
                 c.setflags(write=False)
-            self._cache[name] = c
+        else:
+            with _GROW_LOCK:
+                c = _grow_rows(grow, name, seg, chunks, attr)
+        self._cache[name] = c
         return c
 
     @property
@@ -645,6 +658,36 @@ class Snapshot:
 
 
 # --------------------------------------------------------------------------- helpers
+
+_GROW_LOCK = threading.Lock()
+
+
+def _grow_rows(grow: dict, name: str, seg, chunks: list, attr: str) -> np.ndarray:
+    """``seg`` then the ``attr`` arrays of ``chunks``, as a read-only view of the
+    buffer ``grow[name]``: extended in place when it already holds ``seg`` and a prefix
+    of ``chunks`` (the same objects), else rebuilt with half again as much room."""
+    parts = [getattr(ch, attr) for ch in chunks]
+    total = (len(seg) if seg is not None else 0) + sum(len(p) for p in parts)
+    g = grow.get(name)
+    if (g is not None and g["seg"] is seg and g["k"] <= len(chunks)
+            and (g["k"] == 0 or chunks[g["k"] - 1] is g["last"])
+            and len(g["buf"]) >= total):
+        buf, pos = g["buf"], g["filled"]
+        for p in parts[g["k"]:]:
+            buf[pos:pos + len(p)] = p
+            pos += len(p)
+    else:
+        first = parts[0]
+        buf = np.empty((total + total // 2 + 1024,) + first.shape[1:], first.dtype)
+        pos = 0
+        for p in ([seg] if seg is not None else []) + parts:
+            buf[pos:pos + len(p)] = p
+            pos += len(p)
+    grow[name] = {"seg": seg, "k": len(chunks), "last": chunks[-1], "buf": buf, "filled": pos}
+    v = buf[:pos]
+    v.setflags(write=False)
+    return v
+
 
 @functools.lru_cache(maxsize=256)
 def _joined(d: str, name: str) -> str:
