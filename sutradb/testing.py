@@ -135,7 +135,7 @@ def sutra_db_factory(tmp_path):
     opened = []
     counter = [0]
 
-    def make(dim=8, metric="cosine", memory=False, name=None, **options):
+    def make(dim: int = 8, metric: str = "cosine", memory: bool = False, name=None, **options):
         from . import open as _open
         options.setdefault("durability", "off")
         if memory:

@@ -232,7 +232,7 @@ class Progress:
     """
 
     def __init__(self, total_steps: int, title: str = "bench", enabled: bool | None = None,
-                 plain_ops: bool = False):
+                 plain_ops: bool = False) -> None:
         self.total_steps = total_steps
         self.title = title
         live = sys.stdout.isatty() if enabled is None else enabled
@@ -278,7 +278,7 @@ class Progress:
                                  position=0, leave=True, dynamic_ncols=True)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         if self._progress is not None:
             self._progress.__exit__(*exc)
             self._progress = None

@@ -117,7 +117,7 @@ class ConceptsMixin:
         return i
 
     @staticmethod
-    def _staged_gone(staged, i):
+    def _staged_gone(staged, i) -> bool:
         return i in staged.over and staged.over[i] is None
 
     def _exists(self, i: int, staged: Staged | None) -> bool:

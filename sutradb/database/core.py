@@ -113,7 +113,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
 
     def __init__(self, path, mode: str = "a", *, dim: int | None = None,
                  metric: str = DEFAULT_METRIC, timeout: float = 0.0, recover: bool = False,
-                 **options):
+                 **options) -> None:
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
             raise InvalidArgumentError(f"unknown options: {sorted(unknown)} (known: {sorted(DEFAULT_OPTIONS)})")
@@ -240,7 +240,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
                 raise _errors.CorruptDatabaseError(f"{self._path}: codes do not match the index")
         return VectorIndex(self._meta["dim"], self._meta["metric"], pq, part)
 
-    def _reset_caches(self):
+    def _reset_caches(self) -> None:
         """Forget every derived structure (they are rebuilt lazily)."""
         self._ccache: dict[int, tuple] = {}     # id -> (key, text, metadata) decoded
         self._kcache: dict[str, int] = {}       # key -> id, confirmed against _ccache
@@ -248,7 +248,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
         self._records = RecordIndexes()         # key / metadata / word indexes
         self._row_caches()
 
-    def _row_caches(self, renumbered: bool = False):
+    def _row_caches(self, renumbered: bool = False) -> None:
         """Forget structures tied to the stored arrays (rebuilt lazily); with
         ``renumbered`` (compaction, retraining) also the id -> row map."""
         if renumbered:
@@ -333,7 +333,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
         where = {t: i for i, t in enumerate(uniq)}
         return V[[where[t] for t in texts]]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._closed:
             return "<sutradb.Database closed>"
         return (f"<sutradb.Database {self._store.path or MEMORY!r} mode={self.mode!r} "
@@ -451,11 +451,11 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         self.close()
         return False
 
-    def __del__(self):  # pragma: no cover - best effort
+    def __del__(self) -> None:  # pragma: no cover - best effort
         try:
             if not self._closed and self._staged is None:
                 self.close()

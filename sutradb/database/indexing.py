@@ -177,7 +177,7 @@ class IndexingMixin:
                progress=cb)
         return pq
 
-    def _maybe_train(self):
+    def _maybe_train(self) -> None:
         """After a commit: train the quantizer, lay out / fold / regrow the IVF lists
         when the database has grown past the thresholds of its ``index`` option."""
         kind = self._opt("index")
@@ -352,7 +352,7 @@ class IndexingMixin:
             self._index = self._load_index()
             self._row_caches(renumbered=True)
 
-    def _make_ivf(self, pq, V, live, rows, codes, meta, nlist, renumber=False) -> IVFPart:
+    def _make_ivf(self, pq, V, live, rows, codes, meta, nlist, renumber: bool = False) -> IVFPart:
         """IVF lists of the entries ``rows`` with this database's options
         (:func:`~sutradb.database.ivflists.lay_out_lists`; ``meta`` gives the seed)."""
         return lay_out_lists(pq, V, live, rows, codes, dim=self._meta["dim"],
@@ -361,7 +361,7 @@ class IndexingMixin:
                              target_recall=float(self._opt("target_recall")), read=self._read,
                              progress=self._progress, renumber=renumber)
 
-    def _build_ivf(self, nlist, sticky=None):
+    def _build_ivf(self, nlist, sticky=None) -> None:
         """Lay out IVF lists over the live rows with the current quantizer and codes."""
         s = self._store
         pq = self._index.pq
@@ -375,7 +375,7 @@ class IndexingMixin:
         self._meta["ivf_added_sq"], self._meta["ivf_added_n"] = 0.0, 0
         self._commit_index(pq, part, sticky)
 
-    def _fold(self):
+    def _fold(self) -> None:
         """Put the tail (live rows added since the lists were laid out) into the
         lists and drop the dead rows from them; the centres stay."""
         s = self._store
@@ -427,7 +427,7 @@ class IndexingMixin:
             return None
         return encode_index(pq, remap_lists(pq, part, kept))
 
-    def _rebuild_memory(self, ids, live_rows, codes, index, full_meta):
+    def _rebuild_memory(self, ids, live_rows, codes, index, full_meta) -> None:
         """An in-memory store cannot rewrite its codes: copy it into a new one."""
         old = self._store
         new = Store.open(MEMORY)
@@ -546,7 +546,7 @@ class IndexingMixin:
                 self._commit_index(self._index.pq, new)
         return best
 
-    def _search_q(self, Q, k, where, rerank, nprobe, threads=1):
+    def _search_q(self, Q, k, where, rerank, nprobe, threads: int = 1):
         """Rows of prepared queries (the tuning loop)."""
         with self._read:
             return self._search_rows(Q, k, where, rerank, False, threads, nprobe)

@@ -54,7 +54,7 @@ def recall(I, gt) -> float:
 
 
 def lay_out_lists(pq, V, live, rows, codes, *, dim: int, metric: str, nlist, seed: int,
-                  target_recall: float, read=None, progress=False,
+                  target_recall: float, read=None, progress: bool = False,
                   renumber: bool = False) -> IVFPart:
     """IVF lists of the entries ``rows``: coarse k-means on a seeded sample, every
     entry assigned, the default nprobe chosen on held-out live rows

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from types import TracebackType
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Bulk:
 
     __slots__ = ("start", "n", "vectors", "keys", "texts", "metadata")
 
-    def __init__(self, start, n, vectors, keys, texts, metadata):
+    def __init__(self, start, n, vectors, keys, texts, metadata) -> None:
         self.start, self.n = start, n
         self.vectors, self.keys, self.texts, self.metadata = vectors, keys, texts, metadata
 
@@ -60,7 +61,7 @@ class Staged:
     """What the open transaction has staged: used to validate later writes of the
     same transaction and to update the caches after the commit."""
 
-    def __init__(self, meta: dict, quantizer):
+    def __init__(self, meta: dict, quantizer) -> None:
         self.meta = dict(meta)
         self.next_id = meta["next_id"]
         self.bulks: list[Bulk] = []
@@ -76,7 +77,7 @@ class Staged:
         return (dict(self.meta), self.next_id, len(self.bulks), dict(self.over), dict(self.keys),
                 dict(self.links), self.pq, self.index_blob)
 
-    def restore(self, s):
+    def restore(self, s) -> None:
         """Go back to a :meth:`snapshot` (the batches staged after it are dropped)."""
         (self.meta, self.next_id, nb, self.over, self.keys, self.links, self.pq,
          self.index_blob) = s
@@ -104,7 +105,7 @@ class Transaction:
 
     __slots__ = ("_db", "_depth", "_done", "_snap")
 
-    def __init__(self, db, depth, snap):
+    def __init__(self, db, depth, snap) -> None:
         self._db, self._depth, self._done, self._snap = db, depth, False, snap
 
     @property
@@ -122,7 +123,8 @@ class Transaction:
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         if not self._done:
             if exc_type is None:
                 self.commit()
@@ -130,7 +132,7 @@ class Transaction:
                 self._db._end(self, False)
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<sutradb.Transaction depth={self._depth} {'done' if self._done else 'open'}>"
 
 
@@ -141,7 +143,7 @@ class AutoTransaction:
 
     __slots__ = ("db", "t")
 
-    def __init__(self, db):
+    def __init__(self, db) -> None:
         self.db = db
         self.t = None
 
@@ -154,7 +156,8 @@ class AutoTransaction:
             self.t = db.transaction()
         return db._staged
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         if self.t is not None:
             self.t.__exit__(exc_type, exc, tb)
         return False

@@ -8,8 +8,12 @@ and return the value as the database stores or searches it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import msgpack
 import numpy as np
+import numpy.typing as npt
 
 from .. import embedders
 from ..errors import DimensionError, EmbedderError, InvalidArgumentError
@@ -23,12 +27,12 @@ __all__ = ["is_id", "check_options", "check_metadata", "seq_arg", "check_vector_
 F16_MAX = 65504.0
 
 
-def is_id(x) -> bool:
+def is_id(x: object) -> bool:
     """Whether ``x`` is an integer (Python or NumPy) and not a bool."""
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
-def check_options(o: dict) -> None:
+def check_options(o: dict[str, Any]) -> None:
     """Validate a full options dict (:data:`DEFAULT_OPTIONS` updated with the
     caller's); InvalidArgumentError, or EmbedderError for an unusable embedder
     object."""
@@ -65,7 +69,7 @@ def check_options(o: dict) -> None:
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {o['batch_size']!r}")
 
 
-def check_metadata(md) -> dict | None:
+def check_metadata(md: object) -> dict[str, Any] | None:
     """Validate one metadata dict: msgpack-able with str keys at every level.
 
     Returns
@@ -81,13 +85,14 @@ def check_metadata(md) -> dict | None:
         return None
     try:
         raw = msgpack.packb(md, use_bin_type=True)
-        return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        back: dict[str, Any] = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        return back
     except (TypeError, ValueError, OverflowError, msgpack.UnpackException) as e:
         raise InvalidArgumentError(f"metadata cannot be stored (msgpack types with str keys "
                                    f"only): {e}") from None
 
 
-def seq_arg(values, n, what):
+def seq_arg(values: Iterable[Any] | None, n: int, what: str) -> list[Any] | None:
     """``values`` (texts, keys, metadata of a batch) as a list of ``n`` items, or None."""
     if values is None:
         return None
@@ -99,7 +104,7 @@ def seq_arg(values, n, what):
     return values
 
 
-def check_vector_rows(vectors, dim: int, f16: bool, what: str = "vectors",
+def check_vector_rows(vectors: npt.ArrayLike, dim: int, f16: bool, what: str = "vectors",
                       one: bool = False) -> np.ndarray:
     """Validate (n, dim) vectors to store: finite numbers (within the float16 range
     when ``f16``), checked batch by batch without converting them all at once.
@@ -152,7 +157,7 @@ def check_vector_rows(vectors, dim: int, f16: bool, what: str = "vectors",
     return arr
 
 
-def check_query_rows(Q, dim: int, metric: str, one: bool = False) -> np.ndarray:
+def check_query_rows(Q: npt.ArrayLike, dim: int, metric: str, one: bool = False) -> np.ndarray:
     """Queries as the index takes them (:func:`~sutradb.index.pq.check_vectors`:
     (nq, dim) float32 C-contiguous, finite, unit rows for cosine).
 

@@ -89,13 +89,13 @@ class EmbedderPlugin(WorkerPlugin):
 
     idempotent = False
 
-    def __init__(self, key: str, embedder, threads: int | None = None):
+    def __init__(self, key: str, embedder, threads: int | None = None) -> None:
         self.key = key
         self.embedder = embedder
         self.threads = threads
         self.name = "sutradb-embedder-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
-    def setup(self, worker):
+    def setup(self, worker) -> None:
         threads = self.threads or getattr(getattr(worker, "state", None), "nthreads", None)
         tasks.install_embedder(self.key, self.embedder, threads, quiet=True)
 
@@ -105,7 +105,7 @@ class DaskEngine:
 
     name = "dask"
 
-    def __init__(self, client: Client):
+    def __init__(self, client: Client) -> None:
         if not isinstance(client, Client):
             from ..errors import InvalidArgumentError
             raise InvalidArgumentError(f"client must be a dask.distributed.Client, not "
@@ -170,7 +170,7 @@ class DaskShardBackend:
 
     name = "dask"
 
-    def __init__(self, client: Client, paths: list[str]):
+    def __init__(self, client: Client, paths: list[str]) -> None:
         self.client = client
         self.paths = list(paths)
         self.token = None

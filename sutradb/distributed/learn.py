@@ -92,7 +92,7 @@ class _Done:
 
     __slots__ = ("_value", "_error")
 
-    def __init__(self, value=None, error=None):
+    def __init__(self, value=None, error=None) -> None:
         self._value, self._error = value, error
 
     def done(self) -> bool:
@@ -153,7 +153,7 @@ class _Progress:
     """Progress of a job: a rich bar on stderr (count, throughput, ETA, workers) or a
     callable ``(done, total)``; ``done=None`` closes."""
 
-    def __init__(self, progress, total, engine_desc):
+    def __init__(self, progress, total, engine_desc) -> None:
         self.cb = None
         self.bar = None
         self.done = 0
@@ -199,7 +199,7 @@ class _Progress:
 
 # --------------------------------------------------------------------------- checks
 
-def _int_arg(name, v, lo=1, none=False):
+def _int_arg(name, v, lo: int = 1, none: bool = False):
     if v is None and none:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
@@ -537,12 +537,12 @@ def _partitions_loop(engine, on_files, writer, source, V, P, N, paths, committed
     with_vectors = V is not None
     counts = {"written": 0, "skipped": 0}
 
-    def finish(results):
+    def finish(results) -> None:
         for r in (results if isinstance(results, list) else [results]):
             bar.advance(r["rows"])
             counts["written" if r["written"] else "skipped"] += 1
 
-    def write_head():
+    def write_head() -> None:
         args, ef = queue.popleft()
         vec = ef.result() if ef is not None else None
         payload = args[6]
@@ -550,7 +550,7 @@ def _partitions_loop(engine, on_files, writer, source, V, P, N, paths, committed
             payload = (vec,) + tuple(payload[1:])
         finish(tasks.write_partition(*args[:6], payload, *args[7:]))
 
-    def drain(block: bool):
+    def drain(block: bool) -> None:
         progressed = False
         for f in [f for f in inflight if f.done()]:
             inflight.pop(f)
@@ -567,7 +567,7 @@ def _partitions_loop(engine, on_files, writer, source, V, P, N, paths, committed
                     inflight.pop(f)
                     finish(f.result())
 
-    def flush_checks(s):
+    def flush_checks(s) -> None:
         if checks[s]:
             f = on_files.submit(tasks.check_partitions, paths[s], list(checks[s]), with_vectors)
             inflight[f] = None

@@ -98,14 +98,14 @@ class IdScheme:
 
     __slots__ = ("shards", "block")
 
-    def __init__(self, shards: int, block: int):
+    def __init__(self, shards: int, block: int) -> None:
         for name, v in (("shards", shards), ("block", block)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}")
         self.shards = int(shards)
         self.block = int(block)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"IdScheme(shards={self.shards}, block={self.block})"
 
     def to_global(self, shard, local):
@@ -245,7 +245,7 @@ def read_manifest(path) -> dict:
     return body
 
 
-def _is_int(v, lo=0) -> bool:
+def _is_int(v, lo: int = 0) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 

@@ -46,7 +46,7 @@ class _LocalBackend:
 
     name = "threads"
 
-    def __init__(self, paths, threads: int | None):
+    def __init__(self, paths, threads: int | None) -> None:
         self.paths = list(paths)
         self.dbs = []
         try:
@@ -196,7 +196,7 @@ class ShardedDatabase:
     ``(shard, local id)``). Thread-safe for reads, like :class:`sutradb.Database`.
     """
 
-    def __init__(self, manifest: dict, paths: list, backend, embedder=None):
+    def __init__(self, manifest: dict, paths: list, backend, embedder=None) -> None:
         self._closed = True
         self.manifest = {k: v for k, v in manifest.items() if k != "_dir"}
         self.directory = manifest.get("_dir")
@@ -283,7 +283,7 @@ class ShardedDatabase:
                 "shards": self.n_shards, "codebook": self.manifest.get("codebook"),
                 "per_shard": per}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._closed:
             return "<sutradb.ShardedDatabase closed>"
         return (f"<sutradb.ShardedDatabase {self.directory or self.paths!r} {self.n_shards} shards "
@@ -557,11 +557,11 @@ class ShardedDatabase:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         self.close()
         return False
 
-    def __del__(self):  # pragma: no cover - best effort
+    def __del__(self) -> None:  # pragma: no cover - best effort
         try:
             self.close()
         except Exception:

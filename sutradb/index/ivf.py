@@ -96,7 +96,7 @@ class BlockedCodes:
 
     __slots__ = ("data", "n", "width")
 
-    def __init__(self, data: np.ndarray, n: int, width: int):
+    def __init__(self, data: np.ndarray, n: int, width: int) -> None:
         n, width = int(n), int(width)
         g4 = (width + 3) // 4
         if (not isinstance(data, np.ndarray) or data.dtype != np.uint8
@@ -144,7 +144,7 @@ class BlockedCodes:
     def __len__(self) -> int:
         return self.n
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"BlockedCodes({self.n} rows x {self.width} bytes)"
 
 
@@ -179,7 +179,7 @@ class IVFIndex:
     offsets : (nlist + 1,) int64
     """
 
-    def __init__(self, dim: int, nlist: int | None = None, metric: str = "cosine", seed: int = 0):
+    def __init__(self, dim: int, nlist: int | None = None, metric: str = "cosine", seed: int = 0) -> None:
         if not _is_int(dim) or dim < 1:
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
         if nlist is not None and (not _is_int(nlist) or nlist < 1):
@@ -201,7 +201,7 @@ class IVFIndex:
         self.fit_params_: dict = {}
 
     # ------------------------------------------------------------------ basics
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"
         rows = f", {self.ntotal} rows" if self.perm is not None else ""
         return (f"IVFIndex(dim={self.dim}, nlist={self.nlist}, metric={self.metric!r}, "
@@ -664,7 +664,7 @@ def _assign_blas(X: np.ndarray, C: np.ndarray, cn: np.ndarray, nthreads: int):
     sq = np.empty(n, dtype=np.float32)
     CT = np.ascontiguousarray(C.T)
 
-    def work(s):
+    def work(s) -> None:
         blk = X[s:s + _ASSIGN_CHUNK]
         d = blk @ CT
         d *= -2.0

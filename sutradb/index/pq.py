@@ -130,7 +130,7 @@ class ProductQuantizer:
     (3, 5)
     """
 
-    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2", seed: int = 0):
+    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2", seed: int = 0) -> None:
         for name, v in (("dim", dim), ("m", m), ("nbits", nbits), ("seed", seed)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise InvalidArgumentError(f"{name} must be an integer, got {v!r}")
@@ -160,7 +160,7 @@ class ProductQuantizer:
         self.fit_params_: dict = {}
 
     # ------------------------------------------------------------------ helpers
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"
         return (f"ProductQuantizer(dim={self.dim}, m={self.m}, nbits={self.nbits}, "
                 f"metric={self.metric!r}, seed={self.seed}) [{state}]")

@@ -100,7 +100,7 @@ class IVFPart:
     __slots__ = ("ivf", "codes", "covered", "nprobe", "rerank_scale", "tuned")
 
     def __init__(self, ivf: IVFIndex, codes: np.ndarray, covered: int, nprobe: int,
-                 tuned: dict | None = None, rerank_scale: int = 1):
+                 tuned: dict | None = None, rerank_scale: int = 1) -> None:
         self.ivf = ivf
         self.codes = codes
         self.covered = int(covered)
@@ -245,7 +245,7 @@ class VectorIndex:
     __slots__ = ("dim", "metric", "pq", "_ivf", "_load")
 
     def __init__(self, dim: int, metric: str, pq: ProductQuantizer | None = None,
-                 ivf: "IVFPart | callable | None" = None):
+                 ivf: "IVFPart | callable | None" = None) -> None:
         self.dim = dim
         self.metric = metric
         self.pq = pq

@@ -71,7 +71,7 @@ def create_row_files(directory: str, uuid: bytes, new_file_no, code_size: int, d
     dict
         ``{"ids", "ends", "rec", "dead"[, "codes"][, "vec"]: Appender}``.
     """
-    def new(kind, width=0, dt=0):
+    def new(kind, width: int = 0, dt: int = 0):
         a = Appender(directory, file_name(new_file_no(), kind), 0, 0,
                      create_header=seg_header(kind, uuid, width, dt))
         created.append(a)

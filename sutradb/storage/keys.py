@@ -69,7 +69,7 @@ class KeyIndex:
 
     __slots__ = ("mapped", "where", "scan", "key_of", "segment", "tail", "tail_rows")
 
-    def __init__(self, mapped, where: str, scan, key_of):
+    def __init__(self, mapped, where: str, scan, key_of) -> None:
         self.mapped = mapped
         self.where = where
         self.scan = scan

@@ -66,7 +66,7 @@ class Links:
         Its path (named in errors).
     """
 
-    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str):
+    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str) -> None:
         self.where = where
         self.mf = mf
         if mf is None:
@@ -149,7 +149,7 @@ class LinkTable:
 
     __slots__ = ("base", "delta", "by_src", "by_dst")
 
-    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str):
+    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str) -> None:
         self.base = Links(mf, entry, where)
         self.delta = {}
         self.by_src = {}        # src -> keys of delta

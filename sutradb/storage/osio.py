@@ -253,7 +253,7 @@ class PosixLocks:
 
     name = "flock"
 
-    def __init__(self, fcntl_module):
+    def __init__(self, fcntl_module) -> None:
         self._f = fcntl_module
 
     def try_lock(self, fd: int, shared: bool = False) -> bool:
@@ -323,7 +323,7 @@ class Win32:
     ERROR_LOCK_VIOLATION = 33
     ERROR_NOT_LOCKED = 158
 
-    def __init__(self, kernel32, get_osfhandle, get_last_error):
+    def __init__(self, kernel32, get_osfhandle, get_last_error) -> None:
         self._k = kernel32
         self._handle = get_osfhandle
         self._last_error = get_last_error
@@ -399,7 +399,7 @@ class ProcessLocks:
 
     name = "process"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._mu = threading.Lock()
         self._held: dict[tuple, dict[int, bool]] = {}   # file -> {fd: shared}
         self._key_of: dict[int, tuple] = {}

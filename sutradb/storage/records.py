@@ -135,7 +135,7 @@ class Chunk:
 
     __slots__ = ("row0", "ids", "codes", "vecs", "rec", "ends", "keys")
 
-    def __init__(self, ids, codes, vecs, rec, ends, keys):
+    def __init__(self, ids, codes, vecs, rec, ends, keys) -> None:
         self.row0 = -1
         self.ids, self.codes, self.vecs, self.rec, self.ends = ids, codes, vecs, rec, ends
         self.keys = keys       # list: the key (str or None) of each row

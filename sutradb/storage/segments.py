@@ -57,7 +57,7 @@ class MappedFile:
     """
 
     def __init__(self, dirpath: str, entry: dict, kind: int, uuid: bytes,
-                 width: int | None = None, dtype: int | None = None):
+                 width: int | None = None, dtype: int | None = None) -> None:
         self.name = entry["name"]
         self.length = entry["len"]
         self.crc = entry["crc"]
@@ -103,7 +103,7 @@ class Appender:
     transaction). :meth:`reset` drops those bytes.
     """
 
-    def __init__(self, dirpath: str, name: str, length: int, crc: int, *, create_header=None):
+    def __init__(self, dirpath: str, name: str, length: int, crc: int, *, create_header=None) -> None:
         self.name = name
         self.path = os.path.join(dirpath, name)
         if create_header is not None:

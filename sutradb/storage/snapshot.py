@@ -217,7 +217,7 @@ class Snapshot:
         self._n_live = int(np.count_nonzero(self._live[:n_new])) if spilled or s > 4096 else (
             self._n_live + int(np.count_nonzero(self._live[r0:n_new])) - len(old))
 
-    def _resolve_small(self, r0, n_new, puts, dels):
+    def _resolve_small(self, r0, n_new, puts, dels) -> None:
         """:meth:`_resolve_rows` for a few rows, in plain Python (the commit latency of
         small transactions)."""
         if n_new > len(self._live):

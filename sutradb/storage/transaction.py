@@ -22,6 +22,7 @@ finishes; the store's commit reads what was staged (``_ops``, ``_spilled``,
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,7 +51,7 @@ class Transaction:
     and roll back on an exception.
     """
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store) -> None:
         self._store = store
         self._ops = []
         self._bytes = 0
@@ -225,7 +226,7 @@ class Transaction:
         id_key.update(li)
         released |= lr
 
-    def _stage_rows(self, ch):
+    def _stage_rows(self, ch) -> None:
         s = self._store
         if s._memory:
             self._add(("put", ch))
@@ -263,7 +264,7 @@ class Transaction:
             raise
         self._ops.append(("putf", ch.ids, ch.keys))
 
-    def _fail(self):
+    def _fail(self) -> None:
         self._done = True
         self._store._txn_open = None
         self._store._recover_after_failure()
@@ -284,7 +285,7 @@ class Transaction:
                     if self._track:
                         self._released.add(i)
 
-    def link(self, src, dst, relation, weight=1.0) -> None:
+    def link(self, src, dst, relation, weight: float = 1.0) -> None:
         """Stage links ``src -> dst`` (scalars or equal-length arrays); an existing
         link with the same ``(src, dst, relation)`` gets the new weight."""
         self._check()
@@ -396,7 +397,8 @@ class Transaction:
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         if self._done:
             return False
         if exc_type is None:

@@ -291,7 +291,7 @@ class Log:
     __slots__ = ("fd", "where", "directory", "full", "pos", "salt", "size", "txn",
                  "scan_end", "failed")
 
-    def __init__(self, fd: int, where: str, directory: str, full: bool):
+    def __init__(self, fd: int, where: str, directory: str, full: bool) -> None:
         self.fd = fd
         self.where = where
         self.directory = directory
