@@ -44,6 +44,7 @@ import os
 import shutil
 import sqlite3
 import sys
+from typing import Any
 import tempfile
 import time
 from pathlib import Path
@@ -629,7 +630,7 @@ def compare(argv, prog: str = "sutradb bench") -> int:
     a = ap.parse_args(argv)
     import json
     runs = [json.loads(Path(f).read_text()) for f in a.files]
-    keyed = {}
+    keyed: dict[Any, Any] = {}
     for i, run in enumerate(runs):
         for r in run.get("rows", []):
             if r.get("throughput"):
@@ -741,7 +742,7 @@ def run_suite(ap, args, default_data, results_dir) -> int:
     if "load" not in ops and any(o in ops for o in ("index", "open", "get", "distance", "search",
                                                     "compact")):
         ops.insert(0, "load")                    # they read the database `load` builds
-    shared = {"warned": set(), "skipped": []}    # across scales: say each skip once
+    shared: dict[str, Any] = {"warned": set(), "skipped": []}    # across scales: say each skip once
     ctx_base = {
         "texts": texts, "queries": queries, "gt": gt, "n_total": len(base),
         "embedder": args.embedder, "shared": shared,

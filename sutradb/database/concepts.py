@@ -24,7 +24,7 @@ caches what it read while it still holds the read lock.
 from __future__ import annotations
 
 import copy
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple, cast
 
 import numpy as np
 
@@ -36,6 +36,11 @@ from .progress import progress_bar
 from .transactions import Bulk, Staged
 from .validation import check_metadata, check_vector_rows, is_id, seq_arg
 from .. import embedders
+
+if TYPE_CHECKING:
+    from .state import DatabaseState as _Base
+else:
+    _Base = object
 
 __all__ = ["Concept", "Hit", "ConceptsMixin"]
 
@@ -74,7 +79,7 @@ def _nested(md) -> bool:
     return bool(md) and any(type(v) is list or type(v) is dict for v in md.values())
 
 
-class ConceptsMixin:
+class ConceptsMixin(_Base):
     """The concept methods of :class:`~sutradb.database.Database`: writes (``add``,
     ``add_vectors``, ``update``, ``delete``), id and key resolution, reads (``get``
     and its caches, ``get_vectors``, ``ids``, ``len``, ``in``, iteration); a mixin:
@@ -95,7 +100,7 @@ class ConceptsMixin:
         if r.keys is None:
             with self._read:
                 r.build_keys(self._store)
-        return r.keys
+        return cast(dict, r.keys)
 
     def _id_of(self, x, staged: Staged | None = None) -> int:
         """The id of an id or key that exists (staged state first); NotFoundError."""
@@ -133,7 +138,7 @@ class ConceptsMixin:
         if staged is not None:
             if i in staged.over:
                 rec = staged.over[i]
-                return rec[0], rec[1], rec[2], rec[3], None
+                return rec[0], rec[1], rec[2], rec[3], None  # type: ignore[index]  # staged, not deleted
             b = staged.bulk_of(i)
             if b is not None:
                 k, t, m, v = b.record(i - b.start)
@@ -438,8 +443,8 @@ class ConceptsMixin:
         vd = self._meta["vector_dtype"]
         pq = st.pq
         n = len(recs)
-        vec32 = [None] * n
-        codes = None
+        vec32: list[np.ndarray | None] = [None] * n
+        codes: np.ndarray | None = None
         if pq is not None:
             codes = np.empty((n, pq.code_size), np.uint8)
             todo = []
@@ -456,10 +461,10 @@ class ConceptsMixin:
         if pq is not None and todo:
             if any(vec32[j] is None for j in todo):   # pragma: no cover - defensive
                 raise SutraError("cannot encode the concept")
-            enc = self._codes_for(np.stack([vec32[j] for j in todo]), st)
-            codes[todo] = enc
+            enc = self._codes_for(np.stack([vec32[j] for j in todo]), st)  # type: ignore[misc]  # checked above
+            codes[todo] = enc  # type: ignore[index]  # pq is set: codes too
         if vd is not None:
-            V = np.stack(vec32).astype(vd) if n else None
+            V = np.stack(vec32).astype(vd) if n else None  # type: ignore[arg-type]  # every row has one
         else:
             V = None
         ids = np.fromiter((r[0] for r in recs), np.int64, n)

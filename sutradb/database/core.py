@@ -11,6 +11,7 @@ vector index, locks, caches) and resets it. See ``docs/architecture.md``.
 from __future__ import annotations
 
 import threading
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -379,7 +380,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
                 raise _errors.CorruptDatabaseError(f"{self._path}: codes without an index")
             if part is not None:
                 # every live row below `covered` is in exactly one list, with its codes
-                perm = part.ivf.perm
+                perm = cast(np.ndarray, part.ivf.perm)     # decoded lists
                 live = s.live
                 c = part.covered
                 if np.bincount(perm, minlength=c).max(initial=0) > 1:
@@ -443,7 +444,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
                     self._dtable = NO_TABLE
                     self._flat = None
                     # the index's mapped arrays (IVF lists) go with the files
-                    self._index = VectorIndex(self._meta.get("dim"), self._meta.get("metric"))
+                    self._index = VectorIndex(self._meta.get("dim"), self._meta.get("metric"))  # type: ignore[arg-type]  # a closed database's placeholder
                     self._txn_owner = None
                     for _ in range(held):      # locks taken by transactions left open
                         self._wlock.release()
@@ -451,7 +452,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 

@@ -23,6 +23,8 @@ started with. The list arithmetic is in :mod:`sutradb.database.ivflists`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 
 from ..errors import InvalidArgumentError
@@ -36,6 +38,11 @@ from .ivflists import assign_rows, fold_lists, lay_out_lists, recall, remap_list
 from .options import BATCH, MEMORY
 from .progress import stage_progress
 from .validation import check_query_rows, is_id
+
+if TYPE_CHECKING:
+    from .state import DatabaseState as _Base
+else:
+    _Base = object
 
 __all__ = ["IndexingMixin", "added_error", "recall_grid"]
 
@@ -110,7 +117,7 @@ def recall_grid(search, gt_rows, nprobes, reranks, target_recall: float) -> list
     return grid
 
 
-class IndexingMixin:
+class IndexingMixin(_Base):
     """The index methods of :class:`~sutradb.database.Database`: ``index_info``,
     ``build_index``, ``tune`` and the automatic maintenance after commits; a mixin:
     they replace the database's index (``self._index``) and, for an in-memory
@@ -198,7 +205,7 @@ class IndexingMixin:
                 return
             if (kind in ("auto", "ivf") and self._opt("ivf_nlist") is None
                     and n_live >= 4 * int(part.tuned.get("n_built") or n_live)
-                    and default_nlist(n_live) >= 2 * part.ivf.nlist):
+                    and default_nlist(n_live) >= 2 * cast(int, part.ivf.nlist)):
                 self._build_ivf(None)           # grown 4x: twice the lists
             elif self._store.n_rows - part.covered >= max(_FOLD_MIN, part.covered * _FOLD_SHARE):
                 self._fold()
@@ -379,7 +386,7 @@ class IndexingMixin:
         """Put the tail (live rows added since the lists were laid out) into the
         lists and drop the dead rows from them; the centres stay."""
         s = self._store
-        part = self._index.ivf
+        part = cast(IVFPart, self._index.ivf)       # there are lists to fold
         with self._read:
             n = s.n_rows
             live = s.live.copy()
@@ -502,7 +509,8 @@ class IndexingMixin:
         if nprobes is None:
             nprobes = [None] if part is None else sorted(
                 {p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
-                             768, 1024, 2048) if p < part.ivf.nlist} | {part.ivf.nlist})
+                             768, 1024, 2048) if p < cast(int, part.ivf.nlist)}
+                | {cast(int, part.ivf.nlist)})
         if reranks is None:
             reranks = (k, 2 * k, 5 * k, 10 * k, 20 * k, 40 * k, 80 * k)
         for name, vals in (("nprobes", nprobes), ("reranks", reranks)):
@@ -537,7 +545,7 @@ class IndexingMixin:
             with self._wlock:
                 if self._staged is not None:
                     raise InvalidArgumentError("tune(save=True) cannot run inside a transaction")
-                cur = self._index.ivf
+                cur = cast(IVFPart, self._index.ivf)   # part is not None
                 new = IVFPart(cur.ivf, cur.codes, cur.covered, best["nprobe"],
                               dict(cur.tuned, target_recall=float(target_recall),
                                    recall=best["recall"], queries=int(Q.shape[0]), k=k,

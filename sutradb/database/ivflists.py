@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 from contextlib import nullcontext
 
+from typing import cast
+
 import numpy as np
 
 from ..index.flat import prepare_queries
@@ -22,7 +24,7 @@ from ..index.ivf import IVFIndex, default_nlist, exact_topk
 from ..index.pq import default_threads
 from ..index.vector import IVFPart, code_rows, default_rerank, list_codes
 from .options import BATCH
-from .progress import stage_progress
+from .progress import ProgressArg, stage_progress
 
 __all__ = ["with_lists", "recall", "lay_out_lists", "tune_nprobe", "assign_rows",
            "fold_lists", "remap_lists", "TUNE_QUERIES"]
@@ -54,7 +56,7 @@ def recall(I, gt) -> float:
 
 
 def lay_out_lists(pq, V, live, rows, codes, *, dim: int, metric: str, nlist, seed: int,
-                  target_recall: float, read=None, progress: bool = False,
+                  target_recall: float, read=None, progress: ProgressArg = False,
                   renumber: bool = False) -> IVFPart:
     """IVF lists of the entries ``rows``: coarse k-means on a seeded sample, every
     entry assigned, the default nprobe chosen on held-out live rows
@@ -120,7 +122,7 @@ def lay_out_lists(pq, V, live, rows, codes, *, dim: int, metric: str, nlist, see
         pq, part, V, live, metric=metric, seed=seed, target_recall=target_recall, read=read)
     part.tuned["n_built"] = int(n)
     if renumber:
-        part.ivf = with_lists(ivf, pos.astype(np.int64), ivf.offsets)
+        part.ivf = with_lists(ivf, cast(np.ndarray, pos).astype(np.int64), cast(np.ndarray, ivf.offsets))
         part.covered = n
     return part
 
@@ -154,12 +156,12 @@ def tune_nprobe(pq, part: IVFPart, V, live, *, metric: str, seed: int, target_re
     with read:
         Q = prepare_queries(np.asarray(V[qrows], dtype=np.float32), metric)
         gt = exact_topk(Q, V, k, metric, mask=mask)
-    ladder = sorted({p for p in _LADDER if p < nlist} | {nlist})
+    ladder = sorted({p for p in _LADDER if p < nlist} | {nlist})  # type: ignore[operator,type-var]  # nlist: set by build()
     best = (0.0, nlist, 1)
     for scale in (1, 2, 4):
         for p in ladder:
             with read:
-                _, I = part.ivf.search(Q, part.codes, pq, k=k, nprobe=p,
+                _, I = part.ivf.search(Q, part.codes, pq, k=k, nprobe=p,  # type: ignore[arg-type]  # (likewise)
                                        rerank=default_rerank(k) * scale, vectors=V,
                                        mask=mask, threads=default_threads())
             rec = recall(I, gt)
@@ -199,13 +201,13 @@ def fold_lists(pq, part: IVFPart, live, new_rows, lid_new, new_codes, n: int) ->
     them; the centres, nprobe and tuning report stay. ``n``: the rows now covered."""
     ivf = part.ivf
     keep = live[ivf.perm]
-    lid_old = np.repeat(np.arange(ivf.nlist, dtype=np.int32), ivf.list_sizes())[keep]
+    lid_old = np.repeat(np.arange(cast(int, ivf.nlist), dtype=np.int32), ivf.list_sizes())[keep]
     lid = np.concatenate([lid_old, lid_new])
     o = np.argsort(lid, kind="stable")
-    perm = np.concatenate([ivf.perm[keep], new_rows])[o]
+    perm = np.concatenate([cast(np.ndarray, ivf.perm)[keep], new_rows])[o]
     codes = list_codes(pq, np.concatenate([code_rows(part.codes)[keep], new_codes])[o])
-    offsets = np.zeros(ivf.nlist + 1, np.int64)
-    np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
+    offsets = np.zeros(cast(int, ivf.nlist) + 1, np.int64)
+    np.cumsum(np.bincount(lid, minlength=cast(int, ivf.nlist)), out=offsets[1:])
     return IVFPart(with_lists(ivf, perm, offsets), codes, n, part.nprobe, part.tuned,
                    part.rerank_scale)
 
@@ -220,9 +222,9 @@ def remap_lists(pq, part: IVFPart, kept) -> IVFPart:
     new_of_old[kept] = np.arange(len(kept), dtype=np.int64)
     np_ = new_of_old[ivf.perm]
     keep = np_ >= 0
-    lid = np.repeat(np.arange(ivf.nlist, dtype=np.int64), ivf.list_sizes())[keep]
-    offsets = np.zeros(ivf.nlist + 1, np.int64)
-    np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
+    lid = np.repeat(np.arange(cast(int, ivf.nlist), dtype=np.int64), ivf.list_sizes())[keep]
+    offsets = np.zeros(cast(int, ivf.nlist) + 1, np.int64)
+    np.cumsum(np.bincount(lid, minlength=cast(int, ivf.nlist)), out=offsets[1:])
     covered = int(np.searchsorted(kept, part.covered))
     return IVFPart(with_lists(ivf, np_[keep], offsets),
                    list_codes(pq, code_rows(part.codes)[keep]),

@@ -8,14 +8,21 @@ concept deletes its links (:meth:`Database.delete`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import InvalidArgumentError
 from ..graph import DIRECTIONS, Link, as_links, check_relation, check_weight
 from .validation import is_id
 
+if TYPE_CHECKING:
+    from .state import DatabaseState as _Base
+else:
+    _Base = object
+
 __all__ = ["LinksMixin"]
 
 
-class LinksMixin:
+class LinksMixin(_Base):
     """The link methods of :class:`~sutradb.database.Database`; a mixin (writes go
     through the database's transactions)."""
 
@@ -45,8 +52,8 @@ class LinksMixin:
                 rels = [relation]
             else:
                 with self._read:
-                    rels = {r for d, r, _ in self._store.links_from(ia) if d == ib}
-                rels |= {k[2] for k in st.links if k[0] == ia and k[1] == ib}
+                    rels = {r for d, r, _ in self._store.links_from(ia) if d == ib}  # type: ignore[assignment]  # a set, sorted below
+                rels |= {k[2] for k in st.links if k[0] == ia and k[1] == ib}  # type: ignore[operator]  # (the set)
                 rels = sorted(rels)
             for r in rels:
                 self._emit(("unlink", (ia, ib, r), {}))

@@ -10,13 +10,18 @@ it walks.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from ..errors import InvalidArgumentError
 from .concepts import Concept
 from .validation import is_id
+
+if TYPE_CHECKING:
+    from .state import DatabaseState as _Base
+else:
+    _Base = object
 
 __all__ = ["ListingMixin"]
 
@@ -72,7 +77,7 @@ def _parse_order(order_by) -> tuple[str, str | None, bool]:
                                f"'-' for descending), got {order_by!r}")
 
 
-class ListingMixin:
+class ListingMixin(_Base):
     """The listing methods of :class:`~sutradb.database.Database`; a mixin: they
     read the store and the record indexes under the database's read lock."""
 
@@ -101,7 +106,7 @@ class ListingMixin:
             skey = [v or "" for v in vals]
         else:
             md = self._meta_index()
-            vals = [_path_get(md.get(i, {}), path) for i in idl]
+            vals = [_path_get(md.get(i, {}), path) for i in idl]  # type: ignore[arg-type]  # a metadata path here
             missing = [v is _MISSING or v is None for v in vals]
             skey = [_sort_key(v) for v in vals]
         # ties by id; concepts without the field last in both directions

@@ -8,6 +8,8 @@ metadata and word indexes (built on first use, kept up to date by commits).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import DimensionError, InvalidArgumentError, NotFoundError
@@ -17,6 +19,11 @@ from ..index.pq import check_k
 from ..index.words import WordIndex
 from .concepts import Hit
 from .validation import check_query_rows
+
+if TYPE_CHECKING:
+    from .state import DatabaseState as _Base
+else:
+    _Base = object
 
 __all__ = ["SearchMixin", "DistanceTable", "NO_TABLE"]
 
@@ -77,7 +84,7 @@ class DistanceTable:
 NO_TABLE = DistanceTable({}, "none")
 
 
-class SearchMixin:
+class SearchMixin(_Base):
     """The search and distance methods of :class:`~sutradb.database.Database`; a
     mixin: they read the database's store, index and caches under its read lock."""
 
@@ -171,7 +178,7 @@ class SearchMixin:
     def _flat_vectors(self) -> FlatVectors:
         f = self._flat
         if f is None or f.mat.shape[0] != self._store.n_rows:
-            f = self._flat = FlatVectors(self._store.vectors, self._meta["metric"])
+            f = self._flat = FlatVectors(self._store.vectors, self._meta["metric"])  # type: ignore[arg-type]  # flat search: vectors kept
         return f
 
     def _where_mask(self, where, live) -> np.ndarray:
@@ -186,7 +193,7 @@ class SearchMixin:
             if cand is not None:
                 items = ((i, md.get(i, {})) for i in cand)
             else:
-                items = md.items()
+                items = md.items()  # type: ignore[assignment]  # an iterable of (id, metadata) either way
             ids = f.select(items, texts)
         elif cand is not None:
             ids = [i for i in cand if f.match(i, {}, texts)]

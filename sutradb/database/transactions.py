@@ -26,6 +26,8 @@ released; then the index lifecycle runs (:meth:`IndexingMixin._maybe_train
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal, cast
+
 import bisect
 import threading
 from types import TracebackType
@@ -35,6 +37,12 @@ import numpy as np
 from ..errors import InvalidArgumentError, SutraError
 from ..index.vector import VectorIndex
 from .options import STORED
+
+if TYPE_CHECKING:
+    from ..storage.transaction import Transaction as StoreTransaction
+    from .state import DatabaseState as _Base
+else:
+    _Base = object
 
 __all__ = ["Bulk", "Staged", "Transaction", "AutoTransaction", "TransactionsMixin"]
 
@@ -124,7 +132,7 @@ class Transaction:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         if not self._done:
             if exc_type is None:
                 self.commit()
@@ -157,13 +165,13 @@ class AutoTransaction:
         return db._staged
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         if self.t is not None:
             self.t.__exit__(exc_type, exc, tb)
         return False
 
 
-class TransactionsMixin:
+class TransactionsMixin(_Base):
     """The transaction methods of :class:`~sutradb.database.Database` (begin, end,
     commit, the bookkeeping after a commit); a mixin: they read and replace the
     database's shared state (store, meta, index, caches) under its locks."""
@@ -232,9 +240,10 @@ class TransactionsMixin:
                         self._txn_failed = e
                         raise
                 else:
-                    self._staged.restore(t._snap)
+                    self._staged.restore(t._snap)  # type: ignore[union-attr]  # in a transaction: set
                 return
-            staged, stxn = self._staged, self._stxn
+            # in a transaction: both are set
+            staged, stxn = cast(Staged, self._staged), cast("StoreTransaction", self._stxn)
             self._staged = self._stxn = None
             self._levels = []
             self._txn_owner = None

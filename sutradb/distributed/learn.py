@@ -357,7 +357,7 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
         if k in options:
             raise InvalidArgumentError(f"{k!r} is a parameter of learn, not a shard option")
     opts.update(options)
-    sutradb.open(":memory:", **opts).close()          # the database's own checks
+    sutradb.open(":memory:", **opts).close()  # type: ignore[arg-type]  # the database's own checks
     V = None
     if vectors is not None:
         V = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
@@ -369,7 +369,7 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
         engine = LocalEngine()
     else:
         from ._dask import DaskEngine
-        engine = DaskEngine(client)
+        engine = DaskEngine(client)  # type: ignore[assignment]  # the same interface as LocalEngine
     local = LocalEngine()
     on_files = engine if writer == "workers" else local
 
@@ -456,10 +456,10 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
             # the subspaces are trained independently: one part per task slot of the
             # cluster (the same codebook, bit for bit, however it is split)
             m_sub = tasks.codebook_subspaces(spec)
-            k = max(1, min(m_sub, on_files.task_slots))
-            cuts = [round(i * m_sub / k) for i in range(k + 1)]
+            k = max(1, min(m_sub, on_files.task_slots))  # type: ignore[assignment]  # k: a str above, a count here
+            cuts = [round(i * m_sub / k) for i in range(k + 1)]  # type: ignore[operator]  # (likewise)
             fs = [on_files.submit(tasks.train_codebook_part, spec, parts, cuts[i], cuts[i + 1])
-                  for i in range(k)]
+                  for i in range(k)]  # type: ignore[call-overload]  # (likewise)
             futures_out.extend(fs)
             codebook = tasks.assemble_codebook(spec, [f.result() for f in fs])
         timings["train"] = time.perf_counter() - t
@@ -548,7 +548,7 @@ def _partitions_loop(engine, on_files, writer, source, V, P, N, paths, committed
         payload = args[6]
         if ef is not None:
             payload = (vec,) + tuple(payload[1:])
-        finish(tasks.write_partition(*args[:6], payload, *args[7:]))
+        finish(tasks.write_partition(*args[:6], payload, *args[7:]))  # type: ignore[call-arg]  # args: the task's own arguments
 
     def drain(block: bool) -> None:
         progressed = False

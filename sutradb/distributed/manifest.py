@@ -126,7 +126,7 @@ class IdScheme:
             g = gid.astype(np.int64, copy=False)
             blk = g // B
             return blk % N, (blk // N) * B + g % B
-        g = int(gid)
+        g = int(gid)  # type: ignore[assignment]  # one id (an array above)
         blk = g // B
         return blk % N, (blk // N) * B + g % B
 

@@ -18,6 +18,7 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -148,7 +149,7 @@ def open_sharded(paths_or_manifest, *, client=None, threads: int | None = None,
         backend = _LocalBackend(paths, threads)
     else:
         from ._dask import DaskShardBackend
-        backend = DaskShardBackend(client, paths)
+        backend = DaskShardBackend(client, paths)  # type: ignore[assignment]  # the same interface as _LocalBackend
     try:
         if man is None:         # a plain list of shards: ids local * N + shard
             man = _manifest_of_infos(paths, backend.map(tasks.op_info, [()] * len(paths)))
@@ -557,7 +558,7 @@ class ShardedDatabase:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 

@@ -30,6 +30,8 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+from typing import cast
+
 import numpy as np
 
 from .. import simd
@@ -193,8 +195,9 @@ class IVFIndex:
         self.metric = metric
         self.seed = int(seed)
         self._centroids: np.ndarray | None = None
-        self._P16: np.ndarray | None = None
-        self._cn: np.ndarray | None = None
+        # None until the centroids are set; read only after the trained check
+        self._P16: np.ndarray = None  # type: ignore[assignment]  # (see above)
+        self._cn: np.ndarray = None  # type: ignore[assignment]  # (see above)
         self.perm: np.ndarray | None = None
         self.offsets: np.ndarray | None = None
         self.training_error_ = float("nan")
@@ -224,7 +227,7 @@ class IVFIndex:
 
     def list_sizes(self) -> np.ndarray:
         self._need_lists()
-        return np.diff(self.offsets)
+        return np.diff(cast(np.ndarray, self.offsets))
 
     def nbytes(self) -> int:
         """Bytes of the index's own arrays (centres, their float16 panels and norms,
@@ -324,9 +327,9 @@ class IVFIndex:
         :meth:`assign`). Rows of a list keep increasing id order."""
         self.centroids
         lid = self._check_list_ids(list_ids)
-        counts = np.bincount(lid, minlength=self.nlist)
+        counts = np.bincount(lid, minlength=cast(int, self.nlist))
         self.perm = np.argsort(lid, kind="stable").astype(np.int64)
-        self.offsets = np.zeros(self.nlist + 1, dtype=np.int64)
+        self.offsets = np.zeros(cast(int, self.nlist) + 1, dtype=np.int64)
         np.cumsum(counts, out=self.offsets[1:])
         return self
 
@@ -340,16 +343,16 @@ class IVFIndex:
         if self.perm is None:
             self.build(np.zeros(0, np.int32))
         n_old = self.ntotal
-        old_counts = np.diff(self.offsets)
-        new_counts = np.bincount(lid, minlength=self.nlist)
-        new_offsets = np.zeros(self.nlist + 1, dtype=np.int64)
+        old_counts = np.diff(cast(np.ndarray, self.offsets))
+        new_counts = np.bincount(lid, minlength=cast(int, self.nlist))
+        new_offsets = np.zeros(cast(int, self.nlist) + 1, dtype=np.int64)
         np.cumsum(old_counts + new_counts, out=new_offsets[1:])
         order = np.argsort(lid, kind="stable")
         # source rows (in concat([old list order, new rows])) of every new position
         src = np.empty(n_old + lid.shape[0], dtype=np.int64)
-        shift_old = np.repeat(new_offsets[:-1] - self.offsets[:-1], old_counts)
+        shift_old = np.repeat(new_offsets[:-1] - cast(np.ndarray, self.offsets)[:-1], old_counts)
         src[np.arange(n_old) + shift_old] = np.arange(n_old)
-        new_start = np.zeros(self.nlist + 1, dtype=np.int64)
+        new_start = np.zeros(cast(int, self.nlist) + 1, dtype=np.int64)
         np.cumsum(new_counts, out=new_start[1:])
         rank = np.arange(lid.shape[0]) - np.repeat(new_start[:-1], new_counts)
         pos_new = new_offsets[:-1][lid[order]] + old_counts[lid[order]] + rank
@@ -385,8 +388,8 @@ class IVFIndex:
         offsets = np.asarray(offsets)
         if perm.ndim != 1 or perm.dtype != np.int64:
             raise InvalidArgumentError("perm must be a 1-d int64 array")
-        if offsets.shape != (self.nlist + 1,) or offsets.dtype != np.int64:
-            raise InvalidArgumentError(f"offsets must be ({self.nlist + 1},) int64")
+        if offsets.shape != (cast(int, self.nlist) + 1,) or offsets.dtype != np.int64:
+            raise InvalidArgumentError(f"offsets must be ({cast(int, self.nlist) + 1},) int64")
         if offsets[0] != 0 or offsets[-1] != perm.shape[0] or (np.diff(offsets) < 0).any():
             raise InvalidArgumentError("offsets must rise from 0 to len(perm)")
         if perm.size and (perm.min() < 0):
@@ -420,11 +423,11 @@ class IVFIndex:
             return simd.core.coarse_probes_f16(Q, self._P16, self._cn, nprobe, nthreads)
         P = np.empty((Q.shape[0], nprobe), dtype=np.int64)
         for s in range(0, Q.shape[0], _ASSIGN_CHUNK):
-            d = self._cn[None, :] - 2.0 * (Q[s:s + _ASSIGN_CHUNK] @ self._centroids.T)
-            if nprobe < self.nlist:
+            d = self._cn[None, :] - 2.0 * (Q[s:s + _ASSIGN_CHUNK] @ cast(np.ndarray, self._centroids).T)
+            if nprobe < cast(int, self.nlist):
                 part = np.argpartition(d, nprobe - 1, axis=1)[:, :nprobe]
             else:
-                part = np.broadcast_to(np.arange(self.nlist), d.shape)
+                part = np.broadcast_to(np.arange(cast(int, self.nlist)), d.shape)
             dv = np.take_along_axis(d, part, axis=1)
             o = np.lexsort((part, dv), axis=1)
             P[s:s + _ASSIGN_CHUNK] = np.take_along_axis(part, o, axis=1)
@@ -478,7 +481,7 @@ class IVFIndex:
         k = check_k(k)
         if not _is_int(nprobe) or nprobe < 1:
             raise InvalidArgumentError(f"nprobe must be an integer >= 1, got {nprobe!r}")
-        nprobe = min(int(nprobe), self.nlist)
+        nprobe = min(int(nprobe), cast(int, self.nlist))
         if rerank is None:
             rerank = max(10 * k, 100) if vectors is not None else 0
         if not _is_int(rerank) or rerank < 0:
@@ -511,7 +514,7 @@ class IVFIndex:
             return codes
         return pq._check_codes(codes)
 
-    def _search_prepared(self, Q, codes, pq, k: int, nprobe: int, kk: int, v, mask, nthreads: int):
+    def _search_prepared(self, Q, codes, pq: ProductQuantizer, k: int, nprobe: int, kk: int, v, mask, nthreads: int):
         """:meth:`search` on validated arguments (the caller's contract): ``Q``
         prepared queries, ``codes`` list-ordered C-contiguous uint8 codes of
         ``ntotal`` rows (or :class:`BlockedCodes` of them), ``1 <= nprobe <=
@@ -528,7 +531,8 @@ class IVFIndex:
             # latency path: the whole pipeline in one kernel call per batch (the same
             # results as the steps below, without their Python round trips)
             D, I = simd.core.ivf_search(Q, self._P16, self._cn, nprobe, *pq._table_ops,
-                                    pq._adc_metric, codes, self.offsets, self.perm, kk, k,
+                                    pq._adc_metric, codes, cast(np.ndarray, self.offsets),
+                                    cast(np.ndarray, self.perm), kk, k,
                                     mask, v, kmetric, nthreads, blocked=blocked)
             if self.metric == "cosine":
                 if v is not None:
@@ -538,7 +542,7 @@ class IVFIndex:
             return D, I
         P = self.probes(Q, nprobe, nthreads)
         tables = simd.core.distance_tables_t(Q, *pq._table_ops, pq._adc_metric, nthreads)
-        D, I = simd.core.ivf_adc_topk(tables, codes, self.offsets, P, self.perm, kk, mask,
+        D, I = simd.core.ivf_adc_topk(tables, codes, cast(np.ndarray, self.offsets), P, cast(np.ndarray, self.perm), kk, mask,
                                   nthreads, blocked=blocked)
         if v is None:
             if pq.metric == "cosine":
@@ -628,7 +632,7 @@ class IVFIndex:
                 raise bad("lists without centroids")
             perm = np.frombuffer(blob("perm", 8), dtype="<i8").astype(np.int64)
             offsets = np.frombuffer(blob("offsets", 8), dtype="<i8").astype(np.int64)
-            if offsets.shape != (ivf.nlist + 1,) or offsets[0] != 0 \
+            if offsets.shape != (cast(int, ivf.nlist) + 1,) or offsets[0] != 0 \
                     or offsets[-1] != perm.shape[0] or (np.diff(offsets) < 0).any():
                 raise bad("offsets do not describe the lists")
             if perm.size and (perm.min() < 0 or
@@ -788,7 +792,7 @@ def tune(ivf: IVFIndex, pq: ProductQuantizer, queries, codes, vectors, *, k: int
         raise InvalidArgumentError("target_recall must be in (0, 1]")
     if nprobes is None:
         nprobes = sorted({p for p in (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-                          if p <= ivf.nlist} | {min(ivf.nlist, 512)})
+                          if p <= cast(int, ivf.nlist)} | {min(cast(int, ivf.nlist), 512)})
     if reranks is None:
         reranks = (k, 2 * k, 5 * k, 10 * k, 20 * k)
     if gt is None:

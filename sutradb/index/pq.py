@@ -155,7 +155,9 @@ class ProductQuantizer:
         self.code_size = self.m if self.nbits == 8 else (self.m + 1) // 2
         self._codebooks: np.ndarray | None = None
         self._sdc: np.ndarray | None = None
-        self._table_ops = None      # (transposed codebooks, squared norms), cached
+        # (transposed codebooks, squared norms), cached; None until the codebooks are set
+        # and read only after the trained check
+        self._table_ops: tuple[np.ndarray, np.ndarray] = None  # type: ignore[assignment]  # (see above)
         self.training_error_ = float("nan")
         self.fit_params_: dict = {}
 
@@ -362,8 +364,8 @@ class ProductQuantizer:
         for e in errors:            # in subspace order, as one fit adds them
             sq_err += e
         self._set_codebooks(codebooks)
-        self.training_error_ = sq_err / params["n_train"]
-        self.fit_params_ = dict(params)
+        self.training_error_ = sq_err / params["n_train"]  # type: ignore[index]  # parts: not empty
+        self.fit_params_ = dict(params)  # type: ignore[arg-type]  # (likewise)
         return self
 
     # ------------------------------------------------------------- encode/decode

@@ -23,11 +23,13 @@ may search one index with different parameters at once.
 
 from __future__ import annotations
 
+from typing import Callable, cast
+
 import msgpack
 import numpy as np
 
 from ..errors import CorruptDatabaseError, DimensionError, InvalidArgumentError
-from .flat import flat_search
+from .flat import FlatVectors, flat_search
 from .ivf import BlockedCodes, IVFIndex, vectors_view
 from .pq import ProductQuantizer, check_mask, default_threads, exact_rerank
 
@@ -148,7 +150,7 @@ def decode_quantizer(blob: bytes, source: str, d: dict | None = None) -> Product
         d = _unpack(blob, source)
     if d.get("kind") not in ("pq", "ivf-pq"):
         raise CorruptDatabaseError(f"{source}: unknown index kind")
-    pq = ProductQuantizer.from_dict(d.get("pq"), source=source)
+    pq = ProductQuantizer.from_dict(d.get("pq"), source=source)  # type: ignore[arg-type]  # from_dict checks it
     if not pq.is_trained:
         raise CorruptDatabaseError(f"{source}: the stored quantizer has no codebooks")
     return pq
@@ -245,7 +247,7 @@ class VectorIndex:
     __slots__ = ("dim", "metric", "pq", "_ivf", "_load")
 
     def __init__(self, dim: int, metric: str, pq: ProductQuantizer | None = None,
-                 ivf: "IVFPart | callable | None" = None) -> None:
+                 ivf: IVFPart | Callable[[], IVFPart] | None = None) -> None:
         self.dim = dim
         self.metric = metric
         self.pq = pq
@@ -270,7 +272,7 @@ class VectorIndex:
         return self.pq is not None
 
     def search(self, Q: np.ndarray, k: int, *, mask, codes=None, vectors=None,
-               flat: "callable | None" = None, rerank: int | None = None,
+               flat: Callable[[], FlatVectors] | None = None, rerank: int | None = None,
                exact: bool = False, threads: int | None = None, nprobe: int | None = None):
         """Top-k rows for prepared queries ``Q`` ((nq, dim) float32, unit rows for
         cosine).
@@ -334,7 +336,7 @@ class VectorIndex:
         # the lists: coarse probes, ADC scan of the probed lists, exact re-rank
         # arguments checked here and by the decoder: the lean entry of the lists' search
         D, I = part.ivf._search_prepared(
-            Q, part.codes, pq, k, min(int(nprobe or part.nprobe), part.ivf.nlist), kc,
+            Q, part.codes, pq, k, min(int(nprobe or part.nprobe), cast(int, part.ivf.nlist)), kc,
             vectors_view(vectors, Q.shape[1]) if use_rerank else None,
             check_mask(mask, mask.shape[0]) if mask is not None else None, threads)
         c = part.covered
@@ -357,4 +359,4 @@ class VectorIndex:
 
     def sdc_pairs(self, codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
         """Symmetric PQ distances of code pairs (the database without full vectors)."""
-        return self.pq.sdc(codes_a, codes_b)
+        return cast(ProductQuantizer, self.pq).sdc(codes_a, codes_b)   # trained

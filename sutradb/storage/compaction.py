@@ -14,6 +14,8 @@ section 2; the commit protocols in section 5.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .format import (DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_DEAD, KIND_ENDS, KIND_IDS,
@@ -133,7 +135,9 @@ def write_index_file(directory: str, new_file_no, uuid: bytes, blob: bytes, arra
         Its manifest entry, with ``blob`` (``[offset, length]``) and ``arrays``
         (``[name, dtype code, shape, offset]`` each).
     """
-    parts, meta, off = [], [], 0
+    parts: list[np.ndarray | bytes] = []
+    meta: list[list[Any]] = []
+    off = 0
     for aname, a in arrays.items():
         a = np.ascontiguousarray(a)
         meta.append([aname, DTYPE_CODE[a.dtype], list(a.shape), off])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -39,10 +40,10 @@ KIND_EXT = {KIND_IDS: "ids", KIND_ENDS: "ends", KIND_REC: "rec", KIND_CODES: "co
 EXT_KIND = {v: k for k, v in KIND_EXT.items()}
 
 # dtypes that may be stored (code in headers / log records <-> numpy dtype)
-DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f2"), 3: np.dtype("<f8"), 4: np.dtype("<i4"),
+DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<f4"), 2: np.dtype("<f2"), 3: np.dtype("<f8"), 4: np.dtype("<i4"),
           5: np.dtype("<i8"), 6: np.dtype("u1"), 7: np.dtype("<u8")}
-DTYPE_CODE = {v: k for k, v in DTYPES.items()}
-VECTOR_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+DTYPE_CODE: dict[np.dtype[Any], int] = {v: k for k, v in DTYPES.items()}
+VECTOR_DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 
 # limits (a value read from disk beyond them is damage, not data)
 MAX_MANIFEST = 64 << 20

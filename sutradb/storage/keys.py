@@ -11,6 +11,7 @@ hash collision or a stale entry never yields a wrong id.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 
@@ -75,11 +76,11 @@ class KeyIndex:
         self.scan = scan
         self.key_of = key_of
         #: (sorted uint64 hashes, ids) of the checkpointed rows once loaded
-        self.segment = None
+        self.segment: tuple[np.ndarray, np.ndarray] | None = None
         #: key -> id of the last row the log put with that key
-        self.tail = {}
+        self.tail: dict[str, int] = {}
         #: [(first row, ids, keys)] of every put since the checkpoint
-        self.tail_rows = []
+        self.tail_rows: list[tuple[int, np.ndarray, list[Any]]] = []
 
     def note(self, row0: int, ids: np.ndarray, keys) -> None:
         """Record the keys of committed rows ``row0 .. row0 + len(ids)``."""

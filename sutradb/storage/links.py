@@ -12,6 +12,8 @@ and by destination), and writes the next segment.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from ..errors import CorruptDatabaseError
@@ -76,9 +78,9 @@ class Links:
             self.weight = np.zeros(0, _F8)
             self.names = []
             self.checked = True
-            self._dst_sorted = _EMPTY_I8
+            self._dst_sorted: np.ndarray | None = _EMPTY_I8
             return
-        n = self.n = entry["count"]
+        n = self.n = entry["count"]  # type: ignore[index]  # a segment comes with its entry
         self.src = mf.array(_I8, n, 0)
         self.dst = mf.array(_I8, n, 8 * n)
         self.rel = mf.array(_I4, n, 16 * n)
@@ -124,7 +126,7 @@ class Links:
     def indices_to(self, q: np.ndarray) -> np.ndarray:
         """Indices of the links whose destination is in ``q``."""
         self.check()
-        return self.by_dst[sorted_ranges(self._dst_sorted, q)]
+        return self.by_dst[sorted_ranges(cast(np.ndarray, self._dst_sorted), q)]   # check() sets it
 
     def key(self, i: int):
         """``(src, dst, relation)`` of link ``i``."""
@@ -151,9 +153,9 @@ class LinkTable:
 
     def __init__(self, mf: MappedFile | None, entry: dict | None, where: str) -> None:
         self.base = Links(mf, entry, where)
-        self.delta = {}
-        self.by_src = {}        # src -> keys of delta
-        self.by_dst = {}        # dst -> keys of delta
+        self.delta: dict[tuple[int, int, str], float | None] = {}
+        self.by_src: dict[int, set[tuple[int, int, str]]] = {}        # src -> keys of delta
+        self.by_dst: dict[int, set[tuple[int, int, str]]] = {}        # dst -> keys of delta
 
     @property
     def changed(self) -> bool:
@@ -181,7 +183,7 @@ class LinkTable:
         """Links from (``outgoing``) or to id ``q``: ``[(other id, relation, weight)]``
         sorted by relation, then other id."""
         L = self.base
-        out = {}
+        out: dict[tuple[int, int, str], float | None] = {}
         idx = L.indices_from(np.array([q], _I8)) if outgoing else L.indices_to(np.array([q], _I8))
         for i in idx.tolist():
             key = L.key(i)
@@ -197,7 +199,7 @@ class LinkTable:
         """Every link ``(src, dst, relation, weight)``, sorted (O(links))."""
         L = self.base
         L.check()
-        out = {L.key(i): float(L.weight[i]) for i in range(L.n)}
+        out: dict[tuple[int, int, str], float | None] = {L.key(i): float(L.weight[i]) for i in range(L.n)}
         out.update(self.delta)
         return sorted((k[0], k[1], k[2], w) for k, w in out.items() if w is not None)
 

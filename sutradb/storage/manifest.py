@@ -259,7 +259,8 @@ def check_manifest(b: dict, where: str) -> None:
     need(b["format"] == 1, "unsupported format")
     need(isinstance(b["uuid"], bytes) and len(b["uuid"]) == 16, "bad uuid")
     need(isinstance(b["wal"], str) and parse_file_name(b["wal"]) is not None
-         and parse_file_name(b["wal"])[0] == "wal", "bad log name")
+         and parse_file_name(b["wal"])[0] == "wal",  # type: ignore[index]  # not None: tested
+         "bad log name")
     for k in ("next_file", "txn", "n"):
         need(is_int(b[k]), f"bad {k}")
     need(is_int(b["m"], 0, MAX_CODE_SIZE) and is_int(b["d"], 0, MAX_DIM), "bad widths")

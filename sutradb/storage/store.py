@@ -57,7 +57,7 @@ import math
 import os
 import time
 import uuid as _uuid
-from typing import Any, Callable
+from typing import Any, Callable, Literal, cast
 
 import numpy as np
 
@@ -196,7 +196,7 @@ class Store(Snapshot):
         #: None, or what a ``recover=True`` open could not read (:meth:`open`)
         self.recovery = None
         self._memory = path is None or (isinstance(path, str) and path == MEMORY)
-        self._dir = None if self._memory else os.path.abspath(os.fspath(path))
+        self._dir = None if self._memory else os.path.abspath(os.fspath(path))  # type: ignore[assignment]  # see the declaration
         self._mode = "a" if self._memory and mode != "r" else mode
         if self._memory and mode == "r":
             raise InvalidArgumentError("an in-memory store cannot be opened read-only")
@@ -210,7 +210,7 @@ class Store(Snapshot):
         self._broken = None
         self._txn_open = None
         self._lock_fd = -1
-        self._log = None            # the open log (None: an in-memory store)
+        self._log = None  # type: ignore[assignment]  # the open log (None: an in-memory store)
         self._apps = {}
         self.last_checkpoint_error = None
         #: Called when rows are renumbered (compaction) while an index is stored:
@@ -741,7 +741,7 @@ class Store(Snapshot):
         rows = np.flatnonzero(self._live[:self._n])
         ids = self.ids[rows]
         codes = self.codes[rows] if self._m else None
-        vecs = self.vectors[rows] if self._d else None
+        vecs = cast(np.ndarray, self.vectors)[rows] if self._d else None
         recs = [self.record_at(r) for r in rows.tolist()]
         rec_b = [encode_record(r.key, r.text, r.metadata) for r in recs]
         ends = np.cumsum([len(b) for b in rec_b], dtype=_U8) if rec_b else np.zeros(0, _U8)
@@ -923,7 +923,7 @@ class Store(Snapshot):
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 

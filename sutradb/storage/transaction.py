@@ -23,9 +23,10 @@ finishes; the store's commit reads what was staged (``_ops``, ``_spilled``,
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import DimensionError, DuplicateKeyError, InvalidArgumentError
 from .format import DTYPE_CODE, MAX_CODE_SIZE, MAX_DIM, MAX_RELATION, VECTOR_DTYPES, packb, unpackb
@@ -53,11 +54,11 @@ class Transaction:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._ops = []
+        self._ops: list[tuple[Any, ...]] = []
         self._bytes = 0
         self._spilled = False
         self._spill_rows = 0
-        self._rewrite = None
+        self._rewrite: tuple[np.ndarray, np.ndarray] | None = None
         self._index_bytes = 0      # bytes of the staged index (large: commit by checkpoint)
         self._done = False
         s = store
@@ -65,9 +66,9 @@ class Transaction:
         self._can_adopt = s._n == 0
         self._rows_staged = 0
         # unique keys: what this transaction staged so far
-        self._key_of = {}          # key -> id that put it
-        self._id_key = {}          # id -> key its last staged row has (None: no key)
-        self._released = set()     # ids put or deleted here: their committed keys are free
+        self._key_of: dict[str, int] = {}          # key -> id that put it
+        self._id_key: dict[int, str | None] = {}   # id -> key its last staged row has (None: no key)
+        self._released: set[int] = set()     # ids put or deleted here: their committed keys are free
         self._track = None         # whether the committed state has keys (decided once)
 
     def _check(self):
@@ -285,7 +286,7 @@ class Transaction:
                     if self._track:
                         self._released.add(i)
 
-    def link(self, src, dst, relation, weight: float = 1.0) -> None:
+    def link(self, src, dst, relation, weight: npt.ArrayLike = 1.0) -> None:
         """Stage links ``src -> dst`` (scalars or equal-length arrays); an existing
         link with the same ``(src, dst, relation)`` gets the new weight."""
         self._check()
@@ -398,7 +399,7 @@ class Transaction:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         if self._done:
             return False
         if exc_type is None:

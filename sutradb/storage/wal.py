@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from typing import Any
 
 import numpy as np
 
@@ -301,7 +302,7 @@ class Log:
         self.size = 0
         self.txn = 0
         self.scan_end = 0
-        self.failed = None
+        self.failed: OSError | None = None
 
     def close(self) -> None:
         """Close the file (idempotent); the positions stay."""
@@ -478,7 +479,7 @@ class Log:
     def _scan(self, buf, strict, apply) -> bool:
         """Apply the complete transactions in ``buf`` (the log from :attr:`pos`)."""
         where = self.where
-        pending = []
+        pending: list[Any] = []
         changed = False
         base = self.pos
         self.scan_end = 0

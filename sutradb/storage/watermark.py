@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from . import osio
 from .format import LOCK_NAME, crc32
@@ -59,7 +59,7 @@ DURABILITY_CODES = {"full": 1, "normal": 2, "off": 3}
 _NAMES = {v: k for k, v in DURABILITY_CODES.items()}
 _LAYOUT = struct.Struct("<8sII16sQQQ16sI")   # 76 bytes, then the CRC
 #: What :func:`decode` returns for bytes that are neither zeros nor a valid record.
-DAMAGED = "damaged"
+DAMAGED: Final = "damaged"
 
 
 class Watermark(NamedTuple):
@@ -127,11 +127,11 @@ def shortfall(w: Watermark | None, uuid: bytes, generation: int, log_end: int, t
     """What is missing, as a sentence, or None when the state found (``generation``,
     the log replayed to ``log_end`` and transaction ``txn``) holds everything ``w``
     says was committed (or ``w`` cannot tell)."""
-    if w is DAMAGED:
+    if w is DAMAGED:  # type: ignore[comparison-overlap]  # decode() returns DAMAGED too
         return "LOCK: the watermark (bytes 64-143) is damaged; committed transactions may be missing"
     if w is None or w.uuid != uuid:
         return None
-    same_boot = bool(boot) and any(boot) and boot == w.boot
+    same_boot = bool(boot) and any(boot) and boot == w.boot  # type: ignore[arg-type]  # bool(boot): bytes
     if w.generation > generation:
         if w.durability != "off" or same_boot:
             return (f"MANIFEST is at generation {generation} but generation {w.generation} "
