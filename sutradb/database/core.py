@@ -10,8 +10,10 @@ vector index, locks, caches) and resets it. See ``docs/architecture.md``.
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any, Literal, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -34,13 +36,19 @@ from .transactions import Staged, Transaction, TransactionsMixin
 from .validation import check_options, is_id
 from .. import embedders as _embedders
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from ..embedders import Embedder
+
 __all__ = ["open", "tune", "Database"]
 
 
 # --------------------------------------------------------------------------- open
 
-def open(path, mode: str = "a", *, dim: int | None = None, metric: str = DEFAULT_METRIC,
-         timeout: float = 0.0, recover: bool = False, **options) -> "Database":
+def open(path: str | os.PathLike[str], mode: str = "a", *, dim: int | None = None,
+         metric: str = DEFAULT_METRIC, timeout: float = 0.0, recover: bool = False,
+         **options: Any) -> "Database":
     """Open or create a database.
 
     Parameters
@@ -98,7 +106,8 @@ def open(path, mode: str = "a", *, dim: int | None = None, metric: str = DEFAULT
                     **options)
 
 
-def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) -> dict:
+def tune(db: "Database", queries: npt.ArrayLike | Sequence[str], target_recall: float | None = None,
+         **kwargs: Any) -> dict[str, Any]:
     """Pick ``nprobe`` / ``rerank`` for ``target_recall`` on your own queries:
     :meth:`Database.tune`."""
     return db.tune(queries, target_recall=target_recall, **kwargs)
@@ -112,9 +121,9 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
     and thread safety.
     """
 
-    def __init__(self, path, mode: str = "a", *, dim: int | None = None,
+    def __init__(self, path: str | os.PathLike[str], mode: str = "a", *, dim: int | None = None,
                  metric: str = DEFAULT_METRIC, timeout: float = 0.0, recover: bool = False,
-                 **options) -> None:
+                 **options: Any) -> None:
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
             raise InvalidArgumentError(f"unknown options: {sorted(unknown)} (known: {sorted(DEFAULT_OPTIONS)})")
@@ -135,7 +144,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
         self._txn_owner = None
         self._staged: Staged | None = None
         self._stxn = None
-        self._levels: list[list] = []
+        self._levels: list[list[Any]] = []
         self._txn_stack: list[Transaction] = []
         self._txn_failed = None
         self._rows_put = 0
@@ -172,7 +181,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
 
     # ------------------------------------------------------------------ set-up
 
-    def _init_meta(self, dim, metric, opts, mode):
+    def _init_meta(self, dim: int | None, metric: str, opts: dict[str, Any], mode: str) -> None:
         """Create the database meta (a new database) or check the stored one against
         the arguments (session overrides of tuning options applied, not stored); load
         the vector index and hook the index into the store's compactions."""
@@ -223,7 +232,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
         self._index = self._load_index()
         self._store.on_renumber = self._remap_index
 
-    def _opt(self, name):
+    def _opt(self, name: str) -> Any:
         """An option of this session (stored with the database, or the default for
         databases made before it existed)."""
         return self._meta.get(name, DEFAULT_OPTIONS[name])
@@ -243,7 +252,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
 
     def _reset_caches(self) -> None:
         """Forget every derived structure (they are rebuilt lazily)."""
-        self._ccache: dict[int, tuple] = {}     # id -> (key, text, metadata) decoded
+        self._ccache: dict[int, tuple[Any, ...]] = {}     # id -> (key, text, metadata) decoded
         self._kcache: dict[str, int] = {}       # key -> id, confirmed against _ccache
         self._rowmap: dict[int, int] | None = None
         self._records = RecordIndexes()         # key / metadata / word indexes
@@ -261,7 +270,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
     # ------------------------------------------------------------------ properties
 
     @property
-    def path(self):
+    def path(self) -> str | None:
         """The database directory (None for ``":memory:"``)."""
         return self._store.path
 
@@ -276,7 +285,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
 
     @property
     def metric(self) -> str:
-        return self._meta["metric"]
+        return cast(str, self._meta["metric"])
 
     @property
     def closed(self) -> bool:
@@ -296,7 +305,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
         return built.get("name") if built else None
 
     @property
-    def embedder(self):
+    def embedder(self) -> Embedder | None:
         """The embedder of text queries and :meth:`add`: the one given to :func:`open`,
         else the one the database was built with (loaded on first use), else None."""
         if self._embedder is None:
@@ -311,7 +320,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
                         f"sutradb.open") from None
         return self._embedder
 
-    def _require_embedder(self):
+    def _require_embedder(self) -> Embedder:
         """:attr:`embedder`, or EmbedderError when there is none."""
         emb = self.embedder
         if emb is None:
@@ -321,7 +330,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
                 ".name, .dim and __call__(texts))")
         return emb
 
-    def _embed(self, texts, emb=None) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], emb: Embedder | None = None) -> np.ndarray:
         """Vectors of ``texts``; identical texts are embedded once."""
         emb = emb if emb is not None else self._require_embedder()
         for t in texts:
@@ -343,11 +352,11 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
 
     # ------------------------------------------------------------------ checks
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the database is closed")
 
-    def _check_writable(self):
+    def _check_writable(self) -> None:
         if self._closed:
             raise ClosedError("the database is closed")
         if self._store.mode == "r":
@@ -356,7 +365,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
     # ------------------------------------------------------------------ maintenance
 
     @property
-    def recovery(self) -> dict | None:
+    def recovery(self) -> dict[str, Any] | None:
         """What an ``open(..., mode="r", recover=True)`` could not read (``problems``:
         messages naming the damaged file; ``intact_transaction``: the last transaction
         read; ``committed_transaction``: the last one the writer had committed, when
@@ -364,7 +373,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
         self._check_open()
         return self._store.recovery
 
-    def verify(self) -> dict:
+    def verify(self) -> dict[str, Any]:
         """Check every file (checksums, structure) and the database's own invariants
         (meta, index, ids). Returns counts; raises CorruptDatabaseError."""
         self._check_open()
@@ -449,7 +458,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMix
                     for _ in range(held):      # locks taken by transactions left open
                         self._wlock.release()
 
-    def __enter__(self):
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> Literal[False]:

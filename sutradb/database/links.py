@@ -16,6 +16,7 @@ from .validation import is_id
 
 if TYPE_CHECKING:
     from .state import DatabaseState as _Base
+    from .state import IdOrKey
 else:
     _Base = object
 
@@ -26,7 +27,7 @@ class LinksMixin(_Base):
     """The link methods of :class:`~sutradb.database.Database`; a mixin (writes go
     through the database's transactions)."""
 
-    def link(self, a, b, relation: str, weight: float = 1.0) -> None:
+    def link(self, a: IdOrKey, b: IdOrKey, relation: str, weight: float = 1.0) -> None:
         """Add (or re-weight) the directed link ``a -[relation]-> b``.
 
         ``a`` and ``b`` are ids or keys of existing concepts (NotFoundError otherwise).
@@ -40,7 +41,7 @@ class LinksMixin(_Base):
             self._emit(("link", (ia, ib, relation, w), {}))
             st.links[(ia, ib, relation)] = w
 
-    def unlink(self, a, b, relation: str | None = None) -> None:
+    def unlink(self, a: IdOrKey, b: IdOrKey, relation: str | None = None) -> None:
         """Remove the link ``a -[relation]-> b`` (every relation from ``a`` to ``b``
         when ``relation`` is None). Absent links are ignored."""
         self._check_writable()
@@ -59,7 +60,8 @@ class LinksMixin(_Base):
                 self._emit(("unlink", (ia, ib, r), {}))
                 st.links[(ia, ib, r)] = None
 
-    def neighbors(self, a, relation: str | None = None, direction: str = "out") -> list[Link]:
+    def neighbors(self, a: IdOrKey, relation: str | None = None,
+                  direction: str = "out") -> list[Link]:
         """Links of a concept: ``[Link(id, relation, weight), ...]`` sorted by relation
         then id. ``direction``: "out" (``id`` = destination), "in" (``id`` = source)
         or "both" (out first)."""

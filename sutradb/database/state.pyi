@@ -14,7 +14,7 @@ this module at run time.
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 
@@ -30,7 +30,10 @@ from .recordindex import RecordIndexes
 from .search import DistanceTable
 from .transactions import AutoTransaction, Staged, Transaction
 
-__all__ = ["DatabaseState"]
+__all__ = ["DatabaseState", "IdOrKey"]
+
+#: How a concept is named in the API: its id (a Python or NumPy integer) or its key.
+IdOrKey: TypeAlias = int | np.integer[Any] | str
 
 
 class DatabaseState:
@@ -81,6 +84,7 @@ class DatabaseState:
     # ---- transactions
     _Auto: ClassVar[type[AutoTransaction]]
     def transaction(self) -> Transaction: ...
+    def _end(self, t: Transaction, ok: bool) -> None: ...
     def _emit(self, op: tuple[str, tuple[Any, ...], dict[str, Any]]) -> None: ...
 
     # ---- concepts
