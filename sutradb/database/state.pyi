@@ -13,7 +13,7 @@ this module at run time.
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
@@ -30,10 +30,14 @@ from .recordindex import RecordIndexes
 from .search import DistanceTable
 from .transactions import AutoTransaction, Staged, Transaction
 
-__all__ = ["DatabaseState", "IdOrKey"]
+__all__ = ["DatabaseState", "IdOrKey", "IdsOrKeys", "Where"]
 
 #: How a concept is named in the API: its id (a Python or NumPy integer) or its key.
 IdOrKey: TypeAlias = int | np.integer[Any] | str
+#: One concept or several: an id or key, a sequence of them, or an integer array.
+IdsOrKeys: TypeAlias = IdOrKey | Sequence[IdOrKey] | np.ndarray
+#: A metadata filter (:mod:`sutradb.index.filters`).
+Where: TypeAlias = Mapping[str, Any]
 
 
 class DatabaseState:
@@ -86,6 +90,7 @@ class DatabaseState:
     def transaction(self) -> Transaction: ...
     def _end(self, t: Transaction, ok: bool) -> None: ...
     def _emit(self, op: tuple[str, tuple[Any, ...], dict[str, Any]]) -> None: ...
+    def _persisted_meta(self, meta: dict[str, Any]) -> dict[str, Any]: ...
 
     # ---- concepts
     def _id_of(self, x: Any, staged: Staged | None = None) -> int: ...

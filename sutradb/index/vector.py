@@ -23,7 +23,7 @@ may search one index with different parameters at once.
 
 from __future__ import annotations
 
-from typing import Callable, cast
+from typing import Any, Callable, cast
 
 import msgpack
 import numpy as np
@@ -156,7 +156,8 @@ def decode_quantizer(blob: bytes, source: str, d: dict | None = None) -> Product
     return pq
 
 
-def encode_index(pq: ProductQuantizer, part: "IVFPart | None" = None):
+def encode_index(pq: ProductQuantizer, part: IVFPart | None = None
+                 ) -> tuple[bytes, dict[str, Any]]:
     """``(blob, arrays)`` for the store: the quantizer and, with an IVF part, its
     centres and parameters in the blob and ``ivf_perm`` / ``ivf_offsets`` /
     ``ivf_codes`` as arrays (memory-mapped when read back)."""
