@@ -30,9 +30,11 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import simd
 from ..errors import (
@@ -72,7 +74,7 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(round(4 * math.sqrt(n)), n // 16, 65536)))
 
 
-def _is_int(v) -> bool:
+def _is_int(v: object) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, np.integer))
 
 
@@ -135,7 +137,7 @@ class BlockedCodes:
         return np.ascontiguousarray(rows[start - 16 * g0:stop - 16 * g0, :self.width])
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[int, int]:
         """``(n, width)``: the shape of the codes it holds."""
         return (self.n, self.width)
 
@@ -201,7 +203,7 @@ class IVFIndex:
         self.perm: np.ndarray | None = None
         self.offsets: np.ndarray | None = None
         self.training_error_ = float("nan")
-        self.fit_params_: dict = {}
+        self.fit_params_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ basics
     def __repr__(self) -> str:
@@ -242,19 +244,20 @@ class IVFIndex:
         self._cn = np.ascontiguousarray(np.einsum("ij,ij->i", C, C), dtype=np.float32)
         self.nlist = int(C.shape[0])
 
-    def _need_lists(self):
+    def _need_lists(self) -> None:
         if self.perm is None or self.offsets is None:
             raise NotTrainedError("the IVF lists are empty: call build() (or add()) first")
 
-    def _prepare(self, x, name: str, *, allow_1d: bool = False,
+    def _prepare(self, x: npt.ArrayLike, name: str, *, allow_1d: bool = False,
                  allow_empty: bool = True) -> np.ndarray:
         """(n, dim) float32 C-contiguous finite rows (normalised for cosine)."""
         return check_vectors(x, self.dim, self.metric, name, allow_1d=allow_1d,
                              allow_empty=allow_empty)
 
     # ---------------------------------------------------------------- training
-    def fit(self, x, max_train: int | None = None, iters: int = 10, threads: int | None = None,
-            progress=None):
+    def fit(self, x: npt.ArrayLike, max_train: int | None = None, iters: int = 10,
+            threads: int | None = None, progress: Callable[[int, int], object] | None = None
+            ) -> IVFIndex:
         """Train the coarse centres: k-means++ initialisation (scikit-learn, on
         ``min(n_train, 8 * nlist)`` rows), then Lloyd iterations whose assignment
         step runs in BLAS (``||c||^2 - 2 x.c`` over fixed chunks of rows, one BLAS
@@ -307,7 +310,7 @@ class IVFIndex:
         self.fit_params_ = {"n_train": int(X.shape[0]), "iters": int(iters)}
         return self
 
-    def assign(self, x, threads: int | None = None) -> np.ndarray:
+    def assign(self, x: npt.ArrayLike, threads: int | None = None) -> np.ndarray:
         """Nearest coarse centre (squared L2, first one on ties up to float rounding)
         of each row: (n,) int32."""
         C = self.centroids
@@ -322,7 +325,7 @@ class IVFIndex:
         return out
 
     # ------------------------------------------------------------------- lists
-    def build(self, list_ids) -> "IVFIndex":
+    def build(self, list_ids: npt.ArrayLike) -> IVFIndex:
         """Lay rows ``0..n-1`` out by list: ``list_ids[i]`` is row i's list (from
         :meth:`assign`). Rows of a list keep increasing id order."""
         self.centroids
@@ -333,7 +336,7 @@ class IVFIndex:
         np.cumsum(counts, out=self.offsets[1:])
         return self
 
-    def add(self, list_ids) -> np.ndarray:
+    def add(self, list_ids: npt.ArrayLike) -> np.ndarray:
         """Append rows ``ntotal .. ntotal + len(list_ids) - 1`` to their lists (each
         at the end of its list). Returns ``src`` (new ``ntotal``,) int64: the new
         list-ordered codes are ``concat([old_list_codes, new_codes])[src]`` (see
@@ -362,12 +365,13 @@ class IVFIndex:
         self.offsets = new_offsets
         return src
 
-    def extend_codes(self, list_codes, new_codes, src) -> np.ndarray:
+    def extend_codes(self, list_codes: npt.ArrayLike, new_codes: npt.ArrayLike,
+                     src: np.ndarray) -> np.ndarray:
         """The list-ordered codes after :meth:`add` returned ``src``."""
         return np.ascontiguousarray(np.concatenate([np.asarray(list_codes),
                                                     np.asarray(new_codes)])[src])
 
-    def list_order(self, codes, blocked: bool = False):
+    def list_order(self, codes: npt.ArrayLike, blocked: bool = False) -> np.ndarray | BlockedCodes:
         """``codes`` (rows in id order) rearranged in list order, as :meth:`search`
         takes them (a contiguous copy; store it next to the flat codes).
 
@@ -381,7 +385,7 @@ class IVFIndex:
         out = np.ascontiguousarray(codes[self.perm])
         return BlockedCodes.from_rows(out) if blocked else out
 
-    def set_lists(self, perm, offsets) -> "IVFIndex":
+    def set_lists(self, perm: npt.ArrayLike, offsets: npt.ArrayLike) -> IVFIndex:
         """Install a list layout kept by the caller (e.g. memory maps); validated."""
         self.centroids
         perm = np.asarray(perm)
@@ -398,7 +402,7 @@ class IVFIndex:
         self.offsets = offsets
         return self
 
-    def _check_list_ids(self, list_ids) -> np.ndarray:
+    def _check_list_ids(self, list_ids: npt.ArrayLike) -> np.ndarray:
         lid = np.asarray(list_ids)
         if lid.ndim != 1 or lid.dtype.kind not in "iu":
             raise InvalidArgumentError("list_ids must be a 1-d integer array")
@@ -407,7 +411,7 @@ class IVFIndex:
         return lid.astype(np.int64, copy=False)
 
     # ------------------------------------------------------------------ search
-    def probes(self, queries, nprobe: int, threads: int | None = None) -> np.ndarray:
+    def probes(self, queries: np.ndarray, nprobe: int, threads: int | None = None) -> np.ndarray:
         """The ``nprobe`` nearest lists (by ``||c||^2 - 2 q.c``) of each prepared
         (float32, normalised for cosine) query: (nq, nprobe) int64, in no particular
         order within a row (the scan's result does not depend on it).
@@ -433,8 +437,10 @@ class IVFIndex:
             P[s:s + _ASSIGN_CHUNK] = np.take_along_axis(part, o, axis=1)
         return P
 
-    def search(self, queries, codes, pq: ProductQuantizer, k: int = 10, nprobe: int = 8,
-               rerank: int | None = None, vectors=None, mask=None, threads: int | None = None):
+    def search(self, queries: npt.ArrayLike, codes: npt.ArrayLike | BlockedCodes, pq: ProductQuantizer,
+               k: int = 10, nprobe: int = 8, rerank: int | None = None,
+               vectors: np.ndarray | None = None, mask: npt.ArrayLike | None = None,
+               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest rows of each query.
 
         Parameters
@@ -499,11 +505,12 @@ class IVFIndex:
                 raise DimensionError(f"mask must be 1-d, got shape {mask.shape}")
             mask = check_mask(mask, mask.shape[0])
         kk = max(k, int(rerank)) if do_rerank else k
-        v = vectors_view(vectors, self.dim) if do_rerank else None
+        v = vectors_view(vectors, self.dim) if do_rerank else None  # type: ignore[arg-type]  # do_rerank: given
         return self._search_prepared(Q, codes, pq, k, nprobe, kk, v, mask, nthreads)
 
     @staticmethod
-    def _check_list_codes(codes, pq: ProductQuantizer):
+    def _check_list_codes(codes: npt.ArrayLike | BlockedCodes, pq: ProductQuantizer
+                          ) -> np.ndarray | BlockedCodes:
         """``codes`` checked against the quantizer: an array (as ``pq._check_codes``)
         or :class:`BlockedCodes` of 4-bit codes of its width."""
         if isinstance(codes, BlockedCodes):
@@ -514,7 +521,9 @@ class IVFIndex:
             return codes
         return pq._check_codes(codes)
 
-    def _search_prepared(self, Q, codes, pq: ProductQuantizer, k: int, nprobe: int, kk: int, v, mask, nthreads: int):
+    def _search_prepared(self, Q: np.ndarray, codes: np.ndarray | BlockedCodes, pq: ProductQuantizer,
+                         k: int, nprobe: int, kk: int, v: np.ndarray | None,
+                         mask: np.ndarray | None, nthreads: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` on validated arguments (the caller's contract): ``Q``
         prepared queries, ``codes`` list-ordered C-contiguous uint8 codes of
         ``ntotal`` rows (or :class:`BlockedCodes` of them), ``1 <= nprobe <=
@@ -526,12 +535,13 @@ class IVFIndex:
         kmetric = _KMETRIC[self.metric]
         blocked = isinstance(codes, BlockedCodes)
         if blocked:
-            codes = codes.data
+            codes = cast(BlockedCodes, codes).data
         if Q.shape[0] < _COARSE_BLAS_MIN_QUERIES and (nthreads == 1 or Q.shape[0] >= nthreads):
             # latency path: the whole pipeline in one kernel call per batch (the same
             # results as the steps below, without their Python round trips)
             D, I = simd.core.ivf_search(Q, self._P16, self._cn, nprobe, *pq._table_ops,
-                                    pq._adc_metric, codes, cast(np.ndarray, self.offsets),
+                                    pq._adc_metric, cast(np.ndarray, codes),   # (.data if blocked)
+                                    cast(np.ndarray, self.offsets),
                                     cast(np.ndarray, self.perm), kk, k,
                                     mask, v, kmetric, nthreads, blocked=blocked)
             if self.metric == "cosine":
@@ -542,7 +552,8 @@ class IVFIndex:
             return D, I
         P = self.probes(Q, nprobe, nthreads)
         tables = simd.core.distance_tables_t(Q, *pq._table_ops, pq._adc_metric, nthreads)
-        D, I = simd.core.ivf_adc_topk(tables, codes, cast(np.ndarray, self.offsets), P, cast(np.ndarray, self.perm), kk, mask,
+        D, I = simd.core.ivf_adc_topk(tables, cast(np.ndarray, codes), cast(np.ndarray, self.offsets), P,
+                                  cast(np.ndarray, self.perm), kk, mask,
                                   nthreads, blocked=blocked)
         if v is None:
             if pq.metric == "cosine":
@@ -554,7 +565,7 @@ class IVFIndex:
             D[I >= 0] += 1.0
         return D, I
 
-    def _prepare_queries(self, queries) -> np.ndarray:
+    def _prepare_queries(self, queries: npt.ArrayLike) -> np.ndarray:
         """``_prepare`` with a fast path for one query (the latency-bound case)."""
         if isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and (
                 queries.shape == (self.dim,) or queries.shape == (1, self.dim)):
@@ -569,7 +580,7 @@ class IVFIndex:
         return self._prepare(queries, "queries", allow_1d=True)
 
     # ------------------------------------------------------------- persistence
-    def to_dict(self, lists: bool = True) -> dict:
+    def to_dict(self, lists: bool = True) -> dict[str, Any]:
         """A msgpack-able description: parameters, the coarse centres as raw
         little-endian float32 bytes with a CRC32, and (``lists=True``, once built)
         ``perm`` / ``offsets`` as raw little-endian int64 with their CRC32."""
@@ -588,10 +599,10 @@ class IVFIndex:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, *, source: str = "<dict>") -> "IVFIndex":
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> IVFIndex:
         """Inverse of :meth:`to_dict`; anything malformed raises
         :class:`~sutradb.errors.CorruptDatabaseError` naming ``source``."""
-        def bad(why):
+        def bad(why: str) -> CorruptDatabaseError:
             return CorruptDatabaseError(f"{source}: not a valid sutradb IVF index ({why})")
 
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
@@ -607,7 +618,7 @@ class IVFIndex:
         te = d.get("training_error", float("nan"))
         ivf.training_error_ = float(te) if isinstance(te, (int, float)) else float("nan")
 
-        def blob(name, itemsize):
+        def blob(name: str, itemsize: int) -> bytes:
             raw = d.get(name)
             if not isinstance(raw, bytes):
                 raise bad(f"{name} are not bytes")
@@ -644,7 +655,7 @@ class IVFIndex:
 
 # ---------------------------------------------------------------------- k-means
 
-def vectors_view(vectors, dim: int) -> np.ndarray:
+def vectors_view(vectors: np.ndarray, dim: int) -> np.ndarray:
     """float32 rows, or float16 rows viewed as uint16, for the re-rank kernel."""
     if not isinstance(vectors, np.ndarray):
         vectors = np.asarray(vectors)
@@ -657,7 +668,8 @@ def vectors_view(vectors, dim: int) -> np.ndarray:
     raise InvalidArgumentError(f"vectors must be float32 or float16, got {vectors.dtype}")
 
 
-def _assign_blas(X: np.ndarray, C: np.ndarray, cn: np.ndarray, nthreads: int):
+def _assign_blas(X: np.ndarray, C: np.ndarray, cn: np.ndarray,
+                 nthreads: int) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre of every row of X by ``||c||^2 - 2 x.c`` in BLAS (sgemm), over
     fixed chunks of rows with one BLAS thread each (so the result does not depend on
     ``nthreads``). Returns (labels int32, squared distances float32 clipped at 0)."""
@@ -668,7 +680,7 @@ def _assign_blas(X: np.ndarray, C: np.ndarray, cn: np.ndarray, nthreads: int):
     sq = np.empty(n, dtype=np.float32)
     CT = np.ascontiguousarray(C.T)
 
-    def work(s) -> None:
+    def work(s: int) -> None:
         blk = X[s:s + _ASSIGN_CHUNK]
         d = blk @ CT
         d *= -2.0
@@ -693,11 +705,12 @@ def _unit_rows(C: np.ndarray) -> np.ndarray:
     C = np.asarray(C, dtype=np.float64)
     nrm = np.linalg.norm(C, axis=1, keepdims=True)
     nrm[nrm == 0] = 1.0
-    return C / nrm
+    return cast(np.ndarray, C / nrm)
 
 
 def _coarse_kmeans(X: np.ndarray, K: int, *, iters: int, rng: np.random.Generator,
-                   nthreads: int, progress=None, spherical: bool = False):
+                   nthreads: int, progress: Callable[[int, int], object] | None = None,
+                   spherical: bool = False) -> tuple[np.ndarray, float]:
     """k-means++ (scikit-learn, on at most 8 * K rows) then Lloyd iterations with the
     BLAS assignment and the float64 update kernel. ``spherical``: centres are
     normalised after every update (for unit vectors: nearest by L2 = largest inner
@@ -736,7 +749,8 @@ def _coarse_kmeans(X: np.ndarray, K: int, *, iters: int, rng: np.random.Generato
 
 # ---------------------------------------------------------------------- tuning
 
-def exact_topk(queries, vectors, k: int, metric: str, chunk: int = 16384, mask=None):
+def exact_topk(queries: npt.ArrayLike, vectors: np.ndarray, k: int, metric: str,
+               chunk: int = 16384, mask: np.ndarray | None = None) -> np.ndarray:
     """Exact top-k row ids of each query by brute force (NumPy, chunked over the
     vectors; rows where ``mask`` is false are skipped, ``-1`` pads): the ground
     truth :func:`tune` measures recall against."""
@@ -773,9 +787,12 @@ def exact_topk(queries, vectors, k: int, metric: str, chunk: int = 16384, mask=N
                     np.take_along_axis(bestI, o, axis=1), -1)
 
 
-def tune(ivf: IVFIndex, pq: ProductQuantizer, queries, codes, vectors, *, k: int = 10,
-         target_recall: float = 0.95, nprobes=None, reranks=None, mask=None,
-         threads: int | None = None, batched: bool = False, gt=None) -> dict:
+def tune(ivf: IVFIndex, pq: ProductQuantizer, queries: npt.ArrayLike,
+         codes: npt.ArrayLike | BlockedCodes, vectors: np.ndarray, *, k: int = 10,
+         target_recall: float = 0.95, nprobes: Sequence[int] | None = None,
+         reranks: Sequence[int] | None = None, mask: npt.ArrayLike | None = None,
+         threads: int | None = None, batched: bool = False,
+         gt: np.ndarray | None = None) -> dict[str, Any]:
     """Pick ``nprobe`` and ``rerank`` for a target recall@k on the caller's data.
 
     The exact top-k of ``queries`` over ``vectors`` (brute force, or ``gt`` if
@@ -799,11 +816,11 @@ def tune(ivf: IVFIndex, pq: ProductQuantizer, queries, codes, vectors, *, k: int
         gt = exact_topk(Q, vectors, k, ivf.metric)
     gt = np.asarray(gt)[:, :k]
 
-    def recall(I):
+    def recall(I: np.ndarray) -> float:
         return float(np.mean([len(set(a[a >= 0].tolist()) & set(b.tolist())) / k
                               for a, b in zip(I, gt)]))
 
-    grid = []
+    grid: list[dict[str, Any]] = []
     for r in reranks:
         for p in nprobes:
             _, I = ivf.search(Q, codes, pq, k=k, nprobe=p, rerank=r, vectors=vectors,
