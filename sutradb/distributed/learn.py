@@ -14,7 +14,9 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,9 +28,14 @@ from . import manifest as _manifest
 from . import tasks
 from .sources import count_rows, describe_source, iter_partitions, partition_digest
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from ..embedders import Embedder
+
 __all__ = ["learn", "LearnReport", "LocalEngine"]
 
-_DEFAULT = object()
+_DEFAULT: Any = object()
 #: Partitions a skipped-partition check covers (one shard open for all of them).
 _CHECK_BATCH = 256
 #: Job parameters that must match when a job resumes or re-runs in a directory.
@@ -62,14 +69,14 @@ class LearnReport:
     """
 
     path: str
-    manifest: dict
+    manifest: dict[str, Any]
     concepts: int
     shards: int
     partitions: int
     written: int
     skipped: int
     seconds: float
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
     engine: str = ""
     workers: int = 1
 
@@ -78,7 +85,7 @@ class LearnReport:
         """Concepts per second of wall time (the whole job)."""
         return self.concepts / self.seconds if self.seconds > 0 else float("nan")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "concepts": self.concepts, "shards": self.shards,
                 "partitions": self.partitions, "written": self.written, "skipped": self.skipped,
                 "seconds": self.seconds, "timings": dict(self.timings), "engine": self.engine,
@@ -92,19 +99,19 @@ class _Done:
 
     __slots__ = ("_value", "_error")
 
-    def __init__(self, value=None, error=None) -> None:
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
         self._value, self._error = value, error
 
     def done(self) -> bool:
         return True
 
-    def result(self):
+    def result(self) -> Any:
         if self._error is not None:
             raise self._error
         return self._value
 
 
-def _resolve(x):
+def _resolve(x: Any) -> Any:
     if isinstance(x, _Done):
         return x.result()
     if isinstance(x, list):
@@ -131,19 +138,20 @@ class LocalEngine:
     def describe(self) -> str:
         return "in-process"
 
-    def setup_workers(self, key, embedder, threads):
+    def setup_workers(self, key: str, embedder: Any, threads: int | None) -> Any:
         return tasks.install_embedder(key, embedder, threads)
 
-    def submit(self, fn, *args, key=None, **kwargs):
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None,
+               **kwargs: Any) -> _Done:
         try:
             return _Done(fn(*_resolve(args), **kwargs))
         except Exception as e:           # raised again by .result(), as an engine does
             return _Done(error=e)
 
-    def wait_first(self, futures) -> set:
+    def wait_first(self, futures: Iterable[Any]) -> set[Any]:
         return set(futures)
 
-    def cancel(self, futures) -> None:
+    def cancel(self, futures: Iterable[Any]) -> None:
         pass
 
 
@@ -226,15 +234,16 @@ def _check_job(existing: dict, job: dict, directory: str) -> None:
 
 # --------------------------------------------------------------------------- learn
 
-def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode: str = "a",
-          vectors=None, partition_size: int | None = None, batch_size: int = 256,
+def learn(source: Any, path: str | os.PathLike[str], *, embedder: str | Embedder | None = _DEFAULT,
+          shards: int = 2, client: Any = None, mode: str = "a", vectors: npt.ArrayLike | None = None, partition_size: int | None = None, batch_size: int = 256,
           metric: str = "cosine", index_threshold: int = 10_000, pq_m: int | None = None,
           pq_nbits: int | None = None, seed: int = 0, train_size: int = 65_536, train_iters: int = 20,
           vector_dtype: str = "float16", durability: str = "full", writer: str = "workers",
           text_field: str = "text", key_field: str | None = "key",
           metadata_field: str | None = "metadata", worker_threads: int | None = None,
           max_in_flight: int | None = None, lock_timeout: float = 600.0,
-          progress=None, **options) -> LearnReport:
+          progress: bool | Callable[[int | None, int], object] | None = None,
+          **options: Any) -> LearnReport:
     """Learn a corpus into ``shards`` shard databases on a Dask cluster.
 
     The job (1) cuts the source into partitions of ``partition_size`` rows and embeds
