@@ -20,6 +20,7 @@ from .validation import is_id
 
 if TYPE_CHECKING:
     from .state import DatabaseState as _Base
+    from .state import Where
 else:
     _Base = object
 
@@ -115,7 +116,7 @@ class ListingMixin(_Base):
         absent = sorted((j for j in range(len(idl)) if missing[j]), key=lambda j: idl[j])
         return np.asarray([idl[j] for j in present + absent], dtype=np.int64)
 
-    def find_ids(self, where=None, *, limit: int | None = None, offset: int = 0,
+    def find_ids(self, where: Where | None = None, *, limit: int | None = None, offset: int = 0,
                  order_by: str = "id") -> np.ndarray:
         """Ids of the concepts that match a filter, ordered, one page.
 
@@ -144,7 +145,7 @@ class ListingMixin(_Base):
         stop = None if limit is None else offset + limit
         return ids[offset:stop].copy()
 
-    def find(self, where=None, *, limit: int | None = None, offset: int = 0,
+    def find(self, where: Where | None = None, *, limit: int | None = None, offset: int = 0,
              order_by: str = "id") -> list[Concept]:
         """The concepts that match a filter, ordered, one page: :meth:`find_ids`
         with the concepts, read from the same committed state.
@@ -173,7 +174,7 @@ class ListingMixin(_Base):
         c = self._concept_at(row)
         return Concept(c.id, c.key, c.text, c.metadata if c.metadata else {}, c.vector)
 
-    def find_iter(self, where=None, *, order_by: str = "id",
+    def find_iter(self, where: Where | None = None, *, order_by: str = "id",
                   batch_size: int = 1000) -> Iterator[Concept]:
         """Iterate over the concepts that match a filter, in pages (for results too
         large for one list).
@@ -204,7 +205,7 @@ class ListingMixin(_Base):
                 page = [self._concept_copy(r) for r in rows.tolist() if r >= 0]
             yield from page
 
-    def count(self, where=None) -> int:
+    def count(self, where: Where | None = None) -> int:
         """How many concepts match a filter (all of them when ``where`` is None)."""
         self._check_open()
         if where is None:

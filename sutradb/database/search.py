@@ -21,7 +21,10 @@ from .concepts import Hit
 from .validation import check_query_rows
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from .state import DatabaseState as _Base
+    from .state import IdOrKey, Where
 else:
     _Base = object
 
@@ -88,9 +91,9 @@ class SearchMixin(_Base):
     """The search and distance methods of :class:`~sutradb.database.Database`; a
     mixin: they read the database's store, index and caches under its read lock."""
 
-    def search_vectors(self, queries, k: int = 10, *, where=None, rerank: int | None = None,
-                       nprobe: int | None = None, exact: bool = False,
-                       threads: int | None = None):
+    def search_vectors(self, queries: npt.ArrayLike, k: int = 10, *, where: Where | None = None,
+                       rerank: int | None = None, nprobe: int | None = None, exact: bool = False,
+                       threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest concepts of each query vector.
 
         Parameters
@@ -129,8 +132,9 @@ class SearchMixin(_Base):
             I = np.where(rows >= 0, ids[np.maximum(rows, 0)] if len(ids) else -1, -1).astype(np.int64)
         return D, I
 
-    def search(self, query, k: int = 10, *, where=None, rerank: int | None = None,
-               nprobe: int | None = None, exact: bool = False) -> list[Hit]:
+    def search(self, query: str | npt.ArrayLike, k: int = 10, *, where: Where | None = None,
+               rerank: int | None = None, nprobe: int | None = None,
+               exact: bool = False) -> list[Hit]:
         """The k nearest concepts of one query.
 
         Parameters
@@ -253,7 +257,7 @@ class SearchMixin(_Base):
         self._dtable = t
         return t
 
-    def distance(self, a, b) -> float:
+    def distance(self, a: IdOrKey, b: IdOrKey) -> float:
         """Distance between two stored concepts (ids or keys): exact when the database
         keeps full vectors, PQ-symmetric otherwise. About a microsecond per call (the
         first call after a write builds a lookup table)."""
@@ -311,7 +315,7 @@ class SearchMixin(_Base):
             raise NotFoundError("id not in the database")
         return self.distance(ia, ib)
 
-    def distances(self, pairs) -> np.ndarray:
+    def distances(self, pairs: npt.ArrayLike) -> np.ndarray:
         """Distances of many pairs of stored concepts.
 
         Parameters
