@@ -405,9 +405,9 @@ class IndexingMixin(_Base):
             live = s.live.copy()
             c = part.covered
             new_rows = c + np.flatnonzero(live[c:n])
-            lid_new, err = assign_rows(part.ivf, s.vectors, new_rows, self._meta["metric"])
+            lid_new, err = assign_rows(part.ivf, s.vectors, new_rows, self._meta["metric"])  # type: ignore[arg-type]  # lists: vectors kept
             new_codes = s.codes[new_rows]
-        new = fold_lists(self._index.pq, part, live, new_rows, lid_new, new_codes, n)
+        new = fold_lists(self._index.pq, part, live, new_rows, lid_new, new_codes, n)  # type: ignore[arg-type]  # lists: trained
         self._meta["ivf_added_sq"] = float(self._meta.get("ivf_added_sq", 0.0)) + err
         self._meta["ivf_added_n"] = int(self._meta.get("ivf_added_n", 0)) + len(new_rows)
         self._commit_index(cast(ProductQuantizer, self._index.pq), new)

@@ -15,9 +15,15 @@ from __future__ import annotations
 import copy
 from contextlib import nullcontext
 
-from typing import cast
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from ..index.pq import ProductQuantizer
 
 from ..index.flat import prepare_queries
 from ..index.ivf import IVFIndex, default_nlist, exact_topk
@@ -36,7 +42,7 @@ _LADDER = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 16
            320, 384, 512, 640, 768, 1024, 1536, 2048, 3072, 4096)
 
 
-def with_lists(ivf: IVFIndex, perm, offsets) -> IVFIndex:
+def with_lists(ivf: IVFIndex, perm: npt.ArrayLike, offsets: npt.ArrayLike) -> IVFIndex:
     """A copy of ``ivf`` (sharing its centres) with another list layout: the index
     searches use is never changed in place."""
     new = copy.copy(ivf)
@@ -45,7 +51,7 @@ def with_lists(ivf: IVFIndex, perm, offsets) -> IVFIndex:
                          np.ascontiguousarray(offsets, dtype=np.int64))
 
 
-def recall(I, gt) -> float:
+def recall(I: npt.ArrayLike, gt: npt.ArrayLike) -> float:
     """Mean share of each ground-truth row set (``-1`` ignored) found in ``I``."""
     tot = hit = 0
     for a, b in zip(np.asarray(I).tolist(), np.asarray(gt).tolist()):
@@ -55,8 +61,10 @@ def recall(I, gt) -> float:
     return hit / tot if tot else 1.0
 
 
-def lay_out_lists(pq, V, live, rows, codes, *, dim: int, metric: str, nlist, seed: int,
-                  target_recall: float, read=None, progress: ProgressArg = False,
+def lay_out_lists(pq: ProductQuantizer, V: np.ndarray, live: np.ndarray, rows: np.ndarray,
+                  codes: np.ndarray, *, dim: int, metric: str, nlist: int | None, seed: int,
+                  target_recall: float, read: AbstractContextManager[Any] | None = None,
+                  progress: ProgressArg = False,
                   renumber: bool = False) -> IVFPart:
     """IVF lists of the entries ``rows``: coarse k-means on a seeded sample, every
     entry assigned, the default nprobe chosen on held-out live rows
@@ -116,7 +124,7 @@ def lay_out_lists(pq, V, live, rows, codes, *, dim: int, metric: str, nlist, see
     ivf.build(lid)
     pos = ivf.perm
     lc = list_codes(pq, codes[pos] if renumber else codes[rows[pos]])
-    tuned_ivf = with_lists(ivf, rows[pos], ivf.offsets)
+    tuned_ivf = with_lists(ivf, rows[pos], cast(np.ndarray, ivf.offsets))
     part = IVFPart(tuned_ivf, lc, int(rows[-1]) + 1 if n else 0, nlist)
     part.nprobe, part.rerank_scale, part.tuned = tune_nprobe(
         pq, part, V, live, metric=metric, seed=seed, target_recall=target_recall, read=read)
@@ -127,8 +135,10 @@ def lay_out_lists(pq, V, live, rows, codes, *, dim: int, metric: str, nlist, see
     return part
 
 
-def tune_nprobe(pq, part: IVFPart, V, live, *, metric: str, seed: int, target_recall: float,
-                read=None):
+def tune_nprobe(pq: ProductQuantizer, part: IVFPart, V: np.ndarray, live: np.ndarray, *,
+                metric: str, seed: int, target_recall: float,
+                read: AbstractContextManager[Any] | None = None
+                ) -> tuple[int, int, dict[str, Any]]:
     """The default nprobe of new lists.
 
     The smallest nprobe whose recall@10 with the default re-ranking reaches
@@ -145,7 +155,7 @@ def tune_nprobe(pq, part: IVFPart, V, live, *, metric: str, seed: int, target_re
     """
     read = read if read is not None else nullcontext()
     target = float(target_recall)
-    nlist = part.ivf.nlist
+    nlist = cast(int, part.ivf.nlist)          # built
     live_rows = np.flatnonzero(live)
     nq = int(min(TUNE_QUERIES, max(1, len(live_rows) // 10)))
     rng = np.random.default_rng(int(seed) + 1)
@@ -156,12 +166,12 @@ def tune_nprobe(pq, part: IVFPart, V, live, *, metric: str, seed: int, target_re
     with read:
         Q = prepare_queries(np.asarray(V[qrows], dtype=np.float32), metric)
         gt = exact_topk(Q, V, k, metric, mask=mask)
-    ladder = sorted({p for p in _LADDER if p < nlist} | {nlist})  # type: ignore[operator,type-var]  # nlist: set by build()
+    ladder = sorted({p for p in _LADDER if p < nlist} | {nlist})
     best = (0.0, nlist, 1)
     for scale in (1, 2, 4):
         for p in ladder:
             with read:
-                _, I = part.ivf.search(Q, part.codes, pq, k=k, nprobe=p,  # type: ignore[arg-type]  # (likewise)
+                _, I = part.ivf.search(Q, part.codes, pq, k=k, nprobe=p,
                                        rerank=default_rerank(k) * scale, vectors=V,
                                        mask=mask, threads=default_threads())
             rec = recall(I, gt)
@@ -174,7 +184,8 @@ def tune_nprobe(pq, part: IVFPart, V, live, *, metric: str, seed: int, target_re
                               "k": k, "reached": False}
 
 
-def assign_rows(ivf: IVFIndex, V, rows, metric: str):
+def assign_rows(ivf: IVFIndex, V: np.ndarray, rows: np.ndarray, metric: str
+                ) -> tuple[np.ndarray, float]:
     """The list of each of ``rows`` (vectors in ``V``), in batches, and the sum of
     their squared distances to their centres (the coarse drift).
 
@@ -195,7 +206,8 @@ def assign_rows(ivf: IVFIndex, V, rows, metric: str):
     return lid, err
 
 
-def fold_lists(pq, part: IVFPart, live, new_rows, lid_new, new_codes, n: int) -> IVFPart:
+def fold_lists(pq: ProductQuantizer, part: IVFPart, live: np.ndarray, new_rows: np.ndarray,
+               lid_new: np.ndarray, new_codes: np.ndarray, n: int) -> IVFPart:
     """``part`` with the tail rows ``new_rows`` (lists ``lid_new``, codes
     ``new_codes``) put into its lists and the dead rows (``~live``) dropped from
     them; the centres, nprobe and tuning report stay. ``n``: the rows now covered."""
@@ -212,7 +224,7 @@ def fold_lists(pq, part: IVFPart, live, new_rows, lid_new, new_codes, n: int) ->
                    part.rerank_scale)
 
 
-def remap_lists(pq, part: IVFPart, kept) -> IVFPart:
+def remap_lists(pq: ProductQuantizer, part: IVFPart, kept: np.ndarray) -> IVFPart:
     """``part`` after a compaction that keeps the rows ``kept`` (old row numbers,
     increasing; new row ``j`` is old row ``kept[j]``): rows renumbered, the
     dropped ones taken out of the lists."""

@@ -12,7 +12,8 @@ and by destination), and writes the next segment.
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class Links:
         Its path (named in errors).
     """
 
-    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str) -> None:
+    def __init__(self, mf: MappedFile | None, entry: dict[str, Any] | None, where: str) -> None:
         self.where = where
         self.mf = mf
         if mf is None:
@@ -126,9 +127,9 @@ class Links:
     def indices_to(self, q: np.ndarray) -> np.ndarray:
         """Indices of the links whose destination is in ``q``."""
         self.check()
-        return self.by_dst[sorted_ranges(cast(np.ndarray, self._dst_sorted), q)]   # check() sets it
+        return cast(np.ndarray, self.by_dst[sorted_ranges(cast(np.ndarray, self._dst_sorted), q)])   # check() sets it
 
-    def key(self, i: int):
+    def key(self, i: int) -> tuple[int, int, str]:
         """``(src, dst, relation)`` of link ``i``."""
         return int(self.src[i]), int(self.dst[i]), self.names[self.rel[i]]
 
@@ -151,7 +152,7 @@ class LinkTable:
 
     __slots__ = ("base", "delta", "by_src", "by_dst")
 
-    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str) -> None:
+    def __init__(self, mf: MappedFile | None, entry: dict[str, Any] | None, where: str) -> None:
         self.base = Links(mf, entry, where)
         self.delta: dict[tuple[int, int, str], float | None] = {}
         self.by_src: dict[int, set[tuple[int, int, str]]] = {}        # src -> keys of delta
@@ -162,7 +163,7 @@ class LinkTable:
         """Whether the log changed any link since the checkpoint."""
         return bool(self.delta)
 
-    def set(self, key: tuple, value) -> None:
+    def set(self, key: tuple[int, int, str], value: float | None) -> None:
         """Set the weight of link ``key = (src, dst, relation)`` (None removes it)."""
         self.delta[key] = value
         self.by_src.setdefault(key[0], set()).add(key)
@@ -179,7 +180,7 @@ class LinkTable:
             for key in list(self.by_src.get(i, ())) + list(self.by_dst.get(i, ())):
                 self.delta[key] = None
 
-    def query(self, q: int, outgoing: bool, relation: str | None) -> list:
+    def query(self, q: int, outgoing: bool, relation: str | None) -> list[tuple[int, str, float]]:
         """Links from (``outgoing``) or to id ``q``: ``[(other id, relation, weight)]``
         sorted by relation, then other id."""
         L = self.base
@@ -195,7 +196,7 @@ class LinkTable:
         res.sort(key=lambda t: (t[1], t[0]))
         return res
 
-    def all(self) -> list:
+    def all(self) -> list[tuple[int, int, str, float]]:
         """Every link ``(src, dst, relation, weight)``, sorted (O(links))."""
         L = self.base
         L.check()
@@ -203,7 +204,8 @@ class LinkTable:
         out.update(self.delta)
         return sorted((k[0], k[1], k[2], w) for k, w in out.items() if w is not None)
 
-    def write(self, directory: str, uuid: bytes, new_file_no, sync: bool) -> dict | None:
+    def write(self, directory: str, uuid: bytes, new_file_no: Callable[[], int],
+              sync: bool) -> dict[str, Any] | None:
         """Write the merged links into a new ``.links`` segment.
 
         Parameters

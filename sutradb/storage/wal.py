@@ -24,9 +24,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import CorruptDatabaseError
 from . import osio
@@ -101,7 +103,7 @@ def writer_active(directory: str) -> bool:
         os.close(fd)
 
 
-def encode_transaction(ops: list, txn_id: int, salt: int) -> bytes:
+def encode_transaction(ops: list[tuple[Any, ...]], txn_id: int, salt: int) -> bytes:
     """The frames of one transaction: its ops, then the commit record.
 
     Parameters
@@ -147,14 +149,14 @@ def encode_transaction(ops: list, txn_id: int, salt: int) -> bytes:
     return b"".join(frames)
 
 
-def frombytes(b, dtype) -> np.ndarray:
+def frombytes(b: object, dtype: npt.DTypeLike) -> np.ndarray:
     """A read-only array over bytes ``b`` (ValueError if not a whole number of items)."""
     if not isinstance(b, bytes) or len(b) % np.dtype(dtype).itemsize:
         raise ValueError("bad array bytes")
     return np.frombuffer(b, dtype)
 
 
-def decode_op(op: list, where: str) -> tuple:
+def decode_op(op: list[Any], where: str) -> tuple[Any, ...]:
     """A log record (msgpack list) -> an in-memory op, validating every field.
 
     Parameters
@@ -393,7 +395,8 @@ class Log:
 
     # ------------------------------------------------------------------ reading
 
-    def replay(self, apply, txn: int, strict: bool = True, wait_for_writer: bool = False) -> bool:
+    def replay(self, apply: Callable[[list[tuple[Any, ...]]], object], txn: int,
+               strict: bool = True, wait_for_writer: bool = False) -> bool:
         """Apply every complete transaction of the log after :attr:`pos`.
 
         Parameters
@@ -476,7 +479,8 @@ class Log:
                     window *= 2
         return changed
 
-    def _scan(self, buf, strict, apply) -> bool:
+    def _scan(self, buf: bytes | memoryview, strict: bool,
+              apply: Callable[[list[tuple[Any, ...]]], object]) -> bool:
         """Apply the complete transactions in ``buf`` (the log from :attr:`pos`)."""
         where = self.where
         pending: list[Any] = []

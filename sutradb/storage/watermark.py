@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from . import osio
 from .format import LOCK_NAME, crc32
@@ -80,7 +80,7 @@ def encode(w: Watermark) -> bytes:
     return body + struct.pack("<I", crc32(body))
 
 
-def decode(b: bytes):
+def decode(b: bytes) -> Watermark | str | None:
     """The record in ``b`` (80 bytes); None when there is none (nothing or zeros:
     a database written before watermarks); :data:`DAMAGED` for any other bytes (the
     record is written by one 80-byte ``pwrite`` inside the first sector of ``LOCK``,
@@ -96,7 +96,7 @@ def decode(b: bytes):
     return Watermark(_NAMES[dur], uuid, gen, log_end, txn, boot)
 
 
-def read(directory: str, fd: int | None = None):
+def read(directory: str, fd: int | None = None) -> Watermark | str | None:
     """The watermark of the database in ``directory`` (through ``fd`` when the caller
     holds ``LOCK`` open): a :class:`Watermark`, None or :data:`DAMAGED` (:func:`decode`)."""
     try:
@@ -148,7 +148,7 @@ def shortfall(w: Watermark | None, uuid: bytes, generation: int, log_end: int, t
     return None
 
 
-def stale(w, uuid: bytes, generation: int, txn: int, boot: bytes | None) -> str | None:
+def stale(w: Any, uuid: bytes, generation: int, txn: int, boot: bytes | None) -> str | None:
     """A sentence when the log holds more than one transaction past ``w`` on the
     machine that wrote it: the writer updates the watermark after every commit, so
     only the commit a crash interrupted can be missing from it; more means ``LOCK``
