@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from .database import Database
 
 __all__ = ["vectors", "vector", "metadata_values", "metadata", "keys", "texts", "concepts",

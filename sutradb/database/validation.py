@@ -9,16 +9,18 @@ and return the value as the database stores or searches it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
-import numpy.typing as npt
 
 from .. import embedders
 from ..errors import DimensionError, EmbedderError, InvalidArgumentError
 from ..index.pq import check_vectors
 from .options import BATCH, INDEX_KINDS
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["is_id", "check_options", "check_metadata", "seq_arg", "check_vector_rows",
            "check_query_rows", "F16_MAX"]

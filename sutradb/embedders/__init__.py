@@ -24,12 +24,14 @@ install one.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, cast, runtime_checkable
 
 import numpy as np
-import numpy.typing as npt
 
 from ..errors import EmbedderError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["Embedder", "get_embedder", "default_spec", "check_embedder", "FAMILIES"]
 

@@ -13,10 +13,12 @@ This module knows nothing of storage.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
-import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["FlatVectors", "flat_search", "pair_distances", "prepare_queries", "BLOCK_ROWS"]
 

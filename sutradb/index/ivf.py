@@ -31,10 +31,9 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import numpy.typing as npt
 
 from .. import simd
 from ..errors import (
@@ -53,6 +52,9 @@ from .pq import (
     resolve_threads,
     split_empty,
 )
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["IVFIndex", "BlockedCodes", "default_nlist", "tune"]
 

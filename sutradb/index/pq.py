@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 import numpy as np
-import numpy.typing as npt
 
 from .. import simd
 from ..errors import (
@@ -24,6 +23,9 @@ from ..errors import (
     InvalidArgumentError,
     NotTrainedError,
 )
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["ProductQuantizer", "pack4", "unpack4", "default_threads", "check_vectors"]
 

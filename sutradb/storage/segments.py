@@ -13,14 +13,16 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..errors import CorruptDatabaseError
 from . import osio
 from .format import HEADER_SIZE, check_seg_header, crc32, seg_header
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 CHUNK = 1 << 22  # bytes per read when checksumming
 

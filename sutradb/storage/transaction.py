@@ -26,13 +26,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from ..errors import DimensionError, DuplicateKeyError, InvalidArgumentError
 from .format import DTYPE_CODE, MAX_CODE_SIZE, MAX_DIM, MAX_RELATION, VECTOR_DTYPES, packb, unpackb
 from .records import Chunk, as_ids, encode_record
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy.typing as npt
+
     from .store import Store
 
 __all__ = ["Transaction", "seq", "private_copy"]

@@ -25,10 +25,9 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..errors import CorruptDatabaseError
 from . import osio
@@ -39,6 +38,9 @@ from .format import (COMMIT_TRAILER, DTYPE_CODE, DTYPES, FRAME, FRAME_SIZE, HEAD
                      wal_header, wal_name)
 from .records import Chunk, decode_record
 from .segments import pread_all
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["WAL_PREALLOC", "WAL_GROW_MAX", "create_log", "writer_active", "encode_transaction",
            "decode_op", "frombytes", "Log"]
