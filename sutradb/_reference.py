@@ -42,7 +42,7 @@ def adc_distances(tables: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return np.stack([t[q][np.arange(M), codes].sum(axis=1) for q in range(nq)]).reshape(nq, len(codes))
 
 
-def topk(dist: np.ndarray, k: int, mask: np.ndarray | None = None):
+def topk(dist: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise k smallest of (nq, n) distances, ties to the smaller row, padded
     with (inf, -1); rows where ``mask`` is false are excluded."""
     nq, n = dist.shape
@@ -57,7 +57,8 @@ def topk(dist: np.ndarray, k: int, mask: np.ndarray | None = None):
     return D, I
 
 
-def adc_topk(tables, codes, k, mask=None):
+def adc_topk(tables: np.ndarray, codes: np.ndarray, k: int,
+             mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     return topk(adc_distances(tables, codes), k, mask)
 
 
@@ -76,7 +77,7 @@ def decode(codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     return codebooks[np.arange(M), codes.astype(np.intp)].reshape(len(codes), M * Ds)
 
 
-def assign(X: np.ndarray, centers: np.ndarray):
+def assign(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre (first on ties) and squared distance, float64."""
     d = ((X.astype(np.float64)[:, None, :] - centers.astype(np.float64)[None]) ** 2).sum(-1)
     lab = d.argmin(1)
@@ -108,7 +109,8 @@ def pair_distances(vectors: np.ndarray, idrow: np.ndarray, pairs: np.ndarray, me
     return -dot
 
 
-def rerank(queries, vectors, candidates, k, metric):
+def rerank(queries: np.ndarray, vectors: np.ndarray, candidates: np.ndarray, k: int,
+           metric: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k among each query's candidate rows (out-of-range rows ignored)."""
     nq = len(queries)
     D = np.full((nq, k), np.inf)

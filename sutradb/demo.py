@@ -20,14 +20,20 @@ import argparse
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .embedders import Embedder
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "pypi-sample"
 
 
-def load_sample(path: Path = SAMPLE):
+def load_sample(path: Path = SAMPLE) -> tuple[np.ndarray, list[str], np.ndarray, list[str],
+                                                np.ndarray]:
     """The bundled sample: (base float16, base texts, queries float16, query texts,
     exact top-100 ground truth)."""
     base = np.load(path / "base.f16.npy")
@@ -43,7 +49,7 @@ def recall_at(I: np.ndarray, gt: np.ndarray, k: int) -> float:
                           for i in range(len(I))]))
 
 
-def _minilm():
+def _minilm() -> Embedder | None:
     """The packaged MiniLM embedder, or None when it is not installed."""
     from .embedders import default_spec, get_embedder
     from .errors import EmbedderError
@@ -53,7 +59,7 @@ def _minilm():
         return None
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     import sutradb
 
     ap = argparse.ArgumentParser(prog="python -m sutradb.demo",

@@ -46,7 +46,7 @@ class NotTrainedError(SutraError, RuntimeError):
 class NotFoundError(SutraError, KeyError):
     """An id or key is not in the database."""
 
-    def __str__(self):  # KeyError quotes its argument; a message reads better plain
+    def __str__(self) -> str:  # KeyError quotes its argument; a message reads better plain
         return str(self.args[0]) if self.args else ""
 
 

@@ -8,7 +8,8 @@ them their public shape (:class:`Link`) and validates arguments once.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from .errors import InvalidArgumentError
 
@@ -27,13 +28,13 @@ class Link(NamedTuple):
     weight: float
 
 
-def check_relation(relation) -> str:
+def check_relation(relation: object) -> str:
     if not isinstance(relation, str) or not relation or len(relation.encode()) > 1024:
         raise InvalidArgumentError(f"relation must be a non-empty str (at most 1024 bytes), got {relation!r}")
     return relation
 
 
-def check_weight(weight) -> float:
+def check_weight(weight: Any) -> float:
     try:
         w = float(weight)
     except (TypeError, ValueError):
@@ -43,6 +44,6 @@ def check_weight(weight) -> float:
     return w
 
 
-def as_links(rows) -> list[Link]:
+def as_links(rows: Iterable[tuple[int, str, float]]) -> list[Link]:
     """``[(id, relation, weight), ...]`` from the store -> ``[Link, ...]``."""
     return [Link(i, r, w) for i, r, w in rows]

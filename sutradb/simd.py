@@ -34,7 +34,9 @@ import os
 import platform
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from types import ModuleType
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 from .errors import UnsupportedCPUError
 
@@ -47,13 +49,14 @@ _LEVEL_NUMBER = {"scalar": 0, "avx2": 1, "avx512": 2, "native": 3}
 _ENV = "SUTRADB_SIMD"
 
 
-def build_info() -> dict:
+def build_info() -> dict[str, Any]:
     """What this installation compiled: levels with their flags and the CPU features
     each needs, compiler, OpenMP (``sutradb/_levels/build.json``, written by
     ``setup.py``)."""
     path = Path(__file__).resolve().parent / "_levels" / "build.json"
     try:
-        return json.loads(path.read_text())
+        info: dict[str, Any] = json.loads(path.read_text())
+        return info
     except (OSError, ValueError) as e:
         raise UnsupportedCPUError(
             f"the sutradb kernels are not built ({path} is missing or unreadable: {e}); "
@@ -76,22 +79,22 @@ _scalar_core, _scalar_pq = _import_level("scalar")
 _CPU = frozenset(_scalar_core.cpu_features())
 
 
-def cpu_features() -> frozenset:
+def cpu_features() -> frozenset[str]:
     """The instruction-set extensions this CPU and its operating system support
     (``"avx2"``, ``"fma"``, ``"avx512vbmi"``, ...; see ``sutradb/_cpu.h``)."""
     return _CPU
 
 
-def _missing(name: str) -> list:
+def _missing(name: str) -> list[str]:
     return sorted(set(_INFO["levels"][name].get("requires", ())) - _CPU)
 
 
-def supported_levels() -> tuple:
+def supported_levels() -> tuple[str, ...]:
     """The compiled levels this CPU can run, best first."""
     return tuple(name for name in _BUILT if not _missing(name))
 
 
-_loaded: dict = {"scalar": (_scalar_core, _scalar_pq)}
+_loaded: dict[str, tuple[ModuleType, ModuleType]] = {"scalar": (_scalar_core, _scalar_pq)}
 
 
 def load(name: str) -> tuple[ModuleType, ModuleType]:
@@ -128,11 +131,17 @@ def _choose() -> tuple[str, str]:
 
 
 level, _why = _choose()
-core, pq = load(level)
+if TYPE_CHECKING:
+    # what type checkers see: every level's modules have the signatures of the stubs
+    # (sutradb/_levels/scalar/_core.pyi, _pq.pyi; the other levels' stubs re-export them)
+    from ._levels.scalar import _core as core
+    from ._levels.scalar import _pq as pq
+else:
+    core, pq = load(level)
 
 
 @contextlib.contextmanager
-def using(name: str):
+def using(name: str) -> Iterator[str]:
     """Run the kernels of level ``name`` inside the ``with`` block (every caller
     looks them up here, as ``simd.core`` / ``simd.pq``), then restore the active
     ones. For benchmarks and tests that compare levels in one process; not for use
@@ -148,7 +157,7 @@ def using(name: str):
         level, core, pq = saved
 
 
-def config() -> dict:
+def config() -> dict[str, Any]:
     """The build and the runtime choice as a dict (what :func:`show_config` prints)."""
     from . import __version__
     return {
@@ -175,7 +184,7 @@ def config() -> dict:
     }
 
 
-def show_config(file=None) -> None:
+def show_config(file: IO[str] | None = None) -> None:
     """Print how sutradb was built and which kernels run on this machine: the
     compiled SIMD levels with their flags and requirements, compiler, OpenMP, the
     CPU's features and the active level (``sutradb info --build`` prints the same).
@@ -183,7 +192,7 @@ def show_config(file=None) -> None:
     c = config()
     out = file or sys.stdout
     b = c["build"]
-    p = lambda *a: print(*a, file=out)  # noqa: E731
+    p: Callable[..., None] = lambda *a: print(*a, file=out)  # noqa: E731
     p(f"sutradb {c['sutradb']} (Python {c['python']}, {c['platform']})")
     p(f"  compiler:        {b['compiler']} {b['compiler_version'] or ''}".rstrip())
     p(f"  OpenMP:          {'yes' if b['openmp'] else 'no'}")

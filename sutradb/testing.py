@@ -25,11 +25,19 @@ keys; None, bool, 64-bit ints, finite floats, str, bytes, lists, dicts).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .database import Database
 
 __all__ = ["vectors", "vector", "metadata_values", "metadata", "keys", "texts", "concepts",
            "where_filters", "sutra_db", "sutra_db_factory", "WORDS"]
@@ -39,7 +47,7 @@ WORDS = ("alpha", "beta", "gamma", "delta", "paris", "france", "capital", "river
 
 
 def vectors(dim: int, *, min_rows: int = 1, max_rows: int = 16, bound: float = 100.0,
-            dtype=np.float32) -> st.SearchStrategy[np.ndarray]:
+            dtype: npt.DTypeLike = np.float32) -> st.SearchStrategy[np.ndarray]:
     """``(n, dim)`` arrays of finite values in ``[-bound, bound]`` (n in
     ``[min_rows, max_rows]``)."""
     if bound > 65504:
@@ -54,7 +62,7 @@ def vector(dim: int, *, bound: float = 100.0) -> st.SearchStrategy[np.ndarray]:
     return vectors(dim, min_rows=1, max_rows=1, bound=bound).map(lambda a: a[0])
 
 
-def metadata_values(max_leaves: int = 8) -> st.SearchStrategy:
+def metadata_values(max_leaves: int = 8) -> st.SearchStrategy[Any]:
     """Values msgpack stores unchanged: None, bool, int64, finite float, str, bytes,
     and lists / str-keyed dicts of them."""
     scalars = (st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1)
@@ -65,7 +73,8 @@ def metadata_values(max_leaves: int = 8) -> st.SearchStrategy:
                         max_leaves=max_leaves)
 
 
-def metadata(*, fields=None, max_size: int = 4) -> st.SearchStrategy[dict]:
+def metadata(*, fields: Mapping[str, st.SearchStrategy[Any]] | None = None,
+             max_size: int = 4) -> st.SearchStrategy[dict[str, Any]]:
     """Metadata dicts. With ``fields`` (a dict ``name -> strategy``) each field is
     present or absent at random, which makes :func:`where_filters` selective."""
     if fields is None:
@@ -78,7 +87,7 @@ def keys(prefix: str = "k", n: int = 20) -> st.SearchStrategy[str]:
     return st.integers(0, n - 1).map(lambda i: f"{prefix}{i}")
 
 
-def texts(words=WORDS, max_words: int = 4) -> st.SearchStrategy[str]:
+def texts(words: Sequence[str] = WORDS, max_words: int = 4) -> st.SearchStrategy[str]:
     """Short texts over a small vocabulary (mixed case, punctuation)."""
     word = st.sampled_from(words).flatmap(lambda w: st.sampled_from([w, w.upper(), w.title()]))
     return st.lists(word, min_size=0, max_size=max_words).flatmap(
@@ -90,7 +99,7 @@ FIELDS = {"n": st.integers(0, 4), "tag": st.sampled_from(["x", "y", "z"]),
           "ok": st.booleans(), "score": st.floats(-2, 2, allow_nan=False)}
 
 
-def concepts(dim: int, *, with_keys: bool = True) -> st.SearchStrategy[dict]:
+def concepts(dim: int, *, with_keys: bool = True) -> st.SearchStrategy[dict[str, Any]]:
     """One concept as keyword arguments: ``{"vector", "text", "metadata", "key"}``."""
     return st.fixed_dictionaries({
         "vector": vector(dim),
@@ -100,19 +109,21 @@ def concepts(dim: int, *, with_keys: bool = True) -> st.SearchStrategy[dict]:
     })
 
 
-def where_filters(fields=None, *, words=WORDS, max_depth: int = 2) -> st.SearchStrategy[dict]:
+def where_filters(fields: Mapping[str, st.SearchStrategy[Any]] | None = None, *,
+                  words: Sequence[str] = WORDS,
+                  max_depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
     """``where`` filters over ``fields`` (default: the fields :func:`concepts` makes):
     equality, ``$in``/``$nin``, comparisons, ``$ne``, ``$text``, ``$and``/``$or``."""
     fields = dict(FIELDS if fields is None else fields)
 
-    def leaf_for(name, values):
+    def leaf_for(name: str, values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
         ops = [values.map(lambda v: {name: v}),
                values.map(lambda v: {name: {"$ne": v}}),
                st.lists(values, min_size=1, max_size=3).map(lambda vs: {name: {"$in": vs}}),
                st.lists(values, min_size=1, max_size=3).map(lambda vs: {name: {"$nin": vs}})]
         numeric = st.integers(0, 4) | st.floats(-2, 2, allow_nan=False)
         for op in ("$gt", "$gte", "$lt", "$lte"):
-            ops.append(numeric.map(lambda v, op=op: {name: {op: v}}))
+            ops.append(numeric.map(lambda v, op=op: {name: {op: v}}))  # type: ignore[misc]  # op= binds the loop variable
         return st.one_of(ops)
 
     leaves = st.one_of([leaf_for(n, v) for n, v in fields.items()]
@@ -126,7 +137,7 @@ def where_filters(fields=None, *, words=WORDS, max_depth: int = 2) -> st.SearchS
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture
-def sutra_db_factory(tmp_path):
+def sutra_db_factory(tmp_path: Path) -> Iterator[Callable[..., Database]]:
     """Open databases in a temporary directory; all closed at teardown.
 
     ``sutra_db_factory(dim=8, metric="cosine", memory=False, name=None, **options)``
@@ -135,7 +146,8 @@ def sutra_db_factory(tmp_path):
     opened = []
     counter = [0]
 
-    def make(dim=8, metric="cosine", memory=False, name=None, **options):
+    def make(dim: int = 8, metric: str = "cosine", memory: bool = False, name: str | None = None,
+             **options: Any) -> Database:
         from . import open as _open
         options.setdefault("durability", "off")
         if memory:
@@ -153,6 +165,6 @@ def sutra_db_factory(tmp_path):
 
 
 @pytest.fixture
-def sutra_db(sutra_db_factory):
+def sutra_db(sutra_db_factory: Callable[..., Database]) -> Database:
     """A fresh, empty, 8-dimensional cosine database on disk (closed afterwards)."""
     return sutra_db_factory()

@@ -9,10 +9,15 @@ helpers it shares with the longer research benchmarks of a source checkout's ``b
 Nothing here is imported by ``import sutradb``.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = ["main"]
 
 
-def main(argv=None, **kwargs) -> int:
+def main(argv: Sequence[str] | None = None, **kwargs: Any) -> int:
     """Run the suite; see :func:`sutradb.bench.suite.main`."""
     from .suite import main as suite_main
     return suite_main(argv, **kwargs)

@@ -22,7 +22,7 @@ import platform
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -147,7 +147,7 @@ def machine_info(extra_packages: Sequence[str] = ()) -> dict:
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        affinity = os.cpu_count()
+        affinity = os.cpu_count()  # type: ignore[assignment]  # None when unknown, as reported
     info: dict[str, Any] = {
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
@@ -232,7 +232,7 @@ class Progress:
     """
 
     def __init__(self, total_steps: int, title: str = "bench", enabled: bool | None = None,
-                 plain_ops: bool = False):
+                 plain_ops: bool = False) -> None:
         self.total_steps = total_steps
         self.title = title
         live = sys.stdout.isatty() if enabled is None else enabled
@@ -278,7 +278,7 @@ class Progress:
                                  position=0, leave=True, dynamic_ncols=True)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self._progress is not None:
             self._progress.__exit__(*exc)
             self._progress = None

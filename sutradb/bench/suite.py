@@ -44,6 +44,7 @@ import os
 import shutil
 import sqlite3
 import sys
+from typing import Any
 import tempfile
 import time
 from pathlib import Path
@@ -79,8 +80,8 @@ def dir_mb(path) -> float:
     return total / 2**20
 
 
-def row(operation, system, scale, *, throughput=None, unit="ops/s", lat=None,
-        memory_mb=None, disk_mb=None, errors=0, **extra):
+def row(operation, system, scale, *, throughput=None, unit: str = "ops/s", lat=None,
+        memory_mb=None, disk_mb=None, errors: int = 0, **extra):
     r = {"operation": operation, "system": system, "scale": int(scale),
          "throughput": throughput, "unit": unit,
          "p50_ms": None, "p95_ms": None, "p99_ms": None,
@@ -135,7 +136,7 @@ def optional_import(module, ctx, prog, what):
         return None
 
 
-def skip(ctx, prog, what, reason):
+def skip(ctx, prog, what, reason) -> None:
     """Record (and print, once per run) that ``what`` was skipped and why."""
     shared = ctx["shared"]
     if what in shared["warned"]:
@@ -342,7 +343,7 @@ def bench_save(ctx, prog):
                 ours += list(per_call(lambda v: db.add_vectors(v[None], texts=["a concept"]),
                                       [(v,) for v in vecs[sl]]))
             else:
-                def ins(i, v):
+                def ins(i, v) -> None:
                     con.execute("BEGIN")
                     con.execute("INSERT INTO c VALUES (?, ?, ?)", (i, "a concept",
                                                                   v.astype(np.float16).tobytes()))
@@ -540,7 +541,7 @@ OPS = {"learn": bench_learn, "load": bench_load, "index": bench_index, "open": b
 
 # ------------------------------------------------------------------------- reporting
 
-def summary_table(rows, console=None):
+def summary_table(rows, console=None) -> None:
     cols = ["operation", "system", "scale", "throughput", "unit", "p50_ms", "p95_ms",
             "p99_ms", "memory_mb", "disk_mb", "recall_at_10"]
     def cell(r, c):
@@ -621,7 +622,7 @@ def plot(rows, out_dir: Path):
     return paths
 
 
-def compare(argv, prog="sutradb bench"):
+def compare(argv, prog: str = "sutradb bench") -> int:
     ap = argparse.ArgumentParser(prog=f"{prog} compare",
                                  description="Throughput trends across benchmark JSON files.")
     ap.add_argument("files", nargs="+")
@@ -629,7 +630,7 @@ def compare(argv, prog="sutradb bench"):
     a = ap.parse_args(argv)
     import json
     runs = [json.loads(Path(f).read_text()) for f in a.files]
-    keyed = {}
+    keyed: dict[Any, Any] = {}
     for i, run in enumerate(runs):
         for r in run.get("rows", []):
             if r.get("throughput"):
@@ -741,7 +742,7 @@ def run_suite(ap, args, default_data, results_dir) -> int:
     if "load" not in ops and any(o in ops for o in ("index", "open", "get", "distance", "search",
                                                     "compact")):
         ops.insert(0, "load")                    # they read the database `load` builds
-    shared = {"warned": set(), "skipped": []}    # across scales: say each skip once
+    shared: dict[str, Any] = {"warned": set(), "skipped": []}    # across scales: say each skip once
     ctx_base = {
         "texts": texts, "queries": queries, "gt": gt, "n_total": len(base),
         "embedder": args.embedder, "shared": shared,

@@ -24,7 +24,7 @@ caches what it read while it still holds the read lock.
 from __future__ import annotations
 
 import copy
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, cast
 
 import numpy as np
 
@@ -36,6 +36,18 @@ from .progress import progress_bar
 from .transactions import Bulk, Staged
 from .validation import check_metadata, check_vector_rows, is_id, seq_arg
 from .. import embedders
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    import numpy.typing as npt
+
+    from ..embedders import Embedder
+    from .progress import ProgressArg
+    from .state import DatabaseState as _Base
+    from .state import IdOrKey, IdsOrKeys, Where
+else:
+    _Base = object
 
 __all__ = ["Concept", "Hit", "ConceptsMixin"]
 
@@ -51,7 +63,7 @@ class Concept(NamedTuple):
     id: int
     key: str | None
     text: str | None
-    metadata: dict
+    metadata: dict[str, Any]
     vector: np.ndarray | None
 
 
@@ -68,13 +80,13 @@ class Hit(NamedTuple):
 _new_concept = tuple.__new__
 
 
-def _nested(md) -> bool:
+def _nested(md: Any) -> bool:
     """Whether a metadata dict holds lists or dicts (the cache's records are copied
     deeply then: a caller that changes its Concept must not change the cache)."""
     return bool(md) and any(type(v) is list or type(v) is dict for v in md.values())
 
 
-class ConceptsMixin:
+class ConceptsMixin(_Base):
     """The concept methods of :class:`~sutradb.database.Database`: writes (``add``,
     ``add_vectors``, ``update``, ``delete``), id and key resolution, reads (``get``
     and its caches, ``get_vectors``, ``ids``, ``len``, ``in``, iteration); a mixin:
@@ -82,22 +94,22 @@ class ConceptsMixin:
 
     # ------------------------------------------------------------------ id resolution
 
-    def _committed_key(self, key) -> int | None:
+    def _committed_key(self, key: str) -> int | None:
         """The committed id of ``key``, or None."""
         f = getattr(self._store, "id_for_key", None)
         if f is not None:
-            return f(key)
+            return cast("int | None", f(key))
         return self._key_index().get(key)
 
-    def _key_index(self) -> dict:
+    def _key_index(self) -> dict[str, int]:
         """key -> id of the live concepts (built on first use)."""
         r = self._records
         if r.keys is None:
             with self._read:
                 r.build_keys(self._store)
-        return r.keys
+        return cast("dict[str, int]", r.keys)
 
-    def _id_of(self, x, staged: Staged | None = None) -> int:
+    def _id_of(self, x: Any, staged: Staged | None = None) -> int:
         """The id of an id or key that exists (staged state first); NotFoundError."""
         if isinstance(x, str):
             if staged is not None and x in staged.keys:
@@ -117,7 +129,7 @@ class ConceptsMixin:
         return i
 
     @staticmethod
-    def _staged_gone(staged, i):
+    def _staged_gone(staged: Staged, i: int) -> bool:
         return i in staged.over and staged.over[i] is None
 
     def _exists(self, i: int, staged: Staged | None) -> bool:
@@ -128,12 +140,12 @@ class ConceptsMixin:
                 return True
         return i in self._row_map()
 
-    def _current(self, i: int, staged: Staged | None):
+    def _current(self, i: int, staged: Staged | None) -> tuple[Any, ...]:
         """(key, text, metadata, vector or None, codes or None) of an existing id."""
         if staged is not None:
             if i in staged.over:
                 rec = staged.over[i]
-                return rec[0], rec[1], rec[2], rec[3], None
+                return rec[0], rec[1], rec[2], rec[3], None  # type: ignore[index]  # staged, not deleted
             b = staged.bulk_of(i)
             if b is not None:
                 k, t, m, v = b.record(i - b.start)
@@ -150,7 +162,9 @@ class ConceptsMixin:
 
     # ------------------------------------------------------------------ writes
 
-    def add_vectors(self, vectors, *, texts=None, metadata=None, keys=None) -> np.ndarray:
+    def add_vectors(self, vectors: npt.ArrayLike, *, texts: Sequence[str | None] | None = None,
+                    metadata: Sequence[dict[str, Any] | None] | None = None,
+                    keys: Sequence[str | None] | None = None) -> np.ndarray:
         """Add concepts from their vectors.
 
         Parameters
@@ -225,8 +239,9 @@ class ConceptsMixin:
                         st.keys[k] = start + j
             return ids
 
-    def add(self, texts, *, metadata=None, keys=None, batch_size: int | None = None,
-            progress=None) -> np.ndarray:
+    def add(self, texts: Sequence[str], *, metadata: Sequence[dict[str, Any] | None] | None = None,
+            keys: Sequence[str | None] | None = None, batch_size: int | None = None,
+            progress: ProgressArg = None) -> np.ndarray:
         """Learn concepts from texts: embed them with the database's embedder (in
         batches) and add them, all in one transaction.
 
@@ -291,7 +306,9 @@ class ConceptsMixin:
         return out
 
     @staticmethod
-    def _embedded_windows(emb, texts, step, bar):
+    def _embedded_windows(emb: Embedder, texts: Sequence[str], step: int,
+                          bar: Callable[[int | None, int], object] | None
+                          ) -> Iterator[tuple[int, Sequence[str], np.ndarray]]:
         """``(start, texts, vectors)`` of consecutive windows of 16 batches of
         ``texts``: inside a window the distinct texts are embedded in order of
         length (as sentence-transformers does inside one call), so batches carry
@@ -315,7 +332,8 @@ class ConceptsMixin:
                 Vu = Vu[[pos[t] for t in chunk]]
             yield w0, chunk, Vu
 
-    def _check_new_keys(self, keys, st, owners=None):
+    def _check_new_keys(self, keys: Sequence[str | None], st: Staged,
+                        owners: Sequence[int] | None = None) -> None:
         seen = set()
         # a concept of this batch that takes another key frees its own (a swap)
         renamed = {} if owners is None else dict(zip(owners, keys))
@@ -334,15 +352,18 @@ class ConceptsMixin:
                 holder = self._committed_key(k)
                 if holder is not None and self._staged_gone(st, holder):
                     holder = None
-                if holder is not None and holder in st.over and st.over[holder][0] != k:
+                if holder is not None and holder in st.over and st.over[holder][0] != k:  # type: ignore[index]  # not gone: a record
                     holder = None
             if holder is not None and holder != owner and renamed.get(holder, k) != k:
                 holder = None
             if holder is not None and holder != owner:
                 raise DuplicateKeyError(f"key {k!r} is already taken (id {holder})")
 
-    def update(self, id_or_key, *, text=UNSET, metadata=UNSET, vector=UNSET, key=UNSET,
-               texts=UNSET, vectors=UNSET, keys=UNSET) -> None:
+    # the fields are Any: str / dict / array or None for one concept, sequences for a batch
+    # (the body normalises them in place), and UNSET when not given
+    def update(self, id_or_key: IdsOrKeys, *, text: Any = UNSET, metadata: Any = UNSET,
+               vector: Any = UNSET, key: Any = UNSET, texts: Any = UNSET, vectors: Any = UNSET,
+               keys: Any = UNSET) -> None:
         """Replace some fields of one concept, or of many in one call (the other
         fields are kept).
 
@@ -393,7 +414,7 @@ class ConceptsMixin:
                     raise InvalidArgumentError(f"{name}= is for one concept; for a batch give "
                                                f"{name}s= with one item per id")
             items = id_or_key.ravel().tolist() if isinstance(id_or_key, np.ndarray) \
-                else list(id_or_key)
+                else list(id_or_key)  # type: ignore[arg-type]  # batch: not one id
             n = len(items)
             texts = UNSET if texts is UNSET else seq_arg(texts, n, "texts")
             if metadata is not UNSET:
@@ -434,7 +455,7 @@ class ConceptsMixin:
                              None if V is None else V[j], v0, c0, k0))
             self._stage_replace(st, recs)
 
-    def _stage_replace(self, st, recs) -> None:
+    def _stage_replace(self, st: Staged, recs: Sequence[tuple[Any, ...]]) -> None:
         """Stage new versions of existing concepts in one store ``put``.
 
         ``recs``: ``(id, key, text, metadata, new vector (float32) or None, old
@@ -444,8 +465,8 @@ class ConceptsMixin:
         vd = self._meta["vector_dtype"]
         pq = st.pq
         n = len(recs)
-        vec32 = [None] * n
-        codes = None
+        vec32: list[np.ndarray | None] = [None] * n
+        codes: np.ndarray | None = None
         if pq is not None:
             codes = np.empty((n, pq.code_size), np.uint8)
             todo = []
@@ -462,10 +483,10 @@ class ConceptsMixin:
         if pq is not None and todo:
             if any(vec32[j] is None for j in todo):   # pragma: no cover - defensive
                 raise SutraError("cannot encode the concept")
-            enc = self._codes_for(np.stack([vec32[j] for j in todo]), st)
-            codes[todo] = enc
+            enc = self._codes_for(np.stack([vec32[j] for j in todo]), st)  # type: ignore[misc]  # checked above
+            codes[todo] = enc  # type: ignore[index]  # pq is set: codes too
         if vd is not None:
-            V = np.stack(vec32).astype(vd) if n else None
+            V = np.stack(vec32).astype(vd) if n else None  # type: ignore[arg-type]  # every row has one
         else:
             V = None
         ids = np.fromiter((r[0] for r in recs), np.int64, n)
@@ -480,8 +501,10 @@ class ConceptsMixin:
                 st.keys[new_key] = i
             st.over[i] = (new_key, r[2], r[3] or {}, vec32[j])
 
-    def upsert(self, items, *, keys, texts=None, metadata=None, batch_size: int | None = None,
-               progress=None) -> np.ndarray:
+    def upsert(self, items: Sequence[str] | npt.ArrayLike, *, keys: Sequence[str],
+               texts: Sequence[str | None] | None = None,
+               metadata: Sequence[dict[str, Any] | None] | None = None,
+               batch_size: int | None = None, progress: ProgressArg = None) -> np.ndarray:
         """Insert or replace concepts by key, in one transaction.
 
         A key that names a concept replaces it whole (text, metadata and vector; its
@@ -544,7 +567,7 @@ class ConceptsMixin:
         if text_items:
             if texts is not None:
                 raise InvalidArgumentError("texts= is for vectors; the items are the texts")
-            texts = list(items)
+            texts = list(items)  # type: ignore[arg-type]  # text items: a sequence of str
             if len(texts) != n:
                 raise DimensionError(f"{len(texts)} texts for {n} keys")
             emb = self._require_embedder()
@@ -558,7 +581,7 @@ class ConceptsMixin:
                     with self._Auto(self) as st:
                         if not st.meta.get("embedder"):
                             st.meta["embedder"] = {"name": str(emb.name), "dim": int(emb.dim)}
-                    for w0, chunk, V in self._embedded_windows(emb, texts, step, bar):
+                    for w0, chunk, V in self._embedded_windows(emb, texts, step, bar):  # type: ignore[arg-type]  # checked str
                         w1 = w0 + len(chunk)
                         out[w0:w1] = self._upsert_vectors(
                             V, keys[w0:w1], chunk,
@@ -577,7 +600,8 @@ class ConceptsMixin:
         with self.transaction():
             return self._upsert_vectors(V, keys, texts, metadata)
 
-    def _upsert_vectors(self, V, keys, texts, metadata) -> np.ndarray:
+    def _upsert_vectors(self, V: np.ndarray, keys: Sequence[str], texts: Sequence[str | None] | None,
+                        metadata: Sequence[dict[str, Any] | None] | None) -> np.ndarray:
         """:meth:`upsert` of vectors, inside the caller's transaction."""
         with self._Auto(self) as st:
             n = len(keys)
@@ -614,7 +638,7 @@ class ConceptsMixin:
                 self._stage_replace(st, recs)
             return out
 
-    def delete(self, ids=None, *, where=None) -> int:
+    def delete(self, ids: IdsOrKeys | None = None, *, where: Where | None = None) -> int:
         """Delete concepts (ids or keys; one or a sequence), or those that match a
         filter, and their links.
 
@@ -646,7 +670,7 @@ class ConceptsMixin:
                     ids = [ids]
                 elif isinstance(ids, np.ndarray):
                     ids = ids.ravel().tolist()
-                todo = list(dict.fromkeys(self._id_of(x, st) for x in ids))
+                todo = list(dict.fromkeys(self._id_of(x, st) for x in ids))  # type: ignore[union-attr]  # a sequence now
             else:
                 todo = None
             if where is not None:
@@ -679,7 +703,7 @@ class ConceptsMixin:
         self._check_open()
         return self._store.n_live
 
-    def __contains__(self, x) -> bool:
+    def __contains__(self, x: object) -> bool:
         if self._closed:
             raise ClosedError("the database is closed")
         if isinstance(x, str):
@@ -688,7 +712,7 @@ class ConceptsMixin:
         if not is_id(x):
             return False
         with self._read:
-            return int(x) in self._row_map()
+            return int(x) in self._row_map()  # type: ignore[call-overload]  # is_id(x): an integer
 
     def __iter__(self) -> Iterator[int]:
         """The ids of the concepts (a snapshot, in storage order)."""
@@ -703,7 +727,7 @@ class ConceptsMixin:
         with self._read:
             return np.sort(self._store.live_ids())
 
-    def get(self, id_or_key) -> Concept:
+    def get(self, id_or_key: IdOrKey) -> Concept:
         """The concept with this id (int) or key (str).
 
         Raises
@@ -774,7 +798,7 @@ class ConceptsMixin:
         return Concept(c.id, c.key, c.text,
                        (copy.deepcopy(md) if _nested(md) else dict(md)) if md else {}, c.vector)
 
-    def _row_map(self) -> dict:
+    def _row_map(self) -> dict[int, int]:
         """id -> live row (built once, then kept up to date at each commit)."""
         rm = self._rowmap
         if rm is None:
@@ -783,15 +807,15 @@ class ConceptsMixin:
             rm = self._rowmap = dict(zip(s.ids[live_rows].tolist(), live_rows.tolist()))
         return rm
 
-    def _build_rstate(self):
+    def _build_rstate(self) -> tuple[dict[int, int], Any]:
         st = self._rstate = (self._row_map(), self._store.vectors)
         return st
 
-    def get_many(self, ids) -> list[Concept]:
+    def get_many(self, ids: Iterable[IdOrKey]) -> list[Concept]:
         """:meth:`get` for several ids or keys."""
         return [self.get(x) for x in ids]
 
-    def get_vectors(self, ids) -> np.ndarray:
+    def get_vectors(self, ids: npt.ArrayLike) -> np.ndarray:
         """The stored vectors of several concepts at once, without their texts and
         metadata (one read from the vector file; ``get`` per id costs ~16 us each).
 

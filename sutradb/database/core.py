@@ -10,7 +10,10 @@ vector index, locks, caches) and resets it. See ``docs/architecture.md``.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -34,13 +37,19 @@ from .transactions import Staged, Transaction, TransactionsMixin
 from .validation import check_options, is_id
 from .. import embedders as _embedders
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from ..embedders import Embedder
+
 __all__ = ["open", "tune", "Database"]
 
 
 # --------------------------------------------------------------------------- open
 
-def open(path, mode: str = "a", *, dim: int | None = None, metric: str = DEFAULT_METRIC,
-         timeout: float = 0.0, recover: bool = False, **options) -> "Database":
+def open(path: str | os.PathLike[str], mode: str = "a", *, dim: int | None = None,
+         metric: str = DEFAULT_METRIC, timeout: float = 0.0, recover: bool = False,
+         **options: Any) -> "Database":
     """Open or create a database.
 
     Parameters
@@ -99,7 +108,8 @@ def open(path, mode: str = "a", *, dim: int | None = None, metric: str = DEFAULT
                     **options)
 
 
-def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) -> dict:
+def tune(db: "Database", queries: npt.ArrayLike | Sequence[str], target_recall: float | None = None,
+         **kwargs: Any) -> dict[str, Any]:
     """Pick ``nprobe`` / ``rerank`` for ``target_recall`` on your own queries:
     :meth:`Database.tune`."""
     return db.tune(queries, target_recall=target_recall, **kwargs)
@@ -113,9 +123,9 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
     and thread safety.
     """
 
-    def __init__(self, path, mode: str = "a", *, dim: int | None = None,
+    def __init__(self, path: str | os.PathLike[str], mode: str = "a", *, dim: int | None = None,
                  metric: str = DEFAULT_METRIC, timeout: float = 0.0, recover: bool = False,
-                 **options):
+                 **options: Any) -> None:
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
             raise InvalidArgumentError(f"unknown options: {sorted(unknown)} (known: {sorted(DEFAULT_OPTIONS)})")
@@ -136,7 +146,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
         self._txn_owner = None
         self._staged: Staged | None = None
         self._stxn = None
-        self._levels: list[list] = []
+        self._levels: list[list[Any]] = []
         self._txn_stack: list[Transaction] = []
         self._txn_failed = None
         self._rows_put = 0
@@ -174,7 +184,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
 
     # ------------------------------------------------------------------ set-up
 
-    def _init_meta(self, dim, metric, opts, mode):
+    def _init_meta(self, dim: int | None, metric: str, opts: dict[str, Any], mode: str) -> None:
         """Create the database meta (a new database) or check the stored one against
         the arguments (session overrides of tuning options applied, not stored); load
         the vector index and hook the index into the store's compactions."""
@@ -225,7 +235,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
         self._index = self._load_index()
         self._store.on_renumber = self._remap_index
 
-    def _opt(self, name):
+    def _opt(self, name: str) -> Any:
         """An option of this session (stored with the database, or the default for
         databases made before it existed)."""
         return self._meta.get(name, DEFAULT_OPTIONS[name])
@@ -243,15 +253,15 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
                 raise _errors.CorruptDatabaseError(f"{self._path}: codes do not match the index")
         return VectorIndex(self._meta["dim"], self._meta["metric"], pq, part)
 
-    def _reset_caches(self):
+    def _reset_caches(self) -> None:
         """Forget every derived structure (they are rebuilt lazily)."""
-        self._ccache: dict[int, tuple] = {}     # id -> (key, text, metadata) decoded
+        self._ccache: dict[int, tuple[Any, ...]] = {}     # id -> (key, text, metadata) decoded
         self._kcache: dict[str, int] = {}       # key -> id, confirmed against _ccache
         self._rowmap: dict[int, int] | None = None
         self._records = RecordIndexes()         # key / metadata / word indexes
         self._row_caches()
 
-    def _row_caches(self, renumbered: bool = False):
+    def _row_caches(self, renumbered: bool = False) -> None:
         """Forget structures tied to the stored arrays (rebuilt lazily); with
         ``renumbered`` (compaction, retraining) also the id -> row map."""
         if renumbered:
@@ -263,7 +273,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
     # ------------------------------------------------------------------ properties
 
     @property
-    def path(self):
+    def path(self) -> str | None:
         """The database directory (None for ``":memory:"``)."""
         return self._store.path
 
@@ -278,7 +288,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
 
     @property
     def metric(self) -> str:
-        return self._meta["metric"]
+        return cast(str, self._meta["metric"])
 
     @property
     def closed(self) -> bool:
@@ -298,7 +308,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
         return built.get("name") if built else None
 
     @property
-    def embedder(self):
+    def embedder(self) -> Embedder | None:
         """The embedder of text queries and :meth:`add`: the one given to :func:`open`,
         else the one the database was built with (loaded on first use), else None."""
         if self._embedder is None:
@@ -313,7 +323,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
                         f"sutradb.open") from None
         return self._embedder
 
-    def _require_embedder(self):
+    def _require_embedder(self) -> Embedder:
         """:attr:`embedder`, or EmbedderError when there is none."""
         emb = self.embedder
         if emb is None:
@@ -323,7 +333,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
                 ".name, .dim and __call__(texts))")
         return emb
 
-    def _embed(self, texts, emb=None) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], emb: Embedder | None = None) -> np.ndarray:
         """Vectors of ``texts``; identical texts are embedded once."""
         emb = emb if emb is not None else self._require_embedder()
         for t in texts:
@@ -336,7 +346,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
         where = {t: i for i, t in enumerate(uniq)}
         return V[[where[t] for t in texts]]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._closed:
             return "<sutradb.Database closed>"
         return (f"<sutradb.Database {self._store.path or MEMORY!r} mode={self.mode!r} "
@@ -345,11 +355,11 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
 
     # ------------------------------------------------------------------ checks
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the database is closed")
 
-    def _check_writable(self):
+    def _check_writable(self) -> None:
         if self._closed:
             raise ClosedError("the database is closed")
         if self._store.mode == "r":
@@ -358,7 +368,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
     # ------------------------------------------------------------------ maintenance
 
     @property
-    def recovery(self) -> dict | None:
+    def recovery(self) -> dict[str, Any] | None:
         """What an ``open(..., mode="r", recover=True)`` could not read (``problems``:
         messages naming the damaged file; ``intact_transaction``: the last transaction
         read; ``committed_transaction``: the last one the writer had committed, when
@@ -366,7 +376,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
         self._check_open()
         return self._store.recovery
 
-    def verify(self) -> dict:
+    def verify(self) -> dict[str, Any]:
         """Check every file (checksums, structure) and the database's own invariants
         (meta, index, ids). Returns counts; raises CorruptDatabaseError."""
         self._check_open()
@@ -382,7 +392,7 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
                 raise _errors.CorruptDatabaseError(f"{self._path}: codes without an index")
             if part is not None:
                 # every live row below `covered` is in exactly one list, with its codes
-                perm = part.ivf.perm
+                perm = cast(np.ndarray, part.ivf.perm)     # decoded lists
                 live = s.live
                 c = part.covered
                 if np.bincount(perm, minlength=c).max(initial=0) > 1:
@@ -448,19 +458,19 @@ class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMi
                     self._dtable = NO_TABLE
                     self._flat = None
                     # the index's mapped arrays (IVF lists) go with the files
-                    self._index = VectorIndex(self._meta.get("dim"), self._meta.get("metric"))
+                    self._index = VectorIndex(self._meta.get("dim"), self._meta.get("metric"))  # type: ignore[arg-type]  # a closed database's placeholder
                     self._txn_owner = None
                     for _ in range(held):      # locks taken by transactions left open
                         self._wlock.release()
 
-    def __enter__(self):
+    def __enter__(self) -> Database:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
-    def __del__(self):  # pragma: no cover - best effort
+    def __del__(self) -> None:  # pragma: no cover - best effort
         try:
             if not self._closed and self._staged is None:
                 self.close()

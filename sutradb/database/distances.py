@@ -12,13 +12,28 @@ call. Without vectors: PQ-symmetric distances over the codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import DimensionError, InvalidArgumentError, NotFoundError
 from ..index.flat import pair_scorer
 from ..index.pq import default_threads
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .._levels.scalar._core import PairDistances
+    from ..index.pq import ProductQuantizer
+    from .state import DatabaseState as _Base
+    from .state import IdOrKey
+else:
+    _Base = object
+
 __all__ = ["DistanceTable", "NO_TABLE", "DistancesMixin"]
+
+RowsOf = Callable[[np.ndarray], np.ndarray]
 
 #: ids spread beyond this multiple of the live count (plus the floor) are looked up
 #: through the store's sorted ids rather than an id -> row array over their range
@@ -51,8 +66,9 @@ class DistanceTable:
 
     __slots__ = ("kind", "rows_of", "scorer", "dense", "codes", "pq", "fast")
 
-    def __init__(self, kind: str, rows_of, *, scorer=None, dense: bool = False,
-                 codes=None, pq=None):
+    def __init__(self, kind: str, rows_of: RowsOf, *, scorer: PairDistances | None = None,
+                 dense: bool = False, codes: np.ndarray | None = None,
+                 pq: ProductQuantizer | None = None) -> None:
         self.kind = kind
         self.rows_of = rows_of
         self.scorer = scorer
@@ -64,23 +80,24 @@ class DistanceTable:
     def pairs(self, P: np.ndarray) -> np.ndarray:
         """(p,) float32 distances of the id pairs ``P`` ((p, 2) int64); NotFoundError
         for an id this state does not hold."""
-        if self.kind == "exact" and self.dense:
+        threads = default_threads() if len(P) >= _PARALLEL_PAIRS else 1
+        if self.scorer is not None and self.dense:
             try:
-                return self.scorer.distances(P, default_threads() if len(P) >= _PARALLEL_PAIRS else 1)
+                return self.scorer.distances(P, threads)
             except KeyError as e:
                 raise NotFoundError(f"id {e.args[0]} is not in the database") from None
         rows = self.rows_of(P.ravel()).reshape(P.shape)
         if (rows < 0).any():
             raise NotFoundError(f"id {int(P[rows < 0][0])} is not in the database")
-        if self.kind == "exact":
-            return self.scorer.distances(np.ascontiguousarray(rows),
-                                         default_threads() if len(P) >= _PARALLEL_PAIRS else 1)
-        if self.kind == "sdc":
-            return self.pq.sdc(self.codes[rows[:, 0]], self.codes[rows[:, 1]])
+        if self.scorer is not None:
+            return self.scorer.distances(np.ascontiguousarray(rows), threads)
+        if self.kind == "sdc" and self.pq is not None and self.codes is not None:
+            out: np.ndarray = self.pq.sdc(self.codes[rows[:, 0]], self.codes[rows[:, 1]])
+            return out
         raise InvalidArgumentError("the database keeps neither vectors nor codes yet")
 
 
-def _no_rows(ids):
+def _no_rows(ids: np.ndarray) -> np.ndarray:
     return np.full(len(ids), -1, np.int64)
 
 
@@ -88,7 +105,7 @@ def _no_rows(ids):
 NO_TABLE = DistanceTable("none", _no_rows)
 
 
-class DistancesMixin:
+class DistancesMixin(_Base):
     """``distance`` and ``distances`` of :class:`~sutradb.database.Database`; a mixin:
     the table is the database's ``_dtable``, dropped by every commit."""
 
@@ -123,7 +140,7 @@ class DistancesMixin:
         self._dtable = t
         return t
 
-    def distance(self, a, b) -> float:
+    def distance(self, a: IdOrKey, b: IdOrKey) -> float:
         """Distance between two stored concepts (ids or keys): exact when the database
         keeps full vectors (``1 - cos`` for cosine, ``-dot`` for ip, squared L2 for
         l2), PQ-symmetric otherwise. Well under a microsecond of kernel per call; the
@@ -131,12 +148,12 @@ class DistancesMixin:
         fast = self._dtable.fast
         if fast is not None:
             try:
-                return fast.distance(a, b)
+                return fast.distance(a, b)  # type: ignore[arg-type]  # a key: TypeError, below
             except (KeyError, TypeError, OverflowError):
                 pass
         return self._distance_other(a, b)
 
-    def _distance_other(self, a, b) -> float:
+    def _distance_other(self, a: IdOrKey, b: IdOrKey) -> float:
         """:meth:`distance` off the fast path: builds the table (the first call after
         a write), resolves keys, or reports an id that is not there."""
         self._check_open()
@@ -152,7 +169,7 @@ class DistancesMixin:
             t = self._build_dtable()                    # a commit raced the lookup
         return float(t.pairs(np.array([[ia, ib]], np.int64))[0])
 
-    def distances(self, pairs) -> np.ndarray:
+    def distances(self, pairs: npt.ArrayLike) -> np.ndarray:
         """Distances of many pairs of stored concepts.
 
         Parameters

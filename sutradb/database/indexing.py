@@ -24,6 +24,8 @@ started with. The list arithmetic is in :mod:`sutradb.database.ivflists`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 
 from ..errors import InvalidArgumentError
@@ -37,6 +39,17 @@ from .ivflists import assign_rows, fold_lists, lay_out_lists, recall, remap_list
 from .options import BATCH, MEMORY
 from .progress import stage_progress
 from .validation import check_query_rows, is_id
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import numpy.typing as npt
+
+    from .state import DatabaseState as _Base
+    from .state import Where
+    from .transactions import Staged
+else:
+    _Base = object
 
 __all__ = ["IndexingMixin", "added_error", "recall_grid"]
 
@@ -69,7 +82,9 @@ def added_error(pq: ProductQuantizer, V: np.ndarray, codes: np.ndarray) -> float
     return float(np.einsum("ij,ij->", R, R)) * (n / len(X)) if len(X) else 0.0
 
 
-def recall_grid(search, gt_rows, nprobes, reranks, target_recall: float) -> list[dict]:
+def recall_grid(search: Callable[[int | None, int | None], np.ndarray], gt_rows: np.ndarray,
+                nprobes: Sequence[int | None], reranks: Sequence[int],
+                target_recall: float) -> list[dict[str, Any]]:
     """The recall ladders of :meth:`Database.tune`.
 
     Parameters
@@ -111,14 +126,14 @@ def recall_grid(search, gt_rows, nprobes, reranks, target_recall: float) -> list
     return grid
 
 
-class IndexingMixin:
+class IndexingMixin(_Base):
     """The index methods of :class:`~sutradb.database.Database`: ``index_info``,
     ``build_index``, ``tune`` and the automatic maintenance after commits; a mixin:
     they replace the database's index (``self._index``) and, for an in-memory
     database that retrains, its store."""
 
     @property
-    def index_info(self) -> dict:
+    def index_info(self) -> dict[str, Any]:
         """How searches are answered: ``{"kind": "flat"}`` or the PQ parameters.
 
         Upkeep the last commits left due (training, IVF lists) runs first, as on a
@@ -141,7 +156,7 @@ class IndexingMixin:
                        coarse_drift=self._drift("ivf", ivf.training_error_))
         return out
 
-    def _drift(self, what, training_error):
+    def _drift(self, what: str, training_error: float) -> float | None:
         """Mean squared quantisation error of the vectors encoded since training,
         over the training error (1.0: as trained; retrain when it grows, see
         docs/user-guide.md); None when nothing was added since."""
@@ -150,7 +165,7 @@ class IndexingMixin:
             return None
         return float(self._meta.get(what + "_added_sq", 0.0) / n / training_error)
 
-    def _codes_for(self, V, st):
+    def _codes_for(self, V: np.ndarray, st: Staged) -> np.ndarray | None:
         """Codes of ``V`` when the database keeps codes (training the quantizer on this
         batch first when the database keeps no full vectors)."""
         if st.pq is None and self._meta["vector_dtype"] is None:
@@ -167,7 +182,8 @@ class IndexingMixin:
         m["pq_added_n"] = int(m.get("pq_added_n", 0)) + len(V)
         return codes
 
-    def _fit(self, V, meta, progress=None) -> ProductQuantizer:
+    def _fit(self, V: np.ndarray, meta: dict[str, Any],
+             progress: Callable[[int, int], object] | None = None) -> ProductQuantizer:
         """A quantizer trained on ``V`` with the shape and training options of ``meta``."""
         dim = meta["dim"]
         m, nbits = default_pq_shape(dim, meta.get("vector_dtype"), meta.get("pq_m"),
@@ -192,12 +208,12 @@ class IndexingMixin:
     # the index as it is (an exact scan before the first training; the IVF lists'
     # unlisted tail is scanned exactly).
 
-    def _maybe_train(self):
+    def _maybe_train(self) -> None:
         """After a commit: note whether the index is due for upkeep (training, IVF lists
         laid out, regrown or folded); :meth:`_catch_up` runs it on first use."""
         self._index_due = self._upkeep_step() is not None
 
-    def _upkeep_step(self):
+    def _upkeep_step(self) -> Callable[[], None] | None:
         """The upkeep the ``index`` option asks for at the current size, as a bound
         method to call, or None."""
         kind = self._opt("index")
@@ -215,19 +231,19 @@ class IndexingMixin:
             return self._build_ivf_default if self._wants_ivf(kind, n_live) else None
         if (kind in ("auto", "ivf") and self._opt("ivf_nlist") is None
                 and n_live >= 4 * int(part.tuned.get("n_built") or n_live)
-                and default_nlist(n_live) >= 2 * part.ivf.nlist):
+                and default_nlist(n_live) >= 2 * cast(int, part.ivf.nlist)):
             return self._build_ivf_default          # grown 4x: twice the lists
         if self._store.n_rows - part.covered >= max(_FOLD_MIN, part.covered * _FOLD_SHARE):
             return self._fold
         return None
 
-    def _train_default(self):
+    def _train_default(self) -> None:
         self._train({})
 
-    def _build_ivf_default(self):
+    def _build_ivf_default(self) -> None:
         self._build_ivf(None)
 
-    def _run_upkeep(self):
+    def _run_upkeep(self) -> None:
         """Run the due upkeep now (the caller holds the write lock, no transaction open).
         A failure leaves the index as it was, with a warning: the commits stand."""
         self._index_due = False
@@ -255,7 +271,7 @@ class IndexingMixin:
         finally:
             self._wlock.release()
 
-    def _wants_ivf(self, kind, n_live) -> bool:
+    def _wants_ivf(self, kind: str, n_live: int) -> bool:
         """Whether the ``index`` option ``kind`` asks for IVF lists at ``n_live`` concepts."""
         if n_live < 64:
             return False
@@ -264,7 +280,7 @@ class IndexingMixin:
         t = self._opt("ivf_threshold")
         return kind == "auto" and bool(t) and n_live >= t
 
-    def build_index(self, **params) -> dict:
+    def build_index(self, **params: Any) -> dict[str, Any]:
         """(Re)build the vector index now.
 
         Parameters
@@ -343,7 +359,8 @@ class IndexingMixin:
             self._train(params, with_ivf=with_ivf, nlist=nlist, sticky=sticky)
         return self.index_info
 
-    def _train(self, params, with_ivf=None, nlist=None, sticky=None):
+    def _train(self, params: dict[str, Any], with_ivf: bool | None = None, nlist: int | None = None,
+               sticky: dict[str, Any] | None = None) -> None:
         """Train a quantizer on a seeded sample of the live vectors (or take the given
         one), encode all of them, lay out the IVF lists if wanted, and commit codes +
         index (one store transaction that rewrites the rows)."""
@@ -362,14 +379,14 @@ class IndexingMixin:
             ts = min(n, int(meta.get("train_size", 65536)))
             rng = np.random.default_rng(int(meta.get("seed", 0)))
             sample = np.sort(rng.choice(n, size=ts, replace=False)) if ts < n else np.arange(n)
-            X = (np.asarray(V[live_rows[sample]], dtype=np.float32)
+            X = (np.asarray(V[live_rows[sample]], dtype=np.float32)  # type: ignore[index]  # kept vectors
                  if params.get("quantizer") is None else None)
         pq = self._fit(X, meta) if X is not None else params["quantizer"]
         del X
         codes = np.empty((n, pq.code_size), np.uint8)
         for s0 in range(0, n, BATCH):
             with self._read:
-                blk = np.asarray(V[live_rows[s0:s0 + BATCH]], dtype=np.float32)
+                blk = np.asarray(V[live_rows[s0:s0 + BATCH]], dtype=np.float32)  # type: ignore[index]  # kept vectors
             codes[s0:s0 + BATCH] = pq.encode(blk)
         if with_ivf is None:
             with_ivf = self._wants_ivf(self._opt("index"), n)
@@ -378,7 +395,7 @@ class IndexingMixin:
             # the lists of the rows as they will be numbered after the rewrite
             # (the live rows in order: new row j = live_rows[j]); tuned on the rows
             # as they are now (same lists, old numbering)
-            part = self._make_ivf(pq, V, live, live_rows, codes, meta, nlist,
+            part = self._make_ivf(pq, V, live, live_rows, codes, meta, nlist,  # type: ignore[arg-type]  # kept vectors
                                   renumber=True)
         blob, arrays = encode_index(pq, part)
         full = s.meta
@@ -406,7 +423,9 @@ class IndexingMixin:
             self._index = self._load_index()
             self._row_caches(renumbered=True)
 
-    def _make_ivf(self, pq, V, live, rows, codes, meta, nlist, renumber=False) -> IVFPart:
+    def _make_ivf(self, pq: ProductQuantizer, V: np.ndarray, live: np.ndarray, rows: np.ndarray,
+                  codes: np.ndarray, meta: dict[str, Any], nlist: int | None,
+                  renumber: bool = False) -> IVFPart:
         """IVF lists of the entries ``rows`` with this database's options
         (:func:`~sutradb.database.ivflists.lay_out_lists`; ``meta`` gives the seed)."""
         return lay_out_lists(pq, V, live, rows, codes, dim=self._meta["dim"],
@@ -415,7 +434,7 @@ class IndexingMixin:
                              target_recall=float(self._opt("target_recall")), read=self._read,
                              progress=self._progress, renumber=renumber)
 
-    def _build_ivf(self, nlist, sticky=None):
+    def _build_ivf(self, nlist: int | None, sticky: dict[str, Any] | None = None) -> None:
         """Lay out IVF lists over the live rows with the current quantizer and codes."""
         s = self._store
         pq = self._index.pq
@@ -424,29 +443,30 @@ class IndexingMixin:
             rows = np.flatnonzero(live)
             codes = s.codes
             V = s.vectors
-        part = self._make_ivf(pq, V, live, rows, codes, self._meta, nlist)
+        part = self._make_ivf(pq, V, live, rows, codes, self._meta, nlist)  # type: ignore[arg-type]  # trained, kept vectors
         part.covered = len(live)
         self._meta["ivf_added_sq"], self._meta["ivf_added_n"] = 0.0, 0
-        self._commit_index(pq, part, sticky)
+        self._commit_index(pq, part, sticky)  # type: ignore[arg-type]  # trained
 
-    def _fold(self):
+    def _fold(self) -> None:
         """Put the tail (live rows added since the lists were laid out) into the
         lists and drop the dead rows from them; the centres stay."""
         s = self._store
-        part = self._index.ivf
+        part = cast(IVFPart, self._index.ivf)       # there are lists to fold
         with self._read:
             n = s.n_rows
             live = s.live.copy()
             c = part.covered
             new_rows = c + np.flatnonzero(live[c:n])
-            lid_new, err = assign_rows(part.ivf, s.vectors, new_rows, self._meta["metric"])
+            lid_new, err = assign_rows(part.ivf, s.vectors, new_rows, self._meta["metric"])  # type: ignore[arg-type]  # lists: vectors kept
             new_codes = s.codes[new_rows]
-        new = fold_lists(self._index.pq, part, live, new_rows, lid_new, new_codes, n)
+        new = fold_lists(self._index.pq, part, live, new_rows, lid_new, new_codes, n)  # type: ignore[arg-type]  # lists: trained
         self._meta["ivf_added_sq"] = float(self._meta.get("ivf_added_sq", 0.0)) + err
         self._meta["ivf_added_n"] = int(self._meta.get("ivf_added_n", 0)) + len(new_rows)
-        self._commit_index(self._index.pq, new)
+        self._commit_index(cast(ProductQuantizer, self._index.pq), new)
 
-    def _commit_index(self, pq, part, sticky=None):
+    def _commit_index(self, pq: ProductQuantizer, part: IVFPart | None,
+                      sticky: dict[str, Any] | None = None) -> None:
         """Store a new index (quantizer and IVF part) for the current rows; ``sticky``
         options (given to build_index) are stored too."""
         s = self._store
@@ -468,7 +488,7 @@ class IndexingMixin:
             # the commit may checkpoint and compact (rows renumbered)
             self._row_caches(renumbered=s.n_rows != n_before)
 
-    def _remap_index(self, kept):
+    def _remap_index(self, kept: np.ndarray) -> tuple[bytes, dict[str, np.ndarray]] | None:
         """The store's hook when compaction renumbers rows: the stored IVF lists with
         rows renumbered (dead ones dropped), or None without lists."""
         s = self._store
@@ -481,7 +501,9 @@ class IndexingMixin:
             return None
         return encode_index(pq, remap_lists(pq, part, kept))
 
-    def _rebuild_memory(self, ids, live_rows, codes, index, full_meta):
+    def _rebuild_memory(self, ids: np.ndarray, live_rows: np.ndarray, codes: np.ndarray,
+                        index: tuple[bytes, dict[str, np.ndarray]],
+                        full_meta: dict[str, Any]) -> None:
         """An in-memory store cannot rewrite its codes: copy it into a new one."""
         old = self._store
         new = Store.open(MEMORY)
@@ -502,8 +524,10 @@ class IndexingMixin:
         self._store = new
         old.close()
 
-    def tune(self, queries, *, k: int = 10, target_recall: float | None = None,
-             nprobes=None, reranks=None, where=None, save: bool = False) -> dict:
+    def tune(self, queries: npt.ArrayLike | Sequence[str], *, k: int = 10,
+             target_recall: float | None = None, nprobes: Sequence[int] | None = None,
+             reranks: Sequence[int] | None = None, where: Where | None = None,
+             save: bool = False) -> dict[str, Any]:
         """Pick ``nprobe`` and ``rerank`` for a target recall@k on your own queries.
 
         Exact search over the stored vectors (with ``where``) is the ground truth.
@@ -555,9 +579,10 @@ class IndexingMixin:
             raise InvalidArgumentError("the database searches exactly (no index to tune yet)")
         part = self._index.ivf
         if nprobes is None:
-            nprobes = [None] if part is None else sorted(
+            nprobes = [None] if part is None else sorted(  # type: ignore[list-item]  # flat: no nprobe
                 {p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
-                             768, 1024, 2048) if p < part.ivf.nlist} | {part.ivf.nlist})
+                             768, 1024, 2048) if p < cast(int, part.ivf.nlist)}
+                | {cast(int, part.ivf.nlist)})
         if reranks is None:
             reranks = (k, 2 * k, 5 * k, 10 * k, 20 * k, 40 * k, 80 * k)
         for name, vals in (("nprobes", nprobes), ("reranks", reranks)):
@@ -592,7 +617,7 @@ class IndexingMixin:
             with self._wlock:
                 if self._staged is not None:
                     raise InvalidArgumentError("tune(save=True) cannot run inside a transaction")
-                cur = self._index.ivf
+                cur = cast(IVFPart, self._index.ivf)   # part is not None
                 new = IVFPart(cur.ivf, cur.codes, cur.covered, best["nprobe"],
                               dict(cur.tuned, target_recall=float(target_recall),
                                    recall=best["recall"], queries=int(Q.shape[0]), k=k,
@@ -601,7 +626,8 @@ class IndexingMixin:
                 self._commit_index(self._index.pq, new)
         return best
 
-    def _search_q(self, Q, k, where, rerank, nprobe, threads=1):
+    def _search_q(self, Q: np.ndarray, k: int, where: Where | None, rerank: int | None,
+                  nprobe: int | None, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Rows of prepared queries (the tuning loop)."""
         with self._read:
             return self._search_rows(Q, k, where, rerank, False, threads, nprobe)

@@ -15,14 +15,22 @@ from __future__ import annotations
 import copy
 from contextlib import nullcontext
 
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from ..index.pq import ProductQuantizer
 
 from ..index.flat import prepare_queries
 from ..index.ivf import IVFIndex, default_nlist, exact_topk
 from ..index.pq import default_threads
 from ..index.vector import IVFPart, code_rows, default_rerank, list_codes
 from .options import BATCH
-from .progress import stage_progress
+from .progress import ProgressArg, stage_progress
 
 __all__ = ["with_lists", "recall", "lay_out_lists", "tune_nprobe", "assign_rows",
            "fold_lists", "remap_lists", "TUNE_QUERIES"]
@@ -34,7 +42,7 @@ _LADDER = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 16
            320, 384, 512, 640, 768, 1024, 1536, 2048, 3072, 4096)
 
 
-def with_lists(ivf: IVFIndex, perm, offsets) -> IVFIndex:
+def with_lists(ivf: IVFIndex, perm: npt.ArrayLike, offsets: npt.ArrayLike) -> IVFIndex:
     """A copy of ``ivf`` (sharing its centres) with another list layout: the index
     searches use is never changed in place."""
     new = copy.copy(ivf)
@@ -43,7 +51,7 @@ def with_lists(ivf: IVFIndex, perm, offsets) -> IVFIndex:
                          np.ascontiguousarray(offsets, dtype=np.int64))
 
 
-def recall(I, gt) -> float:
+def recall(I: npt.ArrayLike, gt: npt.ArrayLike) -> float:
     """Mean share of each ground-truth row set (``-1`` ignored) found in ``I``."""
     tot = hit = 0
     for a, b in zip(np.asarray(I).tolist(), np.asarray(gt).tolist()):
@@ -53,8 +61,10 @@ def recall(I, gt) -> float:
     return hit / tot if tot else 1.0
 
 
-def lay_out_lists(pq, V, live, rows, codes, *, dim: int, metric: str, nlist, seed: int,
-                  target_recall: float, read=None, progress=False,
+def lay_out_lists(pq: ProductQuantizer, V: np.ndarray, live: np.ndarray, rows: np.ndarray,
+                  codes: np.ndarray, *, dim: int, metric: str, nlist: int | None, seed: int,
+                  target_recall: float, read: AbstractContextManager[Any] | None = None,
+                  progress: ProgressArg = False,
                   renumber: bool = False) -> IVFPart:
     """IVF lists of the entries ``rows``: coarse k-means on a seeded sample, every
     entry assigned, the default nprobe chosen on held-out live rows
@@ -114,19 +124,21 @@ def lay_out_lists(pq, V, live, rows, codes, *, dim: int, metric: str, nlist, see
     ivf.build(lid)
     pos = ivf.perm
     lc = list_codes(pq, codes[pos] if renumber else codes[rows[pos]])
-    tuned_ivf = with_lists(ivf, rows[pos], ivf.offsets)
+    tuned_ivf = with_lists(ivf, rows[pos], cast(np.ndarray, ivf.offsets))
     part = IVFPart(tuned_ivf, lc, int(rows[-1]) + 1 if n else 0, nlist)
     part.nprobe, part.rerank_scale, part.tuned = tune_nprobe(
         pq, part, V, live, metric=metric, seed=seed, target_recall=target_recall, read=read)
     part.tuned["n_built"] = int(n)
     if renumber:
-        part.ivf = with_lists(ivf, pos.astype(np.int64), ivf.offsets)
+        part.ivf = with_lists(ivf, cast(np.ndarray, pos).astype(np.int64), cast(np.ndarray, ivf.offsets))
         part.covered = n
     return part
 
 
-def tune_nprobe(pq, part: IVFPart, V, live, *, metric: str, seed: int, target_recall: float,
-                read=None):
+def tune_nprobe(pq: ProductQuantizer, part: IVFPart, V: np.ndarray, live: np.ndarray, *,
+                metric: str, seed: int, target_recall: float,
+                read: AbstractContextManager[Any] | None = None
+                ) -> tuple[int, int, dict[str, Any]]:
     """The default nprobe of new lists.
 
     The smallest nprobe whose recall@10 with the default re-ranking reaches
@@ -143,7 +155,7 @@ def tune_nprobe(pq, part: IVFPart, V, live, *, metric: str, seed: int, target_re
     """
     read = read if read is not None else nullcontext()
     target = float(target_recall)
-    nlist = part.ivf.nlist
+    nlist = cast(int, part.ivf.nlist)          # built
     live_rows = np.flatnonzero(live)
     nq = int(min(TUNE_QUERIES, max(1, len(live_rows) // 10)))
     rng = np.random.default_rng(int(seed) + 1)
@@ -172,7 +184,8 @@ def tune_nprobe(pq, part: IVFPart, V, live, *, metric: str, seed: int, target_re
                               "k": k, "reached": False}
 
 
-def assign_rows(ivf: IVFIndex, V, rows, metric: str):
+def assign_rows(ivf: IVFIndex, V: np.ndarray, rows: np.ndarray, metric: str
+                ) -> tuple[np.ndarray, float]:
     """The list of each of ``rows`` (vectors in ``V``), in batches, and the sum of
     their squared distances to their centres (the coarse drift).
 
@@ -193,24 +206,25 @@ def assign_rows(ivf: IVFIndex, V, rows, metric: str):
     return lid, err
 
 
-def fold_lists(pq, part: IVFPart, live, new_rows, lid_new, new_codes, n: int) -> IVFPart:
+def fold_lists(pq: ProductQuantizer, part: IVFPart, live: np.ndarray, new_rows: np.ndarray,
+               lid_new: np.ndarray, new_codes: np.ndarray, n: int) -> IVFPart:
     """``part`` with the tail rows ``new_rows`` (lists ``lid_new``, codes
     ``new_codes``) put into its lists and the dead rows (``~live``) dropped from
     them; the centres, nprobe and tuning report stay. ``n``: the rows now covered."""
     ivf = part.ivf
     keep = live[ivf.perm]
-    lid_old = np.repeat(np.arange(ivf.nlist, dtype=np.int32), ivf.list_sizes())[keep]
+    lid_old = np.repeat(np.arange(cast(int, ivf.nlist), dtype=np.int32), ivf.list_sizes())[keep]
     lid = np.concatenate([lid_old, lid_new])
     o = np.argsort(lid, kind="stable")
-    perm = np.concatenate([ivf.perm[keep], new_rows])[o]
+    perm = np.concatenate([cast(np.ndarray, ivf.perm)[keep], new_rows])[o]
     codes = list_codes(pq, np.concatenate([code_rows(part.codes)[keep], new_codes])[o])
-    offsets = np.zeros(ivf.nlist + 1, np.int64)
-    np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
+    offsets = np.zeros(cast(int, ivf.nlist) + 1, np.int64)
+    np.cumsum(np.bincount(lid, minlength=cast(int, ivf.nlist)), out=offsets[1:])
     return IVFPart(with_lists(ivf, perm, offsets), codes, n, part.nprobe, part.tuned,
                    part.rerank_scale)
 
 
-def remap_lists(pq, part: IVFPart, kept) -> IVFPart:
+def remap_lists(pq: ProductQuantizer, part: IVFPart, kept: np.ndarray) -> IVFPart:
     """``part`` after a compaction that keeps the rows ``kept`` (old row numbers,
     increasing; new row ``j`` is old row ``kept[j]``): rows renumbered, the
     dropped ones taken out of the lists."""
@@ -220,9 +234,9 @@ def remap_lists(pq, part: IVFPart, kept) -> IVFPart:
     new_of_old[kept] = np.arange(len(kept), dtype=np.int64)
     np_ = new_of_old[ivf.perm]
     keep = np_ >= 0
-    lid = np.repeat(np.arange(ivf.nlist, dtype=np.int64), ivf.list_sizes())[keep]
-    offsets = np.zeros(ivf.nlist + 1, np.int64)
-    np.cumsum(np.bincount(lid, minlength=ivf.nlist), out=offsets[1:])
+    lid = np.repeat(np.arange(cast(int, ivf.nlist), dtype=np.int64), ivf.list_sizes())[keep]
+    offsets = np.zeros(cast(int, ivf.nlist) + 1, np.int64)
+    np.cumsum(np.bincount(lid, minlength=cast(int, ivf.nlist)), out=offsets[1:])
     covered = int(np.searchsorted(kept, part.covered))
     return IVFPart(with_lists(ivf, np_[keep], offsets),
                    list_codes(pq, code_rows(part.codes)[keep]),

@@ -8,18 +8,26 @@ concept deletes its links (:meth:`Database.delete`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import InvalidArgumentError
 from ..graph import DIRECTIONS, Link, as_links, check_relation, check_weight
 from .validation import is_id
 
+if TYPE_CHECKING:
+    from .state import DatabaseState as _Base
+    from .state import IdOrKey
+else:
+    _Base = object
+
 __all__ = ["LinksMixin"]
 
 
-class LinksMixin:
+class LinksMixin(_Base):
     """The link methods of :class:`~sutradb.database.Database`; a mixin (writes go
     through the database's transactions)."""
 
-    def link(self, a, b, relation: str, weight: float = 1.0) -> None:
+    def link(self, a: IdOrKey, b: IdOrKey, relation: str, weight: float = 1.0) -> None:
         """Add (or re-weight) the directed link ``a -[relation]-> b``.
 
         ``a`` and ``b`` are ids or keys of existing concepts (NotFoundError otherwise).
@@ -33,7 +41,7 @@ class LinksMixin:
             self._emit(("link", (ia, ib, relation, w), {}))
             st.links[(ia, ib, relation)] = w
 
-    def unlink(self, a, b, relation: str | None = None) -> None:
+    def unlink(self, a: IdOrKey, b: IdOrKey, relation: str | None = None) -> None:
         """Remove the link ``a -[relation]-> b`` (every relation from ``a`` to ``b``
         when ``relation`` is None). Absent links are ignored."""
         self._check_writable()
@@ -45,14 +53,15 @@ class LinksMixin:
                 rels = [relation]
             else:
                 with self._read:
-                    rels = {r for d, r, _ in self._store.links_from(ia) if d == ib}
-                rels |= {k[2] for k in st.links if k[0] == ia and k[1] == ib}
+                    rels = {r for d, r, _ in self._store.links_from(ia) if d == ib}  # type: ignore[assignment]  # a set, sorted below
+                rels |= {k[2] for k in st.links if k[0] == ia and k[1] == ib}  # type: ignore[operator]  # (the set)
                 rels = sorted(rels)
             for r in rels:
                 self._emit(("unlink", (ia, ib, r), {}))
                 st.links[(ia, ib, r)] = None
 
-    def neighbors(self, a, relation: str | None = None, direction: str = "out") -> list[Link]:
+    def neighbors(self, a: IdOrKey, relation: str | None = None,
+                  direction: str = "out") -> list[Link]:
         """Links of a concept: ``[Link(id, relation, weight), ...]`` sorted by relation
         then id. ``direction``: "out" (``id`` = destination), "in" (``id`` = source)
         or "both" (out first)."""

@@ -10,13 +10,19 @@ it walks.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from ..errors import InvalidArgumentError
 from .concepts import Concept
 from .validation import is_id
+
+if TYPE_CHECKING:
+    from .state import DatabaseState as _Base
+    from .state import Where
+else:
+    _Base = object
 
 __all__ = ["ListingMixin"]
 
@@ -72,7 +78,7 @@ def _parse_order(order_by) -> tuple[str, str | None, bool]:
                                f"'-' for descending), got {order_by!r}")
 
 
-class ListingMixin:
+class ListingMixin(_Base):
     """The listing methods of :class:`~sutradb.database.Database`; a mixin: they
     read the store and the record indexes under the database's read lock."""
 
@@ -101,7 +107,7 @@ class ListingMixin:
             skey = [v or "" for v in vals]
         else:
             md = self._meta_index()
-            vals = [_path_get(md.get(i, {}), path) for i in idl]
+            vals = [_path_get(md.get(i, {}), path) for i in idl]  # type: ignore[arg-type]  # a metadata path here
             missing = [v is _MISSING or v is None for v in vals]
             skey = [_sort_key(v) for v in vals]
         # ties by id; concepts without the field last in both directions
@@ -110,7 +116,7 @@ class ListingMixin:
         absent = sorted((j for j in range(len(idl)) if missing[j]), key=lambda j: idl[j])
         return np.asarray([idl[j] for j in present + absent], dtype=np.int64)
 
-    def find_ids(self, where=None, *, limit: int | None = None, offset: int = 0,
+    def find_ids(self, where: Where | None = None, *, limit: int | None = None, offset: int = 0,
                  order_by: str = "id") -> np.ndarray:
         """Ids of the concepts that match a filter, ordered, one page.
 
@@ -139,7 +145,7 @@ class ListingMixin:
         stop = None if limit is None else offset + limit
         return ids[offset:stop].copy()
 
-    def find(self, where=None, *, limit: int | None = None, offset: int = 0,
+    def find(self, where: Where | None = None, *, limit: int | None = None, offset: int = 0,
              order_by: str = "id") -> list[Concept]:
         """The concepts that match a filter, ordered, one page: :meth:`find_ids`
         with the concepts, read from the same committed state.
@@ -168,7 +174,7 @@ class ListingMixin:
         c = self._concept_at(row)
         return Concept(c.id, c.key, c.text, c.metadata if c.metadata else {}, c.vector)
 
-    def find_iter(self, where=None, *, order_by: str = "id",
+    def find_iter(self, where: Where | None = None, *, order_by: str = "id",
                   batch_size: int = 1000) -> Iterator[Concept]:
         """Iterate over the concepts that match a filter, in pages (for results too
         large for one list).
@@ -199,7 +205,7 @@ class ListingMixin:
                 page = [self._concept_copy(r) for r in rows.tolist() if r >= 0]
             yield from page
 
-    def count(self, where=None) -> int:
+    def count(self, where: Where | None = None) -> int:
         """How many concepts match a filter (all of them when ``where`` is None)."""
         self._check_open()
         if where is None:

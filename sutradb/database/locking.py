@@ -20,6 +20,7 @@ committing and rolling back a store transaction, index swaps, ``refresh``).
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 __all__ = ["RWLock", "ReadLock", "ExclusiveLock"]
 
@@ -34,15 +35,15 @@ class RWLock:
 
     __slots__ = ("_cond", "_readers", "_owner", "_depth", "_rwait", "_wwait")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
-        self._owner = None
+        self._owner: int | None = None
         self._depth = 0
         self._rwait = 0         # readers waiting
         self._wwait = 0         # writers waiting
 
-    def acquire_read(self):
+    def acquire_read(self) -> None:
         """Take the shared side: waits while another thread holds the exclusive side
         or waits for it; returns at once for the exclusive holder."""
         with self._cond:
@@ -56,14 +57,14 @@ class RWLock:
                     self._rwait -= 1
             self._readers += 1
 
-    def release_read(self):
+    def release_read(self) -> None:
         """Release the shared side (waking a waiting writer when the last reader leaves)."""
         with self._cond:
             self._readers -= 1
             if self._readers == 0 and self._wwait:
                 self._cond.notify_all()
 
-    def acquire_write(self):
+    def acquire_write(self) -> None:
         """Take the exclusive side (re-entrant for its holder): waits for the readers
         and for another exclusive holder to leave."""
         me = threading.get_ident()
@@ -80,7 +81,7 @@ class RWLock:
             self._owner = me
             self._depth = 1
 
-    def release_write(self):
+    def release_write(self) -> None:
         """Release one level of the exclusive side."""
         with self._cond:
             self._depth -= 1
@@ -95,13 +96,13 @@ class ReadLock:
 
     __slots__ = ("rw",)
 
-    def __init__(self, rw):
+    def __init__(self, rw: RWLock) -> None:
         self.rw = rw
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self.rw.acquire_read()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.rw.release_read()
 
 
@@ -110,8 +111,8 @@ class ExclusiveLock(ReadLock):
 
     __slots__ = ()
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self.rw.acquire_write()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.rw.release_write()

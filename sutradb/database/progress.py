@@ -181,7 +181,7 @@ def _bar(what: str, total: int, stream: TextIO, unit: str, transient: bool
 
 
 def progress_bar(progress: ProgressArg, total: int, step: int
-                 ) -> Optional[Callable[[Optional[int], int], None]]:
+                 ) -> Optional[Callable[[Optional[int], int], object]]:
     """A callable ``(done, total)`` for :meth:`Database.add`, or None. ``done=None``
     closes it.
 

@@ -83,12 +83,12 @@ class RecordIndexes:
         update the indexes that are built."""
         keys = self.keys
         if keys is not None:
-            old = self.key_of.pop(i, None)
+            old = self.key_of.pop(i, None)  # type: ignore[union-attr]  # built with keys
             if old is not None and keys.get(old) == i:
                 del keys[old]
             if rec is not None and rec[0] is not None:
                 keys[rec[0]] = i
-                self.key_of[i] = rec[0]
+                self.key_of[i] = rec[0]  # type: ignore[index]  # (likewise)
         if self.metadata is not None:
             if rec is None:
                 self.metadata.pop(i, None)

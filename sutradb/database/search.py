@@ -9,6 +9,8 @@ metadata and word indexes (built on first use, kept up to date by commits).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import InvalidArgumentError
@@ -19,16 +21,24 @@ from ..index.words import WordIndex
 from .concepts import Hit
 from .validation import check_query_rows
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .state import DatabaseState as _Base
+    from .state import Where
+else:
+    _Base = object
+
 __all__ = ["SearchMixin"]
 
 
-class SearchMixin:
+class SearchMixin(_Base):
     """The search and distance methods of :class:`~sutradb.database.Database`; a
     mixin: they read the database's store, index and caches under its read lock."""
 
-    def search_vectors(self, queries, k: int = 10, *, where=None, rerank: int | None = None,
-                       nprobe: int | None = None, exact: bool = False,
-                       threads: int | None = None):
+    def search_vectors(self, queries: npt.ArrayLike, k: int = 10, *, where: Where | None = None,
+                       rerank: int | None = None, nprobe: int | None = None, exact: bool = False,
+                       threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest concepts of each query vector.
 
         Parameters
@@ -68,8 +78,9 @@ class SearchMixin:
             I = np.where(rows >= 0, ids[np.maximum(rows, 0)] if len(ids) else -1, -1).astype(np.int64)
         return D, I
 
-    def search(self, query, k: int = 10, *, where=None, rerank: int | None = None,
-               nprobe: int | None = None, exact: bool = False) -> list[Hit]:
+    def search(self, query: str | npt.ArrayLike, k: int = 10, *, where: Where | None = None,
+               rerank: int | None = None, nprobe: int | None = None,
+               exact: bool = False) -> list[Hit]:
         """The k nearest concepts of one query.
 
         Parameters
@@ -118,7 +129,7 @@ class SearchMixin:
     def _flat_vectors(self) -> FlatVectors:
         f = self._flat
         if f is None or f.mat.shape[0] != self._store.n_rows:
-            f = self._flat = FlatVectors(self._store.vectors, self._meta["metric"])
+            f = self._flat = FlatVectors(self._store.vectors, self._meta["metric"])  # type: ignore[arg-type]  # flat search: vectors kept
         return f
 
     def _where_mask(self, where, live) -> np.ndarray:
@@ -133,7 +144,7 @@ class SearchMixin:
             if cand is not None:
                 items = ((i, md.get(i, {})) for i in cand)
             else:
-                items = md.items()
+                items = md.items()  # type: ignore[assignment]  # an iterable of (id, metadata) either way
             ids = f.select(items, texts)
         elif cand is not None:
             ids = [i for i in cand if f.match(i, {}, texts)]

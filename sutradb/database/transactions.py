@@ -27,14 +27,26 @@ never inside the commit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
+
 import bisect
 import threading
+from types import TracebackType
 
 import numpy as np
 
 from ..errors import InvalidArgumentError, SutraError
 from ..index.vector import VectorIndex
 from .options import STORED
+
+if TYPE_CHECKING:
+    from ..index.pq import ProductQuantizer
+    from ..storage.transaction import Transaction as StoreTransaction
+    from .state import DatabaseState
+    from .state import DatabaseState as _Base
+else:
+    _Base = object
 
 __all__ = ["Bulk", "Staged", "Transaction", "AutoTransaction", "TransactionsMixin"]
 
@@ -45,11 +57,13 @@ class Bulk:
 
     __slots__ = ("start", "n", "vectors", "keys", "texts", "metadata")
 
-    def __init__(self, start, n, vectors, keys, texts, metadata):
+    def __init__(self, start: int, n: int, vectors: np.ndarray | None,
+                 keys: Sequence[str | None] | None, texts: Sequence[str | None] | None,
+                 metadata: Sequence[dict[str, Any] | None] | None) -> None:
         self.start, self.n = start, n
         self.vectors, self.keys, self.texts, self.metadata = vectors, keys, texts, metadata
 
-    def record(self, i):
+    def record(self, i: int) -> tuple[str | None, str | None, dict[str, Any], np.ndarray | None]:
         """``(key, text, metadata, vector)`` of the batch's row ``i``."""
         return (self.keys[i] if self.keys is not None else None,
                 self.texts[i] if self.texts is not None else None,
@@ -61,30 +75,30 @@ class Staged:
     """What the open transaction has staged: used to validate later writes of the
     same transaction and to update the caches after the commit."""
 
-    def __init__(self, meta: dict, quantizer):
+    def __init__(self, meta: dict[str, Any], quantizer: ProductQuantizer | None) -> None:
         self.meta = dict(meta)
         self.next_id = meta["next_id"]
         self.bulks: list[Bulk] = []
         self.starts: list[int] = []
-        self.over: dict[int, tuple | None] = {}      # id -> (key, text, md, vector) / None
+        self.over: dict[int, tuple[Any, ...] | None] = {}      # id -> (key, text, md, vector) / None
         self.keys: dict[str, int | None] = {}        # key -> id, None: freed
-        self.links: dict[tuple, float | None] = {}   # (src, dst, rel) -> weight / None
+        self.links: dict[tuple[int, int, str], float | None] = {}   # (src, dst, rel) -> weight / None
         self.pq = quantizer                          # quantizer (may be trained in the txn)
-        self.index_blob = None
+        self.index_blob: bytes | None = None
 
-    def snapshot(self):
+    def snapshot(self) -> tuple[Any, ...]:
         """The state a savepoint restores on rollback (:meth:`restore`)."""
         return (dict(self.meta), self.next_id, len(self.bulks), dict(self.over), dict(self.keys),
                 dict(self.links), self.pq, self.index_blob)
 
-    def restore(self, s):
+    def restore(self, s: tuple[Any, ...]) -> None:
         """Go back to a :meth:`snapshot` (the batches staged after it are dropped)."""
         (self.meta, self.next_id, nb, self.over, self.keys, self.links, self.pq,
          self.index_blob) = s
         del self.bulks[nb:]
         del self.starts[nb:]
 
-    def bulk_of(self, id_):
+    def bulk_of(self, id_: int) -> Bulk | None:
         """The staged :class:`Bulk` that added ``id_``, or None."""
         i = bisect.bisect_right(self.starts, id_) - 1
         if i >= 0:
@@ -105,7 +119,7 @@ class Transaction:
 
     __slots__ = ("_db", "_depth", "_done", "_snap")
 
-    def __init__(self, db, depth, snap):
+    def __init__(self, db: DatabaseState, depth: int, snap: tuple[Any, ...] | None) -> None:
         self._db, self._depth, self._done, self._snap = db, depth, False, snap
 
     @property
@@ -120,10 +134,11 @@ class Transaction:
         """Discard every write of this transaction (or savepoint)."""
         self._db._end(self, False)
 
-    def __enter__(self):
+    def __enter__(self) -> Transaction:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if not self._done:
             if exc_type is None:
                 self.commit()
@@ -131,7 +146,7 @@ class Transaction:
                 self._db._end(self, False)
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<sutradb.Transaction depth={self._depth} {'done' if self._done else 'open'}>"
 
 
@@ -142,26 +157,27 @@ class AutoTransaction:
 
     __slots__ = ("db", "t")
 
-    def __init__(self, db):
+    def __init__(self, db: DatabaseState) -> None:
         self.db = db
-        self.t = None
+        self.t: Transaction | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Staged:
         db = self.db
         db._check_writable()
         if db._staged is not None and db._txn_owner == threading.get_ident():
             self.t = None
         else:
             self.t = db.transaction()
-        return db._staged
+        return cast(Staged, db._staged)        # open now
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if self.t is not None:
             self.t.__exit__(exc_type, exc, tb)
         return False
 
 
-class TransactionsMixin:
+class TransactionsMixin(_Base):
     """The transaction methods of :class:`~sutradb.database.Database` (begin, end,
     commit, the bookkeeping after a commit); a mixin: they read and replace the
     database's shared state (store, meta, index, caches) under its locks."""
@@ -230,9 +246,10 @@ class TransactionsMixin:
                         self._txn_failed = e
                         raise
                 else:
-                    self._staged.restore(t._snap)
+                    self._staged.restore(t._snap)  # type: ignore[union-attr,arg-type]  # a savepoint: both set
                 return
-            staged, stxn = self._staged, self._stxn
+            # in a transaction: both are set
+            staged, stxn = cast(Staged, self._staged), cast("StoreTransaction", self._stxn)
             self._staged = self._stxn = None
             self._levels = []
             self._txn_owner = None
@@ -249,7 +266,7 @@ class TransactionsMixin:
         finally:
             self._wlock.release()
 
-    def _commit(self, staged: Staged, stxn) -> None:
+    def _commit(self, staged: Staged, stxn: StoreTransaction) -> None:
         meta_changed = staged.meta != self._meta
         if staged.index_blob is not None:
             stxn.set_index(staged.index_blob)
@@ -263,7 +280,7 @@ class TransactionsMixin:
             self._after_commit(staged, n_before)
         self._maybe_train()
 
-    def _persisted_meta(self, meta):
+    def _persisted_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
         stored = self._store.meta.get("sutradb") or {}
         out = dict(meta)
         # session overrides of tuning options are not persisted
@@ -318,7 +335,7 @@ class TransactionsMixin:
     #: A write outside a transaction runs in its own one: ``with self._Auto(self) as st``.
     _Auto = AutoTransaction
 
-    def _emit(self, op):
+    def _emit(self, op: tuple[str, tuple[Any, ...], dict[str, Any]]) -> None:
         """Stage one store operation: buffered in the innermost savepoint, or handed
         to the store transaction."""
         if self._levels:

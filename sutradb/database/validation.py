@@ -8,6 +8,9 @@ and return the value as the database stores or searches it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
 import msgpack
 import numpy as np
 
@@ -16,6 +19,9 @@ from ..errors import DimensionError, EmbedderError, InvalidArgumentError
 from ..index.pq import check_vectors
 from .options import BATCH, INDEX_KINDS
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
 __all__ = ["is_id", "check_options", "check_metadata", "seq_arg", "check_vector_rows",
            "check_query_rows", "F16_MAX"]
 
@@ -23,12 +29,12 @@ __all__ = ["is_id", "check_options", "check_metadata", "seq_arg", "check_vector_
 F16_MAX = 65504.0
 
 
-def is_id(x) -> bool:
+def is_id(x: object) -> bool:
     """Whether ``x`` is an integer (Python or NumPy) and not a bool."""
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
-def check_options(o: dict) -> None:
+def check_options(o: dict[str, Any]) -> None:
     """Validate a full options dict (:data:`DEFAULT_OPTIONS` updated with the
     caller's); InvalidArgumentError, or EmbedderError for an unusable embedder
     object."""
@@ -70,7 +76,7 @@ _FLAT_SCALARS = frozenset({str, float, bool, bytes, type(None)})
 _INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
 
 
-def check_metadata(md) -> dict | None:
+def check_metadata(md: object) -> dict[str, Any] | None:
     """Validate one metadata dict: msgpack-able with str keys at every level.
 
     Returns
@@ -98,13 +104,14 @@ def check_metadata(md) -> dict | None:
             return dict(md)
     try:
         raw = msgpack.packb(md, use_bin_type=True)
-        return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        back: dict[str, Any] = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        return back
     except (TypeError, ValueError, OverflowError, msgpack.UnpackException) as e:
         raise InvalidArgumentError(f"metadata cannot be stored (msgpack types with str keys "
                                    f"only): {e}") from None
 
 
-def seq_arg(values, n, what):
+def seq_arg(values: Iterable[Any] | None, n: int, what: str) -> list[Any] | None:
     """``values`` (texts, keys, metadata of a batch) as a list of ``n`` items, or None."""
     if values is None:
         return None
@@ -116,7 +123,7 @@ def seq_arg(values, n, what):
     return values
 
 
-def check_vector_rows(vectors, dim: int, f16: bool, what: str = "vectors",
+def check_vector_rows(vectors: npt.ArrayLike, dim: int, f16: bool, what: str = "vectors",
                       one: bool = False) -> np.ndarray:
     """Validate (n, dim) vectors to store: finite numbers (within the float16 range
     when ``f16``), checked batch by batch without converting them all at once.
@@ -169,7 +176,7 @@ def check_vector_rows(vectors, dim: int, f16: bool, what: str = "vectors",
     return arr
 
 
-def check_query_rows(Q, dim: int, metric: str, one: bool = False) -> np.ndarray:
+def check_query_rows(Q: npt.ArrayLike, dim: int, metric: str, one: bool = False) -> np.ndarray:
     """Queries as the index takes them (:func:`~sutradb.index.pq.check_vectors`:
     (nq, dim) float32 C-contiguous, finite, unit rows for cosine).
 

@@ -13,6 +13,10 @@ sharded database is given a ``client`` (``pip install sutradb[dask]``); the core
 never imports this package. See ``docs/distributed.md``.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from .learn import LearnReport, learn
 from .manifest import IdScheme, read_manifest
 from .sharded import ShardedDatabase, open_sharded
@@ -21,7 +25,7 @@ __all__ = ["learn", "LearnReport", "open_sharded", "ShardedDatabase", "IdScheme"
            "read_manifest", "local_cluster"]
 
 
-def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs):
+def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs: Any) -> Any:
     """A Dask ``LocalCluster`` of worker processes bound to 127.0.0.1 without a
     dashboard (see :func:`sutradb.distributed._dask.local_cluster`)."""
     from ._dask import local_cluster as _lc

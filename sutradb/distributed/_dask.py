@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, WorkerPlugin, wait
@@ -44,7 +45,7 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs) -> 
         Passed to ``LocalCluster`` (``memory_limit``, ``silence_logs`` (default:
         warnings and errors only), ...).
     """
-    kw = {"host": "127.0.0.1", "dashboard_address": None, "processes": True,
+    kw: dict[str, Any] = {"host": "127.0.0.1", "dashboard_address": None, "processes": True,
           "silence_logs": logging.WARNING}
     kw.update(kwargs)
     # without a dashboard the scheduler still serves its small HTTP routes (health,
@@ -54,7 +55,7 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs) -> 
     # mmap threshold: every large tensor of the model is then a fresh mmap + page
     # faults, and embedding runs 15-20% slower (measured, docs/distributed.md); the
     # workers of this cluster keep glibc's adaptive defaults
-    cfg = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    cfg: dict[str, object] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
     if not kwargs.get("dashboard_address"):
         # Without a dashboard, Dask's diagnostics are pure cost on cores the model
         # needs: the workers' statistical profiler (a stack walk of the running task
@@ -69,7 +70,7 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **kwargs) -> 
         return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kw)
 
 
-class EmbedderPlugin(WorkerPlugin):
+class EmbedderPlugin(WorkerPlugin):  # type: ignore[misc]  # Dask is opaque to the checker (not followed)
     """Loads the job's embedder once in each worker process (and in every worker that
     joins later, or that the nanny restarts), with the model running on the worker's
     threads. Tasks find it by key (:func:`sutradb.distributed.tasks.install_embedder`).
@@ -89,13 +90,13 @@ class EmbedderPlugin(WorkerPlugin):
 
     idempotent = False
 
-    def __init__(self, key: str, embedder, threads: int | None = None):
+    def __init__(self, key: str, embedder, threads: int | None = None) -> None:
         self.key = key
         self.embedder = embedder
         self.threads = threads
         self.name = "sutradb-embedder-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
-    def setup(self, worker):
+    def setup(self, worker) -> None:
         threads = self.threads or getattr(getattr(worker, "state", None), "nthreads", None)
         tasks.install_embedder(self.key, self.embedder, threads, quiet=True)
 
@@ -105,7 +106,7 @@ class DaskEngine:
 
     name = "dask"
 
-    def __init__(self, client: Client):
+    def __init__(self, client: Client) -> None:
         if not isinstance(client, Client):
             from ..errors import InvalidArgumentError
             raise InvalidArgumentError(f"client must be a dask.distributed.Client, not "
@@ -170,10 +171,10 @@ class DaskShardBackend:
 
     name = "dask"
 
-    def __init__(self, client: Client, paths: list[str]):
+    def __init__(self, client: Client, paths: list[str]) -> None:
         self.client = client
         self.paths = list(paths)
-        self.token = None
+        self.token: str | None = None
 
     def map(self, fn, args_per_shard) -> list:
         fs = [self.client.submit(tasks.shard_op, p, fn, tuple(a), self.token, pure=False)

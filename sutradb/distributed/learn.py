@@ -14,7 +14,9 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,9 +28,14 @@ from . import manifest as _manifest
 from . import tasks
 from .sources import count_rows, describe_source, iter_partitions, partition_digest
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from ..embedders import Embedder
+
 __all__ = ["learn", "LearnReport", "LocalEngine"]
 
-_DEFAULT = object()
+_DEFAULT: Any = object()
 #: Partitions a skipped-partition check covers (one shard open for all of them).
 _CHECK_BATCH = 256
 #: Job parameters that must match when a job resumes or re-runs in a directory.
@@ -62,14 +69,14 @@ class LearnReport:
     """
 
     path: str
-    manifest: dict
+    manifest: dict[str, Any]
     concepts: int
     shards: int
     partitions: int
     written: int
     skipped: int
     seconds: float
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
     engine: str = ""
     workers: int = 1
 
@@ -78,7 +85,7 @@ class LearnReport:
         """Concepts per second of wall time (the whole job)."""
         return self.concepts / self.seconds if self.seconds > 0 else float("nan")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "concepts": self.concepts, "shards": self.shards,
                 "partitions": self.partitions, "written": self.written, "skipped": self.skipped,
                 "seconds": self.seconds, "timings": dict(self.timings), "engine": self.engine,
@@ -92,19 +99,19 @@ class _Done:
 
     __slots__ = ("_value", "_error")
 
-    def __init__(self, value=None, error=None):
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
         self._value, self._error = value, error
 
     def done(self) -> bool:
         return True
 
-    def result(self):
+    def result(self) -> Any:
         if self._error is not None:
             raise self._error
         return self._value
 
 
-def _resolve(x):
+def _resolve(x: Any) -> Any:
     if isinstance(x, _Done):
         return x.result()
     if isinstance(x, list):
@@ -131,19 +138,20 @@ class LocalEngine:
     def describe(self) -> str:
         return "in-process"
 
-    def setup_workers(self, key, embedder, threads):
+    def setup_workers(self, key: str, embedder: Any, threads: int | None) -> Any:
         return tasks.install_embedder(key, embedder, threads)
 
-    def submit(self, fn, *args, key=None, **kwargs):
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None,
+               **kwargs: Any) -> _Done:
         try:
             return _Done(fn(*_resolve(args), **kwargs))
         except Exception as e:           # raised again by .result(), as an engine does
             return _Done(error=e)
 
-    def wait_first(self, futures) -> set:
+    def wait_first(self, futures: Iterable[Any]) -> set[Any]:
         return set(futures)
 
-    def cancel(self, futures) -> None:
+    def cancel(self, futures: Iterable[Any]) -> None:
         pass
 
 
@@ -153,7 +161,7 @@ class _Progress:
     """Progress of a job: a rich bar on stderr (count, throughput, ETA, workers) or a
     callable ``(done, total)``; ``done=None`` closes."""
 
-    def __init__(self, progress, total, engine_desc):
+    def __init__(self, progress, total, engine_desc) -> None:
         self.cb = None
         self.bar = None
         self.done = 0
@@ -199,7 +207,7 @@ class _Progress:
 
 # --------------------------------------------------------------------------- checks
 
-def _int_arg(name, v, lo=1, none=False):
+def _int_arg(name, v, lo: int = 1, none: bool = False):
     if v is None and none:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
@@ -226,15 +234,16 @@ def _check_job(existing: dict, job: dict, directory: str) -> None:
 
 # --------------------------------------------------------------------------- learn
 
-def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode: str = "a",
-          vectors=None, partition_size: int | None = None, batch_size: int = 256,
+def learn(source: Any, path: str | os.PathLike[str], *, embedder: str | Embedder | None = _DEFAULT,
+          shards: int = 2, client: Any = None, mode: str = "a", vectors: npt.ArrayLike | None = None, partition_size: int | None = None, batch_size: int = 256,
           metric: str = "cosine", index_threshold: int = 5_000, pq_m: int | None = None,
           pq_nbits: int | None = None, seed: int = 0, train_size: int = 65_536, train_iters: int = 20,
           vector_dtype: str = "float16", durability: str = "full", writer: str = "workers",
           text_field: str = "text", key_field: str | None = "key",
           metadata_field: str | None = "metadata", worker_threads: int | None = None,
           max_in_flight: int | None = None, lock_timeout: float = 600.0,
-          progress=None, **options) -> LearnReport:
+          progress: bool | Callable[[int | None, int], object] | None = None,
+          **options: Any) -> LearnReport:
     """Learn a corpus into ``shards`` shard databases on a Dask cluster.
 
     The job (1) cuts the source into partitions of ``partition_size`` rows and embeds
@@ -357,7 +366,7 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
         if k in options:
             raise InvalidArgumentError(f"{k!r} is a parameter of learn, not a shard option")
     opts.update(options)
-    sutradb.open(":memory:", **opts).close()          # the database's own checks
+    sutradb.open(":memory:", **opts).close()  # type: ignore[arg-type]  # the database's own checks
     V = None
     if vectors is not None:
         V = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
@@ -369,7 +378,7 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
         engine = LocalEngine()
     else:
         from ._dask import DaskEngine
-        engine = DaskEngine(client)
+        engine = DaskEngine(client)  # type: ignore[assignment]  # the same interface as LocalEngine
     local = LocalEngine()
     on_files = engine if writer == "workers" else local
 
@@ -456,10 +465,10 @@ def learn(source, path, *, embedder=_DEFAULT, shards: int = 2, client=None, mode
             # the subspaces are trained independently: one part per task slot of the
             # cluster (the same codebook, bit for bit, however it is split)
             m_sub = tasks.codebook_subspaces(spec)
-            k = max(1, min(m_sub, on_files.task_slots))
-            cuts = [round(i * m_sub / k) for i in range(k + 1)]
+            k = max(1, min(m_sub, on_files.task_slots))  # type: ignore[assignment]  # k: a str above, a count here
+            cuts = [round(i * m_sub / k) for i in range(k + 1)]  # type: ignore[operator]  # (likewise)
             fs = [on_files.submit(tasks.train_codebook_part, spec, parts, cuts[i], cuts[i + 1])
-                  for i in range(k)]
+                  for i in range(k)]  # type: ignore[call-overload]  # (likewise)
             futures_out.extend(fs)
             codebook = tasks.assemble_codebook(spec, [f.result() for f in fs])
         timings["train"] = time.perf_counter() - t
@@ -537,20 +546,20 @@ def _partitions_loop(engine, on_files, writer, source, V, P, N, paths, committed
     with_vectors = V is not None
     counts = {"written": 0, "skipped": 0}
 
-    def finish(results):
+    def finish(results) -> None:
         for r in (results if isinstance(results, list) else [results]):
             bar.advance(r["rows"])
             counts["written" if r["written"] else "skipped"] += 1
 
-    def write_head():
+    def write_head() -> None:
         args, ef = queue.popleft()
         vec = ef.result() if ef is not None else None
         payload = args[6]
         if ef is not None:
             payload = (vec,) + tuple(payload[1:])
-        finish(tasks.write_partition(*args[:6], payload, *args[7:]))
+        finish(tasks.write_partition(*args[:6], payload, *args[7:]))  # type: ignore[call-arg]  # args: the task's own arguments
 
-    def drain(block: bool):
+    def drain(block: bool) -> None:
         progressed = False
         for f in [f for f in inflight if f.done()]:
             inflight.pop(f)
@@ -567,7 +576,7 @@ def _partitions_loop(engine, on_files, writer, source, V, P, N, paths, committed
                     inflight.pop(f)
                     finish(f.result())
 
-    def flush_checks(s):
+    def flush_checks(s) -> None:
         if checks[s]:
             f = on_files.submit(tasks.check_partitions, paths[s], list(checks[s]), with_vectors)
             inflight[f] = None

@@ -51,6 +51,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any, overload
 
 import numpy as np
 
@@ -98,17 +99,23 @@ class IdScheme:
 
     __slots__ = ("shards", "block")
 
-    def __init__(self, shards: int, block: int):
+    def __init__(self, shards: int, block: int) -> None:
         for name, v in (("shards", shards), ("block", block)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}")
         self.shards = int(shards)
         self.block = int(block)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"IdScheme(shards={self.shards}, block={self.block})"
 
-    def to_global(self, shard, local):
+    @overload
+    def to_global(self, shard: int | np.integer[Any], local: int | np.integer[Any]) -> int: ...
+    @overload
+    def to_global(self, shard: int | np.integer[Any], local: np.ndarray) -> np.ndarray: ...
+
+    def to_global(self, shard: int | np.integer[Any], local: int | np.integer[Any] | np.ndarray
+                  ) -> int | np.ndarray:
         """Global id(s) of local id(s) of a shard (ints or int64 arrays; -1 stays -1)."""
         B, N = self.block, self.shards
         if isinstance(local, np.ndarray):
@@ -118,7 +125,13 @@ class IdScheme:
         local = int(local)
         return ((local // B) * N + int(shard)) * B + local % B
 
-    def to_local(self, gid) -> tuple:
+    @overload
+    def to_local(self, gid: int | np.integer[Any]) -> tuple[int, int]: ...
+    @overload
+    def to_local(self, gid: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def to_local(self, gid: int | np.integer[Any] | np.ndarray
+                 ) -> tuple[int, int] | tuple[np.ndarray, np.ndarray]:
         """``(shard, local id)`` of a global id (an int >= 0), or of an int64 array
         (then a pair of arrays)."""
         B, N = self.block, self.shards
@@ -126,28 +139,28 @@ class IdScheme:
             g = gid.astype(np.int64, copy=False)
             blk = g // B
             return blk % N, (blk // N) * B + g % B
-        g = int(gid)
+        g = int(gid)  # type: ignore[assignment]  # one id (an array above)
         blk = g // B
         return blk % N, (blk // N) * B + g % B
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"scheme": ID_SCHEME, "block": self.block, "shards": self.shards}
 
 
 # --------------------------------------------------------------------------- checksums
 
-def _canonical(body: dict) -> bytes:
+def _canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False).encode("ascii")
 
 
-def manifest_checksum(body: dict) -> str:
+def manifest_checksum(body: dict[str, Any]) -> str:
     """``"sha256:<hex>"`` of the canonical JSON of ``body`` (without ``checksum``)."""
     body = {k: v for k, v in body.items() if k != "checksum"}
     return "sha256:" + hashlib.sha256(_canonical(body)).hexdigest()
 
 
-def file_sha256(path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -156,7 +169,7 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def fsync_dir(directory) -> None:
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
     """Best-effort fsync of a directory's entries (nothing on Windows; errors ignored)."""
     try:
         osio.sync_dir(directory)
@@ -164,7 +177,7 @@ def fsync_dir(directory) -> None:
         pass
 
 
-def atomic_write(path, data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file in the same directory,
     fsync, atomic replace, fsync of the directory (:mod:`sutradb.storage.osio`)."""
     path = Path(path)
@@ -179,7 +192,7 @@ def atomic_write(path, data: bytes) -> None:
 
 # --------------------------------------------------------------------------- read/write
 
-def write_manifest(directory, body: dict) -> Path:
+def write_manifest(directory: str | os.PathLike[str], body: dict[str, Any]) -> Path:
     """Validate ``body``, add ``format``, ``version`` and ``checksum`` and write it
     atomically as ``directory/shards.json``. Returns the manifest path."""
     body = dict(body)
@@ -193,7 +206,7 @@ def write_manifest(directory, body: dict) -> Path:
     return path
 
 
-def find_manifest(path) -> Path:
+def find_manifest(path: str | os.PathLike[str]) -> Path:
     """The manifest file of ``path`` (a sharded database directory or the manifest
     itself). :class:`~sutradb.errors.DatabaseNotFoundError` when there is none."""
     p = Path(os.fspath(path))
@@ -206,7 +219,7 @@ def find_manifest(path) -> Path:
     return p
 
 
-def read_manifest(path) -> dict:
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a manifest (``path``: the file or its directory).
 
     Returns
@@ -245,11 +258,11 @@ def read_manifest(path) -> dict:
     return body
 
 
-def _is_int(v, lo=0) -> bool:
+def _is_int(v: object, lo: int = 0) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 
-def _relative(rel, where, what) -> None:
+def _relative(rel: object, where: str, what: str) -> None:
     if not isinstance(rel, str) or not rel:
         raise CorruptDatabaseError(f"{where}: {what} path must be a non-empty string")
     pp = Path(rel)
@@ -257,8 +270,8 @@ def _relative(rel, where, what) -> None:
         raise CorruptDatabaseError(f"{where}: {what} path {rel!r} leaves the manifest's directory")
 
 
-def _validate(b: dict, where: str) -> None:
-    def bad(why):
+def _validate(b: dict[str, Any], where: str) -> None:
+    def bad(why: str) -> CorruptDatabaseError:
         return CorruptDatabaseError(f"{where}: not a valid shard manifest ({why})")
 
     if not _is_int(b.get("dim"), 0):

@@ -18,6 +18,8 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -31,12 +33,19 @@ from ..index.pq import default_threads
 from . import manifest as _manifest
 from . import tasks
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from ..database.state import IdOrKey, Where
+    from ..embedders import Embedder
+    from ..index.pq import ProductQuantizer
+
 __all__ = ["open_sharded", "ShardedDatabase"]
 
 _I64_MAX = np.iinfo(np.int64).max
 
 
-def _is_id(x) -> bool:
+def _is_id(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
@@ -46,9 +55,9 @@ class _LocalBackend:
 
     name = "threads"
 
-    def __init__(self, paths, threads: int | None):
+    def __init__(self, paths: Iterable[str | os.PathLike[str]], threads: int | None) -> None:
         self.paths = list(paths)
-        self.dbs = []
+        self.dbs: list[sutradb.Database] = []
         try:
             for p in self.paths:
                 self.dbs.append(sutradb.open(p, "r"))
@@ -61,16 +70,16 @@ class _LocalBackend:
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sutradb-shard") \
             if n > 1 and self.workers > 1 else None
 
-    def map(self, fn, args_per_shard) -> list:
+    def map(self, fn: Callable[..., Any], args_per_shard: Iterable[Sequence[Any]]) -> list[Any]:
         if self.pool is None:
             return [fn(db, *a) for db, a in zip(self.dbs, args_per_shard)]
         fs = [self.pool.submit(fn, db, *a) for db, a in zip(self.dbs, args_per_shard)]
         return [f.result() for f in fs]
 
-    def call(self, shard: int, fn, *args):
+    def call(self, shard: int, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(self.dbs[shard], *args)
 
-    def run(self, fn, *args):
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` where the shards are (here)."""
         return fn(*args)
 
@@ -86,8 +95,9 @@ class _LocalBackend:
             db.close()
 
 
-def open_sharded(paths_or_manifest, *, client=None, threads: int | None = None,
-                 embedder=None) -> "ShardedDatabase":
+def open_sharded(paths_or_manifest: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+                 client: Any = None, threads: int | None = None,
+                 embedder: str | Embedder | None = None) -> ShardedDatabase:
     """Open a sharded database (read-only) for search, ``get`` and ``distance``.
 
     Parameters
@@ -148,7 +158,7 @@ def open_sharded(paths_or_manifest, *, client=None, threads: int | None = None,
         backend = _LocalBackend(paths, threads)
     else:
         from ._dask import DaskShardBackend
-        backend = DaskShardBackend(client, paths)
+        backend = DaskShardBackend(client, paths)  # type: ignore[assignment]  # the same interface as _LocalBackend
     try:
         if man is None:         # a plain list of shards: ids local * N + shard
             man = _manifest_of_infos(paths, backend.map(tasks.op_info, [()] * len(paths)))
@@ -158,7 +168,7 @@ def open_sharded(paths_or_manifest, *, client=None, threads: int | None = None,
         raise
 
 
-def _manifest_of_infos(paths, infos) -> dict:
+def _manifest_of_infos(paths: Sequence[str], infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """An in-memory manifest for a plain list of shards (block 1: ids local * N + shard)."""
     first = infos[0]
     for p, i in zip(paths, infos):
@@ -175,7 +185,7 @@ def _manifest_of_infos(paths, infos) -> dict:
             "concepts": sum(i["concepts"] for i in infos), "codebook": None, "_dir": None}
 
 
-def _file_digest(path) -> str | None:
+def _file_digest(path: str | os.PathLike[str]) -> str | None:
     """SHA-256 of a file, None when it cannot be read."""
     try:
         return _manifest.file_sha256(path)
@@ -183,7 +193,7 @@ def _file_digest(path) -> str | None:
         return None
 
 
-def _read_file(path) -> bytes:
+def _read_file(path: str | os.PathLike[str]) -> bytes:
     with open(path, "rb") as f:
         return f.read()
 
@@ -196,7 +206,8 @@ class ShardedDatabase:
     ``(shard, local id)``). Thread-safe for reads, like :class:`sutradb.Database`.
     """
 
-    def __init__(self, manifest: dict, paths: list, backend, embedder=None):
+    def __init__(self, manifest: dict[str, Any], paths: Sequence[str], backend: Any,
+                 embedder: str | Embedder | None = None) -> None:
         self._closed = True
         self.manifest = {k: v for k, v in manifest.items() if k != "_dir"}
         self.directory = manifest.get("_dir")
@@ -205,7 +216,7 @@ class ShardedDatabase:
         ids = manifest["ids"]
         self.ids_scheme = _manifest.IdScheme(ids["shards"], ids["block"])
         self._dim = int(manifest["dim"]) or None
-        self._metric = manifest["metric"]
+        self._metric: str = manifest["metric"]
         self._embedder = (_embedders.get_embedder(embedder) if isinstance(embedder, str)
                           else embedder)
         self._closed = False
@@ -213,7 +224,7 @@ class ShardedDatabase:
         self._check_shards(infos)
         self._infos = infos
 
-    def _check_shards(self, infos) -> None:
+    def _check_shards(self, infos: Sequence[dict[str, Any]]) -> None:
         cb = self.manifest.get("codebook")
         for p, i in zip(self.paths, infos):
             if i["metric"] != self._metric:
@@ -249,7 +260,7 @@ class ShardedDatabase:
     @property
     def backend(self) -> str:
         """Where shard operations run: ``"threads"`` (here) or ``"dask"``."""
-        return self._backend.name
+        return cast(str, self._backend.name)
 
     @property
     def embedder_name(self) -> str | None:
@@ -259,7 +270,7 @@ class ShardedDatabase:
         return e.get("name") if e else None
 
     @property
-    def embedder(self):
+    def embedder(self) -> Embedder | None:
         """The embedder of text queries (the one given, else the one the shards were
         built with, loaded on first use), or None."""
         if self._embedder is None:
@@ -274,7 +285,7 @@ class ShardedDatabase:
         return self._embedder
 
     @property
-    def index_info(self) -> dict:
+    def index_info(self) -> dict[str, Any]:
         """``{"kind", "shards", "codebook", "per_shard": [index_info of each shard]}``."""
         self._check_open()
         per = [i["index"] for i in self._infos]
@@ -283,19 +294,19 @@ class ShardedDatabase:
                 "shards": self.n_shards, "codebook": self.manifest.get("codebook"),
                 "per_shard": per}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._closed:
             return "<sutradb.ShardedDatabase closed>"
         return (f"<sutradb.ShardedDatabase {self.directory or self.paths!r} {self.n_shards} shards "
                 f"dim={self.dim} metric={self.metric!r} backend={self.backend!r}>")
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the sharded database is closed")
 
     # ------------------------------------------------------------------ ids
 
-    def locate(self, id_) -> tuple[int, int]:
+    def locate(self, id_: int | np.integer[Any]) -> tuple[int, int]:
         """``(shard number, local id)`` of a global id (whether or not it exists)."""
         if not _is_id(id_) or id_ < 0:
             raise InvalidArgumentError(f"an id must be an int >= 0, not {id_!r}")
@@ -310,7 +321,7 @@ class ShardedDatabase:
     def _globalise(self, c: Concept, shard: int) -> Concept:
         return c._replace(id=self.ids_scheme.to_global(shard, c.id))
 
-    def _resolve(self, x) -> tuple[int, int, Concept | None]:
+    def _resolve(self, x: IdOrKey) -> tuple[int, int, Concept | None]:
         """(shard, local id, concept or None) of an id or key that exists."""
         if isinstance(x, str):
             found = [(s, c) for s, c in enumerate(self._backend.map(tasks.op_find_key,
@@ -333,7 +344,7 @@ class ShardedDatabase:
         self._check_open()
         return int(sum(self._backend.map(tasks.op_len, [()] * self.n_shards)))
 
-    def __contains__(self, x) -> bool:
+    def __contains__(self, x: Any) -> bool:
         self._check_open()
         if isinstance(x, str):
             return any(c is not None for c in self._backend.map(tasks.op_find_key,
@@ -350,10 +361,10 @@ class ShardedDatabase:
         g = [self.ids_scheme.to_global(s, np.asarray(a, np.int64)) for s, a in enumerate(per)]
         return np.sort(np.concatenate(g)) if g else np.zeros(0, np.int64)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self.ids().tolist())
 
-    def get(self, id_or_key) -> Concept:
+    def get(self, id_or_key: IdOrKey) -> Concept:
         """The concept with this global id (int) or key (str), with its global id.
 
         Raises
@@ -370,12 +381,12 @@ class ShardedDatabase:
                 raise NotFoundError(f"id {int(id_or_key)} is not in the database") from None
         return self._globalise(c, s)
 
-    def get_many(self, ids) -> list[Concept]:
+    def get_many(self, ids: Sequence[IdOrKey]) -> list[Concept]:
         """:meth:`get` of several ids or keys (one call per shard for ids)."""
         self._check_open()
         ids = list(ids)
-        out: list = [None] * len(ids)
-        per: list[list] = [[] for _ in range(self.n_shards)]
+        out: list[Any] = [None] * len(ids)
+        per: list[list[Any]] = [[] for _ in range(self.n_shards)]
         for j, x in enumerate(ids):
             if isinstance(x, str):
                 out[j] = self.get(x)
@@ -392,7 +403,7 @@ class ShardedDatabase:
                 out[j] = self._globalise(c, s)
         return out
 
-    def distance(self, a, b) -> float:
+    def distance(self, a: IdOrKey, b: IdOrKey) -> float:
         """Distance between two stored concepts (global ids or keys), as one database
         holding both computes it (exact over the stored vectors)."""
         self._check_open()
@@ -419,8 +430,9 @@ class ShardedDatabase:
 
     # ------------------------------------------------------------------ search
 
-    def search_vectors(self, queries, k: int = 10, *, where=None, rerank: int | None = None,
-                       exact: bool = False, threads: int | None = None, **kwargs):
+    def search_vectors(self, queries: npt.ArrayLike, k: int = 10, *, where: Where | None = None,
+                       rerank: int | None = None, exact: bool = False, threads: int | None = None,
+                       **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest concepts of each query vector over all shards.
 
         Every shard answers its own top-k (with the same ``where``, ``rerank`` and
@@ -459,7 +471,8 @@ class ShardedDatabase:
         res = self._backend.map(tasks.op_search, [(Q, k, kw)] * self.n_shards)
         return self._merge(res, k)
 
-    def _merge(self, res, k):
+    def _merge(self, res: Sequence[tuple[np.ndarray, np.ndarray]], k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
         Ds, Gs = [], []
         for s, (D, I) in enumerate(res):
             Ds.append(np.asarray(D, np.float32))
@@ -472,7 +485,7 @@ class ShardedDatabase:
         G = np.take_along_axis(G, o, 1)
         return np.ascontiguousarray(D), np.ascontiguousarray(G)
 
-    def _check_queries(self, queries) -> np.ndarray:
+    def _check_queries(self, queries: npt.ArrayLike) -> np.ndarray:
         arr = queries if isinstance(queries, np.ndarray) else np.asarray(queries)
         if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
             raise InvalidArgumentError(f"queries must hold numbers, got dtype {arr.dtype}")
@@ -486,8 +499,8 @@ class ShardedDatabase:
             raise InvalidArgumentError("queries hold NaN or infinite values")
         return np.ascontiguousarray(arr, dtype=np.float32)
 
-    def search(self, query, k: int = 10, *, where=None, rerank: int | None = None,
-               exact: bool = False, **kwargs) -> list[Hit]:
+    def search(self, query: str | npt.ArrayLike, k: int = 10, *, where: Where | None = None,
+               rerank: int | None = None, exact: bool = False, **kwargs: Any) -> list[Hit]:
         """The k nearest concepts of one query (a vector, or a text embedded by
         :attr:`embedder`): ``[Hit(id, distance, concept)]`` with global ids."""
         self._check_open()
@@ -508,7 +521,7 @@ class ShardedDatabase:
 
     # ------------------------------------------------------------------ maintenance
 
-    def verify(self) -> dict:
+    def verify(self) -> dict[str, Any]:
         """Check every shard (``verify()``: checksums, invariants) and the set against
         its manifest (counts, codebook file and fingerprint). Returns counts; raises
         CorruptDatabaseError."""
@@ -529,7 +542,7 @@ class ShardedDatabase:
         return {"shards": self.n_shards, "concepts": sum(i["concepts"] for i in infos),
                 "per_shard": per}
 
-    def codebook(self):
+    def codebook(self) -> ProductQuantizer | None:
         """The shared :class:`~sutradb.ProductQuantizer` (None if the shards are not
         indexed or there is no manifest)."""
         cb = self.manifest.get("codebook")
@@ -554,14 +567,14 @@ class ShardedDatabase:
         self._closed = True
         self._backend.close()
 
-    def __enter__(self):
+    def __enter__(self) -> ShardedDatabase:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
-    def __del__(self):  # pragma: no cover - best effort
+    def __del__(self) -> None:  # pragma: no cover - best effort
         try:
             self.close()
         except Exception:

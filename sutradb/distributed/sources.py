@@ -47,7 +47,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 class Partition(NamedTuple):
     """One partition of a source: rows ``start .. start + len(texts) - 1``."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index (a NamedTuple allows it)
     start: int
     texts: list
     keys: list | None

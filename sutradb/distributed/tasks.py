@@ -158,7 +158,7 @@ class RecordedEmbedder:
     its name and dimension (``sutradb.open(shard)`` then embeds text queries with it)
     without loading the model where the shard is written."""
 
-    def __init__(self, name: str, dim: int):
+    def __init__(self, name: str, dim: int) -> None:
         self.name = name
         self.dim = int(dim)
 
@@ -510,7 +510,7 @@ def op_find_key(db, key):
         return None
 
 
-def op_contains(db, x):
+def op_contains(db, x) -> bool:
     return x in db
 
 

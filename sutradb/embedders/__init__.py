@@ -24,11 +24,14 @@ install one.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, cast, runtime_checkable
 
 import numpy as np
 
 from ..errors import EmbedderError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["Embedder", "get_embedder", "default_spec", "check_embedder", "FAMILIES"]
 
@@ -43,7 +46,7 @@ class Embedder(Protocol):
     name: str
     dim: int
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - protocol
+    def __call__(self, texts: Sequence[str]) -> npt.ArrayLike:  # pragma: no cover - protocol
         ...
 
 
@@ -54,7 +57,7 @@ def default_spec() -> str:
     return f"sentence-transformers:{DEFAULT_MODEL}"
 
 
-def get_embedder(spec, **options) -> Embedder:
+def get_embedder(spec: str | Embedder, **options: Any) -> Embedder:
     """An embedder from a spec string (``"family:model"``), or ``spec`` itself when it
     already follows the protocol.
 
@@ -87,7 +90,7 @@ def get_embedder(spec, **options) -> Embedder:
     raise EmbedderError(f"unknown embedder family {family!r}: use one of {FAMILIES}")
 
 
-def check_embedder(obj) -> Embedder:
+def check_embedder(obj: Any) -> Embedder:
     """``obj`` if it follows the Embedder protocol, else a clear EmbedderError."""
     missing = [a for a in ("name", "dim") if not hasattr(obj, a)]
     if missing or not callable(obj):
@@ -97,10 +100,10 @@ def check_embedder(obj) -> Embedder:
     dim = obj.dim
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
         raise EmbedderError(f"embedder {obj.name!r} has an invalid dim {dim!r}")
-    return obj
+    return cast(Embedder, obj)
 
 
-def embed(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+def embed(embedder: Embedder, texts: Sequence[str]) -> npt.NDArray[np.float32]:
     """Call ``embedder`` and check what comes back: (len(texts), dim) finite float32."""
     out = np.asarray(embedder(list(texts)))
     if out.ndim != 2 or out.shape != (len(texts), embedder.dim):

@@ -61,7 +61,7 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, model: str, *, device: str = "cpu", batch_size: int = 32,
-                 normalize: bool = True):
+                 normalize: bool = True) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
@@ -88,7 +88,7 @@ class SentenceTransformerEmbedder:
             self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder({self.model_name!r}, dim={self.dim})"
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:

@@ -43,7 +43,7 @@ class SpacyEmbedder:
     """
 
     def __init__(self, model: str, *, batch_size: int = 256, n_process: int = 1,
-                 normalize: bool = True):
+                 normalize: bool = True) -> None:
         try:
             import spacy
         except ImportError:
@@ -75,7 +75,7 @@ class SpacyEmbedder:
         if self.dim == 0:
             raise EmbedderError(f"the spaCy pipeline {model!r} gives empty doc vectors")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SpacyEmbedder({self.model_name!r}, dim={self.dim}, {self.uses})"
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:

@@ -148,7 +148,7 @@ def _compile(where, texts, fields, path) -> tuple[Callable, Callable]:
         pred = preds[0]
     else:
         pred = lambda i, m, t, ps=preds: all(p(i, m, t) for p in ps)  # noqa: E731
-    required = (lambda t, rs=reqs: _intersect([r(t) for r in rs])) if reqs else _none
+    required = (lambda t, rs=reqs: _intersect([r(t) for r in rs])) if reqs else _none  # type: ignore[misc]  # a lambda or _none, alike
     return pred, required
 
 

@@ -14,9 +14,18 @@ This module knows nothing of storage.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 
 from .. import simd
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy.typing as npt
+
+    from .._levels.scalar._core import PairDistances
 
 __all__ = ["FlatVectors", "flat_search", "pair_distances", "pair_scorer", "prepare_queries",
            "BLOCK_ROWS"]
@@ -54,7 +63,7 @@ class FlatVectors:
 
     __slots__ = ("mat", "sqnorms", "metric")
 
-    def __init__(self, vectors, metric: str):
+    def __init__(self, vectors: np.ndarray, metric: str) -> None:
         n, d = vectors.shape
         mat = np.empty((n, d), np.float32)
         for s in range(0, n, BLOCK_ROWS):
@@ -72,7 +81,8 @@ class FlatVectors:
         return self.mat.nbytes + (self.sqnorms.nbytes if self.sqnorms is not None else 0)
 
 
-def flat_search(fv: FlatVectors, Q: np.ndarray, k: int, mask=None):
+def flat_search(fv: FlatVectors, Q: np.ndarray, k: int, mask: npt.ArrayLike | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of each query among the rows of ``fv`` where ``mask`` is true.
 
     Parameters
@@ -104,7 +114,8 @@ def flat_search(fv: FlatVectors, Q: np.ndarray, k: int, mask=None):
         elif fv.metric == "ip":
             D = -S
         else:
-            D = np.maximum(qn[:, None] - 2.0 * S + fv.sqnorms[None, s:e], 0.0)
+            D = np.maximum(cast(np.ndarray, qn)[:, None] - 2.0 * S
+                           + cast(np.ndarray, fv.sqnorms)[None, s:e], 0.0)
         D = D.astype(np.float32, copy=False)
         if mask is not None:
             m = mask[s:e]
@@ -147,11 +158,12 @@ def pair_distances(fv: FlatVectors, ra: np.ndarray, rb: np.ndarray, block: int =
         elif fv.metric == "ip":
             out[s:s + block] = -dots
         else:
-            out[s:s + block] = np.maximum(fv.sqnorms[ra[s:s + block]] + fv.sqnorms[rb[s:s + block]] - 2 * dots, 0)
+            sq = cast(np.ndarray, fv.sqnorms)          # set for "l2"
+            out[s:s + block] = np.maximum(sq[ra[s:s + block]] + sq[rb[s:s + block]] - 2 * dots, 0)
     return out
 
 
-def pair_scorer(blocks, idrow: np.ndarray, metric: int):
+def pair_scorer(blocks: Sequence[np.ndarray], idrow: np.ndarray, metric: int) -> PairDistances:
     """The exact pair kernel (``PairDistances`` of the active SIMD level) over the
     stored rows in one or two ``blocks`` (each (n_i, d) float16 or float32, read in
     place: a mapped segment and the log's rows, say) with the id -> row array

@@ -30,6 +30,9 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 
 from .. import simd
@@ -49,6 +52,9 @@ from .pq import (
     resolve_threads,
     split_empty,
 )
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["IVFIndex", "BlockedCodes", "default_nlist", "tune"]
 
@@ -70,7 +76,7 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(round(4 * math.sqrt(n)), n // 16, 65536)))
 
 
-def _is_int(v) -> bool:
+def _is_int(v: object) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, np.integer))
 
 
@@ -96,7 +102,7 @@ class BlockedCodes:
 
     __slots__ = ("data", "n", "width")
 
-    def __init__(self, data: np.ndarray, n: int, width: int):
+    def __init__(self, data: np.ndarray, n: int, width: int) -> None:
         n, width = int(n), int(width)
         g4 = (width + 3) // 4
         if (not isinstance(data, np.ndarray) or data.dtype != np.uint8
@@ -133,7 +139,7 @@ class BlockedCodes:
         return np.ascontiguousarray(rows[start - 16 * g0:stop - 16 * g0, :self.width])
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[int, int]:
         """``(n, width)``: the shape of the codes it holds."""
         return (self.n, self.width)
 
@@ -144,7 +150,7 @@ class BlockedCodes:
     def __len__(self) -> int:
         return self.n
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"BlockedCodes({self.n} rows x {self.width} bytes)"
 
 
@@ -179,7 +185,7 @@ class IVFIndex:
     offsets : (nlist + 1,) int64
     """
 
-    def __init__(self, dim: int, nlist: int | None = None, metric: str = "cosine", seed: int = 0):
+    def __init__(self, dim: int, nlist: int | None = None, metric: str = "cosine", seed: int = 0) -> None:
         if not _is_int(dim) or dim < 1:
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
         if nlist is not None and (not _is_int(nlist) or nlist < 1):
@@ -193,15 +199,16 @@ class IVFIndex:
         self.metric = metric
         self.seed = int(seed)
         self._centroids: np.ndarray | None = None
-        self._P16: np.ndarray | None = None
-        self._cn: np.ndarray | None = None
+        # None until the centroids are set; read only after the trained check
+        self._P16: np.ndarray = None  # type: ignore[assignment]  # (see above)
+        self._cn: np.ndarray = None  # type: ignore[assignment]  # (see above)
         self.perm: np.ndarray | None = None
         self.offsets: np.ndarray | None = None
         self.training_error_ = float("nan")
-        self.fit_params_: dict = {}
+        self.fit_params_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ basics
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"
         rows = f", {self.ntotal} rows" if self.perm is not None else ""
         return (f"IVFIndex(dim={self.dim}, nlist={self.nlist}, metric={self.metric!r}, "
@@ -224,7 +231,7 @@ class IVFIndex:
 
     def list_sizes(self) -> np.ndarray:
         self._need_lists()
-        return np.diff(self.offsets)
+        return np.diff(cast(np.ndarray, self.offsets))
 
     def nbytes(self) -> int:
         """Bytes of the index's own arrays (centres, their float16 panels and norms,
@@ -239,19 +246,20 @@ class IVFIndex:
         self._cn = np.ascontiguousarray(np.einsum("ij,ij->i", C, C), dtype=np.float32)
         self.nlist = int(C.shape[0])
 
-    def _need_lists(self):
+    def _need_lists(self) -> None:
         if self.perm is None or self.offsets is None:
             raise NotTrainedError("the IVF lists are empty: call build() (or add()) first")
 
-    def _prepare(self, x, name: str, *, allow_1d: bool = False,
+    def _prepare(self, x: npt.ArrayLike, name: str, *, allow_1d: bool = False,
                  allow_empty: bool = True) -> np.ndarray:
         """(n, dim) float32 C-contiguous finite rows (normalised for cosine)."""
         return check_vectors(x, self.dim, self.metric, name, allow_1d=allow_1d,
                              allow_empty=allow_empty)
 
     # ---------------------------------------------------------------- training
-    def fit(self, x, max_train: int | None = None, iters: int = 10, threads: int | None = None,
-            progress=None):
+    def fit(self, x: npt.ArrayLike, max_train: int | None = None, iters: int = 10,
+            threads: int | None = None, progress: Callable[[int, int], object] | None = None
+            ) -> IVFIndex:
         """Train the coarse centres: k-means++ initialisation (scikit-learn, on
         ``min(n_train, 8 * nlist)`` rows), then Lloyd iterations whose assignment
         step runs in BLAS (``||c||^2 - 2 x.c`` over fixed chunks of rows, one BLAS
@@ -304,7 +312,7 @@ class IVFIndex:
         self.fit_params_ = {"n_train": int(X.shape[0]), "iters": int(iters)}
         return self
 
-    def assign(self, x, threads: int | None = None) -> np.ndarray:
+    def assign(self, x: npt.ArrayLike, threads: int | None = None) -> np.ndarray:
         """Nearest coarse centre (squared L2, first one on ties up to float rounding)
         of each row: (n,) int32."""
         C = self.centroids
@@ -319,18 +327,18 @@ class IVFIndex:
         return out
 
     # ------------------------------------------------------------------- lists
-    def build(self, list_ids) -> "IVFIndex":
+    def build(self, list_ids: npt.ArrayLike) -> IVFIndex:
         """Lay rows ``0..n-1`` out by list: ``list_ids[i]`` is row i's list (from
         :meth:`assign`). Rows of a list keep increasing id order."""
         self.centroids
         lid = self._check_list_ids(list_ids)
-        counts = np.bincount(lid, minlength=self.nlist)
+        counts = np.bincount(lid, minlength=cast(int, self.nlist))
         self.perm = np.argsort(lid, kind="stable").astype(np.int64)
-        self.offsets = np.zeros(self.nlist + 1, dtype=np.int64)
+        self.offsets = np.zeros(cast(int, self.nlist) + 1, dtype=np.int64)
         np.cumsum(counts, out=self.offsets[1:])
         return self
 
-    def add(self, list_ids) -> np.ndarray:
+    def add(self, list_ids: npt.ArrayLike) -> np.ndarray:
         """Append rows ``ntotal .. ntotal + len(list_ids) - 1`` to their lists (each
         at the end of its list). Returns ``src`` (new ``ntotal``,) int64: the new
         list-ordered codes are ``concat([old_list_codes, new_codes])[src]`` (see
@@ -340,16 +348,16 @@ class IVFIndex:
         if self.perm is None:
             self.build(np.zeros(0, np.int32))
         n_old = self.ntotal
-        old_counts = np.diff(self.offsets)
-        new_counts = np.bincount(lid, minlength=self.nlist)
-        new_offsets = np.zeros(self.nlist + 1, dtype=np.int64)
+        old_counts = np.diff(cast(np.ndarray, self.offsets))
+        new_counts = np.bincount(lid, minlength=cast(int, self.nlist))
+        new_offsets = np.zeros(cast(int, self.nlist) + 1, dtype=np.int64)
         np.cumsum(old_counts + new_counts, out=new_offsets[1:])
         order = np.argsort(lid, kind="stable")
         # source rows (in concat([old list order, new rows])) of every new position
         src = np.empty(n_old + lid.shape[0], dtype=np.int64)
-        shift_old = np.repeat(new_offsets[:-1] - self.offsets[:-1], old_counts)
+        shift_old = np.repeat(new_offsets[:-1] - cast(np.ndarray, self.offsets)[:-1], old_counts)
         src[np.arange(n_old) + shift_old] = np.arange(n_old)
-        new_start = np.zeros(self.nlist + 1, dtype=np.int64)
+        new_start = np.zeros(cast(int, self.nlist) + 1, dtype=np.int64)
         np.cumsum(new_counts, out=new_start[1:])
         rank = np.arange(lid.shape[0]) - np.repeat(new_start[:-1], new_counts)
         pos_new = new_offsets[:-1][lid[order]] + old_counts[lid[order]] + rank
@@ -359,12 +367,13 @@ class IVFIndex:
         self.offsets = new_offsets
         return src
 
-    def extend_codes(self, list_codes, new_codes, src) -> np.ndarray:
+    def extend_codes(self, list_codes: npt.ArrayLike, new_codes: npt.ArrayLike,
+                     src: np.ndarray) -> np.ndarray:
         """The list-ordered codes after :meth:`add` returned ``src``."""
         return np.ascontiguousarray(np.concatenate([np.asarray(list_codes),
                                                     np.asarray(new_codes)])[src])
 
-    def list_order(self, codes, blocked: bool = False):
+    def list_order(self, codes: npt.ArrayLike, blocked: bool = False) -> np.ndarray | BlockedCodes:
         """``codes`` (rows in id order) rearranged in list order, as :meth:`search`
         takes them (a contiguous copy; store it next to the flat codes).
 
@@ -378,15 +387,15 @@ class IVFIndex:
         out = np.ascontiguousarray(codes[self.perm])
         return BlockedCodes.from_rows(out) if blocked else out
 
-    def set_lists(self, perm, offsets) -> "IVFIndex":
+    def set_lists(self, perm: npt.ArrayLike, offsets: npt.ArrayLike) -> IVFIndex:
         """Install a list layout kept by the caller (e.g. memory maps); validated."""
         self.centroids
         perm = np.asarray(perm)
         offsets = np.asarray(offsets)
         if perm.ndim != 1 or perm.dtype != np.int64:
             raise InvalidArgumentError("perm must be a 1-d int64 array")
-        if offsets.shape != (self.nlist + 1,) or offsets.dtype != np.int64:
-            raise InvalidArgumentError(f"offsets must be ({self.nlist + 1},) int64")
+        if offsets.shape != (cast(int, self.nlist) + 1,) or offsets.dtype != np.int64:
+            raise InvalidArgumentError(f"offsets must be ({cast(int, self.nlist) + 1},) int64")
         if offsets[0] != 0 or offsets[-1] != perm.shape[0] or (np.diff(offsets) < 0).any():
             raise InvalidArgumentError("offsets must rise from 0 to len(perm)")
         if perm.size and (perm.min() < 0):
@@ -395,7 +404,7 @@ class IVFIndex:
         self.offsets = offsets
         return self
 
-    def _check_list_ids(self, list_ids) -> np.ndarray:
+    def _check_list_ids(self, list_ids: npt.ArrayLike) -> np.ndarray:
         lid = np.asarray(list_ids)
         if lid.ndim != 1 or lid.dtype.kind not in "iu":
             raise InvalidArgumentError("list_ids must be a 1-d integer array")
@@ -404,7 +413,7 @@ class IVFIndex:
         return lid.astype(np.int64, copy=False)
 
     # ------------------------------------------------------------------ search
-    def probes(self, queries, nprobe: int, threads: int | None = None) -> np.ndarray:
+    def probes(self, queries: np.ndarray, nprobe: int, threads: int | None = None) -> np.ndarray:
         """The ``nprobe`` nearest lists (by ``||c||^2 - 2 q.c``) of each prepared
         (float32, normalised for cosine) query: (nq, nprobe) int64, in no particular
         order within a row (the scan's result does not depend on it).
@@ -420,18 +429,20 @@ class IVFIndex:
             return simd.core.coarse_probes_f16(Q, self._P16, self._cn, nprobe, nthreads)
         P = np.empty((Q.shape[0], nprobe), dtype=np.int64)
         for s in range(0, Q.shape[0], _ASSIGN_CHUNK):
-            d = self._cn[None, :] - 2.0 * (Q[s:s + _ASSIGN_CHUNK] @ self._centroids.T)
-            if nprobe < self.nlist:
+            d = self._cn[None, :] - 2.0 * (Q[s:s + _ASSIGN_CHUNK] @ cast(np.ndarray, self._centroids).T)
+            if nprobe < cast(int, self.nlist):
                 part = np.argpartition(d, nprobe - 1, axis=1)[:, :nprobe]
             else:
-                part = np.broadcast_to(np.arange(self.nlist), d.shape)
+                part = np.broadcast_to(np.arange(cast(int, self.nlist)), d.shape)
             dv = np.take_along_axis(d, part, axis=1)
             o = np.lexsort((part, dv), axis=1)
             P[s:s + _ASSIGN_CHUNK] = np.take_along_axis(part, o, axis=1)
         return P
 
-    def search(self, queries, codes, pq: ProductQuantizer, k: int = 10, nprobe: int = 8,
-               rerank: int | None = None, vectors=None, mask=None, threads: int | None = None):
+    def search(self, queries: npt.ArrayLike, codes: npt.ArrayLike | BlockedCodes, pq: ProductQuantizer,
+               k: int = 10, nprobe: int = 8, rerank: int | None = None,
+               vectors: np.ndarray | None = None, mask: npt.ArrayLike | None = None,
+               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest rows of each query.
 
         Parameters
@@ -478,7 +489,7 @@ class IVFIndex:
         k = check_k(k)
         if not _is_int(nprobe) or nprobe < 1:
             raise InvalidArgumentError(f"nprobe must be an integer >= 1, got {nprobe!r}")
-        nprobe = min(int(nprobe), self.nlist)
+        nprobe = min(int(nprobe), cast(int, self.nlist))
         if rerank is None:
             rerank = max(10 * k, 100) if vectors is not None else 0
         if not _is_int(rerank) or rerank < 0:
@@ -496,11 +507,12 @@ class IVFIndex:
                 raise DimensionError(f"mask must be 1-d, got shape {mask.shape}")
             mask = check_mask(mask, mask.shape[0])
         kk = max(k, int(rerank)) if do_rerank else k
-        v = vectors_view(vectors, self.dim) if do_rerank else None
+        v = vectors_view(vectors, self.dim) if do_rerank else None  # type: ignore[arg-type]  # do_rerank: given
         return self._search_prepared(Q, codes, pq, k, nprobe, kk, v, mask, nthreads)
 
     @staticmethod
-    def _check_list_codes(codes, pq: ProductQuantizer):
+    def _check_list_codes(codes: npt.ArrayLike | BlockedCodes, pq: ProductQuantizer
+                          ) -> np.ndarray | BlockedCodes:
         """``codes`` checked against the quantizer: an array (as ``pq._check_codes``)
         or :class:`BlockedCodes` of 4-bit codes of its width."""
         if isinstance(codes, BlockedCodes):
@@ -511,7 +523,9 @@ class IVFIndex:
             return codes
         return pq._check_codes(codes)
 
-    def _search_prepared(self, Q, codes, pq, k: int, nprobe: int, kk: int, v, mask, nthreads: int):
+    def _search_prepared(self, Q: np.ndarray, codes: np.ndarray | BlockedCodes, pq: ProductQuantizer,
+                         k: int, nprobe: int, kk: int, v: np.ndarray | None,
+                         mask: np.ndarray | None, nthreads: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` on validated arguments (the caller's contract): ``Q``
         prepared queries, ``codes`` list-ordered C-contiguous uint8 codes of
         ``ntotal`` rows (or :class:`BlockedCodes` of them), ``1 <= nprobe <=
@@ -523,12 +537,14 @@ class IVFIndex:
         kmetric = _KMETRIC[self.metric]
         blocked = isinstance(codes, BlockedCodes)
         if blocked:
-            codes = codes.data
+            codes = cast(BlockedCodes, codes).data
         if Q.shape[0] < _COARSE_BLAS_MIN_QUERIES and (nthreads == 1 or Q.shape[0] >= nthreads):
             # latency path: the whole pipeline in one kernel call per batch (the same
             # results as the steps below, without their Python round trips)
             D, I = simd.core.ivf_search(Q, self._P16, self._cn, nprobe, *pq._table_ops,
-                                    pq._adc_metric, codes, self.offsets, self.perm, kk, k,
+                                    pq._adc_metric, cast(np.ndarray, codes),   # (.data if blocked)
+                                    cast(np.ndarray, self.offsets),
+                                    cast(np.ndarray, self.perm), kk, k,
                                     mask, v, kmetric, nthreads, blocked=blocked)
             if self.metric == "cosine":
                 if v is not None:
@@ -538,7 +554,8 @@ class IVFIndex:
             return D, I
         P = self.probes(Q, nprobe, nthreads)
         tables = simd.core.distance_tables_t(Q, *pq._table_ops, pq._adc_metric, nthreads)
-        D, I = simd.core.ivf_adc_topk(tables, codes, self.offsets, P, self.perm, kk, mask,
+        D, I = simd.core.ivf_adc_topk(tables, cast(np.ndarray, codes), cast(np.ndarray, self.offsets), P,
+                                  cast(np.ndarray, self.perm), kk, mask,
                                   nthreads, blocked=blocked)
         if v is None:
             if pq.metric == "cosine":
@@ -550,7 +567,7 @@ class IVFIndex:
             D[I >= 0] += 1.0
         return D, I
 
-    def _prepare_queries(self, queries) -> np.ndarray:
+    def _prepare_queries(self, queries: npt.ArrayLike) -> np.ndarray:
         """``_prepare`` with a fast path for one query (the latency-bound case)."""
         if isinstance(queries, np.ndarray) and queries.dtype.kind == "f" and (
                 queries.shape == (self.dim,) or queries.shape == (1, self.dim)):
@@ -565,7 +582,7 @@ class IVFIndex:
         return self._prepare(queries, "queries", allow_1d=True)
 
     # ------------------------------------------------------------- persistence
-    def to_dict(self, lists: bool = True) -> dict:
+    def to_dict(self, lists: bool = True) -> dict[str, Any]:
         """A msgpack-able description: parameters, the coarse centres as raw
         little-endian float32 bytes with a CRC32, and (``lists=True``, once built)
         ``perm`` / ``offsets`` as raw little-endian int64 with their CRC32."""
@@ -584,10 +601,10 @@ class IVFIndex:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, *, source: str = "<dict>") -> "IVFIndex":
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> IVFIndex:
         """Inverse of :meth:`to_dict`; anything malformed raises
         :class:`~sutradb.errors.CorruptDatabaseError` naming ``source``."""
-        def bad(why):
+        def bad(why: str) -> CorruptDatabaseError:
             return CorruptDatabaseError(f"{source}: not a valid sutradb IVF index ({why})")
 
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
@@ -603,7 +620,7 @@ class IVFIndex:
         te = d.get("training_error", float("nan"))
         ivf.training_error_ = float(te) if isinstance(te, (int, float)) else float("nan")
 
-        def blob(name, itemsize):
+        def blob(name: str, itemsize: int) -> bytes:
             raw = d.get(name)
             if not isinstance(raw, bytes):
                 raise bad(f"{name} are not bytes")
@@ -628,7 +645,7 @@ class IVFIndex:
                 raise bad("lists without centroids")
             perm = np.frombuffer(blob("perm", 8), dtype="<i8").astype(np.int64)
             offsets = np.frombuffer(blob("offsets", 8), dtype="<i8").astype(np.int64)
-            if offsets.shape != (ivf.nlist + 1,) or offsets[0] != 0 \
+            if offsets.shape != (cast(int, ivf.nlist) + 1,) or offsets[0] != 0 \
                     or offsets[-1] != perm.shape[0] or (np.diff(offsets) < 0).any():
                 raise bad("offsets do not describe the lists")
             if perm.size and (perm.min() < 0 or
@@ -640,7 +657,7 @@ class IVFIndex:
 
 # ---------------------------------------------------------------------- k-means
 
-def vectors_view(vectors, dim: int) -> np.ndarray:
+def vectors_view(vectors: np.ndarray, dim: int) -> np.ndarray:
     """float32 rows, or float16 rows viewed as uint16, for the re-rank kernel."""
     if not isinstance(vectors, np.ndarray):
         vectors = np.asarray(vectors)
@@ -653,7 +670,8 @@ def vectors_view(vectors, dim: int) -> np.ndarray:
     raise InvalidArgumentError(f"vectors must be float32 or float16, got {vectors.dtype}")
 
 
-def _assign_blas(X: np.ndarray, C: np.ndarray, cn: np.ndarray, nthreads: int):
+def _assign_blas(X: np.ndarray, C: np.ndarray, cn: np.ndarray,
+                 nthreads: int) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre of every row of X by ``||c||^2 - 2 x.c`` in BLAS (sgemm), over
     fixed chunks of rows with one BLAS thread each (so the result does not depend on
     ``nthreads``). Returns (labels int32, squared distances float32 clipped at 0)."""
@@ -664,7 +682,7 @@ def _assign_blas(X: np.ndarray, C: np.ndarray, cn: np.ndarray, nthreads: int):
     sq = np.empty(n, dtype=np.float32)
     CT = np.ascontiguousarray(C.T)
 
-    def work(s):
+    def work(s: int) -> None:
         blk = X[s:s + _ASSIGN_CHUNK]
         d = blk @ CT
         d *= -2.0
@@ -689,11 +707,12 @@ def _unit_rows(C: np.ndarray) -> np.ndarray:
     C = np.asarray(C, dtype=np.float64)
     nrm = np.linalg.norm(C, axis=1, keepdims=True)
     nrm[nrm == 0] = 1.0
-    return C / nrm
+    return cast(np.ndarray, C / nrm)
 
 
 def _coarse_kmeans(X: np.ndarray, K: int, *, iters: int, rng: np.random.Generator,
-                   nthreads: int, progress=None, spherical: bool = False):
+                   nthreads: int, progress: Callable[[int, int], object] | None = None,
+                   spherical: bool = False) -> tuple[np.ndarray, float]:
     """k-means++ (scikit-learn, on at most 8 * K rows) then Lloyd iterations with the
     BLAS assignment and the float64 update kernel. ``spherical``: centres are
     normalised after every update (for unit vectors: nearest by L2 = largest inner
@@ -732,7 +751,8 @@ def _coarse_kmeans(X: np.ndarray, K: int, *, iters: int, rng: np.random.Generato
 
 # ---------------------------------------------------------------------- tuning
 
-def exact_topk(queries, vectors, k: int, metric: str, chunk: int = 16384, mask=None):
+def exact_topk(queries: npt.ArrayLike, vectors: np.ndarray, k: int, metric: str,
+               chunk: int = 16384, mask: np.ndarray | None = None) -> np.ndarray:
     """Exact top-k row ids of each query by brute force (NumPy, chunked over the
     vectors; rows where ``mask`` is false are skipped, ``-1`` pads): the ground
     truth :func:`tune` measures recall against."""
@@ -769,9 +789,12 @@ def exact_topk(queries, vectors, k: int, metric: str, chunk: int = 16384, mask=N
                     np.take_along_axis(bestI, o, axis=1), -1)
 
 
-def tune(ivf: IVFIndex, pq: ProductQuantizer, queries, codes, vectors, *, k: int = 10,
-         target_recall: float = 0.95, nprobes=None, reranks=None, mask=None,
-         threads: int | None = None, batched: bool = False, gt=None) -> dict:
+def tune(ivf: IVFIndex, pq: ProductQuantizer, queries: npt.ArrayLike,
+         codes: npt.ArrayLike | BlockedCodes, vectors: np.ndarray, *, k: int = 10,
+         target_recall: float = 0.95, nprobes: Sequence[int] | None = None,
+         reranks: Sequence[int] | None = None, mask: npt.ArrayLike | None = None,
+         threads: int | None = None, batched: bool = False,
+         gt: np.ndarray | None = None) -> dict[str, Any]:
     """Pick ``nprobe`` and ``rerank`` for a target recall@k on the caller's data.
 
     The exact top-k of ``queries`` over ``vectors`` (brute force, or ``gt`` if
@@ -788,18 +811,18 @@ def tune(ivf: IVFIndex, pq: ProductQuantizer, queries, codes, vectors, *, k: int
         raise InvalidArgumentError("target_recall must be in (0, 1]")
     if nprobes is None:
         nprobes = sorted({p for p in (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-                          if p <= ivf.nlist} | {min(ivf.nlist, 512)})
+                          if p <= cast(int, ivf.nlist)} | {min(cast(int, ivf.nlist), 512)})
     if reranks is None:
         reranks = (k, 2 * k, 5 * k, 10 * k, 20 * k)
     if gt is None:
         gt = exact_topk(Q, vectors, k, ivf.metric)
     gt = np.asarray(gt)[:, :k]
 
-    def recall(I):
+    def recall(I: np.ndarray) -> float:
         return float(np.mean([len(set(a[a >= 0].tolist()) & set(b.tolist())) / k
                               for a, b in zip(I, gt)]))
 
-    grid = []
+    grid: list[dict[str, Any]] = []
     for r in reranks:
         for p in nprobes:
             _, I = ivf.search(Q, codes, pq, k=k, nprobe=p, rerank=r, vectors=vectors,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 import numpy as np
@@ -21,6 +23,9 @@ from ..errors import (
     InvalidArgumentError,
     NotTrainedError,
 )
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["ProductQuantizer", "pack4", "unpack4", "default_threads", "check_vectors"]
 
@@ -52,7 +57,7 @@ def default_threads() -> int:
 _DEFAULT_THREADS: int | None = None
 
 
-def resolve_threads(threads) -> int:
+def resolve_threads(threads: int | None) -> int:
     """The kernel thread count of a ``threads=`` argument: None is
     :func:`default_threads` (looked up once per process), else a positive integer
     (InvalidArgumentError otherwise). Shared with :mod:`sutradb.index.ivf`."""
@@ -130,7 +135,7 @@ class ProductQuantizer:
     (3, 5)
     """
 
-    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2", seed: int = 0):
+    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2", seed: int = 0) -> None:
         for name, v in (("dim", dim), ("m", m), ("nbits", nbits), ("seed", seed)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise InvalidArgumentError(f"{name} must be an integer, got {v!r}")
@@ -155,12 +160,14 @@ class ProductQuantizer:
         self.code_size = self.m if self.nbits == 8 else (self.m + 1) // 2
         self._codebooks: np.ndarray | None = None
         self._sdc: np.ndarray | None = None
-        self._table_ops = None      # (transposed codebooks, squared norms), cached
+        # (transposed codebooks, squared norms), cached; None until the codebooks are set
+        # and read only after the trained check
+        self._table_ops: tuple[np.ndarray, np.ndarray] = None  # type: ignore[assignment]  # (see above)
         self.training_error_ = float("nan")
-        self.fit_params_: dict = {}
+        self.fit_params_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"
         return (f"ProductQuantizer(dim={self.dim}, m={self.m}, nbits={self.nbits}, "
                 f"metric={self.metric!r}, seed={self.seed}) [{state}]")
@@ -196,13 +203,13 @@ class ProductQuantizer:
         self._sdc = None
         self._table_ops = simd.core.table_operands(codebooks)
 
-    def _check_vectors(self, x, name: str, *, allow_1d: bool = False,
+    def _check_vectors(self, x: npt.ArrayLike, name: str, *, allow_1d: bool = False,
                        allow_empty: bool = True) -> np.ndarray:
         """(n, dim) float32 C-contiguous, finite; normalised for cosine."""
         return check_vectors(x, self.dim, self.metric, name, allow_1d=allow_1d,
                              allow_empty=allow_empty)
 
-    def _check_codes(self, codes, name: str = "codes") -> np.ndarray:
+    def _check_codes(self, codes: npt.ArrayLike, name: str = "codes") -> np.ndarray:
         if not isinstance(codes, np.ndarray):
             codes = np.asarray(codes)
         if codes.dtype != np.uint8:
@@ -212,11 +219,12 @@ class ProductQuantizer:
                                  f"nbits={self.nbits}; got {codes.shape}")
         if not codes.flags.c_contiguous:
             codes = np.ascontiguousarray(codes)
-        return codes
+        return cast(np.ndarray, codes)
 
     # ------------------------------------------------------------------ training
-    def fit(self, x, max_train: int | None = None, iters: int = 25, threads: int | None = None,
-            progress=None, *, tol: float = 0.0, init_sample: int | None = None):
+    def fit(self, x: npt.ArrayLike, max_train: int | None = None, iters: int = 25,
+            threads: int | None = None, progress: Callable[[int, int], object] | None = None, *,
+            tol: float = 0.0, init_sample: int | None = None) -> ProductQuantizer:
         """Train the codebooks with per-subspace k-means.
 
         Parameters
@@ -254,9 +262,10 @@ class ProductQuantizer:
                                   init_sample=init_sample)
         return self.set_trained([part])
 
-    def fit_subspaces(self, x, start: int, stop: int, max_train: int | None = None,
-                      iters: int = 25, threads: int | None = None, progress=None, *,
-                      tol: float = 0.0, init_sample: int | None = None) -> dict:
+    def fit_subspaces(self, x: npt.ArrayLike, start: int, stop: int, max_train: int | None = None,
+                      iters: int = 25, threads: int | None = None,
+                      progress: Callable[[int, int], object] | None = None, *,
+                      tol: float = 0.0, init_sample: int | None = None) -> dict[str, Any]:
         """Train the codebooks of subspaces ``start .. stop-1`` only, as :meth:`fit`
         trains them (same sample, same per-subspace seeds), and return them as a part
         for :meth:`set_trained`. Parts over any split of ``0 .. m-1`` give the
@@ -325,7 +334,7 @@ class ProductQuantizer:
                 "fit_params": {"n_train": int(n_train), "iters": int(iters), "tol": float(tol),
                                "init_sample": n_init}}
 
-    def set_trained(self, parts) -> "ProductQuantizer":
+    def set_trained(self, parts: Iterable[dict[str, Any]]) -> ProductQuantizer:
         """Install the codebooks of :meth:`fit_subspaces` parts that together cover
         subspaces ``0 .. m-1`` once each (in any order).
 
@@ -342,7 +351,7 @@ class ProductQuantizer:
         parts = sorted(parts, key=lambda p: p["start"])
         at, params = 0, None
         codebooks = np.empty((self.m, self.Ks, self.Ds), dtype=np.float32)
-        errors: list = []
+        errors: list[float] = []
         for p in parts:
             lo, hi = int(p["start"]), int(p["stop"])
             cb = np.asarray(p["codebooks"])
@@ -362,12 +371,12 @@ class ProductQuantizer:
         for e in errors:            # in subspace order, as one fit adds them
             sq_err += e
         self._set_codebooks(codebooks)
-        self.training_error_ = sq_err / params["n_train"]
-        self.fit_params_ = dict(params)
+        self.training_error_ = sq_err / params["n_train"]  # type: ignore[index]  # parts: not empty
+        self.fit_params_ = dict(params)  # type: ignore[arg-type]  # (likewise)
         return self
 
     # ------------------------------------------------------------- encode/decode
-    def encode(self, x, threads: int | None = None) -> np.ndarray:
+    def encode(self, x: npt.ArrayLike, threads: int | None = None) -> np.ndarray:
         """Codes of the rows of ``x``: (n, m) uint8, or (n, ceil(m/2)) packed for
         ``nbits=4``. Memory beyond the output stays bounded (rows go in batches)."""
         cb = self.codebooks
@@ -382,7 +391,7 @@ class ProductQuantizer:
         codes = simd.pq.encode(X, cb, nthreads)
         return pack4(codes) if self.nbits == 4 else codes
 
-    def decode(self, codes) -> np.ndarray:
+    def decode(self, codes: npt.ArrayLike) -> np.ndarray:
         """Reconstructed vectors (n, dim) float32 of ``codes`` (for ``cosine`` the
         reconstruction of the normalised vector)."""
         cb = self.codebooks
@@ -392,7 +401,7 @@ class ProductQuantizer:
         return simd.pq.decode(codes, cb)
 
     # -------------------------------------------------------------------- search
-    def distance_tables(self, queries) -> np.ndarray:
+    def distance_tables(self, queries: npt.ArrayLike) -> np.ndarray:
         """ADC tables (nq, m, Ks) float32 of the queries (``l2`` and ``cosine``:
         squared distances of each sub-vector to each centroid, for ``cosine`` of the
         normalised query; ``ip``: negated dots)."""
@@ -400,7 +409,9 @@ class ProductQuantizer:
         Q = self._check_vectors(queries, "queries", allow_1d=True)
         return simd.core.distance_tables_t(Q, *self._table_ops, self._adc_metric, 1)
 
-    def search(self, queries, codes, k: int = 10, mask=None, threads: int | None = None):
+    def search(self, queries: npt.ArrayLike, codes: npt.ArrayLike, k: int = 10,
+               mask: npt.ArrayLike | None = None, threads: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest codes of each query by asymmetric (ADC) distance.
 
         Parameters
@@ -435,7 +446,8 @@ class ProductQuantizer:
             D *= 0.5                        # ||q - x_hat||^2 / 2 = 1 - cos (see _adc_metric)
         return D, I
 
-    def rerank(self, queries, vectors, candidates, k: int = 10, threads: int | None = None):
+    def rerank(self, queries: npt.ArrayLike, vectors: npt.ArrayLike, candidates: npt.ArrayLike,
+               k: int = 10, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact distances of each query to its candidate rows of ``vectors``
         (float32 or float16, e.g. a memory map); the k best, ascending.
 
@@ -447,7 +459,7 @@ class ProductQuantizer:
         Q = self._check_vectors(queries, "queries", allow_1d=True)
         return exact_rerank(Q, vectors, candidates, k, self.metric, nthreads)
 
-    def sdc(self, codes_a, codes_b) -> np.ndarray:
+    def sdc(self, codes_a: npt.ArrayLike, codes_b: npt.ArrayLike) -> np.ndarray:
         """Symmetric distances between pairs of codes (the distance between their
         reconstructions), in the quantizer's metric: (p,) float32."""
         cb = self.codebooks
@@ -463,7 +475,7 @@ class ProductQuantizer:
         return d + 1.0 if self.metric == "cosine" else d
 
     # --------------------------------------------------------------- persistence
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """A msgpack-able description (parameters, training parameters, codebooks
         as raw little-endian float32 bytes with a CRC32)."""
         d = {"format": _FORMAT, "version": _FORMAT_VERSION, "dim": self.dim, "m": self.m,
@@ -476,10 +488,10 @@ class ProductQuantizer:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, *, source: str = "<dict>") -> "ProductQuantizer":
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> ProductQuantizer:
         """Inverse of :meth:`to_dict`; a malformed description raises
         :class:`~sutradb.errors.CorruptDatabaseError` naming ``source``."""
-        def bad(why):
+        def bad(why: str) -> CorruptDatabaseError:
             return CorruptDatabaseError(f"{source}: not a valid sutradb quantizer ({why})")
 
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
@@ -508,7 +520,7 @@ class ProductQuantizer:
             pq._set_codebooks(np.ascontiguousarray(cb))
         return pq
 
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the quantizer to ``path`` (msgpack; atomic: written to a temporary
         file, fsynced, then renamed over ``path``). Never pickle."""
         data = msgpack.packb(self.to_dict(), use_bin_type=True)
@@ -521,7 +533,7 @@ class ProductQuantizer:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path) -> "ProductQuantizer":
+    def load(cls, path: str | os.PathLike[str]) -> ProductQuantizer:
         """Read a quantizer written by :meth:`save`. A damaged file raises
         :class:`~sutradb.errors.CorruptDatabaseError`."""
         path = os.fspath(path)
@@ -542,7 +554,7 @@ class ProductQuantizer:
 
 # ---------------------------------------------------------------------- helpers
 
-def check_vectors(x, dim: int, metric: str, name: str, *, allow_1d: bool = False,
+def check_vectors(x: npt.ArrayLike, dim: int, metric: str, name: str, *, allow_1d: bool = False,
                   allow_empty: bool = True) -> np.ndarray:
     """Rows as the kernels take them: (n, dim) float32 C-contiguous and finite, L2-
     normalised for ``metric="cosine"`` (a float32 C-contiguous input of another
@@ -599,14 +611,14 @@ def normalise_rows(x: np.ndarray) -> None:
         blk /= norms[:, None]
 
 
-def check_k(k) -> int:
+def check_k(k: Any) -> int:
     """``k`` as an int >= 1 (InvalidArgumentError otherwise)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidArgumentError(f"k must be an integer >= 1, got {k!r}")
     return int(k)
 
 
-def check_mask(mask, n: int):
+def check_mask(mask: npt.ArrayLike | None, n: int) -> np.ndarray | None:
     """A row mask as the kernels take it: None, or a C-contiguous (n,) uint8 array
     (bool masks viewed, other dtypes compared with 0); DimensionError on a wrong
     shape."""
@@ -622,7 +634,8 @@ def check_mask(mask, n: int):
     return np.ascontiguousarray(mask)
 
 
-def exact_rerank(Q: np.ndarray, vectors, candidates, k: int, metric: str, nthreads: int):
+def exact_rerank(Q: np.ndarray, vectors: npt.ArrayLike, candidates: npt.ArrayLike, k: int,
+                 metric: str, nthreads: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k among candidate rows; ``Q`` already validated (and normalised for
     cosine). ``vectors`` is float32 or float16 (n, d), possibly a memory map."""
     if not isinstance(vectors, np.ndarray):
@@ -654,7 +667,7 @@ def exact_rerank(Q: np.ndarray, vectors, candidates, k: int, metric: str, nthrea
 
 
 def _kmeans(X: np.ndarray, K: int, *, iters: int, tol: float, seed: int, n_init: int,
-            nthreads: int):
+            nthreads: int) -> tuple[np.ndarray, float]:
     """k-means on float32 rows X (n, d): k-means++ initialisation (scikit-learn) on
     the first ``n_init`` rows of a seeded permutation, then Lloyd iterations in the
     Cython kernels. Returns (centres (K, d) float32, sum of squared errors).

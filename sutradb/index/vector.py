@@ -23,11 +23,13 @@ may search one index with different parameters at once.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Literal, cast, overload
+
 import msgpack
 import numpy as np
 
 from ..errors import CorruptDatabaseError, DimensionError, InvalidArgumentError
-from .flat import flat_search
+from .flat import FlatVectors, flat_search
 from .ivf import BlockedCodes, IVFIndex, vectors_view
 from .pq import ProductQuantizer, check_mask, default_threads, exact_rerank
 
@@ -51,7 +53,7 @@ def default_m(dim: int, nbits: int = 8) -> int:
     return dim  # pragma: no cover - ds=1 always divides
 
 
-def default_pq_shape(dim: int, vector_dtype, m: int | None = None,
+def default_pq_shape(dim: int, vector_dtype: str | None, m: int | None = None,
                      nbits: int | None = None) -> tuple[int, int]:
     """``(m, nbits)`` of a database's quantizer when its options leave them open.
 
@@ -99,8 +101,8 @@ class IVFPart:
 
     __slots__ = ("ivf", "codes", "covered", "nprobe", "rerank_scale", "tuned")
 
-    def __init__(self, ivf: IVFIndex, codes: np.ndarray, covered: int, nprobe: int,
-                 tuned: dict | None = None, rerank_scale: int = 1):
+    def __init__(self, ivf: IVFIndex, codes: np.ndarray | BlockedCodes, covered: int, nprobe: int,
+                 tuned: dict[str, Any] | None = None, rerank_scale: int = 1) -> None:
         self.ivf = ivf
         self.codes = codes
         self.covered = int(covered)
@@ -109,14 +111,15 @@ class IVFPart:
         self.tuned = dict(tuned or {})
 
 
-def list_codes(pq: ProductQuantizer, codes: np.ndarray):
+def list_codes(pq: ProductQuantizer, codes: np.ndarray) -> np.ndarray | BlockedCodes:
     """List-ordered ``codes`` as an IVF part keeps them: 4-bit codes blocked for the
     fast scan (:class:`~sutradb.index.ivf.BlockedCodes`), 8-bit codes as they are."""
     codes = np.ascontiguousarray(codes, dtype=np.uint8)
     return BlockedCodes.from_rows(codes) if pq.nbits == 4 else codes
 
 
-def code_rows(codes, start: int = 0, stop: int | None = None) -> np.ndarray:
+def code_rows(codes: np.ndarray | BlockedCodes, start: int = 0, stop: int | None = None
+              ) -> np.ndarray:
     """Rows ``start:stop`` (default all) of an IVF part's codes, as (n, code_size)
     rows (unblocked if need be)."""
     if isinstance(codes, BlockedCodes):
@@ -124,7 +127,7 @@ def code_rows(codes, start: int = 0, stop: int | None = None) -> np.ndarray:
     return np.asarray(codes[start:stop])
 
 
-def _unpack(blob: bytes, source: str) -> dict:
+def _unpack(blob: bytes, source: str) -> dict[str, Any]:
     try:
         d = msgpack.unpackb(blob, raw=False, strict_map_key=True, max_ext_len=0,
                             max_bin_len=len(blob), max_str_len=1 << 16,
@@ -141,20 +144,21 @@ def encode_quantizer(pq: ProductQuantizer) -> bytes:
     return msgpack.packb({"kind": "pq", "pq": pq.to_dict()}, use_bin_type=True)
 
 
-def decode_quantizer(blob: bytes, source: str, d: dict | None = None) -> ProductQuantizer:
+def decode_quantizer(blob: bytes, source: str, d: dict[str, Any] | None = None) -> ProductQuantizer:
     """The quantizer of an index blob (explicit msgpack limits, no ext types; ``d``:
     the blob already unpacked)."""
     if d is None:
         d = _unpack(blob, source)
     if d.get("kind") not in ("pq", "ivf-pq"):
         raise CorruptDatabaseError(f"{source}: unknown index kind")
-    pq = ProductQuantizer.from_dict(d.get("pq"), source=source)
+    pq = ProductQuantizer.from_dict(d.get("pq"), source=source)  # type: ignore[arg-type]  # from_dict checks it
     if not pq.is_trained:
         raise CorruptDatabaseError(f"{source}: the stored quantizer has no codebooks")
     return pq
 
 
-def encode_index(pq: ProductQuantizer, part: "IVFPart | None" = None):
+def encode_index(pq: ProductQuantizer, part: IVFPart | None = None
+                 ) -> tuple[bytes, dict[str, Any]]:
     """``(blob, arrays)`` for the store: the quantizer and, with an IVF part, its
     centres and parameters in the blob and ``ivf_perm`` / ``ivf_offsets`` /
     ``ivf_codes`` as arrays (memory-mapped when read back)."""
@@ -172,7 +176,16 @@ def encode_index(pq: ProductQuantizer, part: "IVFPart | None" = None):
     return msgpack.packb(d, use_bin_type=True), arrays
 
 
-def decode_index(blob: bytes, arrays: dict, source: str, n_rows: int, lazy: bool = False):
+@overload
+def decode_index(blob: bytes, arrays: dict[str, Any], source: str, n_rows: int,
+                 lazy: Literal[False] = False) -> tuple[ProductQuantizer, IVFPart | None]: ...
+@overload
+def decode_index(blob: bytes, arrays: dict[str, Any], source: str, n_rows: int,
+                 lazy: bool) -> tuple[ProductQuantizer, IVFPart | Callable[[], IVFPart] | None]: ...
+
+
+def decode_index(blob: bytes, arrays: dict[str, Any], source: str, n_rows: int, lazy: bool = False
+                 ) -> tuple[ProductQuantizer, IVFPart | Callable[[], IVFPart] | None]:
     """Inverse of :func:`encode_index`: ``(pq, IVFPart or None)``; anything that does
     not fit (sizes, list layout, rows beyond ``n_rows``) raises
     :class:`~sutradb.errors.CorruptDatabaseError`. With ``lazy``, the IVF part is a
@@ -187,8 +200,9 @@ def decode_index(blob: bytes, arrays: dict, source: str, n_rows: int, lazy: bool
     return pq, _decode_part(d, pq, arrays, source, n_rows)
 
 
-def _decode_part(d, pq, arrays, source, n_rows) -> IVFPart:
-    ivf = IVFIndex.from_dict(d.get("ivf"), source=source)
+def _decode_part(d: dict[str, Any], pq: ProductQuantizer, arrays: dict[str, Any], source: str,
+                 n_rows: int) -> IVFPart:
+    ivf = IVFIndex.from_dict(d.get("ivf"), source=source)  # type: ignore[arg-type]  # from_dict checks it
     C = arrays.get("ivf_centroids")
     if (C is None or ivf.nlist is None or C.dtype != np.float32
             or C.shape != (ivf.nlist, ivf.dim) or ivf.dim != pq.dim or ivf.metric != pq.metric):
@@ -223,7 +237,8 @@ def _decode_part(d, pq, arrays, source, n_rows) -> IVFPart:
     return IVFPart(ivf, codes, covered, nprobe, tuned, scale)
 
 
-def _merge(D1, I1, D2, I2, k):
+def _merge(D1: np.ndarray, I1: np.ndarray, D2: np.ndarray, I2: np.ndarray, k: int
+           ) -> tuple[np.ndarray, np.ndarray]:
     """The k best of two (nq, *) candidate lists (``inf`` / ``-1`` padded)."""
     D = np.concatenate([D1, D2], axis=1)
     I = np.concatenate([I1, I2], axis=1)
@@ -245,7 +260,7 @@ class VectorIndex:
     __slots__ = ("dim", "metric", "pq", "_ivf", "_load")
 
     def __init__(self, dim: int, metric: str, pq: ProductQuantizer | None = None,
-                 ivf: "IVFPart | callable | None" = None):
+                 ivf: IVFPart | Callable[[], IVFPart] | None = None) -> None:
         self.dim = dim
         self.metric = metric
         self.pq = pq
@@ -269,9 +284,11 @@ class VectorIndex:
     def trained(self) -> bool:
         return self.pq is not None
 
-    def search(self, Q: np.ndarray, k: int, *, mask, codes=None, vectors=None,
-               flat: "callable | None" = None, rerank: int | None = None,
-               exact: bool = False, threads: int | None = None, nprobe: int | None = None):
+    def search(self, Q: np.ndarray, k: int, *, mask: np.ndarray | None,
+               codes: np.ndarray | None = None, vectors: np.ndarray | None = None,
+               flat: Callable[[], FlatVectors] | None = None, rerank: int | None = None,
+               exact: bool = False, threads: int | None = None, nprobe: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows for prepared queries ``Q`` ((nq, dim) float32, unit rows for
         cosine).
 
@@ -334,8 +351,8 @@ class VectorIndex:
         # the lists: coarse probes, ADC scan of the probed lists, exact re-rank
         # arguments checked here and by the decoder: the lean entry of the lists' search
         D, I = part.ivf._search_prepared(
-            Q, part.codes, pq, k, min(int(nprobe or part.nprobe), part.ivf.nlist), kc,
-            vectors_view(vectors, Q.shape[1]) if use_rerank else None,
+            Q, part.codes, pq, k, min(int(nprobe or part.nprobe), cast(int, part.ivf.nlist)), kc,
+            vectors_view(vectors, Q.shape[1]) if use_rerank else None,  # type: ignore[arg-type]  # given
             check_mask(mask, mask.shape[0]) if mask is not None else None, threads)
         c = part.covered
         if codes.shape[0] > c:
@@ -344,17 +361,19 @@ class VectorIndex:
                                    vectors, k, kc, False, threads)
             It = np.where(It >= 0, It + c, -1)
             if use_rerank:
-                Dt, It = exact_rerank(Q, vectors, It, k, self.metric, threads)
+                Dt, It = exact_rerank(Q, vectors, It, k, self.metric, threads)  # type: ignore[arg-type]  # given
             D, I = _merge(D, I, Dt, It, k)
         return D, I
 
-    def _flat_pq(self, Q, codes, mask, vectors, k, kc, use_rerank, threads):
+    def _flat_pq(self, Q: np.ndarray, codes: np.ndarray, mask: np.ndarray | None,
+                 vectors: np.ndarray | None, k: int, kc: int, use_rerank: bool,
+                 threads: int) -> tuple[np.ndarray, np.ndarray]:
         # the quantizer's public search: distance tables + the ADC scan, mask inside
-        D, I = self.pq.search(Q, codes, k=kc, mask=mask, threads=threads)
+        D, I = cast(ProductQuantizer, self.pq).search(Q, codes, k=kc, mask=mask, threads=threads)
         if use_rerank:
-            return exact_rerank(Q, vectors, I, k, self.metric, threads)
+            return exact_rerank(Q, vectors, I, k, self.metric, threads)  # type: ignore[arg-type]  # re-rank: vectors given
         return D, I
 
     def sdc_pairs(self, codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
         """Symmetric PQ distances of code pairs (the database without full vectors)."""
-        return self.pq.sdc(codes_a, codes_b)
+        return cast(ProductQuantizer, self.pq).sdc(codes_a, codes_b)   # trained

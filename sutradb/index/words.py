@@ -9,6 +9,7 @@ This module knows nothing of storage.
 
 from __future__ import annotations
 
+import builtins
 import re
 
 __all__ = ["tokenize", "WordIndex"]
@@ -16,7 +17,7 @@ __all__ = ["tokenize", "WordIndex"]
 _WORD = re.compile(r"\w+")
 
 
-def tokenize(text) -> list[str]:
+def tokenize(text: str | None) -> list[str]:
     """The distinct words of ``text`` (case-folded, in order of first appearance).
 
     >>> tokenize("Paris is the capital of France; paris!")
@@ -36,14 +37,14 @@ class WordIndex:
 
     __slots__ = ("_postings", "_doc")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._postings: dict[str, set[int]] = {}
         self._doc: dict[int, tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._doc)
 
-    def set(self, id_: int, text) -> None:
+    def set(self, id_: int, text: str | None) -> None:
         """Index ``text`` as the text of ``id_`` (replacing its previous text)."""
         self.remove(id_)
         words = tokenize(text)
@@ -71,7 +72,7 @@ class WordIndex:
                 if not s:
                     del post[w]
 
-    def find(self, query) -> set[int]:
+    def find(self, query: str | None) -> builtins.set[int]:
         """Ids whose text holds every word of ``query`` (empty query: no ids)."""
         words = tokenize(query)
         if not words:

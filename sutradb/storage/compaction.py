@@ -14,6 +14,9 @@ section 2; the commit protocols in section 5.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from .format import (DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_DEAD, KIND_ENDS, KIND_IDS,
@@ -30,7 +33,7 @@ _U8 = np.dtype("<u8")
 COPY_ROWS = 1 << 16
 
 
-def append_rows(apps: dict, ch: Chunk) -> None:
+def append_rows(apps: dict[str, Appender], ch: Chunk) -> None:
     """Append the rows of ``ch`` to the row files ``apps`` (``{"ids": Appender, ...}``),
     record offsets shifted past what ``apps["rec"]`` already holds."""
     apps["ids"].append(ch.ids)
@@ -47,8 +50,9 @@ def read_appended(app: Appender, from_byte: int) -> bytes:
     return pread_all(app.fd, app.length - from_byte, HEADER_SIZE + from_byte)
 
 
-def create_row_files(directory: str, uuid: bytes, new_file_no, code_size: int, dim: int,
-                     vdtype, created: list) -> dict:
+def create_row_files(directory: str, uuid: bytes, new_file_no: Callable[[], int], code_size: int,
+                     dim: int, vdtype: np.dtype[Any] | None, created: list[Appender]
+                     ) -> dict[str, Appender]:
     """New, empty row files for a compaction.
 
     Parameters
@@ -71,7 +75,7 @@ def create_row_files(directory: str, uuid: bytes, new_file_no, code_size: int, d
     dict
         ``{"ids", "ends", "rec", "dead"[, "codes"][, "vec"]: Appender}``.
     """
-    def new(kind, width=0, dt=0):
+    def new(kind: int, width: int = 0, dt: int = 0) -> Appender:
         a = Appender(directory, file_name(new_file_no(), kind), 0, 0,
                      create_header=seg_header(kind, uuid, width, dt))
         created.append(a)
@@ -81,12 +85,13 @@ def create_row_files(directory: str, uuid: bytes, new_file_no, code_size: int, d
     if code_size:
         apps["codes"] = new(KIND_CODES, code_size)
     if dim:
-        apps["vec"] = new(KIND_VEC, dim * vdtype.itemsize, DTYPE_CODE[vdtype])
+        apps["vec"] = new(KIND_VEC, dim * vdtype.itemsize, DTYPE_CODE[vdtype])  # type: ignore[union-attr,index]  # dim: a dtype
     return apps
 
 
-def copy_live_rows(apps: dict, rows: np.ndarray, ids_all: np.ndarray, ends: np.ndarray, rec,
-                   codes, vecs, codes_override=None) -> None:
+def copy_live_rows(apps: dict[str, Appender], rows: np.ndarray, ids_all: np.ndarray, ends: np.ndarray,
+                   rec: np.ndarray, codes: np.ndarray | None, vecs: np.ndarray | None,
+                   codes_override: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Copy rows ``rows`` (ascending) of the checkpointed segments into ``apps``.
 
     Parameters
@@ -110,9 +115,9 @@ def copy_live_rows(apps: dict, rows: np.ndarray, ids_all: np.ndarray, ends: np.n
             pos = np.minimum(np.searchsorted(oi, ids), len(oi) - 1)
             apps["codes"].append(oc[pos])
         elif "codes" in apps:
-            apps["codes"].append(codes[r])
+            apps["codes"].append(codes[r])  # type: ignore[index]  # a codes file: codes
         if "vec" in apps:
-            apps["vec"].append(vecs[r])
+            apps["vec"].append(vecs[r])  # type: ignore[index]  # a vector file: vectors
         starts = np.where(r > 0, ends[np.maximum(r - 1, 0)], 0).astype(_U8)
         lens = ends[r] - starts
         base = apps["rec"].length
@@ -122,8 +127,8 @@ def copy_live_rows(apps: dict, rows: np.ndarray, ids_all: np.ndarray, ends: np.n
             apps["rec"].append(rec[int(starts[a]):int(ends[r[b - 1]])])
 
 
-def write_index_file(directory: str, new_file_no, uuid: bytes, blob: bytes, arrays: dict,
-                     sync: bool) -> dict:
+def write_index_file(directory: str, new_file_no: Callable[[], int], uuid: bytes, blob: bytes,
+                     arrays: dict[str, Any], sync: bool) -> dict[str, Any]:
     """Write an ``.index`` segment: the arrays (each 64-byte aligned), then the blob
     (``new_file_no()`` numbers the file).
 
@@ -133,7 +138,9 @@ def write_index_file(directory: str, new_file_no, uuid: bytes, blob: bytes, arra
         Its manifest entry, with ``blob`` (``[offset, length]``) and ``arrays``
         (``[name, dtype code, shape, offset]`` each).
     """
-    parts, meta, off = [], [], 0
+    parts: list[np.ndarray | bytes] = []
+    meta: list[list[Any]] = []
+    off = 0
     for aname, a in arrays.items():
         a = np.ascontiguousarray(a)
         meta.append([aname, DTYPE_CODE[a.dtype], list(a.shape), off])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -39,10 +41,10 @@ KIND_EXT = {KIND_IDS: "ids", KIND_ENDS: "ends", KIND_REC: "rec", KIND_CODES: "co
 EXT_KIND = {v: k for k, v in KIND_EXT.items()}
 
 # dtypes that may be stored (code in headers / log records <-> numpy dtype)
-DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f2"), 3: np.dtype("<f8"), 4: np.dtype("<i4"),
+DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<f4"), 2: np.dtype("<f2"), 3: np.dtype("<f8"), 4: np.dtype("<i4"),
           5: np.dtype("<i8"), 6: np.dtype("u1"), 7: np.dtype("<u8")}
-DTYPE_CODE = {v: k for k, v in DTYPES.items()}
-VECTOR_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+DTYPE_CODE: dict[np.dtype[Any], int] = {v: k for k, v in DTYPES.items()}
+VECTOR_DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 
 # limits (a value read from disk beyond them is damage, not data)
 MAX_MANIFEST = 64 << 20
@@ -75,27 +77,27 @@ MAN_HEADER_SIZE = 32
 assert _SEG_HEADER.size == 60 and _WAL_HEADER.size == 60
 
 
-def crc32(data, value: int = 0) -> int:
+def crc32(data: bytes | bytearray | memoryview | np.ndarray, value: int = 0) -> int:
     """CRC-32 (zlib polynomial) of ``data``, continuing from ``value``."""
-    return zlib.crc32(data, value) & 0xFFFFFFFF
+    return zlib.crc32(data, value) & 0xFFFFFFFF  # type: ignore[arg-type]  # an ndarray is a buffer (stubs: from Python 3.12)
 
 
 # --------------------------------------------------------------------------- msgpack
 
-def _np_scalar(obj):
+def _np_scalar(obj: object) -> object:
     """msgpack ``default`` hook: NumPy scalars become the Python numbers they hold."""
     if isinstance(obj, (np.integer, np.floating, np.bool_)):
         return obj.item()
     raise TypeError(f"can not serialize {type(obj).__name__!r} object")
 
 
-def packb(obj) -> bytes:
+def packb(obj: object) -> bytes:
     """msgpack-encode ``obj`` (bin type for bytes, str for str; NumPy scalars as
     Python numbers; anything else raises TypeError: never pickle)."""
     return msgpack.packb(obj, use_bin_type=True, default=_np_scalar)
 
 
-def unpackb(data, where: str, limit: int | None = None):
+def unpackb(data: bytes | bytearray | memoryview | np.ndarray, where: str, limit: int | None = None) -> Any:
     """Decode msgpack ``data`` read from file ``where`` with explicit size limits.
 
     Any decoding problem (truncated, trailing bytes, over-long item, ext types, non-str
@@ -106,7 +108,7 @@ def unpackb(data, where: str, limit: int | None = None):
         raise CorruptDatabaseError(f"{where}: msgpack item of {n} bytes exceeds {limit}")
     try:
         return msgpack.unpackb(
-            data, raw=False, strict_map_key=True, use_list=True,
+            data, raw=False, strict_map_key=True, use_list=True,  # type: ignore[arg-type]  # (likewise)
             max_str_len=n, max_bin_len=n,
             max_array_len=n, max_map_len=n, max_ext_len=0)
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as e:
@@ -175,7 +177,7 @@ def check_wal_header(raw: bytes, where: str, uuid: bytes, generation: int) -> tu
 
 # --------------------------------------------------------------------------- manifest
 
-def encode_manifest(generation: int, body: dict) -> bytes:
+def encode_manifest(generation: int, body: dict[str, Any]) -> bytes:
     """Manifest bytes: a 32-byte header (magic, version, length, generation, payload
     crc, header crc) followed by the msgpack payload."""
     payload = packb(body)
@@ -183,7 +185,7 @@ def encode_manifest(generation: int, body: dict) -> bytes:
     return head + struct.pack("<I", crc32(head)) + payload
 
 
-def decode_manifest(raw: bytes, where: str) -> tuple[int, dict]:
+def decode_manifest(raw: bytes, where: str) -> tuple[int, dict[str, Any]]:
     """Validate manifest bytes; return ``(generation, body)``."""
     if len(raw) < MAN_HEADER_SIZE:
         raise CorruptDatabaseError(f"{where}: truncated ({len(raw)} bytes)")
@@ -223,12 +225,13 @@ def align8(x: int) -> int:
     return (x + 7) & ~7
 
 
-def all_zero(mv) -> bool:
+def all_zero(mv: bytes | bytearray | memoryview) -> bool:
     """Whether every byte of a bytes-like object is zero (fast, C loops)."""
     return not np.frombuffer(mv, np.uint8).any() if len(mv) else True
 
 
-def parse_frames(buf, start: int, where: str, salt: int, base: int = 0, strict: bool = True):
+def parse_frames(buf: bytes | bytearray | memoryview, start: int, where: str, salt: int,
+                 base: int = 0, strict: bool = True) -> Iterator[tuple[int, memoryview]]:
     """Iterate over the frames of a log buffer from offset ``start``.
 
     ``buf`` holds the log from file offset ``base`` to its end of file (space
@@ -252,12 +255,12 @@ def parse_frames(buf, start: int, where: str, salt: int, base: int = 0, strict: 
     mv = memoryview(buf)
     end = len(mv)
     pos = start
-    zstart = [None]
+    zstart: list[int | None] = [None]
 
-    def torn(fend):
+    def torn(fend: int) -> bool:
         if zstart[0] is None:
             zstart[0] = len(bytes(mv).rstrip(b"\0"))
-        cut = _align_up(base + max(zstart[0], pos + 1), SECTOR) - base
+        cut = _align_up(base + max(zstart[0], pos + 1), SECTOR) - base  # type: ignore[operator,type-var]  # set above
         return cut < fend
 
     while end - pos >= FRAME_SIZE:

@@ -11,10 +11,15 @@ hash collision or a stale entry never yields a wrong id.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import CorruptDatabaseError
+
+if TYPE_CHECKING:
+    from .segments import MappedFile
 
 __all__ = ["key_hash", "sort_keys", "KeyIndex"]
 
@@ -69,19 +74,21 @@ class KeyIndex:
 
     __slots__ = ("mapped", "where", "scan", "key_of", "segment", "tail", "tail_rows")
 
-    def __init__(self, mapped, where: str, scan, key_of):
+    def __init__(self, mapped: MappedFile | None, where: str,
+                 scan: Callable[[], tuple[np.ndarray, Sequence[str]]] | None,
+                 key_of: Callable[[int], str | None]) -> None:
         self.mapped = mapped
         self.where = where
         self.scan = scan
         self.key_of = key_of
         #: (sorted uint64 hashes, ids) of the checkpointed rows once loaded
-        self.segment = None
+        self.segment: tuple[np.ndarray, np.ndarray] | None = None
         #: key -> id of the last row the log put with that key
-        self.tail = {}
+        self.tail: dict[str, int] = {}
         #: [(first row, ids, keys)] of every put since the checkpoint
-        self.tail_rows = []
+        self.tail_rows: list[tuple[int, np.ndarray, Sequence[str | None]]] = []
 
-    def note(self, row0: int, ids: np.ndarray, keys) -> None:
+    def note(self, row0: int, ids: np.ndarray, keys: Sequence[str | None] | None) -> None:
         """Record the keys of committed rows ``row0 .. row0 + len(ids)``."""
         if keys is None or not any(k is not None for k in keys):
             return
@@ -133,8 +140,8 @@ class KeyIndex:
             self.segment = c
         return c
 
-    def rebuild(self, exact: bool, tail_dead: list, seg_n: int, seg_ids: np.ndarray,
-                live: np.ndarray):
+    def rebuild(self, exact: bool, tail_dead: list[np.ndarray], seg_n: int, seg_ids: np.ndarray,
+                live: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The ``.keys`` content after the log's rows are folded into the segments.
 
         Parameters

@@ -12,6 +12,9 @@ and by destination), and writes the next segment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import numpy as np
 
 from ..errors import CorruptDatabaseError
@@ -66,7 +69,7 @@ class Links:
         Its path (named in errors).
     """
 
-    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str):
+    def __init__(self, mf: MappedFile | None, entry: dict[str, Any] | None, where: str) -> None:
         self.where = where
         self.mf = mf
         if mf is None:
@@ -76,9 +79,9 @@ class Links:
             self.weight = np.zeros(0, _F8)
             self.names = []
             self.checked = True
-            self._dst_sorted = _EMPTY_I8
+            self._dst_sorted: np.ndarray | None = _EMPTY_I8
             return
-        n = self.n = entry["count"]
+        n = self.n = entry["count"]  # type: ignore[index]  # a segment comes with its entry
         self.src = mf.array(_I8, n, 0)
         self.dst = mf.array(_I8, n, 8 * n)
         self.rel = mf.array(_I4, n, 16 * n)
@@ -124,9 +127,9 @@ class Links:
     def indices_to(self, q: np.ndarray) -> np.ndarray:
         """Indices of the links whose destination is in ``q``."""
         self.check()
-        return self.by_dst[sorted_ranges(self._dst_sorted, q)]
+        return cast(np.ndarray, self.by_dst[sorted_ranges(cast(np.ndarray, self._dst_sorted), q)])   # check() sets it
 
-    def key(self, i: int):
+    def key(self, i: int) -> tuple[int, int, str]:
         """``(src, dst, relation)`` of link ``i``."""
         return int(self.src[i]), int(self.dst[i]), self.names[self.rel[i]]
 
@@ -149,18 +152,18 @@ class LinkTable:
 
     __slots__ = ("base", "delta", "by_src", "by_dst")
 
-    def __init__(self, mf: MappedFile | None, entry: dict | None, where: str):
+    def __init__(self, mf: MappedFile | None, entry: dict[str, Any] | None, where: str) -> None:
         self.base = Links(mf, entry, where)
-        self.delta = {}
-        self.by_src = {}        # src -> keys of delta
-        self.by_dst = {}        # dst -> keys of delta
+        self.delta: dict[tuple[int, int, str], float | None] = {}
+        self.by_src: dict[int, set[tuple[int, int, str]]] = {}        # src -> keys of delta
+        self.by_dst: dict[int, set[tuple[int, int, str]]] = {}        # dst -> keys of delta
 
     @property
     def changed(self) -> bool:
         """Whether the log changed any link since the checkpoint."""
         return bool(self.delta)
 
-    def set(self, key: tuple, value) -> None:
+    def set(self, key: tuple[int, int, str], value: float | None) -> None:
         """Set the weight of link ``key = (src, dst, relation)`` (None removes it)."""
         self.delta[key] = value
         self.by_src.setdefault(key[0], set()).add(key)
@@ -177,11 +180,11 @@ class LinkTable:
             for key in list(self.by_src.get(i, ())) + list(self.by_dst.get(i, ())):
                 self.delta[key] = None
 
-    def query(self, q: int, outgoing: bool, relation: str | None) -> list:
+    def query(self, q: int, outgoing: bool, relation: str | None) -> list[tuple[int, str, float]]:
         """Links from (``outgoing``) or to id ``q``: ``[(other id, relation, weight)]``
         sorted by relation, then other id."""
         L = self.base
-        out = {}
+        out: dict[tuple[int, int, str], float | None] = {}
         idx = L.indices_from(np.array([q], _I8)) if outgoing else L.indices_to(np.array([q], _I8))
         for i in idx.tolist():
             key = L.key(i)
@@ -193,15 +196,16 @@ class LinkTable:
         res.sort(key=lambda t: (t[1], t[0]))
         return res
 
-    def all(self) -> list:
+    def all(self) -> list[tuple[int, int, str, float]]:
         """Every link ``(src, dst, relation, weight)``, sorted (O(links))."""
         L = self.base
         L.check()
-        out = {L.key(i): float(L.weight[i]) for i in range(L.n)}
+        out: dict[tuple[int, int, str], float | None] = {L.key(i): float(L.weight[i]) for i in range(L.n)}
         out.update(self.delta)
         return sorted((k[0], k[1], k[2], w) for k, w in out.items() if w is not None)
 
-    def write(self, directory: str, uuid: bytes, new_file_no, sync: bool) -> dict | None:
+    def write(self, directory: str, uuid: bytes, new_file_no: Callable[[], int],
+              sync: bool) -> dict[str, Any] | None:
         """Write the merged links into a new ``.links`` segment.
 
         Parameters

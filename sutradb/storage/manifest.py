@@ -250,7 +250,7 @@ def check_manifest(b: dict, where: str) -> None:
         if not cond:
             raise CorruptDatabaseError(f"{where}: {what}")
 
-    def is_int(x, lo=0, hi=1 << 62):
+    def is_int(x, lo: int = 0, hi=1 << 62):
         return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
 
     keys = {"format", "uuid", "wal", "next_file", "txn", "m", "d", "vdtype", "n", "sorted",
@@ -259,7 +259,8 @@ def check_manifest(b: dict, where: str) -> None:
     need(b["format"] == 1, "unsupported format")
     need(isinstance(b["uuid"], bytes) and len(b["uuid"]) == 16, "bad uuid")
     need(isinstance(b["wal"], str) and parse_file_name(b["wal"]) is not None
-         and parse_file_name(b["wal"])[0] == "wal", "bad log name")
+         and parse_file_name(b["wal"])[0] == "wal",  # type: ignore[index]  # not None: tested
+         "bad log name")
     for k in ("next_file", "txn", "n"):
         need(is_int(b[k]), f"bad {k}")
     need(is_int(b["m"], 0, MAX_CODE_SIZE) and is_int(b["d"], 0, MAX_DIM), "bad widths")
@@ -271,7 +272,7 @@ def check_manifest(b: dict, where: str) -> None:
     f = b["files"]
     need(isinstance(f, dict) and set(f) <= FILE_KEYS, "bad file table")
 
-    def entry(e, ext):
+    def entry(e, ext) -> None:
         need(isinstance(e, dict) and isinstance(e.get("name"), str) and is_int(e.get("len"))
              and is_int(e.get("crc"), 0, 0xFFFFFFFF), f"bad file entry {e!r:.80}")
         p = parse_file_name(e["name"])

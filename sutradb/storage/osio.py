@@ -70,7 +70,7 @@ from ..errors import LockedError
 try:
     import fcntl
 except ImportError:      # Windows; platforms without it get the fallbacks below
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module or None, tested before each use
 
 __all__ = ["WINDOWS", "MACOS", "O_BINARY", "open_file", "pread", "pwrite", "seek_pread",
            "seek_pwrite", "sync_file", "sync_dir", "replace_file", "remove_file",
@@ -253,7 +253,7 @@ class PosixLocks:
 
     name = "flock"
 
-    def __init__(self, fcntl_module):
+    def __init__(self, fcntl_module) -> None:
         self._f = fcntl_module
 
     def try_lock(self, fd: int, shared: bool = False) -> bool:
@@ -323,7 +323,7 @@ class Win32:
     ERROR_LOCK_VIOLATION = 33
     ERROR_NOT_LOCKED = 158
 
-    def __init__(self, kernel32, get_osfhandle, get_last_error):
+    def __init__(self, kernel32, get_osfhandle, get_last_error) -> None:
         self._k = kernel32
         self._handle = get_osfhandle
         self._last_error = get_last_error
@@ -379,7 +379,7 @@ def _bind_win32() -> Win32:   # pragma: no cover - Windows only
     import msvcrt
     from ctypes import wintypes
 
-    k = ctypes.WinDLL("kernel32", use_last_error=True)
+    k = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]  # Windows only
     pov = ctypes.POINTER(_overlapped_type())
     k.LockFileEx.argtypes = [wintypes.HANDLE, wintypes.DWORD, wintypes.DWORD,
                              wintypes.DWORD, wintypes.DWORD, pov]
@@ -388,7 +388,8 @@ def _bind_win32() -> Win32:   # pragma: no cover - Windows only
     k.UnlockFileEx.restype = wintypes.BOOL
     k.MoveFileExW.argtypes = [wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.DWORD]
     k.MoveFileExW.restype = wintypes.BOOL
-    return Win32(k, msvcrt.get_osfhandle, ctypes.get_last_error)
+    return Win32(k, msvcrt.get_osfhandle,  # type: ignore[attr-defined,unused-ignore]  # Windows only
+                 ctypes.get_last_error)  # type: ignore[attr-defined,unused-ignore]  # Windows only
 
 
 class ProcessLocks:
@@ -399,7 +400,7 @@ class ProcessLocks:
 
     name = "process"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._mu = threading.Lock()
         self._held: dict[tuple, dict[int, bool]] = {}   # file -> {fd: shared}
         self._key_of: dict[int, tuple] = {}
@@ -419,11 +420,11 @@ class ProcessLocks:
     def unlock(self, fd: int) -> None:
         with self._mu:
             key = self._key_of.pop(fd, None)
-            holders = self._held.get(key)
+            holders = self._held.get(key)  # type: ignore[arg-type]  # key None (fd never locked): no holders
             if holders is not None:
                 holders.pop(fd, None)
                 if not holders:
-                    del self._held[key]
+                    del self._held[key]  # type: ignore[arg-type]  # holders found: key is set
 
     def close(self, fd: int) -> None:
         self.unlock(fd)
@@ -431,6 +432,8 @@ class ProcessLocks:
 
 
 # the lock back-end of this platform; _WIN32 also does the renames on Windows
+_WIN32: Win32 | None
+LOCKS: Win32 | PosixLocks | ProcessLocks
 if WINDOWS:  # pragma: no cover - Windows only
     _WIN32 = _bind_win32()
     LOCKS = _WIN32

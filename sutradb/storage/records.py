@@ -15,7 +15,7 @@ row segment files.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,10 +33,10 @@ class Record(NamedTuple):
     id: int
     key: str | None
     text: str | None
-    metadata: dict
+    metadata: dict[str, Any]
 
 
-def encode_record(key, text, metadata) -> bytes:
+def encode_record(key: str | None, text: str | None, metadata: dict[str, Any] | None) -> bytes:
     """Bytes of one record: ``b""`` for an empty one, else crc32 + msgpack.
 
     Parameters
@@ -72,7 +72,7 @@ def encode_record(key, text, metadata) -> bytes:
     return crc32(body).to_bytes(4, "little") + body
 
 
-def decode_record(id_: int, raw, where: str) -> Record:
+def decode_record(id_: int, raw: bytes | memoryview | np.ndarray, where: str) -> Record:
     """Inverse of :func:`encode_record`, validating everything.
 
     Parameters
@@ -135,7 +135,9 @@ class Chunk:
 
     __slots__ = ("row0", "ids", "codes", "vecs", "rec", "ends", "keys")
 
-    def __init__(self, ids, codes, vecs, rec, ends, keys):
+    def __init__(self, ids: np.ndarray, codes: np.ndarray | None, vecs: np.ndarray | None,
+                 rec: bytes | bytearray | np.ndarray, ends: np.ndarray,
+                 keys: list[str | None] | None) -> None:
         self.row0 = -1
         self.ids, self.codes, self.vecs, self.rec, self.ends = ids, codes, vecs, rec, ends
         self.keys = keys       # list: the key (str or None) of each row
@@ -143,12 +145,13 @@ class Chunk:
     @property
     def nbytes(self) -> int:
         """Bytes of row data the chunk holds."""
-        return (self.ids.nbytes + self.ends.nbytes + len(self.rec)
-                + (self.codes.nbytes if self.codes is not None else 0)
-                + (self.vecs.nbytes if self.vecs is not None else 0))
+        n: int = (self.ids.nbytes + self.ends.nbytes + len(self.rec)
+                  + (self.codes.nbytes if self.codes is not None else 0)
+                  + (self.vecs.nbytes if self.vecs is not None else 0))
+        return n
 
 
-def as_ids(ids, what: str = "ids") -> np.ndarray:
+def as_ids(ids: Any, what: str = "ids") -> np.ndarray:
     """``ids`` as a one-dimensional C-contiguous int64 array (a scalar: one id).
 
     Raises

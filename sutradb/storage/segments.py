@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import CorruptDatabaseError
 from . import osio
 from .format import HEADER_SIZE, check_seg_header, crc32, seg_header
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 CHUNK = 1 << 22  # bytes per read when checksumming
 
@@ -56,8 +61,8 @@ class MappedFile:
         Header damage, or the file is shorter than the manifest says.
     """
 
-    def __init__(self, dirpath: str, entry: dict, kind: int, uuid: bytes,
-                 width: int | None = None, dtype: int | None = None):
+    def __init__(self, dirpath: str, entry: dict[str, Any], kind: int, uuid: bytes,
+                 width: int | None = None, dtype: int | None = None) -> None:
         self.name = entry["name"]
         self.length = entry["len"]
         self.crc = entry["crc"]
@@ -73,7 +78,7 @@ class MappedFile:
         finally:
             os.close(fd)
 
-    def array(self, dtype, count: int | None = None, offset: int = 0) -> np.ndarray:
+    def array(self, dtype: npt.DTypeLike, count: int | None = None, offset: int = 0) -> np.ndarray:
         """A read-only NumPy view of data bytes ``offset ..`` (``count`` items)."""
         dt = np.dtype(dtype)
         if count is None:
@@ -103,7 +108,8 @@ class Appender:
     transaction). :meth:`reset` drops those bytes.
     """
 
-    def __init__(self, dirpath: str, name: str, length: int, crc: int, *, create_header=None):
+    def __init__(self, dirpath: str, name: str, length: int, crc: int, *,
+                 create_header: bytes | None = None) -> None:
         self.name = name
         self.path = os.path.join(dirpath, name)
         if create_header is not None:
@@ -119,11 +125,11 @@ class Appender:
         self.committed_crc = self.crc = crc
         self.dirty = create_header is not None
 
-    def append(self, data) -> None:
+    def append(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
         """Write ``data`` after the current end (bytes-like, or a C-contiguous array)."""
         if isinstance(data, np.ndarray):
             data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
-        mv = memoryview(data).cast("B")
+        mv = memoryview(data).cast("B")  # type: ignore[arg-type]  # an ndarray is a buffer (its stubs say so from Python 3.12 on)
         if not len(mv):
             return
         osio.io.pwrite(self.fd, mv, HEADER_SIZE + self.length)
@@ -140,7 +146,7 @@ class Appender:
         if self.dirty:
             osio.io.fsync(self.fd)
 
-    def publish(self) -> dict:
+    def publish(self) -> dict[str, Any]:
         """Manifest entry for the current contents."""
         return {"name": self.name, "len": self.length, "crc": self.crc}
 
@@ -154,8 +160,9 @@ class Appender:
             self.fd = -1
 
 
-def write_new_file(dirpath: str, name: str, kind: int, uuid: bytes, parts, *, width: int = 0,
-                   dtype: int = 0, sync: bool = True) -> dict:
+def write_new_file(dirpath: str, name: str, kind: int, uuid: bytes,
+                   parts: Iterable[bytes | bytearray | memoryview | np.ndarray], *, width: int = 0,
+                   dtype: int = 0, sync: bool = True) -> dict[str, Any]:
     """Create segment file ``name`` holding ``parts`` (bytes-likes or arrays) in order.
 
     Returns its manifest entry. The file is fsynced when ``sync``; the caller makes the

@@ -38,6 +38,8 @@ import math
 import os
 import threading
 
+from typing import cast
+
 import numpy as np
 
 from ..errors import (ClosedError, CorruptDatabaseError, InvalidArgumentError, NotFoundError,
@@ -104,7 +106,7 @@ class Snapshot:
         self._links = LinkTable(maps.get("links"), body["links"],
                                 w(body["links"]["name"]) if body["links"] else "")
         self._index_entry = body["index"]
-        self._index_pending = None
+        self._index_pending: tuple[bytes, dict[str, np.ndarray]] | None = None
         # the tail (what the log added since the checkpoint)
         self._chunks = []
         self._chunk_rows = []
@@ -220,7 +222,7 @@ class Snapshot:
         self._n_live = int(np.count_nonzero(self._live[:n_new])) if spilled or s > 4096 else (
             self._n_live + int(np.count_nonzero(self._live[r0:n_new])) - len(old))
 
-    def _resolve_small(self, r0, n_new, puts, dels):
+    def _resolve_small(self, r0, n_new, puts, dels) -> None:
         """:meth:`_resolve_rows` for a few rows, in plain Python (the commit latency of
         small transactions)."""
         if n_new > len(self._live):
@@ -231,14 +233,14 @@ class Snapshot:
         tm = self._tail_map
         if not dels and n_new == r0 + 1:            # one row put: the common commit
             i = int(puts[0][0])
-            old = self._live_row(i)
-            if old >= 0:
-                live[old] = False
-                self._tail_dead.append(np.array([old], _I8))
+            old_row = self._live_row(i)
+            if old_row >= 0:
+                live[old_row] = False
+                self._tail_dead.append(np.array([old_row], _I8))
             live[r0] = True
             tm[i] = r0
             self._n = n_new
-            self._n_live += old < 0
+            self._n_live += old_row < 0
             return
         P = [i for p in puts for i in p.tolist()]
         last = {}                                   # id -> (kind, row or time): the last event
@@ -544,7 +546,7 @@ class Snapshot:
         rows = self._rows_strict(ids)
         if not self._d:
             raise InvalidArgumentError("the store keeps no vectors")
-        return self.vectors[rows]
+        return cast(np.ndarray, self.vectors)[rows]
 
     def _rows_strict(self, ids):
         q = as_ids(ids)

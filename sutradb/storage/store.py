@@ -57,6 +57,7 @@ import math
 import os
 import time
 import uuid as _uuid
+from typing import Any, Callable, Literal, cast
 
 import numpy as np
 
@@ -99,6 +100,30 @@ class Store(Snapshot):
     the durability levels and the concurrency rules, :mod:`.snapshot` for the data
     model and the reads (inherited from :class:`~.snapshot.Snapshot`).
     """
+
+    # the state :meth:`open` sets (the constructor is private); for type checkers
+    _recover: bool
+    _memory: bool
+    # None in an in-memory store, whose branches never reach the file operations that
+    # use them (an invariant the checker cannot see; declared as set)
+    _dir: str
+    _mode: str
+    _durability: str
+    _timeout: float
+    _checkpoint_bytes: int
+    _spill_bytes: int
+    _compact_ratio: float
+    _compact_min_rows: int
+    _closed: bool
+    _broken: BaseException | None
+    _txn_open: Transaction | None
+    _lock_fd: int
+    _log: Log
+    _apps: dict[Any, Appender]
+    last_checkpoint_error: BaseException | None
+    #: None, or what a ``recover=True`` open could not read (:meth:`open`)
+    recovery: dict[str, Any] | None
+    on_renumber: Callable[[np.ndarray], tuple[bytes, dict[str, np.ndarray]] | None] | None
 
     # ------------------------------------------------------------------ opening
 
@@ -171,7 +196,7 @@ class Store(Snapshot):
         #: None, or what a ``recover=True`` open could not read (:meth:`open`)
         self.recovery = None
         self._memory = path is None or (isinstance(path, str) and path == MEMORY)
-        self._dir = None if self._memory else os.path.abspath(os.fspath(path))
+        self._dir = None if self._memory else os.path.abspath(os.fspath(path))  # type: ignore[assignment]  # see the declaration
         self._mode = "a" if self._memory and mode != "r" else mode
         if self._memory and mode == "r":
             raise InvalidArgumentError("an in-memory store cannot be opened read-only")
@@ -185,7 +210,7 @@ class Store(Snapshot):
         self._broken = None
         self._txn_open = None
         self._lock_fd = -1
-        self._log = None            # the open log (None: an in-memory store)
+        self._log = None  # type: ignore[assignment]  # the open log (None: an in-memory store)
         self._apps = {}
         self.last_checkpoint_error = None
         #: Called when rows are renumbered (compaction) while an index is stored:
@@ -209,7 +234,7 @@ class Store(Snapshot):
                 raise
         return self
 
-    def _init_memory(self, params):
+    def _init_memory(self, params) -> None:
         self._uuid = _uuid.uuid4().bytes
         body = fresh_body(self._uuid, 1, params, 1)
         body["files"] = {}
@@ -255,14 +280,14 @@ class Store(Snapshot):
             self._checkpoint()
         self._mark()
 
-    def _set_broken(self, e):
+    def _set_broken(self, e) -> None:
         """The disk may no longer match the in-memory state (an I/O error after a
         commit point): every later call raises until the store is reopened."""
         self._broken = e
 
     # ------------------------------------------------------------------ loading
 
-    def _load(self, initial=False):
+    def _load(self, initial: bool = False):
         """(Re)build the whole state from the manifest and the log on disk."""
         d = self._dir
         man = os.path.join(d, MANIFEST_NAME)
@@ -313,12 +338,12 @@ class Store(Snapshot):
 
     # ------------------------------------------------------------------ the log
 
-    def _replay(self, strict=True):
+    def _replay(self, strict: bool = True):
         """Apply every complete transaction of the log after its replayed position
         (:meth:`.wal.Log.replay`); whether any was."""
         return self._log.replay(self._apply_logged, self._txn, strict, self._mode == "r")
 
-    def _check_mark(self, mark, cut_only=False):
+    def _check_mark(self, mark, cut_only: bool = False):
         """Raise if committed transactions are missing (:func:`.watermark.shortfall`);
         ``cut_only``: only if the log file is shorter than the committed extent (a
         reader's :meth:`verify`, whose snapshot may lag behind the writer)."""
@@ -343,7 +368,7 @@ class Store(Snapshot):
         raise CorruptDatabaseError(f"{msg} (damage, not a crash: a committed log never shrinks; "
                                    "`sutradb recover` opens what is intact)")
 
-    def _lost(self, msg, mark):
+    def _lost(self, msg, mark) -> None:
         r = self.recovery or {"problems": []}
         r["problems"].append(msg)
         r["intact_transaction"] = self._txn
@@ -352,7 +377,7 @@ class Store(Snapshot):
         r["generation"] = self._gen
         self.recovery = r
 
-    def _mark(self):
+    def _mark(self) -> None:
         """Record how far the committed state reaches (:mod:`.watermark`): the writer,
         after every commit and manifest swap."""
         if self._lock_fd >= 0 and self._log is not None:
@@ -360,7 +385,7 @@ class Store(Snapshot):
                 self._durability, self._uuid, self._gen, self._log.pos, self._txn,
                 osio.boot_id() or bytes(16)))
 
-    def _apply_logged(self, ops):
+    def _apply_logged(self, ops) -> None:
         """Apply one transaction replayed from the log."""
         self._apply(ops)
         self._txn += 1
@@ -515,7 +540,7 @@ class Store(Snapshot):
             raise
         return self._txn
 
-    def _recover_after_failure(self):
+    def _recover_after_failure(self) -> None:
         """Rebuild the in-memory state from disk after a failed commit/checkpoint."""
         if self._broken is not None:
             return
@@ -540,7 +565,7 @@ class Store(Snapshot):
                 self._recover_after_failure()
                 raise
 
-    def _open_appenders(self):
+    def _open_appenders(self) -> None:
         for a in self._apps.values():
             a.close()
         self._apps = {}
@@ -572,7 +597,7 @@ class Store(Snapshot):
                 created.append(key)
         return created
 
-    def _spill_start(self, m, d, vdtype):
+    def _spill_start(self, m, d, vdtype) -> None:
         """A transaction starts writing its rows straight into the row files (its
         widths ``m``, ``d``, ``vdtype`` become the store's): checkpoint the log first,
         so that the files end with the checkpointed rows."""
@@ -583,12 +608,12 @@ class Store(Snapshot):
         self._m, self._d, self._vdtype = m, d, vdtype
         self._ensure_row_files()
 
-    def _spill_chunk(self, ch):
+    def _spill_chunk(self, ch) -> None:
         """Append a spilling transaction's rows to the row files (uncommitted until
         its manifest swap)."""
         append_rows(self._apps, ch)
 
-    def _checkpoint(self, spilled=False):
+    def _checkpoint(self, spilled: bool = False):
         """Write the tail into segment files and swap the manifest (commit point)."""
         sync = self._durability != "off"
         apps = self._apps
@@ -712,11 +737,11 @@ class Store(Snapshot):
             self._recover_after_failure()
             raise
 
-    def _compact_memory(self):
+    def _compact_memory(self) -> None:
         rows = np.flatnonzero(self._live[:self._n])
         ids = self.ids[rows]
         codes = self.codes[rows] if self._m else None
-        vecs = self.vectors[rows] if self._d else None
+        vecs = cast(np.ndarray, self.vectors)[rows] if self._d else None
         recs = [self.record_at(r) for r in rows.tolist()]
         rec_b = [encode_record(r.key, r.text, r.metadata) for r in recs]
         ends = np.cumsum([len(b) for b in rec_b], dtype=_U8) if rec_b else np.zeros(0, _U8)
@@ -784,7 +809,7 @@ class Store(Snapshot):
             raise
         self._after_swap(gen, body)
 
-    def _open_appenders_from(self, body):
+    def _open_appenders_from(self, body) -> None:
         self._man = body
         self._open_appenders()
 
@@ -860,7 +885,7 @@ class Store(Snapshot):
 
     # ------------------------------------------------------------------ closing
 
-    def _release(self):
+    def _release(self) -> None:
         for a in self._apps.values():
             try:
                 a.close()
@@ -899,11 +924,11 @@ class Store(Snapshot):
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = self._dir or MEMORY
         state = "closed" if self._closed else f"{self._n_live} live rows, txn {self._txn}"
         return f"<sutradb.storage.Store {where!r} mode={self._mode!r} {state}>"

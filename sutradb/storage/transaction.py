@@ -22,7 +22,8 @@ finishes; the store's commit reads what was staged (``_ops``, ``_spilled``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -31,6 +32,8 @@ from .format import DTYPE_CODE, MAX_CODE_SIZE, MAX_DIM, MAX_RELATION, VECTOR_DTY
 from .records import Chunk, as_ids, encode_record
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy.typing as npt
+
     from .store import Store
 
 __all__ = ["Transaction", "seq", "private_copy"]
@@ -50,13 +53,13 @@ class Transaction:
     and roll back on an exception.
     """
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._ops = []
+        self._ops: list[tuple[Any, ...]] = []
         self._bytes = 0
         self._spilled = False
         self._spill_rows = 0
-        self._rewrite = None
+        self._rewrite: tuple[np.ndarray, np.ndarray] | None = None
         self._index_bytes = 0      # bytes of the staged index (large: commit by checkpoint)
         self._done = False
         s = store
@@ -64,9 +67,9 @@ class Transaction:
         self._can_adopt = s._n == 0
         self._rows_staged = 0
         # unique keys: what this transaction staged so far
-        self._key_of = {}          # key -> id that put it
-        self._id_key = {}          # id -> key its last staged row has (None: no key)
-        self._released = set()     # ids put or deleted here: their committed keys are free
+        self._key_of: dict[str, int] = {}          # key -> id that put it
+        self._id_key: dict[int, str | None] = {}   # id -> key its last staged row has (None: no key)
+        self._released: set[int] = set()     # ids put or deleted here: their committed keys are free
         self._track = None         # whether the committed state has keys (decided once)
 
     def _check(self):
@@ -225,7 +228,7 @@ class Transaction:
         id_key.update(li)
         released |= lr
 
-    def _stage_rows(self, ch):
+    def _stage_rows(self, ch) -> None:
         s = self._store
         if s._memory:
             self._add(("put", ch))
@@ -263,7 +266,7 @@ class Transaction:
             raise
         self._ops.append(("putf", ch.ids, ch.keys))
 
-    def _fail(self):
+    def _fail(self) -> None:
         self._done = True
         self._store._txn_open = None
         self._store._recover_after_failure()
@@ -284,7 +287,7 @@ class Transaction:
                     if self._track:
                         self._released.add(i)
 
-    def link(self, src, dst, relation, weight=1.0) -> None:
+    def link(self, src, dst, relation, weight: npt.ArrayLike = 1.0) -> None:
         """Stage links ``src -> dst`` (scalars or equal-length arrays); an existing
         link with the same ``(src, dst, relation)`` gets the new weight."""
         self._check()
@@ -396,7 +399,8 @@ class Transaction:
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if self._done:
             return False
         if exc_type is None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +38,9 @@ from .format import (COMMIT_TRAILER, DTYPE_CODE, DTYPES, FRAME, FRAME_SIZE, HEAD
                      wal_header, wal_name)
 from .records import Chunk, decode_record
 from .segments import pread_all
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["WAL_PREALLOC", "WAL_GROW_MAX", "create_log", "writer_active", "encode_transaction",
            "decode_op", "frombytes", "Log"]
@@ -100,7 +105,7 @@ def writer_active(directory: str) -> bool:
         os.close(fd)
 
 
-def encode_transaction(ops: list, txn_id: int, salt: int) -> bytes:
+def encode_transaction(ops: list[tuple[Any, ...]], txn_id: int, salt: int) -> bytes:
     """The frames of one transaction: its ops, then the commit record.
 
     Parameters
@@ -146,14 +151,14 @@ def encode_transaction(ops: list, txn_id: int, salt: int) -> bytes:
     return b"".join(frames)
 
 
-def frombytes(b, dtype) -> np.ndarray:
+def frombytes(b: object, dtype: npt.DTypeLike) -> np.ndarray:
     """A read-only array over bytes ``b`` (ValueError if not a whole number of items)."""
     if not isinstance(b, bytes) or len(b) % np.dtype(dtype).itemsize:
         raise ValueError("bad array bytes")
     return np.frombuffer(b, dtype)
 
 
-def decode_op(op: list, where: str) -> tuple:
+def decode_op(op: list[Any], where: str) -> tuple[Any, ...]:
     """A log record (msgpack list) -> an in-memory op, validating every field.
 
     Parameters
@@ -291,7 +296,7 @@ class Log:
     __slots__ = ("fd", "where", "directory", "full", "pos", "salt", "size", "txn",
                  "scan_end", "failed")
 
-    def __init__(self, fd: int, where: str, directory: str, full: bool):
+    def __init__(self, fd: int, where: str, directory: str, full: bool) -> None:
         self.fd = fd
         self.where = where
         self.directory = directory
@@ -301,7 +306,7 @@ class Log:
         self.size = 0
         self.txn = 0
         self.scan_end = 0
-        self.failed = None
+        self.failed: OSError | None = None
 
     def close(self) -> None:
         """Close the file (idempotent); the positions stay."""
@@ -392,7 +397,8 @@ class Log:
 
     # ------------------------------------------------------------------ reading
 
-    def replay(self, apply, txn: int, strict: bool = True, wait_for_writer: bool = False) -> bool:
+    def replay(self, apply: Callable[[list[tuple[Any, ...]]], object], txn: int,
+               strict: bool = True, wait_for_writer: bool = False) -> bool:
         """Apply every complete transaction of the log after :attr:`pos`.
 
         Parameters
@@ -475,10 +481,11 @@ class Log:
                     window *= 2
         return changed
 
-    def _scan(self, buf, strict, apply) -> bool:
+    def _scan(self, buf: bytes | memoryview, strict: bool,
+              apply: Callable[[list[tuple[Any, ...]]], object]) -> bool:
         """Apply the complete transactions in ``buf`` (the log from :attr:`pos`)."""
         where = self.where
-        pending = []
+        pending: list[Any] = []
         changed = False
         base = self.pos
         self.scan_end = 0

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import NamedTuple
+from typing import Any, Final, NamedTuple
 
 from . import osio
 from .format import LOCK_NAME, crc32
@@ -59,7 +59,7 @@ DURABILITY_CODES = {"full": 1, "normal": 2, "off": 3}
 _NAMES = {v: k for k, v in DURABILITY_CODES.items()}
 _LAYOUT = struct.Struct("<8sII16sQQQ16sI")   # 76 bytes, then the CRC
 #: What :func:`decode` returns for bytes that are neither zeros nor a valid record.
-DAMAGED = "damaged"
+DAMAGED: Final = "damaged"
 
 
 class Watermark(NamedTuple):
@@ -80,7 +80,7 @@ def encode(w: Watermark) -> bytes:
     return body + struct.pack("<I", crc32(body))
 
 
-def decode(b: bytes):
+def decode(b: bytes) -> Watermark | str | None:
     """The record in ``b`` (80 bytes); None when there is none (nothing or zeros:
     a database written before watermarks); :data:`DAMAGED` for any other bytes (the
     record is written by one 80-byte ``pwrite`` inside the first sector of ``LOCK``,
@@ -96,7 +96,7 @@ def decode(b: bytes):
     return Watermark(_NAMES[dur], uuid, gen, log_end, txn, boot)
 
 
-def read(directory: str, fd: int | None = None):
+def read(directory: str, fd: int | None = None) -> Watermark | str | None:
     """The watermark of the database in ``directory`` (through ``fd`` when the caller
     holds ``LOCK`` open): a :class:`Watermark`, None or :data:`DAMAGED` (:func:`decode`)."""
     try:
@@ -127,11 +127,11 @@ def shortfall(w: Watermark | None, uuid: bytes, generation: int, log_end: int, t
     """What is missing, as a sentence, or None when the state found (``generation``,
     the log replayed to ``log_end`` and transaction ``txn``) holds everything ``w``
     says was committed (or ``w`` cannot tell)."""
-    if w is DAMAGED:
+    if w is DAMAGED:  # type: ignore[comparison-overlap]  # decode() returns DAMAGED too
         return "LOCK: the watermark (bytes 64-143) is damaged; committed transactions may be missing"
     if w is None or w.uuid != uuid:
         return None
-    same_boot = bool(boot) and any(boot) and boot == w.boot
+    same_boot = bool(boot) and any(boot) and boot == w.boot  # type: ignore[arg-type]  # bool(boot): bytes
     if w.generation > generation:
         if w.durability != "off" or same_boot:
             return (f"MANIFEST is at generation {generation} but generation {w.generation} "
@@ -148,7 +148,7 @@ def shortfall(w: Watermark | None, uuid: bytes, generation: int, log_end: int, t
     return None
 
 
-def stale(w, uuid: bytes, generation: int, txn: int, boot: bytes | None) -> str | None:
+def stale(w: Any, uuid: bytes, generation: int, txn: int, boot: bytes | None) -> str | None:
     """A sentence when the log holds more than one transaction past ``w`` on the
     machine that wrote it: the writer updates the watermark after every commit, so
     only the commit a crash interrupted can be missing from it; more means ``LOCK``

@@ -1,0 +1,3 @@
+"""Type stub: the _pq kernels at level avx2 have the scalar level's signatures."""
+
+from ..scalar._pq import *
