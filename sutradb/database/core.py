@@ -24,6 +24,7 @@ from ..index.flat import FlatVectors
 from ..index.vector import VectorIndex, code_rows, decode_index
 from ..storage import Store
 from .concepts import ConceptsMixin
+from .writes import WritesMixin
 from .indexing import IndexingMixin
 from .links import LinksMixin
 from .listing import ListingMixin
@@ -115,8 +116,8 @@ def tune(db: "Database", queries: npt.ArrayLike | Sequence[str], target_recall: 
     return db.tune(queries, target_recall=target_recall, **kwargs)
 
 
-class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMixin, IndexingMixin,
-               TransactionsMixin):
+class Database(WritesMixin, ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMixin,
+               IndexingMixin, TransactionsMixin):
     """A sutradb database. Create with :func:`sutradb.open`.
 
     See :mod:`sutradb.database` for the data model, the index lifecycle, transactions

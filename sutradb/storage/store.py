@@ -3,7 +3,8 @@
 A :class:`Store` is a :class:`~.snapshot.Snapshot` (the committed rows, links, index
 and meta it sees, and every read: :mod:`.snapshot`) that opens, refreshes and, for a
 writer, changes it: it runs the commit protocol (through the log, by a spill or a
-rewrite), checkpoints, compaction and recovery after a failed write.
+rewrite) and recovery after a failed write; checkpoints and compaction are its
+:class:`~.checkpoint.CheckpointsMixin`.
 
 The pieces
 ----------
@@ -57,25 +58,22 @@ import math
 import os
 import time
 import uuid as _uuid
-from typing import Any, Callable, Literal, cast
+from typing import Any, Callable, Literal
 
 import numpy as np
 
 from ..errors import (CorruptDatabaseError, DatabaseExistsError, DatabaseNotFoundError,
                       InvalidArgumentError, LockedError, ReadOnlyError)
 from . import osio, watermark
-from .format import (DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_KEYS, KIND_ORDER, KIND_VEC,
-                     LOCK_NAME, MANIFEST_NAME, decode_manifest, file_name, parse_file_name,
-                     seg_header, wal_name)
-from .compaction import (append_rows, copy_live_rows, create_row_files, read_appended,
-                         write_index_file)
+from .format import (HEADER_SIZE, LOCK_NAME, MANIFEST_NAME, decode_manifest, parse_file_name)
 from .manifest import (check_create_params, check_manifest, create_generation, fresh_body,
-                       map_files, read_file, sweep, write_manifest)
-from .records import Chunk, Record, encode_record
-from .segments import Appender, write_new_file
+                       map_files, read_file, sweep)
+from .records import Record
+from .segments import Appender
+from .checkpoint import CheckpointsMixin
 from .snapshot import Snapshot
 from .transaction import Transaction
-from .wal import Log, create_log, encode_transaction
+from .wal import Log, encode_transaction
 
 __all__ = ["Store", "Transaction", "Record", "DURABILITY_LEVELS"]
 
@@ -83,17 +81,12 @@ DURABILITY_LEVELS = ("full", "normal", "off")
 MODES = ("r", "a", "w", "x")
 MEMORY = ":memory:"
 
-_I8 = np.dtype("<i8")
-_U1 = np.dtype("u1")
-_U8 = np.dtype("<u8")
-_F8 = np.dtype("<f8")
-_EMPTY_I8 = np.zeros(0, _I8)
 
 
 
 # --------------------------------------------------------------------------- store
 
-class Store(Snapshot):
+class Store(CheckpointsMixin, Snapshot):
     """A sutradb storage directory (or an in-memory store).
 
     Use :meth:`Store.open`; the constructor is private. See the module docstring for
@@ -552,292 +545,7 @@ class Store(Snapshot):
         except BaseException as e:
             self._broken = e
 
-    def checkpoint(self) -> None:
-        """Fold the log into the segment files and start a new log (no-op when the log
-        is empty). Compacts when the garbage passes the configured bound."""
-        self._no_txn("checkpoint")
-        if self._memory:
-            return
-        if self._log.pos > HEADER_SIZE or self._index_pending is not None:
-            try:
-                self._checkpoint()
-            except OSError:
-                self._recover_after_failure()
-                raise
-
-    def _open_appenders(self) -> None:
-        for a in self._apps.values():
-            a.close()
-        self._apps = {}
-        for key in ("ids", "ends", "rec", "dead", "codes", "vec"):
-            e = self._man["files"].get(key)
-            if e is not None:
-                a = Appender(self._dir, e["name"], e["len"], e["crc"])
-                self._apps[key] = a
-                a.reset()
-
-    def _new_file_no(self):
-        no = self._next_file
-        self._next_file += 1
-        return no
-
-    def _ensure_row_files(self):
-        """Create the code / vector files when the store just got codes / vectors."""
-        sync = self._durability != "off"
-        created = []
-        for key, kind, width, dt in (("codes", KIND_CODES, self._m, 0),
-                                     ("vec", KIND_VEC, self._d * (self._vdtype.itemsize if self._vdtype else 0),
-                                      DTYPE_CODE[self._vdtype] if self._vdtype else 0)):
-            if width and key not in self._apps:
-                if self._seg_n:  # pragma: no cover - guarded by put validation
-                    raise AssertionError("rows without " + key)
-                name = file_name(self._new_file_no(), kind)
-                self._apps[key] = Appender(self._dir, name, 0, 0,
-                                           create_header=seg_header(kind, self._uuid, width, dt))
-                created.append(key)
-        return created
-
-    def _spill_start(self, m, d, vdtype) -> None:
-        """A transaction starts writing its rows straight into the row files (its
-        widths ``m``, ``d``, ``vdtype`` become the store's): checkpoint the log first,
-        so that the files end with the checkpointed rows."""
-        if self._log.pos > HEADER_SIZE or self._index_pending is not None:
-            self._checkpoint()
-        for a in self._apps.values():
-            a.reset()
-        self._m, self._d, self._vdtype = m, d, vdtype
-        self._ensure_row_files()
-
-    def _spill_chunk(self, ch) -> None:
-        """Append a spilling transaction's rows to the row files (uncommitted until
-        its manifest swap)."""
-        append_rows(self._apps, ch)
-
-    def _checkpoint(self, spilled: bool = False):
-        """Write the tail into segment files and swap the manifest (commit point)."""
-        sync = self._durability != "off"
-        apps = self._apps
-        if not spilled:
-            for a in apps.values():
-                a.reset()
-        self._ensure_row_files()
-        body = dict(self._man)
-        retired = []
-        # rows held in memory
-        for ch in self._chunks:
-            append_rows(apps, ch)
-        if self._tail_dead:
-            apps["dead"].append(np.concatenate(self._tail_dead))
-        n = self._n
-        if apps["ids"].length != 8 * n:  # pragma: no cover - defensive
-            raise AssertionError("row files out of step with the row count")
-        # id order
-        seg_sorted = self._man["sorted"]
-        new_ids = None
-        if n > self._seg_n:
-            new_ids = np.frombuffer(read_appended(apps["ids"], 8 * self._seg_n), _I8)
-        order_entry = self._man["files"].get("order")
-        if new_ids is not None:
-            last = self._seg_ids[-1] if self._seg_n else None
-            still = seg_sorted and (len(new_ids) < 2 or (new_ids[1:] > new_ids[:-1]).all()) and (
-                last is None or new_ids[0] > last)
-            if not still:
-                all_ids = np.concatenate([self._seg_ids, new_ids])
-                order = np.argsort(all_ids, kind="stable").astype(_I8)
-                if order_entry is not None:
-                    retired.append(order_entry["name"])
-                order_entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_ORDER),
-                                             KIND_ORDER, self._uuid, [order], width=8, sync=sync)
-            seg_sorted = bool(still)
-        # links
-        links_entry = self._man["links"]
-        if self._links.changed:
-            if links_entry is not None:
-                retired.append(links_entry["name"])
-            links_entry = self._links.write(self._dir, self._uuid, self._new_file_no, sync)
-        # index
-        index_entry = self._man["index"]
-        if self._index_pending is not None:
-            if index_entry is not None:
-                retired.append(index_entry["name"])
-            index_entry = write_index_file(self._dir, self._new_file_no, self._uuid, *self._index_pending, sync)
-        # keys
-        keys_entry = self._man["files"].get("keys")
-        kidx = self._keys.rebuild("keys" in self._man["files"], self._tail_dead, self._seg_n,
-                                  self._seg_ids, self._live)
-        if kidx is not None:
-            keys_entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_KEYS),
-                                        KIND_KEYS, self._uuid, list(kidx), width=16, sync=sync)
-        for a in apps.values():
-            if sync:
-                a.sync()
-        files = {k: a.publish() for k, a in apps.items()}
-        if order_entry is not None:
-            files["order"] = order_entry
-        if keys_entry is not None:
-            files["keys"] = keys_entry
-        gen = self._gen + 1
-        body.update(files=files, n=int(n), sorted=bool(seg_sorted), links=links_entry, index=index_entry,
-                    meta=self._meta, txn=self._txn, wal=wal_name(gen), m=self._m, d=self._d,
-                    vdtype=DTYPE_CODE[self._vdtype] if self._vdtype else 0,
-                    next_file=self._next_file)
-        create_log(self._dir, gen, self._uuid, self._durability == "full", sync)
-        write_manifest(self._dir, gen, body, sync, self._set_broken)
-        # committed: adopt the new manifest
-        for a in apps.values():
-            a.mark_committed()
-        self._after_swap(gen, body)
-        if self._should_compact():
-            try:
-                self._rewrite()
-            except OSError as e:   # the checkpoint itself is done; compaction retries later
-                self.last_checkpoint_error = e
-                self._recover_after_failure()
-                if self._broken is not None:
-                    raise
-
-    def _after_swap(self, gen, body):
-        try:
-            maps = map_files(self._dir, body)
-            wal_fd = osio.open_file(os.path.join(self._dir, body["wal"]), os.O_RDWR)
-        except BaseException as e:
-            self._broken = e
-            raise
-        self._log.close()
-        log = self._log = Log(wal_fd, os.path.join(self._dir, body["wal"]), self._dir,
-                              self._durability == "full")
-        self._install(gen, body, maps)
-        try:
-            log.open_new(self._uuid, gen, body["wal"])
-        except BaseException as e:
-            self._broken = e
-            raise
-        sweep(self._dir, self._man)
-        self._mark()
-
-    def _should_compact(self) -> bool:
-        dead = self._n - self._n_live
-        return dead >= self._compact_min_rows and dead > self._compact_ratio * self._n
-
     # ------------------------------------------------------------------ compaction
-
-    def compact(self) -> None:
-        """Rewrite the live rows into new segment files (renumbering rows) and swap
-        the manifest; the old files are deleted. Readers keep their snapshot."""
-        self._no_txn("compact")
-        if self._memory:
-            self._compact_memory()
-            return
-        try:
-            if self._log.pos > HEADER_SIZE or self._index_pending is not None:
-                self._checkpoint()
-            if self._n_live != self._n:
-                self._rewrite()
-        except OSError:
-            self._recover_after_failure()
-            raise
-
-    def _compact_memory(self) -> None:
-        rows = np.flatnonzero(self._live[:self._n])
-        ids = self.ids[rows]
-        codes = self.codes[rows] if self._m else None
-        vecs = cast(np.ndarray, self.vectors)[rows] if self._d else None
-        recs = [self.record_at(r) for r in rows.tolist()]
-        rec_b = [encode_record(r.key, r.text, r.metadata) for r in recs]
-        ends = np.cumsum([len(b) for b in rec_b], dtype=_U8) if rec_b else np.zeros(0, _U8)
-        ch = Chunk(ids.copy(), None if codes is None else codes.copy(),
-                    None if vecs is None else vecs.copy(), b"".join(rec_b), ends,
-                    [r.key for r in recs])
-        links, meta, idx, txn = self._links, self._meta, self._index_pending, self._txn
-        if idx is not None and self.on_renumber is not None:
-            idx = self.on_renumber(rows) or idx
-        body = dict(self._man, n=0, m=self._m, d=self._d,
-                    vdtype=DTYPE_CODE[self._vdtype] if self._vdtype else 0)
-        self._install(self._gen, body, {})
-        self._links = links
-        self._meta, self._index_pending, self._txn = meta, idx, txn
-        if len(ids):
-            self._apply([("put", ch)])
-
-    def _rewrite(self, codes_override=None, index=None, meta=None, txn=None):
-        """Write the live rows into fresh files; optionally with new codes (``(ids
-        sorted, codes)``), a new index and meta, as transaction ``txn``."""
-        sync = self._durability != "off"
-        if self._chunks or self._tail_dead or self._links.changed:  # pragma: no cover
-            raise AssertionError("rewrite needs a checkpointed state")
-        rows = np.flatnonzero(self._live[:self._n])
-        m = self._m if codes_override is None else codes_override[1].shape[1]
-        created = []
-        try:
-            apps = create_row_files(self._dir, self._uuid, self._new_file_no, m, self._d,
-                                    self._vdtype, created)
-            self._check_ends()
-            copy_live_rows(apps, rows, self._seg_ids, self._seg_ends, self._seg_rec,
-                           self._seg_codes, self._seg_vecs, codes_override)
-            for a in apps.values():
-                if sync:
-                    a.sync()
-            new_ids = np.frombuffer(read_appended(apps["ids"], 0), _I8) if len(rows) else _EMPTY_I8
-            files = {k: a.publish() for k, a in apps.items()}
-            srt = len(new_ids) < 2 or bool((new_ids[1:] > new_ids[:-1]).all())
-            if not srt:
-                order = np.argsort(new_ids, kind="stable").astype(_I8)
-                files["order"] = write_new_file(self._dir, file_name(self._new_file_no(), KIND_ORDER),
-                                                KIND_ORDER, self._uuid, [order], width=8, sync=sync)
-            if "keys" in self._man["files"]:     # keys map to ids: unchanged by renumbering
-                files["keys"] = self._man["files"]["keys"]
-            index_entry = self._man["index"]
-            if index is None and index_entry is not None and self.on_renumber is not None:
-                index = self.on_renumber(rows)
-            if index is not None:
-                index_entry = write_index_file(self._dir, self._new_file_no, self._uuid, *index, sync)
-            gen = self._gen + 1
-            body = dict(self._man)
-            body.update(files=files, n=len(rows), sorted=srt, index=index_entry,
-                        meta=self._meta if meta is None else meta,
-                        txn=self._txn if txn is None else txn, wal=wal_name(gen), m=m,
-                        next_file=self._next_file)
-            create_log(self._dir, gen, self._uuid, self._durability == "full", sync)
-            write_manifest(self._dir, gen, body, sync, self._set_broken)
-        finally:
-            for a in created:
-                a.close()
-        try:
-            self._open_appenders_from(body)
-        except BaseException as e:
-            self._broken = e
-            raise
-        self._after_swap(gen, body)
-
-    def _open_appenders_from(self, body) -> None:
-        self._man = body
-        self._open_appenders()
-
-    def _commit_rewrite(self, txn) -> int:
-        ids, codes = txn._rewrite
-        try:
-            if self._log.pos > HEADER_SIZE or self._index_pending is not None:
-                self._checkpoint()
-        except OSError:
-            self._recover_after_failure()
-            raise
-        live_ids = self._seg_ids[self._live[:self._n]]
-        o = np.argsort(ids, kind="stable")
-        sid, sc = ids[o], codes[o]
-        if len(sid) != len(live_ids) or (len(sid) > 1 and not (sid[1:] > sid[:-1]).all()) or not np.array_equal(np.sort(live_ids), sid):
-            raise InvalidArgumentError("replace_codes must give codes for exactly the live ids, once each")
-        index = meta = None
-        for op in txn._ops:
-            if op[0] == "index":
-                index = (op[1], op[2])
-            elif op[0] == "meta":
-                meta = op[1]
-        try:
-            self._rewrite((sid, sc), index=index, meta=meta, txn=self._txn + 1)
-        except BaseException:
-            self._recover_after_failure()
-            raise
-        return self._txn
 
     # ------------------------------------------------------------------ verify
 
