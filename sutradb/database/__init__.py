@@ -24,6 +24,9 @@ listing
     in pages.
 links
     ``link``, ``unlink``, ``neighbors``, ``links``.
+arrow
+    ``to_arrow``, ``to_pandas``, ``add_arrow``: Arrow tables (and pandas) in and
+    out; the metadata column encoding.
 search
     ``search``, ``search_vectors``, filters, ``find_words``; ``distance`` and
     ``distances`` over a :class:`~sutradb.database.search.DistanceTable`.
@@ -54,5 +57,5 @@ from .core import Database, open, tune
 from .options import DEFAULT_OPTIONS, INDEX_KINDS, METRICS
 from .transactions import Transaction
 
-__all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
-           "DEFAULT_OPTIONS", "INDEX_KINDS"]
+__all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link",
+           "METRICS", "DEFAULT_OPTIONS", "INDEX_KINDS"]

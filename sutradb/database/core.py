@@ -20,6 +20,7 @@ from ..errors import (ClosedError, DimensionError, EmbedderError, InvalidArgumen
 from ..index.flat import FlatVectors
 from ..index.vector import VectorIndex, code_rows, decode_index
 from ..storage import Store
+from .arrow import ArrowMixin
 from .concepts import ConceptsMixin
 from .indexing import IndexingMixin
 from .links import LinksMixin
@@ -104,7 +105,7 @@ def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) 
 
 
 class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMixin,
-               TransactionsMixin):
+               TransactionsMixin, ArrowMixin):
     """A sutradb database. Create with :func:`sutradb.open`.
 
     See :mod:`sutradb.database` for the data model, the index lifecycle, transactions
