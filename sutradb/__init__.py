@@ -8,12 +8,12 @@ from . import errors
 from .errors import *  # noqa: F401,F403
 from .simd import show_config
 from .index.pq import ProductQuantizer
-from .database import Concept, Database, Hit, Link, Transaction, open, tune  # noqa: A004
+from .database import Concept, Database, Hit, Link, Transaction, from_export, open, tune  # noqa: A004
 
 __version__ = "0.1.0"
 
-__all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link", "ProductQuantizer",
-           "show_config", "errors", "__version__"] + list(errors.__all__)
+__all__ = ["open", "tune", "from_export", "Database", "Transaction", "Concept", "Hit", "Link",
+           "ProductQuantizer", "show_config", "errors", "__version__"] + list(errors.__all__)
 
 
 def open_sharded(paths_or_manifest, **kwargs):

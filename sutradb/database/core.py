@@ -22,6 +22,7 @@ from ..index.vector import VectorIndex, code_rows, decode_index
 from ..storage import Store
 from .arrow import ArrowMixin
 from .concepts import ConceptsMixin
+from .exchange import ExchangeMixin
 from .indexing import IndexingMixin
 from .links import LinksMixin
 from .listing import ListingMixin
@@ -105,7 +106,7 @@ def tune(db: "Database", queries, target_recall: float | None = None, **kwargs) 
 
 
 class Database(ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, IndexingMixin,
-               TransactionsMixin, ArrowMixin):
+               TransactionsMixin, ArrowMixin, ExchangeMixin):
     """A sutradb database. Create with :func:`sutradb.open`.
 
     See :mod:`sutradb.database` for the data model, the index lifecycle, transactions
