@@ -193,7 +193,8 @@ def metadata_plan(mds, n_rows: int | None = None) -> list[MetadataField]:
     n_rows : int, optional
         How many rows (counted from ``mds`` when None).
     """
-    stats: dict[str, list] = {}           # field -> [kind, present, nones]
+    # field -> [kind, present, nones, the scalar type whose values need no look]
+    stats: dict[str, list] = {}
     count = 0
     for md in mds:
         count += 1
@@ -202,15 +203,19 @@ def metadata_plan(mds, n_rows: int | None = None) -> list[MetadataField]:
         for k, v in md.items():
             st = stats.get(k)
             if st is None:
-                st = stats[k] = [None, 0, 0]
+                st = stats[k] = [None, 0, 0, None]
             st[1] += 1
+            t = type(v)
+            if t is st[3] and (t is not int or _I64_MIN <= v <= _I64_MAX):
+                continue
             if v is None:
                 st[2] += 1
             else:
-                st[0] = _merge(st[0], _kind(v))
+                st[0] = kind = _merge(st[0], _kind(v))
+                st[3] = t if kind == _SCALAR.get(t) else None
     n = count if n_rows is None else n_rows
-    out, taken = [], set(FIXED_COLUMNS)
-    for name, (kind, present, nones) in stats.items():
+    out, taken = [], set(FIXED_COLUMNS) | {"metadata"}
+    for name, (kind, present, nones, _) in stats.items():
         nulls = "absent"
         if kind is None or kind == "list":
             kind = "json"
@@ -620,7 +625,7 @@ class ArrowMixin:
         self._check_open()
         with self._read:
             rows = self._arrow_rows(where, order_by, limit, offset)
-            recs = [self._store.record_at(r) for r in rows.tolist()]
+            recs = self._store.records_at(rows)
             plan = self._arrow_plan(pa, columns, vectors, [r.metadata for r in recs], len(rows))
             batches = [self._arrow_batch(pa, plan, rows[s0:s0 + BATCH], recs[s0:s0 + BATCH])
                        for s0 in range(0, len(rows), BATCH)]

@@ -215,13 +215,14 @@ class ExchangeMixin:
             has_vectors = self._meta["vector_dtype"] is not None and bool(self._meta["dim"])
             cols = ["id", "key", "text"] + (["vector"] if has_vectors else []) \
                 + (["codes"] if index is not None else []) + ["metadata"]
-            plan = self._arrow_plan(pa, cols, "stored",
-                                    (s.record_at(r).metadata for r in rows.tolist()), len(rows))
+            # two passes over the records: the metadata columns' types, then the rows
+            plan = self._arrow_plan(pa, cols, "stored", (
+                r.metadata for s0 in range(0, len(rows), BATCH)
+                for r in s.records_at(rows[s0:s0 + BATCH])), len(rows))
             with pq.ParquetWriter(cpath, plan[1]) as w:
                 for s0 in range(0, len(rows), BATCH):
                     blk = rows[s0:s0 + BATCH]
-                    recs = [s.record_at(r) for r in blk.tolist()]
-                    w.write_batch(self._arrow_batch(pa, plan, blk, recs))
+                    w.write_batch(self._arrow_batch(pa, plan, blk, s.records_at(blk)))
             lt = pa.table({"source": pa.array([x[0] for x in links], pa.int64()),
                            "target": pa.array([x[1] for x in links], pa.int64()),
                            "relation": pa.array([x[2] for x in links], pa.string()),
@@ -259,8 +260,13 @@ class ExchangeMixin:
         s = self._store
         V = s.vectors
         C = s.codes if with_codes else None
-        for r in rows.tolist():
-            rec = s.record_at(r)
+        for s0 in range(0, len(rows), BATCH):
+            blk = rows[s0:s0 + BATCH]
+            self._write_concept_block(f, blk, s.records_at(blk), V, C)
+
+    @staticmethod
+    def _write_concept_block(f, rows, recs, V, C):
+        for r, rec in zip(rows.tolist(), recs):
             d = {"id": rec.id, "key": rec.key, "text": rec.text}
             md = rec.metadata or {}
             if has_bytes(md):                   # JSON cannot hold bytes
