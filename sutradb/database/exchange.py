@@ -21,7 +21,7 @@ A directory (``format="parquet"`` or ``"jsonl"``)::
     index.<name>.npy     its arrays (IVF centres, lists, list-ordered codes)
 
 (``concepts.jsonl`` and ``links.jsonl`` with ``format="jsonl"``: one JSON object
-per line, ``{"id", "key", "text", "metadata", "vector", "codes"}`` and
+per line, ``{"id", "key", "text", "metadata", "codes", "vector"}`` and
 ``{"source", "target", "relation", "weight"}``.)
 
 Or one JSONL stream (a ``.jsonl`` file, or a text stream such as stdout): a header
@@ -219,7 +219,11 @@ class ExchangeMixin:
             plan = self._arrow_plan(pa, cols, "stored", (
                 r.metadata for s0 in range(0, len(rows), BATCH)
                 for r in s.records_at(rows[s0:s0 + BATCH])), len(rows))
-            with pq.ParquetWriter(cpath, plan[1]) as w:
+            # dictionaries and min/max statistics of millions of vector components cost
+            # most of the write and read time and help nobody: PLAIN for those
+            plain = [c for c in plan[1].names if c not in ("vector", "codes")]
+            with pq.ParquetWriter(cpath, plan[1], use_dictionary=plain,
+                                  write_statistics=plain) as w:
                 for s0 in range(0, len(rows), BATCH):
                     blk = rows[s0:s0 + BATCH]
                     w.write_batch(self._arrow_batch(pa, plan, blk, s.records_at(blk)))
@@ -262,11 +266,15 @@ class ExchangeMixin:
         C = s.codes if with_codes else None
         for s0 in range(0, len(rows), BATCH):
             blk = rows[s0:s0 + BATCH]
-            self._write_concept_block(f, blk, s.records_at(blk), V, C)
+            vecs = None
+            if V is not None and V.dtype == np.float16:
+                # every float16 has its JSON number precomputed (what json.dumps writes)
+                vecs = _f16_json()[np.asarray(V[blk]).view(np.uint16)]
+            self._write_concept_block(f, blk, s.records_at(blk), V, vecs, C)
 
     @staticmethod
-    def _write_concept_block(f, rows, recs, V, C):
-        for r, rec in zip(rows.tolist(), recs):
+    def _write_concept_block(f, rows, recs, V, vecs, C):
+        for j, (r, rec) in enumerate(zip(rows.tolist(), recs)):
             d = {"id": rec.id, "key": rec.key, "text": rec.text}
             md = rec.metadata or {}
             if has_bytes(md):                   # JSON cannot hold bytes
@@ -274,11 +282,14 @@ class ExchangeMixin:
                     msgpack.packb(md, use_bin_type=True)).decode()
             else:
                 d["metadata"] = md
-            if V is not None:
-                d["vector"] = V[r].tolist()
             if C is not None:
                 d["codes"] = C[r].tolist()
-            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+            line = json.dumps(d, ensure_ascii=False)
+            if vecs is not None:
+                line = f'{line[:-1]}, "vector": [{", ".join(vecs[j])}]}}'
+            elif V is not None:
+                line = f'{line[:-1]}, "vector": {json.dumps(V[r].tolist())}}}'
+            f.write(line + "\n")
 
     # ------------------------------------------------------------------ import
 
@@ -363,6 +374,19 @@ class ExchangeMixin:
                 raise InvalidArgumentError(f"{reader.where('manifest')}: bad next_id {nxt!r}")
             st.next_id = nxt
             st.meta["next_id"] = nxt
+
+
+_F16_JSON = None
+
+
+def _f16_json():
+    """The JSON text of every float16 value, indexed by its bits (what
+    ``json.dumps(float(x))`` writes: Python's shortest repr, exact)."""
+    global _F16_JSON
+    if _F16_JSON is None:
+        vals = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+        _F16_JSON = np.array([json.dumps(float(x)) for x in vals.tolist()], dtype=object)
+    return _F16_JSON
 
 
 # --------------------------------------------------------------------------- readers
