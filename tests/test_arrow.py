@@ -225,6 +225,16 @@ def test_add_arrow_list_vectors_and_float64():
     db.add_arrow(t)
     assert db.dim == 2 and db.get("b").vector.tolist() == [0.0, 1.0]
 
+    class Stream:               # Polars, DuckDB...: the Arrow C stream interface
+        def __arrow_c_stream__(self, requested_schema=None):
+            return t.__arrow_c_stream__(requested_schema)
+
+    if hasattr(pa.RecordBatchReader, "from_stream"):
+        assert db.add_arrow(Stream(), key=None).tolist() == [2, 3]
+    big = pa.table({"vector": [[1.0, 2.0]], "id": pa.array([2 ** 63 - 1], pa.int64())})
+    with pytest.raises(InvalidArgumentError, match="no id after"):
+        db.add_arrow(big, id="id")
+
 
 def test_add_arrow_pandas():
     pd = pytest.importorskip("pandas")

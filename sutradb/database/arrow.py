@@ -41,6 +41,7 @@ pyarrow and pandas are imported on first use; without them these methods raise
 from __future__ import annotations
 
 import json
+import sys
 
 import msgpack
 import numpy as np
@@ -417,10 +418,7 @@ def input_batches(data, batch_rows: int = BATCH):
                                   for s in range(0, max(data.num_rows, 1), batch_rows)])
     if isinstance(data, pa.RecordBatchReader):
         return data.schema, iter(data)
-    pd = None
-    mod = type(data).__module__ or ""
-    if mod.startswith("pandas"):
-        pd = require_pandas()
+    pd = sys.modules.get("pandas")          # a DataFrame means pandas is imported
     if pd is not None and isinstance(data, pd.DataFrame):
         t = _with_encodings(pa, pa.Table.from_pandas(data, preserve_index=False),
                             data.attrs.get(ATTRS_KEY))
@@ -623,11 +621,16 @@ class ArrowMixin:
         """
         pa = require_pyarrow()
         self._check_open()
+        # the records (key, text, metadata) are read only when a column needs them
+        need = columns is None or isinstance(columns, str) or \
+            any(c not in ("id", "vector", "codes") for c in columns)
         with self._read:
             rows = self._arrow_rows(where, order_by, limit, offset)
-            recs = self._store.records_at(rows)
-            plan = self._arrow_plan(pa, columns, vectors, [r.metadata for r in recs], len(rows))
-            batches = [self._arrow_batch(pa, plan, rows[s0:s0 + BATCH], recs[s0:s0 + BATCH])
+            recs = self._store.records_at(rows) if need else None
+            plan = self._arrow_plan(pa, columns, vectors,
+                                    [r.metadata for r in recs] if need else (), len(rows))
+            batches = [self._arrow_batch(pa, plan, rows[s0:s0 + BATCH],
+                                         recs[s0:s0 + BATCH] if need else None)
                        for s0 in range(0, len(rows), BATCH)]
         return pa.Table.from_batches(batches, schema=plan[1])
 
@@ -919,6 +922,9 @@ class ArrowMixin:
         if ids is None:
             ids = np.arange(st.next_id, st.next_id + n, dtype=np.int64)
         else:
+            if n and int(ids.max()) >= _I64_MAX:
+                raise InvalidArgumentError(f"column of ids: {int(ids.max())} leaves no id after "
+                                           "it (ids must be below 2**63 - 1)")
             low = ids < floor
             if low.any():
                 j = int(np.flatnonzero(low)[0])
