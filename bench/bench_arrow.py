@@ -30,7 +30,6 @@ import argparse
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="repeats (default 5; --quick 2)")
     p.add_argument("--no-jsonl", action="store_true", help="skip the JSONL export / import")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", default=None, help="output JSON (default bench/results/arrow-<time>.json)")
+    p.add_argument("--json", default=None,
+                   help="output JSON (default bench/results/arrow-<time>.json)")
     a = p.parse_args(argv)
     a.rows = a.rows or (20_000 if a.quick else 100_000)
     a.repeats = a.repeats or (2 if a.quick else 5)

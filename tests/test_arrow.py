@@ -14,7 +14,7 @@ from sutradb.errors import (DimensionError, DuplicateKeyError, EmbedderError,
 
 pa = pytest.importorskip("pyarrow")
 
-from sutradb.database.arrow import FIELD_KEY, metadata_plan, vector_array  # noqa: E402
+from sutradb.database.arrowcols import FIELD_KEY, metadata_plan, vector_array  # noqa: E402
 
 from exchange_helpers import ZOO, same  # noqa: E402
 
@@ -99,7 +99,7 @@ def test_to_arrow_columns_where_order_and_pages():
     assert np.array_equal(vector_array(t32.column(0)),
                           db.get_vectors(range(40)).astype(np.float32))
     assert "vector" not in db.to_arrow(vectors=None).column_names
-    assert db.to_arrow(order_by=None).column("id").to_pylist() == db.find_ids(order_by="id").tolist()
+    assert db.to_arrow(order_by=None)["id"].to_pylist() == db.find_ids(order_by="id").tolist()
     with pytest.raises(InvalidArgumentError):
         db.to_arrow(vectors="float64")
     with pytest.raises(InvalidArgumentError):
@@ -251,7 +251,8 @@ def test_add_arrow_pandas():
     assert out["n"].dtype == np.int64
     assert np.array_equal(np.stack(out["vector"]), db.get_vectors([0, 1, 2]))
     nn = db.to_pandas(dtype_backend="numpy_nullable")
-    assert str(nn["score"].dtype) == "Float64" and nn["score"].isna().tolist() == [False, True, False]
+    assert str(nn["score"].dtype) == "Float64"
+    assert nn["score"].isna().tolist() == [False, True, False]
     pa_df = db.to_pandas(["id", "n"], dtype_backend="pyarrow")
     assert str(pa_df["n"].dtype) == "int64[pyarrow]"
     with pytest.raises(InvalidArgumentError):

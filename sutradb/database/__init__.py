@@ -26,7 +26,9 @@ links
     ``link``, ``unlink``, ``neighbors``, ``links``.
 arrow
     ``to_arrow``, ``to_pandas``, ``add_arrow``: Arrow tables (and pandas) in and
-    out; the metadata column encoding.
+    out.
+arrowcols
+    The Arrow columns: metadata column encoding, vectors, the input plan.
 exchange
     ``export`` and :func:`from_export`: a database written out whole and read back
     equal (ids, links, index).

@@ -50,7 +50,7 @@ import numpy as np
 from ..errors import (DatabaseExistsError, EmbedderError, InvalidArgumentError)
 from ..graph import check_relation
 from ..index.vector import decode_index, encode_index
-from .arrow import InputPlan, has_bytes, require_pyarrow
+from .arrowcols import InputPlan, has_bytes, require_pyarrow
 from .ivflists import remap_lists
 from .options import BATCH, MEMORY, STORED
 
