@@ -74,6 +74,8 @@ def small_db(path):
     db.delete([0, 13, 14, 15, 59])
     db.update(7, text="changed", metadata={"new": [1, 2.5, "x"]})
     db.update(8, vector=rng.standard_normal(8).astype(np.float32), key="renamed")
+    # a text and a field that look like a JSONL line's end
+    db.update(3, text='ends like a line: "vector": [1, 2]}', metadata={"vector": [1, "x"]})
     for a, b, rel, w in [(1, 2, "is_a", 1.0), (2, 1, "is_a", 0.25), (1, 7, "near", -3.5),
                          (40, 41, "next", 2.0)]:
         db.link(a, b, rel, weight=w)
@@ -241,9 +243,9 @@ def test_the_parquet_export_is_a_plain_table(tmp_path):
     db, _ = small_db(tmp_path / "src")
     db.export(tmp_path / "p")
     t = pq.read_table(tmp_path / "p" / "concepts.parquet")
-    # storage order: the updated concepts 7 and 8 last
+    # storage order: the updated concepts 7, 8 and 3 last
     assert t.column("id").to_pylist() == db.to_arrow(["id"], order_by=None)["id"].to_pylist()
-    assert t.column("id").to_pylist()[-2:] == [7, 8]
+    assert t.column("id").to_pylist()[-3:] == [7, 8, 3]
     assert str(t.schema.field("vector").type).startswith("fixed_size_list")
     assert t.schema.field("i").type == "int64"
     links = pq.read_table(tmp_path / "p" / "links.parquet").to_pylist()
