@@ -171,6 +171,21 @@ def test_export_refuses_to_overwrite_and_import_to_existing(tmp_path):
     db.close()
 
 
+def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    db, _ = small_db(tmp_path / "db" / "src")
+    before = sorted(os.listdir(tmp_path))
+
+    def fail(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(db), "_write_concept_lines", fail)
+    for out in (tmp_path / "dir", tmp_path / "one.jsonl"):
+        with pytest.raises(OSError, match="disk full"):
+            db.export(out, format="jsonl")
+        assert sorted(os.listdir(tmp_path)) == before
+    db.close()
+
+
 def damage(tmp_path, fmt, how):
     db, _ = small_db(tmp_path / "src")
     out = tmp_path / "exp"

@@ -42,7 +42,6 @@ import base64
 import json
 import os
 import shutil
-import tempfile
 
 import msgpack
 import numpy as np
@@ -67,6 +66,20 @@ _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 def _is_stream(x) -> bool:
     return hasattr(x, "write") or hasattr(x, "readline")
+
+
+def _fsync(path) -> None:
+    """Flush a file or directory to disk (directories: where the OS allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- export
@@ -138,14 +151,20 @@ class ExchangeMixin:
             return self._write_file(path)
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise InvalidArgumentError(f"{path!r} exists and is not an empty directory")
-        parent = os.path.dirname(os.path.abspath(path))
-        tmp = tempfile.mkdtemp(prefix=".sutradb-export-", dir=parent)
+        # written beside, synced, then renamed into place: a crash leaves the whole
+        # export or none of it
+        tmp = f"{os.path.abspath(path).rstrip(os.sep)}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        os.mkdir(tmp)
         try:
             with self._read:
                 man = self._write_dir(tmp, format, pa)
+            for name in os.listdir(tmp):
+                _fsync(os.path.join(tmp, name))
+            _fsync(tmp)
             if os.path.isdir(path):
                 os.rmdir(path)
             os.replace(tmp, path)
+            _fsync(os.path.dirname(os.path.abspath(path)))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -154,11 +173,13 @@ class ExchangeMixin:
     def _write_file(self, path) -> dict:
         if os.path.exists(path):
             raise InvalidArgumentError(f"{path!r} exists")
-        tmp = path + ".tmp"
+        tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             with open(tmp, "w", encoding="utf-8") as f, self._read:
                 man = self._write_stream(f)
+            _fsync(tmp)
             os.replace(tmp, path)
+            _fsync(os.path.dirname(os.path.abspath(path)))
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
