@@ -49,6 +49,7 @@ import numpy as np
 from ..errors import (DatabaseExistsError, EmbedderError, InvalidArgumentError)
 from ..graph import check_relation
 from ..index.vector import decode_index, encode_index
+from ..storage import osio
 from .arrowcols import InputPlan, has_bytes, require_pyarrow
 from .ivflists import remap_lists
 from .options import BATCH, MEMORY, STORED
@@ -69,15 +70,11 @@ def _is_stream(x) -> bool:
 
 
 def _fsync(path) -> None:
-    """Flush a file or directory to disk (directories: where the OS allows it)."""
+    """Flush a file to disk (through :mod:`sutradb.storage.osio`, the one module that
+    knows the platforms)."""
+    fd = osio.open_file(path, os.O_RDONLY)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        osio.sync_file(fd)
     finally:
         os.close(fd)
 
@@ -160,11 +157,11 @@ class ExchangeMixin:
                 man = self._write_dir(tmp, format, pa)
             for name in os.listdir(tmp):
                 _fsync(os.path.join(tmp, name))
-            _fsync(tmp)
+            osio.sync_dir(tmp)
             if os.path.isdir(path):
                 os.rmdir(path)
-            os.replace(tmp, path)
-            _fsync(os.path.dirname(os.path.abspath(path)))
+            osio.replace_file(tmp, path)
+            osio.sync_dir(os.path.dirname(os.path.abspath(path)))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -178,8 +175,8 @@ class ExchangeMixin:
             with open(tmp, "w", encoding="utf-8") as f, self._read:
                 man = self._write_stream(f)
             _fsync(tmp)
-            os.replace(tmp, path)
-            _fsync(os.path.dirname(os.path.abspath(path)))
+            osio.replace_file(tmp, path)
+            osio.sync_dir(os.path.dirname(os.path.abspath(path)))
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
