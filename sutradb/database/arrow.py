@@ -23,10 +23,10 @@ field. Any other field (mixed types, dicts, nested lists, ints beyond int64) is 
 bytes (JSON has no bytes). A field that is ``None`` for some concepts stays typed if
 every concept has it (null then means ``None``), else goes JSON (null: absent,
 ``"null"``: ``None``). Each metadata column says which in its field metadata
-(``b"sutradb.metadata"``: JSON ``{"field", "encoding", "nulls"}``), so
+(``b"sutradb.metadata"``: JSON ``{"field", "encoding", "kind", "nulls"}``), so
 :meth:`ArrowMixin.add_arrow` restores the exact Python values, bools and ints and
 nested dicts included. A field named like a fixed column (``id``, ``key``,
-``text``, ``vector``, ``codes``) becomes the column ``metadata.<name>``.
+``text``, ``vector``, ``codes``, ``metadata``) becomes the column ``metadata.<name>``.
 
 Vectors go out without a copy where the storage allows: the vector column of a
 batch of rows that are consecutive in storage (every concept, in ``id`` order, of a

@@ -24,7 +24,7 @@ __all__ = ["require_pyarrow", "require_pandas", "vector_array", "FIXED_COLUMNS",
 
 #: The columns of a concept that are not metadata.
 FIXED_COLUMNS = ("id", "key", "text", "vector", "codes")
-#: Field-metadata key of a metadata column (JSON: field, encoding, nulls).
+#: Field-metadata key of a metadata column (JSON: field, encoding, kind, nulls).
 FIELD_KEY = b"sutradb.metadata"
 #: Schema-metadata key of a table sutradb wrote (JSON: format, version, dim, metric...).
 SCHEMA_KEY = b"sutradb"
