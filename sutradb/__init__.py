@@ -13,7 +13,8 @@ from .errors import *  # noqa: F401,F403
 from .simd import show_config as show_config
 from .index.pq import ProductQuantizer as ProductQuantizer
 from .database import (Concept as Concept, Database as Database, Hit as Hit, Link as Link,
-                       Transaction as Transaction, open as open, tune as tune)  # noqa: A004
+                       Transaction as Transaction, from_export as from_export, open as open,
+                       tune as tune)  # noqa: A004
 
 if TYPE_CHECKING:
     import os
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link", "ProductQuantizer",
-           "show_config", "errors", "__version__"] + list(errors.__all__)
+__all__ = ["open", "tune", "from_export", "Database", "Transaction", "Concept", "Hit", "Link",
+           "ProductQuantizer", "show_config", "errors", "__version__"] + list(errors.__all__)
 
 
 def open_sharded(paths_or_manifest: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],

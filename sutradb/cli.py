@@ -12,13 +12,14 @@ Examples
     sutradb add notes.sutra texts.txt                 # one concept per line
     sutradb add notes.sutra docs.jsonl --text-field body --key-field id
     sutradb import notes.sutra vectors.npy --metadata meta.jsonl
+    sutradb export notes.sutra --out backup/          # everything, Parquet
+    sutradb import copy.sutra backup/                 # an equal database
     sutradb search notes.sutra "capital of France" -k 5 --where '{"src": "wiki"}'
     sutradb get notes.sutra 42
     sutradb link notes.sutra 1 2 is_a --weight 0.5
     sutradb neighbors notes.sutra 1
     sutradb info notes.sutra --json
     sutradb verify notes.sutra
-    sutradb export notes.sutra --out all.jsonl
     sutradb bench --quick --json out.json
 """
 
@@ -187,10 +188,30 @@ def cmd_add(args):
 
 
 def cmd_import(args):
+    """An export (a directory, a JSONL file, or ``-`` for stdin) into a new database;
+    else a .npy array of vectors (with --texts / --metadata) into the database."""
+    from .database.exchange import from_export, is_export
+    src = args.source
+    if src == "-" or is_export(src):
+        if args.texts or args.metadata:
+            raise UsageError("--texts and --metadata are for a .npy of vectors; an export "
+                             "holds its own")
+        stream = sys.stdin if src == "-" else src
+        kw = {"durability": args.durability, "timeout": args.timeout}
+        if getattr(args, "embedder", None):
+            kw["embedder"] = args.embedder
+        with from_export(stream, args.path, **kw) as db:
+            out = {"imported": len(db), "links": len(db.links()),
+                   "index": db.index_info["kind"], "embedder": db.embedder_name}
+        _print(args, out, f"imported {out['imported']} concepts and {out['links']} links into "
+                          f"{args.path} (index: {out['index']})")
+        return
+    if os.path.isdir(src):
+        raise UsageError(f"{src}: a directory without a manifest.json (not a sutradb export)")
     try:
-        V = np.load(args.vectors, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{args.vectors}: not a .npy array ({e})") from None
+        V = np.load(src, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UsageError(f"{src}: neither a sutradb export nor a .npy array ({e})") from None
     texts = metas = keys = None
     if args.texts:
         texts = Path(args.texts).read_text(encoding="utf-8").splitlines()
@@ -396,32 +417,22 @@ def cmd_compact(args):
 
 
 def cmd_export(args):
-    with _open(args, "r") as db:
-        ids = list(db)
+    """Everything (concepts with ids and vectors, links, embedder spec, options, index):
+    a directory (Parquet or JSONL tables), a .jsonl file, or JSONL on stdout."""
+    out = args.out
+    if out is None:
         if args.format == "parquet":
-            try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise UsageError("Parquet export needs pyarrow (`pip install pyarrow`)") from None
-            cs = [db.get(int(i)) for i in ids]
-            table = pa.table({"id": [int(c.id) for c in cs], "key": [c.key for c in cs],
-                              "text": [c.text for c in cs],
-                              "metadata": [json.dumps(c.metadata) for c in cs]})
-            if not args.out:
-                raise UsageError("--out is required for Parquet")
-            pq.write_table(table, args.out)
-        else:
-            out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-            try:
-                for i in ids:
-                    out.write(json.dumps(_concept_dict(db.get(int(i)), args.vectors),
-                                         ensure_ascii=False, default=_json_default) + "\n")
-            finally:
-                if out is not sys.stdout:
-                    out.close()
-    if args.out:
-        print(f"exported {len(ids)} concepts to {args.out}", file=sys.stderr)
+            raise UsageError("a Parquet export is a directory: give --out DIR")
+        dest = sys.stdout
+    else:
+        dest = out
+        if os.path.exists(out) and not (os.path.isdir(out) and not os.listdir(out)):
+            raise UsageError(f"{out} exists (an export is written to a new path)")
+    with _open(args, "r") as db:
+        man = db.export(dest, format=args.format)
+    if out:
+        print(f"exported {man['concepts']} concepts and {man['links']} links to {out}",
+              file=sys.stderr)
 
 
 def cmd_bench(args, rest):
@@ -466,10 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=1024, help="texts per transaction")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    sp = cmd("import", cmd_import, "import vectors from a .npy file")
-    sp.add_argument("vectors", help="(n, dim) .npy array")
-    sp.add_argument("--texts", help="text file, one line per vector")
-    sp.add_argument("--metadata", help="JSONL file, one object per vector")
+    sp = cmd("import", cmd_import, "import an export (into a new database) or vectors "
+             "from a .npy file")
+    sp.add_argument("source", help="an export of `sutradb export` (a directory, a .jsonl file, "
+                    "or - for stdin), or an (n, dim) .npy array")
+    sp.add_argument("--texts", help="text file, one line per vector (.npy)")
+    sp.add_argument("--metadata", help="JSONL file, one object per vector (.npy)")
+    sp.add_argument("--embedder", help="embedder spec to load the export's embedder from")
     sp.add_argument("--durability", default="normal", choices=("full", "normal", "off"))
 
     sp = cmd("search", cmd_search, "similarity search by text or vector")
@@ -527,10 +541,15 @@ def build_parser() -> argparse.ArgumentParser:
              "and say what was lost; exit 1 if anything was")
     sp.add_argument("--to", metavar="NEW", help="also copy what is intact into a new database NEW")
 
-    sp = cmd("export", cmd_export, "export concepts as JSONL (or Parquet)")
-    sp.add_argument("--out", help="output file (default: stdout)")
-    sp.add_argument("--format", default="jsonl", choices=("jsonl", "parquet"))
-    sp.add_argument("--vectors", action="store_true", help="include vectors (JSONL)")
+    sp = cmd("export", cmd_export, "export everything (concepts, vectors, links, embedder, "
+             "options, index) for `sutradb import`")
+    sp.add_argument("--out", help="a directory (Parquet or JSONL tables and a manifest), or a "
+                    ".jsonl file (default: JSONL on stdout)")
+    sp.add_argument("--format", choices=("jsonl", "parquet"),
+                    help="the tables of a directory (default parquet; needs pyarrow); a file "
+                    "or stdout is JSONL")
+    sp.add_argument("--vectors", action="store_true",
+                    help="(vectors are always exported; kept for old scripts)")
 
     sub.add_parser("bench", help="run the performance suite (sutradb bench --help)",
                    add_help=False)

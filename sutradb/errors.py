@@ -22,6 +22,7 @@ __all__ = [
     "ClosedError",
     "EmbedderError",
     "UnsupportedCPUError",
+    "MissingDependencyError",
 ]
 
 
@@ -90,3 +91,10 @@ class UnsupportedCPUError(SutraError, ImportError):
     """The compiled kernels cannot run as asked: ``SUTRADB_SIMD`` names a level this
     CPU does not support or this build did not compile, or the kernels are not
     built at all (an ``ImportError``: it is raised while ``sutradb`` is imported)."""
+
+
+class MissingDependencyError(SutraError, ImportError):
+    """An optional dependency a feature needs is not installed (pyarrow for
+    :meth:`Database.to_arrow <sutradb.Database.to_arrow>` and Parquet, pandas for
+    :meth:`Database.to_pandas <sutradb.Database.to_pandas>`); the message names the
+    package and the extra that installs it. Still an :class:`ImportError`."""

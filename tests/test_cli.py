@@ -72,8 +72,11 @@ def test_vector_workflow(tmp_path, capsys, sample):
     assert run(capsys, "compact", db)[0] == 0
     out_file = tmp_path / "all.jsonl"
     assert run(capsys, "export", db, "--out", out_file)[0] == 0
-    rows = [json.loads(l) for l in out_file.read_text().splitlines()]
+    lines = [json.loads(l) for l in out_file.read_text().splitlines()]
+    assert lines[0]["sutradb_export"]["concepts"] == 299            # the header
+    rows = [r for r in lines if "id" in r]
     assert len(rows) == 299 and {r["id"] for r in rows} == set(range(300)) - {7}
+    assert lines[-1] == {"link": {"source": 1, "target": 2, "relation": "is_a", "weight": 0.5}}
 
 
 def test_errors_exit_non_zero(tmp_path, capsys):
@@ -138,3 +141,61 @@ def test_index_and_tune_commands(tmp_path, capsys):
     assert json.loads(out)["index"]["nprobe"] == r["nprobe"]
     code, _, err = run(capsys, "search", db, vec_arg(queries[0]), "--nprobe", 0)
     assert code == 1 and "nprobe" in err
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "file", "stdin"])
+def test_export_then_import_is_an_equal_database(tmp_path, capsys, monkeypatch, sample, fmt):
+    import io
+
+    import sutradb
+    from exchange_helpers import ZOO, same
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    base, texts, queries = sample
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    with sutradb.open(src, dim=384) as db:
+        db.add_vectors(base, texts=[None if i % 10 == 0 else t for i, t in enumerate(texts)],
+                       metadata=[dict(ZOO[i % len(ZOO)], i=i) for i in range(len(base))],
+                       keys=[f"k{i}" if i % 2 else None for i in range(len(base))])
+        db.link(1, 2, "is_a", weight=0.5)
+        db.link(3, 1, "near")
+    assert run(capsys, "delete", src, 4, 5, 6)[0] == 0
+    if fmt == "stdin":
+        code, out, _ = run(capsys, "export", src)
+        assert code == 0
+        monkeypatch.setattr("sys.stdin", io.StringIO(out))
+        code, out, _ = run(capsys, "import", dst, "-", "--json")
+    else:
+        exp = tmp_path / ("e.jsonl" if fmt == "file" else "e")
+        args = ["export", src, "--out", exp] + (["--format", fmt] if fmt != "file" else [])
+        code, _, err = run(capsys, *args)
+        assert code == 0 and "exported 297 concepts and 2 links" in err
+        assert run(capsys, *args)[0] == 2                         # no overwriting
+        code, out, _ = run(capsys, "import", dst, exp, "--json")
+    assert code == 0 and json.loads(out) == {"imported": 297, "links": 2, "index": "flat",
+                                            "embedder": None}
+    with sutradb.open(src, "r") as a, sutradb.open(dst, "r") as b:
+        assert a.ids().tolist() == b.ids().tolist()
+        for i in a.ids().tolist():
+            x, y = a.get(i), b.get(i)
+            assert (x.key, x.text) == (y.key, y.text) and same(x.metadata, y.metadata)
+            assert x.vector.tobytes() == y.vector.tobytes()
+        assert a.links() == b.links()
+        D1, I1 = a.search_vectors(queries, k=10)
+        D2, I2 = b.search_vectors(queries, k=10)
+        assert np.array_equal(I1, I2) and np.array_equal(D1, D2)
+    if fmt != "stdin":                      # an export goes into a new database only
+        code, _, err = run(capsys, "import", dst, exp)
+        assert code == 1 and "exists" in err
+
+
+def test_import_usage_errors(tmp_path, capsys):
+    assert run(capsys, "init", tmp_path / "db", "--dim", 4)[0] == 0
+    (tmp_path / "x.txt").write_text("hello\n")
+    code, _, err = run(capsys, "import", tmp_path / "db", tmp_path / "x.txt")
+    assert code == 2 and "neither a sutradb export nor a .npy" in err
+    (tmp_path / "d").mkdir()
+    code, _, err = run(capsys, "import", tmp_path / "db", tmp_path / "d")
+    assert code == 2 and "manifest.json" in err
+    code, _, err = run(capsys, "export", tmp_path / "db", "--format", "parquet")
+    assert code == 2 and "directory" in err

@@ -81,3 +81,22 @@ def test_as_ids():
         as_ids(np.array([2 ** 63], np.uint64))
     with pytest.raises(InvalidArgumentError, match="src"):
         as_ids(["a"], "src")
+
+
+def test_records_at_is_record_at_of_each_row(tmp_path):
+    """Store.records_at (the bulk read of to_arrow / export): checkpointed rows and
+    the log's rows, in any order, repeats allowed."""
+    from sutradb.storage import Store
+    s = Store.open(str(tmp_path / "s"))
+    with s.begin() as t:
+        t.put(np.arange(5), keys=[f"k{i}" for i in range(5)], texts=["a", None, "c", "d", "e"],
+              metadata=[{"i": i} for i in range(5)])
+    s.checkpoint()
+    with s.begin() as t:
+        t.put([5, 6, 2], texts=["f", "g", "c2"], metadata=[None, {"x": [1]}, {"i": 22}])
+    rows = [7, 0, 3, 3, 5, 1]
+    assert s.records_at(rows) == [s.record_at(r) for r in rows]
+    assert s.records_at(np.zeros(0, np.int64)) == []
+    with pytest.raises(InvalidArgumentError, match="out of range"):
+        s.records_at([0, 8])
+    s.close()

@@ -24,6 +24,14 @@ listing
     in pages.
 links
     ``link``, ``unlink``, ``neighbors``, ``links``.
+arrow
+    ``to_arrow``, ``to_pandas``, ``add_arrow``: Arrow tables (and pandas) in and
+    out.
+arrowcols
+    The Arrow columns: metadata column encoding, vectors, the input plan.
+exchange
+    ``export`` and :func:`from_export`: a database written out whole and read back
+    equal (ids, links, index).
 search
     ``search``, ``search_vectors``, filters, ``find_words``.
 distances
@@ -53,8 +61,9 @@ from __future__ import annotations
 from ..graph import Link
 from .concepts import Concept, Hit
 from .core import Database, open, tune
+from .exchange import from_export
 from .options import DEFAULT_OPTIONS, INDEX_KINDS, METRICS
 from .transactions import Transaction
 
-__all__ = ["open", "tune", "Database", "Transaction", "Concept", "Hit", "Link", "METRICS",
-           "DEFAULT_OPTIONS", "INDEX_KINDS"]
+__all__ = ["open", "tune", "from_export", "Database", "Transaction", "Concept", "Hit", "Link",
+           "METRICS", "DEFAULT_OPTIONS", "INDEX_KINDS"]

@@ -23,8 +23,10 @@ from ..errors import (ClosedError, DimensionError, EmbedderError, InvalidArgumen
 from ..index.flat import FlatVectors
 from ..index.vector import VectorIndex, code_rows, decode_index
 from ..storage import Store
+from .arrow import ArrowMixin
 from .concepts import ConceptsMixin
 from .writes import WritesMixin
+from .exchange import ExchangeMixin
 from .indexing import IndexingMixin
 from .links import LinksMixin
 from .listing import ListingMixin
@@ -117,7 +119,7 @@ def tune(db: "Database", queries: npt.ArrayLike | Sequence[str], target_recall: 
 
 
 class Database(WritesMixin, ConceptsMixin, ListingMixin, LinksMixin, SearchMixin, DistancesMixin,
-               IndexingMixin, TransactionsMixin):
+               IndexingMixin, TransactionsMixin, ArrowMixin, ExchangeMixin):
     """A sutradb database. Create with :func:`sutradb.open`.
 
     See :mod:`sutradb.database` for the data model, the index lifecycle, transactions

@@ -85,16 +85,17 @@ class Staged:
         self.links: dict[tuple[int, int, str], float | None] = {}   # (src, dst, rel) -> weight / None
         self.pq = quantizer                          # quantizer (may be trained in the txn)
         self.index_blob: bytes | None = None
+        self.index_arrays: dict[str, Any] | None = None   # a whole index staged (IVF lists too)
 
     def snapshot(self) -> tuple[Any, ...]:
         """The state a savepoint restores on rollback (:meth:`restore`)."""
         return (dict(self.meta), self.next_id, len(self.bulks), dict(self.over), dict(self.keys),
-                dict(self.links), self.pq, self.index_blob)
+                dict(self.links), self.pq, self.index_blob, self.index_arrays)
 
     def restore(self, s: tuple[Any, ...]) -> None:
         """Go back to a :meth:`snapshot` (the batches staged after it are dropped)."""
         (self.meta, self.next_id, nb, self.over, self.keys, self.links, self.pq,
-         self.index_blob) = s
+         self.index_blob, self.index_arrays) = s
         del self.bulks[nb:]
         del self.starts[nb:]
 
@@ -269,7 +270,7 @@ class TransactionsMixin(_Base):
     def _commit(self, staged: Staged, stxn: StoreTransaction) -> None:
         meta_changed = staged.meta != self._meta
         if staged.index_blob is not None:
-            stxn.set_index(staged.index_blob)
+            stxn.set_index(staged.index_blob, staged.index_arrays)
         if meta_changed:
             full = self._store.meta
             full["sutradb"] = self._persisted_meta(staged.meta)
@@ -292,7 +293,11 @@ class TransactionsMixin(_Base):
     def _after_commit(self, staged: Staged, n_before: int) -> None:
         """Bring the derived structures up to date with what just committed."""
         self._meta = dict(staged.meta)
-        if staged.pq is not self._index.pq:
+        if staged.index_arrays:
+            # a whole index (quantizer and IVF lists) was committed with the rows
+            # (a restore, :mod:`.exchange`): read it back as opening would
+            self._index = self._load_index()
+        elif staged.pq is not self._index.pq:
             self._index = VectorIndex(self._meta["dim"], self._meta["metric"], staged.pq)
         self._index.dim = self._meta["dim"]
         cc = self._ccache

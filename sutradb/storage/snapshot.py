@@ -526,6 +526,46 @@ class Snapshot:
         return decode_record(int(ch.ids[j]), ch.rec[start:int(ch.ends[j])],
                              self._where(self._man["wal"]))
 
+    def records_at(self, rows) -> list[Record]:
+        """The records of many rows: :meth:`record_at` of each, with the per-call
+        work (bounds, offsets, file names) done once for the batch (the bulk reads
+        of ``Database.to_arrow`` and ``export``)."""
+        self._check_open()
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        n = self._n
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n):
+            bad = int(rows[(rows < 0) | (rows >= n)][0])
+            raise InvalidArgumentError(f"row {bad} out of range [0, {n})")
+        out: list = [None] * len(rows)
+        in_seg = rows < self._seg_n
+        if in_seg.any():
+            pos = np.flatnonzero(in_seg)
+            r = rows[pos]
+            ends, rec = self._seg_ends, self._seg_rec
+            stops = ends[r].astype(np.int64)
+            starts = np.where(r > 0, ends[np.maximum(r - 1, 0)], 0).astype(np.int64)
+            bad = (starts < 0) | (starts > stops) | (stops > len(rec)) | \
+                (stops - starts > MAX_RECORD + 4)
+            if bad.any():
+                raise CorruptDatabaseError(f"{self._where(self._man['files']['ends']['name'])}: "
+                                           f"bad record offsets for row {int(r[bad][0])}")
+            where = self._where(self._man["files"]["rec"]["name"])
+            for j, i, a, b in zip(pos.tolist(), self._seg_ids[r].tolist(), starts.tolist(),
+                                  stops.tolist()):
+                out[j] = decode_record(i, rec[a:b].tobytes(), where)
+        if not in_seg.all():
+            pos = np.flatnonzero(~in_seg)
+            r = rows[pos]
+            which = np.searchsorted(np.asarray(self._chunk_rows, np.int64), r, "right") - 1
+            where = self._where(self._man["wal"])
+            chunks = self._chunks
+            for j, row, c in zip(pos.tolist(), r.tolist(), which.tolist()):
+                ch = chunks[c]
+                k = row - ch.row0
+                start = int(ch.ends[k - 1]) if k else 0
+                out[j] = decode_record(int(ch.ids[k]), ch.rec[start:int(ch.ends[k])], where)
+        return out
+
     def get_record(self, id_) -> Record:
         """The record of a live id.
 
