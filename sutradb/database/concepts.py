@@ -272,8 +272,42 @@ class ConceptsMixin(_Base):
         return st
 
     def get_many(self, ids: Iterable[IdOrKey]) -> list[Concept]:
-        """:meth:`get` for several ids or keys."""
-        return [self.get(x) for x in ids]
+        """:meth:`get` for several ids or keys, read in one batch.
+
+        The rows are looked up together and their records decoded in one pass over the
+        record file (:meth:`~sutradb.storage.store.Store.records_at`), under one read
+        lock: the concepts come from one committed state. ``NotFoundError`` names the
+        first id or key that is not there.
+        """
+        self._check_open()
+        items = list(ids)
+        if not items:
+            return []
+        with self._read:
+            out_ids = np.empty(len(items), np.int64)
+            for j, x in enumerate(items):
+                if isinstance(x, str):
+                    i = self._committed_key(x)
+                    if i is None:
+                        raise NotFoundError(f"key {x!r} is not in the database")
+                    out_ids[j] = i
+                elif is_id(x):
+                    out_ids[j] = int(x)
+                else:
+                    raise InvalidArgumentError(f"get takes an id (int) or a key (str), not "
+                                               f"{type(x).__name__}")
+            s = self._store
+            rows = s.rows_of(out_ids)
+            if (rows < 0).any():
+                raise NotFoundError(f"id {int(out_ids[rows < 0][0])} is not in the database")
+            recs = s.records_at(rows)
+            vecs = s.vectors
+            V = vecs[rows] if vecs is not None else None
+        if V is not None:
+            V.setflags(write=False)
+        # the records were decoded for this call: their dicts are the caller's own
+        return [Concept(r.id, r.key, r.text, r.metadata or {}, V[j] if V is not None else None)
+                for j, r in enumerate(recs)]
 
     def get_vectors(self, ids: npt.ArrayLike) -> np.ndarray:
         """The stored vectors of several concepts at once, without their texts and
