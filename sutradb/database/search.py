@@ -175,11 +175,34 @@ class SearchMixin:
         return f
 
     def _where_mask(self, where, live) -> np.ndarray:
+        """The row mask of the live concepts that match ``where`` (under the read
+        lock).
+
+        Over the field indexes (:meth:`Filter.mask`: a mask over ids, read through
+        the row -> id array), unless ids are so sparse (most deleted) that a mask
+        over them would cost more than the predicate over the live concepts'
+        metadata."""
         f = compile_where(where)
         texts = {}
         if f.text_queries:
             wi = self._word_index()
             texts = {q: wi.find(q) for q in f.text_queries}
+        s = self._store
+        n_ids = int(self._meta.get("next_id") or 0)
+        if n_ids <= 32 * s.n_live + 65536:
+            r = self._records
+            idmask = f.mask(n_ids, lambda path: r.field(path, s), texts)
+            ids = s.ids
+            mask = np.zeros(len(live), np.bool_)
+            if len(ids):
+                ok = ids < n_ids            # always (ids are below next_id): defensive
+                mask[ok] = idmask[ids[ok]]
+                mask &= live
+            return mask
+        return self._where_mask_scan(f, texts, live)
+
+    def _where_mask_scan(self, f, texts, live) -> np.ndarray:
+        """:meth:`_where_mask` as a predicate over the metadata of each candidate."""
         cand = f.candidates(texts)
         if f.uses_fields:
             md = self._meta_index()
