@@ -85,9 +85,10 @@ class RecordIndexes:
     def build_metadata(self, store) -> dict:
         """Build :attr:`metadata` from ``store``; returns it."""
         md = {}
-        for row in np.flatnonzero(store.live).tolist():
-            r = store.record_at(row)
-            md[r.id] = r.metadata
+        rows = np.flatnonzero(store.live)
+        for s0 in range(0, len(rows), 65536):
+            for r in store.records_at(rows[s0:s0 + 65536]):
+                md[r.id] = r.metadata
         self.metadata = md
         return md
 
