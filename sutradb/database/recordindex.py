@@ -50,7 +50,7 @@ class RecordIndexes:
         self.metadata: dict[int, dict] | None = None
         self.words: WordIndex | None = None
         self.fields: dict[str, FieldIndex] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def built(self) -> bool:
@@ -65,8 +65,7 @@ class RecordIndexes:
             with self._lock:
                 fi = self.fields.get(path)
                 if fi is None:
-                    md = self.metadata if self.metadata is not None else self.build_metadata(store)
-                    fi = FieldIndex(path).build(md.items())
+                    fi = FieldIndex(path, self.build_metadata(store)).build()
                     self.fields[path] = fi
         return fi
 
@@ -83,13 +82,20 @@ class RecordIndexes:
         return ki
 
     def build_metadata(self, store) -> dict:
-        """Build :attr:`metadata` from ``store``; returns it."""
+        """Build :attr:`metadata` from ``store`` unless it is built; returns it (one
+        dict for the life of these indexes: the field indexes read it)."""
+        with self._lock:
+            if self.metadata is None:
+                self.metadata = self._read_metadata(store)
+            return self.metadata
+
+    @staticmethod
+    def _read_metadata(store) -> dict:
         md = {}
         rows = np.flatnonzero(store.live)
         for s0 in range(0, len(rows), 65536):
             for r in store.records_at(rows[s0:s0 + 65536]):
                 md[r.id] = r.metadata
-        self.metadata = md
         return md
 
     def build_words(self, store) -> WordIndex:
@@ -118,10 +124,8 @@ class RecordIndexes:
                 self.metadata.pop(i, None)
             else:
                 self.metadata[i] = rec[2] or {}
-            if self.fields:
-                md = None if rec is None else rec[2]
-                for fi in self.fields.values():
-                    fi.set(i, md)
+            for fi in self.fields.values():
+                fi.changed(i)
         if self.words is not None:
             if rec is None:
                 self.words.remove(i)

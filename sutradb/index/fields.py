@@ -18,9 +18,10 @@ and by :class:`FieldIndex`, so that both always agree):
 :class:`FieldIndex` maps the values of one path to the ids that hold them: a
 value -> ids posting table (whole values and elements of list values apart), sorted
 numbers and strings with their ids for ranges, and the ids that have the path. It is
-built from ``(id, metadata)`` pairs, told of every change with :meth:`FieldIndex.set`,
-and answers a filter condition as an id mask. Changes since the last build are kept
-apart (the *dirty* ids) and re-checked one by one against their current values; the
+built from an id -> metadata mapping that its owner keeps current (telling it of
+each change with :meth:`FieldIndex.changed`), and answers a filter condition as an
+id mask. It keeps no copy of the values: the ids changed since the last build (the
+*dirty* ids) are re-checked one by one against their metadata in the mapping, and the
 tables are rebuilt when that re-checking has cost as much as a rebuild (so a stream
 of single writes between queries costs at most twice the best of "rebuild every
 time" and "never rebuild"). This module knows nothing of storage.
@@ -31,7 +32,7 @@ from __future__ import annotations
 import bisect
 import threading
 from itertools import chain
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -258,63 +259,56 @@ class FieldIndex:
     ----------
     path : str
         The dotted path (:func:`resolve`).
+    source : mapping
+        id -> metadata dict of every id (the owner keeps it current and calls
+        :meth:`changed` for each id it changes); the index keeps no copy of the
+        values, only its tables, and reads ``source`` for the ids changed since they
+        were built.
 
-    Thread safety: :meth:`set` runs while no query does (the database calls it
-    under its exclusive lock); queries may run at once (one lock inside guards the
-    rebuild of the tables).
+    Thread safety: the owner changes ``source`` and calls :meth:`changed` while no
+    query runs (the database does both under its exclusive lock); queries may run at
+    once (one lock inside guards the rebuild of the tables).
     """
 
-    __slots__ = ("path", "_vals", "_tables", "_dirty", "_work", "_lock")
+    __slots__ = ("path", "_source", "_tables", "_dirty", "_work", "_lock")
 
     #: The tables are rebuilt when the ids re-checked since the last build pass
-    #: ``len(self) + SLACK``.
+    #: ``len(source) + SLACK``.
     SLACK = 1024
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, source):
         self.path = path
-        self._vals: dict[int, list] = {}
+        self._source = source
         self._tables: FieldTables | None = None
         self._dirty: set[int] = set()
         self._work = 0
         self._lock = threading.Lock()
 
-    def build(self, items: Iterable) -> "FieldIndex":
-        """Index the ``(id, metadata dict)`` pairs of ``items`` (replacing what it
-        held); returns self."""
+    def build(self) -> "FieldIndex":
+        """(Re)build the tables from ``source``; returns self."""
+        with self._lock:
+            self._rebuild()
+        return self
+
+    def _rebuild(self):
         path = self.path
         vals = {}
-        for i, md in items:
+        for i, md in self._source.items():
             if md:
                 v = resolve(md, path)
                 if v:
                     vals[i] = v
-        with self._lock:
-            self._vals = vals
-            self._tables = FieldTables(vals)
-            self._dirty = set()
-            self._work = 0
-        return self
-
-    def __len__(self) -> int:
-        """How many ids have the path."""
-        return len(self._vals)
+        self._tables = FieldTables(vals)
+        self._dirty = set()
+        self._work = 0
 
     @property
     def dirty_count(self) -> int:
         """How many ids changed since the tables were built."""
         return len(self._dirty)
 
-    def values_of(self, i: int) -> list | None:
-        """The values id ``i`` holds at the path (None: it has none)."""
-        return self._vals.get(i)
-
-    def set(self, i: int, md: dict | None) -> None:
-        """Id ``i`` now has metadata ``md`` (None: deleted, or no metadata)."""
-        v = resolve(md, self.path) if md else None
-        if v:
-            self._vals[i] = v
-        elif self._vals.pop(i, None) is None and i not in self._dirty:
-            return                      # had no values, has none: nothing changes
+    def changed(self, i: int) -> None:
+        """The metadata of id ``i`` in ``source`` changed (or ``i`` left it)."""
         self._dirty.add(i)
 
     def mask(self, n: int, lookup: Callable[[FieldTables], list],
@@ -335,19 +329,21 @@ class FieldIndex:
         """
         out = np.zeros(n, np.bool_)
         with self._lock:
+            if self._tables is None:
+                self._rebuild()
             dirty = self._dirty
             if dirty:
                 self._work += len(dirty)
-                if self._work > len(self._vals) + self.SLACK:
-                    self._tables = FieldTables(self._vals)
-                    self._dirty = dirty = set()
-                    self._work = 0
+                if self._work > len(self._source) + self.SLACK:
+                    self._rebuild()
+                    dirty = self._dirty
             for ids in lookup(self._tables):
                 out[ids] = True
             if dirty:
-                vals = self._vals
+                source, path = self._source, self.path
                 for i in dirty:
                     if i < n:
-                        v = vals.get(i)
-                        out[i] = v is not None and test(v)
+                        md = source.get(i)
+                        v = resolve(md, path) if md else None
+                        out[i] = bool(v) and test(v)
         return out
