@@ -623,3 +623,30 @@ def test_field_index_follows_commits_while_threads_search():
     assert db.count({"k": {"$in": [1, 2]}}) == 80 + 3 * 24
     db.close()
 
+
+def test_selective_filter_searches_exactly(monkeypatch):
+    """A filter that keeps at most FILTERED_EXACT_ROWS rows is searched exactly over
+    them (an IVF or PQ scan would see few of them); rerank=0 still means ADC."""
+    from sutradb.index import vector
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((3000, 16)).astype(np.float32)
+    Q = rng.standard_normal((20, 16)).astype(np.float32)
+    db = sutradb.open(":memory:", dim=16, index_threshold=1000, vector_dtype="float32")
+    db.add_vectors(X, metadata=[{"g": i % 50} for i in range(3000)])
+    assert db.index_info["kind"] in ("pq", "ivf")
+    where = {"g": {"$in": [3, 7]}}                      # 120 rows
+    De, Ie = db.search_vectors(Q, k=10, where=where, exact=True)
+    D, I = db.search_vectors(Q, k=10, where=where)
+    np.testing.assert_array_equal(I, Ie)
+    np.testing.assert_allclose(D, De, rtol=1e-5, atol=1e-5)
+    for q, row in zip(Q[:3], Ie[:3]):                  # one query per call too
+        assert db.search_vectors(q, k=10, where=where)[1][0].tolist() == row.tolist()
+    Da, Ia = db.search_vectors(Q, k=10, where=where, rerank=0)   # ADC distances
+    assert set(Ia.ravel().tolist()) <= set(db.find_ids(where).tolist())
+    assert not np.allclose(Da, De)
+    monkeypatch.setattr(vector, "FILTERED_EXACT_ROWS", 0)          # the scan, same filter
+    _, Is = db.search_vectors(Q, k=10, where=where)
+    assert set(Is.ravel().tolist()) <= set(db.find_ids(where).tolist())
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(Is.tolist(), Ie.tolist())]) > 0.5
+    assert db.search_vectors(Q, k=10, where={"g": 99})[1].max() == -1     # nothing matches
+    db.close()

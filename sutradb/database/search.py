@@ -92,7 +92,9 @@ class SearchMixin:
         k : int >= 1
         where : dict, optional
             A filter (see :mod:`sutradb.index.filters`), applied inside the scan: when
-            at least k concepts match, k results come back.
+            at least k concepts match, k results come back. When at most
+            :data:`~sutradb.index.vector.FILTERED_EXACT_ROWS` (4,096) concepts match
+            and the database keeps full vectors, the search is exact over them.
         rerank : int, optional
             With a PQ index: candidates of the code scan re-ranked exactly (default
             ``max(8k, 100)``; 0 = PQ distances only). A per-call parameter.
@@ -166,7 +168,8 @@ class SearchMixin:
         vecs = s.vectors
         return self._index.search(Q, k, mask=mask, codes=s.codes if s.code_size else None,
                                   vectors=vecs, flat=self._flat_vectors if vecs is not None else None,
-                                  rerank=rerank, exact=exact, threads=threads, nprobe=nprobe)
+                                  rerank=rerank, exact=exact, threads=threads, nprobe=nprobe,
+                                  filtered=where is not None)
 
     def _flat_vectors(self) -> FlatVectors:
         f = self._flat
