@@ -194,13 +194,12 @@ class SearchMixin:
         n_ids = int(self._meta.get("next_id") or 0)
         if n_ids <= 32 * s.n_live + 65536:
             r = self._records
-            idmask = f.mask(n_ids, lambda path: r.field(path, s), texts)
-            ids = s.ids
-            mask = np.zeros(len(live), np.bool_)
-            if len(ids):
-                ok = ids < n_ids            # always (ids are below next_id): defensive
-                mask[ok] = idmask[ids[ok]]
-                mask &= live
+            # one slot more, False: an id at or above next_id (only in a damaged
+            # database) is clipped to it
+            idmask = f.mask(n_ids + 1, lambda path: r.field(path, s), texts)
+            idmask[n_ids] = False
+            mask = np.take(idmask, s.ids, mode="clip")
+            mask &= live
             return mask
         return self._where_mask_scan(f, texts, live)
 
