@@ -556,7 +556,7 @@ class FilterMachine(RuleBasedStateMachine):
 
 
 TestFilterMachine = FilterMachine.TestCase
-TestFilterMachine.settings = settings(max_examples=40 if CI else 30, stateful_step_count=25,
+TestFilterMachine.settings = settings(max_examples=100 if CI else 60, stateful_step_count=30,
                                       deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
 
