@@ -113,7 +113,8 @@ def where_filters(fields: Mapping[str, st.SearchStrategy[Any]] | None = None, *,
                   words: Sequence[str] = WORDS,
                   max_depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
     """``where`` filters over ``fields`` (default: the fields :func:`concepts` makes):
-    equality, ``$in``/``$nin``, comparisons, ``$ne``, ``$text``, ``$and``/``$or``."""
+    equality, ``$in``/``$nin``, comparisons, ``$ne``, ``$exists``, ``$not``,
+    ``$text``, ``$and``/``$or``/``$not``."""
     fields = dict(FIELDS if fields is None else fields)
 
     def leaf_for(name: str, values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -124,6 +125,8 @@ def where_filters(fields: Mapping[str, st.SearchStrategy[Any]] | None = None, *,
         numeric = st.integers(0, 4) | st.floats(-2, 2, allow_nan=False)
         for op in ("$gt", "$gte", "$lt", "$lte"):
             ops.append(numeric.map(lambda v, op=op: {name: {op: v}}))  # type: ignore[misc]  # op= binds the loop variable
+            ops.append(numeric.map(lambda v, op=op: {name: {"$not": {op: v}}}))  # type: ignore[misc]  # op= binds the loop variable
+        ops.append(st.booleans().map(lambda b: {name: {"$exists": b}}))
         return st.one_of(ops)
 
     leaves = st.one_of([leaf_for(n, v) for n, v in fields.items()]
@@ -131,7 +134,8 @@ def where_filters(fields: Mapping[str, st.SearchStrategy[Any]] | None = None, *,
                           .map(lambda ws: {"$text": " ".join(ws)})])
     return st.recursive(leaves, lambda inner: st.one_of(
         st.lists(inner, min_size=1, max_size=3).map(lambda fs: {"$and": fs}),
-        st.lists(inner, min_size=1, max_size=3).map(lambda fs: {"$or": fs})), max_leaves=4)
+        st.lists(inner, min_size=1, max_size=3).map(lambda fs: {"$or": fs}),
+        inner.map(lambda f: {"$not": f})), max_leaves=4)
 
 
 # --------------------------------------------------------------------------- fixtures

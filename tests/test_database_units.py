@@ -313,6 +313,9 @@ class _FakeStore:
     def record_at(self, row):
         return self.recs[row]
 
+    def records_at(self, rows):
+        return [self.recs[r] for r in np.asarray(rows).tolist()]
+
 
 def test_record_indexes_build_and_follow_commits():
     store = _FakeStore([_Rec(0, "a", "red fox", {"n": 1}), _Rec(1, None, None, {}),
@@ -329,3 +332,23 @@ def test_record_indexes_build_and_follow_commits():
     assert r.keys == {"b": 0, "a": 2} and r.key_of == {0: "b", 2: "a"}
     assert r.metadata == {0: {}, 2: {"n": 2}}
     assert r.words.find("fox") == {0, 2} and r.words.find("red") == set()
+
+
+def test_record_indexes_field_index_follows_commits():
+    from sutradb.index.filters import compile_where
+    store = _FakeStore([_Rec(0, None, None, {"n": 1}), _Rec(1, None, None, {"n": [1, 2]}),
+                        _Rec(2, None, None, {})], [True, True, True])
+    r = RecordIndexes()
+    fi = r.field("n", store)
+    assert r.field("n", store) is fi and r.metadata is not None and r.built
+    f = compile_where({"n": 1})
+
+    def ids():
+        return np.flatnonzero(f.mask(4, lambda p: r.field(p, store), {})).tolist()
+
+    assert ids() == [0, 1]
+    r.set(0, ("k", None, {"n": 3}, None))    # updated
+    r.set(1, None)                           # deleted
+    r.set(3, (None, None, {"n": 1}, None))   # added
+    assert ids() == [3]
+    assert fi.dirty_count == 3

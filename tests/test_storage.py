@@ -784,3 +784,25 @@ def test_a_damaged_or_older_watermark_is_reported(tmp_path):
     lock.write_bytes(b"")                          # no watermark: nothing to compare
     with Store.open(path, "r") as r:
         assert dump(r) == good
+
+
+def test_records_at_equals_record_at(tmp_path):
+    """records_at (many rows at once: the metadata index's build) gives what record_at
+    gives, for checkpointed rows and rows of the log, in any order."""
+    with Store.open(tmp_path / "db", **SMALL) as s:
+        for j in range(6):
+            with s.begin() as t:
+                put(t, range(10 * j, 10 * j + 10), meta={"j": j, "tags": [j, "x"]})
+            if j == 3:
+                s.checkpoint()
+        with s.begin() as t:
+            t.delete([3, 45])
+            put(t, [7], meta={"new": True})
+        n = s.n_rows
+        rng = np.random.default_rng(0)
+        for rows in (np.arange(n), rng.permutation(n), rng.integers(0, n, 30), [], [n - 1, 0]):
+            assert s.records_at(rows) == [s.record_at(r) for r in np.asarray(rows, int).tolist()]
+        with pytest.raises(InvalidArgumentError):
+            s.records_at([0, n])
+        with pytest.raises(InvalidArgumentError):
+            s.records_at([-1])

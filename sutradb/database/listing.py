@@ -211,4 +211,4 @@ class ListingMixin(_Base):
         if where is None:
             return len(self)
         with self._read:
-            return int(len(self._matching_rows(where)))
+            return int(np.count_nonzero(self._where_mask(where, self._store.live)))

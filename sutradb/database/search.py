@@ -47,7 +47,9 @@ class SearchMixin(_Base):
         k : int >= 1
         where : dict, optional
             A filter (see :mod:`sutradb.index.filters`), applied inside the scan: when
-            at least k concepts match, k results come back.
+            at least k concepts match, k results come back. When at most
+            :data:`~sutradb.index.vector.FILTERED_EXACT_ROWS` (4,096) concepts match
+            and the database keeps full vectors, the search is exact over them.
         rerank : int, optional
             With a PQ index: candidates of the code scan re-ranked exactly (default
             ``max(8k, 100)``; 0 = PQ distances only). A per-call parameter.
@@ -124,7 +126,8 @@ class SearchMixin(_Base):
         vecs = s.vectors
         return self._index.search(Q, k, mask=mask, codes=s.codes if s.code_size else None,
                                   vectors=vecs, flat=self._flat_vectors if vecs is not None else None,
-                                  rerank=rerank, exact=exact, threads=threads, nprobe=nprobe)
+                                  rerank=rerank, exact=exact, threads=threads, nprobe=nprobe,
+                                  filtered=where is not None)
 
     def _flat_vectors(self) -> FlatVectors:
         f = self._flat
@@ -133,11 +136,33 @@ class SearchMixin(_Base):
         return f
 
     def _where_mask(self, where, live) -> np.ndarray:
+        """The row mask of the live concepts that match ``where`` (under the read
+        lock).
+
+        Over the field indexes (:meth:`Filter.mask`: a mask over ids, read through
+        the row -> id array), unless ids are so sparse (most deleted) that a mask
+        over them would cost more than the predicate over the live concepts'
+        metadata."""
         f = compile_where(where)
         texts = {}
         if f.text_queries:
             wi = self._word_index()
             texts = {q: wi.find(q) for q in f.text_queries}
+        s = self._store
+        n_ids = int(self._meta.get("next_id") or 0)
+        if n_ids <= 32 * s.n_live + 65536:
+            r = self._records
+            # one slot more, False: an id at or above next_id (only in a damaged
+            # database) is clipped to it
+            idmask = f.mask(n_ids + 1, lambda path: r.field(path, s), texts)
+            idmask[n_ids] = False
+            mask = np.take(idmask, s.ids, mode="clip")
+            mask &= live
+            return mask
+        return self._where_mask_scan(f, texts, live)
+
+    def _where_mask_scan(self, f, texts, live) -> np.ndarray:
+        """:meth:`_where_mask` as a predicate over the metadata of each candidate."""
         cand = f.candidates(texts)
         if f.uses_fields:
             md = self._meta_index()

@@ -28,7 +28,7 @@ from .. import embedders as _embedders
 from ..database import Concept, Hit
 from ..errors import (ClosedError, CorruptDatabaseError, DatabaseNotFoundError, DimensionError,
                       EmbedderError, InvalidArgumentError, NotFoundError)
-from ..index.flat import FlatVectors
+from ..index.flat import pair_scorer
 from ..index.pq import default_threads
 from . import manifest as _manifest
 from . import tasks
@@ -419,14 +419,10 @@ class ShardedDatabase:
         if va is None or vb is None:
             raise InvalidArgumentError("the shards keep no full vectors: a distance across shards "
                                        "needs them")
-        fv = FlatVectors(np.stack([np.asarray(va), np.asarray(vb)]), self._metric)
-        m = fv.mat
-        if self._metric == "cosine":
-            return 1.0 - float(m[0] @ m[1])
-        if self._metric == "ip":
-            return -float(m[0] @ m[1])
-        d = m[0] - m[1]
-        return float(d @ d)
+        # the kernel one database uses (Database.distance), on the two stored rows
+        rows = np.stack([np.asarray(va), np.asarray(vb)])
+        metric = {"l2": 0, "ip": 1, "cosine": 2}[self._metric]
+        return float(pair_scorer([rows], np.arange(2, dtype=np.int64), metric).distance(0, 1))
 
     # ------------------------------------------------------------------ search
 

@@ -15,7 +15,11 @@ storage):
 * a quantizer and an :class:`IVFPart` (large databases): the rows below
   ``covered`` are found through the inverted lists (:class:`~sutradb.index.ivf.IVFIndex`:
   ``nprobe`` lists scanned, candidates re-ranked), the rows added since (the *tail*)
-  by the flat ADC scan, and the two exact top-k lists are merged.
+  by the flat ADC scan, and the two exact top-k lists are merged;
+* a filter's mask that keeps at most :data:`FILTERED_EXACT_ROWS` rows (a selective
+  ``where`` filter) with the full vectors kept: the exact kernel over those rows only, which
+  costs no more than the scans above and is exact (the lists of an IVF index hold
+  few rows that pass such a filter, so the probed lists would miss neighbours).
 
 Search parameters are arguments of each call, never state of the index, so threads
 may search one index with different parameters at once.
@@ -39,6 +43,11 @@ __all__ = ["VectorIndex", "IVFPart", "default_m", "default_pq_shape", "default_r
 #: Up to this many queries, exact search runs the exact kernel over the stored vectors;
 #: larger batches use BLAS on a float32 copy (:mod:`sutradb.index.flat`).
 SMALL_BATCH = 16
+
+#: A mask that keeps at most this many rows is searched exactly over those rows (with
+#: the full vectors; at 384 dimensions 4,096 rows cost about what the default IVF or
+#: PQ search of 100,000 rows does, docs/benchmarks.md "bench_filters").
+FILTERED_EXACT_ROWS = 4096
 
 
 
@@ -287,8 +296,8 @@ class VectorIndex:
     def search(self, Q: np.ndarray, k: int, *, mask: np.ndarray | None,
                codes: np.ndarray | None = None, vectors: np.ndarray | None = None,
                flat: Callable[[], FlatVectors] | None = None, rerank: int | None = None,
-               exact: bool = False, threads: int | None = None, nprobe: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               exact: bool = False, threads: int | None = None, nprobe: int | None = None,
+               filtered: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows for prepared queries ``Q`` ((nq, dim) float32, unit rows for
         cosine).
 
@@ -311,6 +320,10 @@ class VectorIndex:
             Kernel threads (default: 1 for a single query, else all CPUs).
         nprobe : int, optional
             With IVF lists: lists scanned (default: the part's tuned ``nprobe``).
+        filtered : bool
+            ``mask`` holds a filter: when it keeps at most :data:`FILTERED_EXACT_ROWS`
+            rows and ``vectors`` are given (and ``rerank`` is not 0), the search is
+            exact over those rows.
 
         Returns
         -------
@@ -344,6 +357,13 @@ class VectorIndex:
                                    or nprobe < 1):
             raise InvalidArgumentError(f"nprobe must be an integer >= 1, got {nprobe!r}")
         use_rerank = rerank > 0 and vectors is not None
+        if filtered and use_rerank and mask is not None:
+            m = int(np.count_nonzero(mask))
+            if m <= FILTERED_EXACT_ROWS:        # a selective filter: exact over its rows
+                if m == 0:
+                    return (np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64))
+                cand = np.broadcast_to(np.flatnonzero(mask), (nq, m))
+                return exact_rerank(Q, cast(np.ndarray, vectors), cand, k, self.metric, threads)
         kc = max(k, int(rerank)) if use_rerank else k
         part = self.ivf
         if part is None or part.covered == 0:

@@ -38,7 +38,7 @@ import math
 import os
 import threading
 
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -527,43 +527,50 @@ class Snapshot:
                              self._where(self._man["wal"]))
 
     def records_at(self, rows) -> list[Record]:
-        """The records of many rows: :meth:`record_at` of each, with the per-call
-        work (bounds, offsets, file names) done once for the batch (the bulk reads
-        of ``Database.to_arrow`` and ``export``)."""
+        """The records of many rows, in order: :meth:`record_at` with the per-file
+        work (names, offset checks) done once.
+
+        Parameters
+        ----------
+        rows : sequence of int
+            Rows in ``[0, n_rows)`` (live or dead).
+        """
         self._check_open()
-        rows = np.asarray(rows, dtype=np.int64).ravel()
-        n = self._n
-        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n):
-            bad = int(rows[(rows < 0) | (rows >= n)][0])
-            raise InvalidArgumentError(f"row {bad} out of range [0, {n})")
-        out: list = [None] * len(rows)
+        rows = np.asarray(rows, _I8).ravel()
+        n = len(rows)
+        if not n:
+            return []
+        if rows.min() < 0 or rows.max() >= self._n:
+            bad = int(rows[(rows < 0) | (rows >= self._n)][0])
+            raise InvalidArgumentError(f"row {bad} out of range [0, {self._n})")
+        out: list[Any] = [None] * n
         in_seg = rows < self._seg_n
-        if in_seg.any():
-            pos = np.flatnonzero(in_seg)
-            r = rows[pos]
+        pos = np.flatnonzero(in_seg)
+        if len(pos):
+            seg = rows[pos]
             ends, rec = self._seg_ends, self._seg_rec
-            stops = ends[r].astype(np.int64)
-            starts = np.where(r > 0, ends[np.maximum(r - 1, 0)], 0).astype(np.int64)
-            bad = (starts < 0) | (starts > stops) | (stops > len(rec)) | \
-                (stops - starts > MAX_RECORD + 4)
+            stop = ends[seg].astype(_I8)
+            start = np.where(seg > 0, ends[np.maximum(seg - 1, 0)], 0).astype(_I8)
+            bad = (start < 0) | (start > stop) | (stop > len(rec)) | (stop - start > MAX_RECORD + 4)
             if bad.any():
                 raise CorruptDatabaseError(f"{self._where(self._man['files']['ends']['name'])}: "
-                                           f"bad record offsets for row {int(r[bad][0])}")
+                                           f"bad record offsets for row {int(seg[bad][0])}")
             where = self._where(self._man["files"]["rec"]["name"])
-            for j, i, a, b in zip(pos.tolist(), self._seg_ids[r].tolist(), starts.tolist(),
-                                  stops.tolist()):
-                out[j] = decode_record(i, rec[a:b].tobytes(), where)
-        if not in_seg.all():
-            pos = np.flatnonzero(~in_seg)
-            r = rows[pos]
-            which = np.searchsorted(np.asarray(self._chunk_rows, np.int64), r, "right") - 1
+            lo, hi = int(start.min()), int(stop.max())
+            # one copy of the bytes when the rows are dense in the file
+            slab = rec[lo:hi].tobytes() if hi - lo <= 2 * int((stop - start).sum()) + (1 << 20) else None
+            ids = self._seg_ids[seg].tolist()
+            for p, i, a, b in zip(pos.tolist(), ids, start.tolist(), stop.tolist()):
+                body = slab[a - lo:b - lo] if slab is not None else rec[a:b].tobytes()
+                out[p] = decode_record(i, body, where)
+        if len(pos) < n:
             where = self._where(self._man["wal"])
-            chunks = self._chunks
-            for j, row, c in zip(pos.tolist(), r.tolist(), which.tolist()):
-                ch = chunks[c]
-                k = row - ch.row0
-                start = int(ch.ends[k - 1]) if k else 0
-                out[j] = decode_record(int(ch.ids[k]), ch.rec[start:int(ch.ends[k])], where)
+            for p in np.flatnonzero(~in_seg).tolist():
+                row = int(rows[p])
+                ch = self._chunks[bisect.bisect_right(self._chunk_rows, row) - 1]
+                j = row - ch.row0
+                a = int(ch.ends[j - 1]) if j else 0
+                out[p] = decode_record(int(ch.ids[j]), ch.rec[a:int(ch.ends[j])], where)
         return out
 
     def get_record(self, id_) -> Record:
