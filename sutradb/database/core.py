@@ -81,8 +81,8 @@ def open(path: str | os.PathLike[str], mode: str = "a", *, dim: int | None = Non
         :attr:`Database.recovery` says what was lost (``sutradb recover``).
     **options
         ``vector_dtype`` ("float16" default, "float32", or None to keep only PQ
-        codes), ``index_threshold`` (5,000: concepts that trigger PQ training),
-        ``ivf_threshold`` (5,000: concepts that trigger the IVF lists),
+        codes), ``index_threshold`` (10,000: concepts that trigger PQ training),
+        ``ivf_threshold`` (10,000: concepts that trigger the IVF lists),
         ``pq_m`` (subspaces; default one code byte per 8 dimensions), ``pq_nbits``
         (4 or 8; default 4 when vectors are stored: every search re-ranks, and 4-bit
         codes are scanned several times faster; 8 without them), ``seed``,

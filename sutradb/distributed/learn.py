@@ -236,7 +236,7 @@ def _check_job(existing: dict, job: dict, directory: str) -> None:
 
 def learn(source: Any, path: str | os.PathLike[str], *, embedder: str | Embedder | None = _DEFAULT,
           shards: int = 2, client: Any = None, mode: str = "a", vectors: npt.ArrayLike | None = None, partition_size: int | None = None, batch_size: int = 256,
-          metric: str = "cosine", index_threshold: int = 5_000, pq_m: int | None = None,
+          metric: str = "cosine", index_threshold: int = 10_000, pq_m: int | None = None,
           pq_nbits: int | None = None, seed: int = 0, train_size: int = 65_536, train_iters: int = 20,
           vector_dtype: str = "float16", durability: str = "full", writer: str = "workers",
           text_field: str = "text", key_field: str | None = "key",
