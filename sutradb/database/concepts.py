@@ -236,6 +236,7 @@ class ConceptsMixin(_Base):
             if row is None:
                 raise NotFoundError(f"id {i} is not in the database")
             c = self._concept_at(row)
+            nested = _nested(c.metadata)
             # cached under the read lock: a commit between the read and the caching
             # would find nothing to drop, and the old record would stay cached
             if self._cache_size:
@@ -245,7 +246,7 @@ class ConceptsMixin(_Base):
                         del cc[next(iter(cc))]
                     except (StopIteration, KeyError, RuntimeError):
                         pass
-                cc[c.id] = (c.key, c.text, c.metadata, _nested(c.metadata))
+                cc[c.id] = (c.key, c.text, c.metadata, nested)
                 if c.key is not None:
                     kc = self._kcache
                     if len(kc) >= self._cache_size:
@@ -256,7 +257,7 @@ class ConceptsMixin(_Base):
                     kc[c.key] = c.id
         md = c.metadata
         return Concept(c.id, c.key, c.text,
-                       (copy.deepcopy(md) if _nested(md) else dict(md)) if md else {}, c.vector)
+                       (copy.deepcopy(md) if nested else dict(md)) if md else {}, c.vector)
 
     def _row_map(self) -> dict[int, int]:
         """id -> live row (built once, then kept up to date at each commit)."""
