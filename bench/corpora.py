@@ -44,16 +44,22 @@ def stdlib_docstrings(n: int = 2000, min_len: int = 200, max_len: int = 2000) ->
             objs = [mod] + [v for _, v in sorted(vars(mod).items())
                             if inspect.isclass(v) or inspect.isfunction(v)]
             for obj in objs:
-                doc = inspect.getdoc(obj)
-                if not doc:
-                    continue
-                text = " ".join(doc.split())
-                if min_len <= len(text) <= max_len and text not in seen:
-                    seen.add(text)
-                    out.append(text)
-                    if len(out) >= n:
-                        return out
+                if _keep(inspect.getdoc(obj), out, seen, min_len, max_len) and len(out) >= n:
+                    return out
     return out
+
+
+def _keep(doc, out: list[str], seen: set[str], min_len: int, max_len: int) -> bool:
+    """Append ``doc`` (whitespace folded) to ``out`` when its length is in range and it
+    is new; whether it was appended."""
+    if not doc:
+        return False
+    text = " ".join(doc.split())
+    if not (min_len <= len(text) <= max_len) or text in seen:
+        return False
+    seen.add(text)
+    out.append(text)
+    return True
 
 
 def package_docstrings(roots, n: int = 50_000, min_len: int = 200, max_len: int = 2000,
@@ -76,15 +82,8 @@ def package_docstrings(roots, n: int = 50_000, min_len: int = 200, max_len: int 
         for node in ast.walk(tree):
             if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            doc = ast.get_docstring(node)
-            if not doc:
-                continue
-            text = " ".join(doc.split())
-            if min_len <= len(text) <= max_len and text not in seen:
-                seen.add(text)
-                out.append(text)
-                if len(out) >= n:
-                    return out
+            if _keep(ast.get_docstring(node), out, seen, min_len, max_len) and len(out) >= n:
+                return out
     return out
 
 
