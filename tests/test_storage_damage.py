@@ -220,3 +220,21 @@ def test_random_multibyte_damage(damaged_db, data):
 
 def test_report_trial_count():
     print(f"\ncorruption trials in this module: {TRIALS['count']}")
+
+
+def test_damaged_ids_that_keep_their_order_are_reported(damaged_db):
+    """Regression (hypothesis, stop 25): zeros and one 0x80 written over ids of the
+    ``.ids`` file keep them sorted, so the order check passed; the store opened and a
+    read of a stored id raised NotFoundError. The ids (and the row order) are checked
+    against their manifest checksum before the first lookup or read by row."""
+    db = damaged_db
+    name = next(n for n in db["files"] if n.endswith(".ids"))
+    orig = db["files"][name]
+    results = []
+    for junk in (b"\x00" * 10 + b"\x80", b"\x00" * 8, b"\x01"):
+        for start in (HEADER_SIZE, HEADER_SIZE + 29, len(orig) - len(junk)):
+            (db["path"] / name).write_bytes(orig[:start] + junk + orig[start + len(junk):])
+            for mode in ("r", "a"):
+                results.append(_outcome(db, mode, [db["states"][-1]]))
+            _restore(db)
+    assert set(results) == {"corrupt"}, results

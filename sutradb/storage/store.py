@@ -610,7 +610,7 @@ class Store(CheckpointsMixin, Snapshot):
         self._maps = {}
         self._cache = {}
         self._grow = {}
-        self._seg_ids = self._seg_ends = self._seg_rec = self._seg_codes = None
+        self._seg_ids_raw = self._seg_ends = self._seg_rec = self._seg_codes = None
         self._seg_vecs = self._seg_order = self._seg_keys = None
         self._keys = None           # it holds the mapped .keys file
 
