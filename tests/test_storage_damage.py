@@ -60,7 +60,7 @@ def damaged_db(tmp_path_factory):
     kinds = sorted(os.path.splitext(n)[1] for n in os.listdir(path))
     s._release()                       # leave the log as a crash would
     assert {".ids", ".ends", ".rec", ".dead", ".codes", ".vec", ".order", ".links", ".index",
-            ".keys", ".log"} <= set(kinds), kinds
+            ".keys", ".terms", ".log"} <= set(kinds), kinds
     files = {n: (path / n).read_bytes() for n in os.listdir(path)}
     return {"path": path, "states": states, "checkpointed": checkpointed, "wal": wal,
             "wal_starts": wal_starts, "wal_end": wal_end, "files": files,
@@ -167,7 +167,7 @@ def _positions(size, header, rng, n_data):
 
 
 @pytest.mark.parametrize("kind", [".ids", ".ends", ".rec", ".dead", ".codes", ".vec", ".order",
-                                  ".links", ".index", ".keys", ".log", "MANIFEST"])
+                                  ".links", ".index", ".keys", ".terms", ".log", "MANIFEST"])
 def test_flipped_and_truncated_bytes_of_every_file_kind(damaged_db, kind):
     db = damaged_db
     rng = random.Random(kind)

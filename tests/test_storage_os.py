@@ -60,6 +60,7 @@ def unnamed(store, path):
     man = store._man
     names = {e["name"] for e in man["files"].values()} | {man["wal"]}
     names |= {man[k]["name"] for k in ("links", "index") if man[k] is not None}
+    names |= {e["name"] for e in (man.get("terms") or {"runs": []})["runs"]}
     return {n for n in os.listdir(path) if parse_file_name(n) and n not in names}
 
 
@@ -144,6 +145,7 @@ with sutradb.open(path, "x", dim=16, durability="full", index_threshold=200) as 
     man = s._man
     names = {e["name"] for e in man["files"].values()} | {man["wal"]}
     names |= {man[k]["name"] for k in ("links", "index") if man[k] is not None}
+    names |= {e["name"] for e in (man.get("terms") or {"runs": []})["runs"]}
     out["named"] = sorted(names)
     out["listing"] = sorted(os.listdir(path))
 with sutradb.open(path, "a") as db:

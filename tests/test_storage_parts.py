@@ -169,11 +169,22 @@ def test_manifest_create_map_round_trip(tmp_path):
 def test_check_manifest_reports_damage():
     good = fresh_body(UID, 1, {}, 1)
     check_manifest(good, "m")
-    for change in ({"format": 2}, {"uuid": b"short"}, {"wal": "x.log"}, {"n": -1},
+    for change in ({"format": 3}, {"uuid": b"short"}, {"wal": "x.log"}, {"n": -1},
                    {"files": {"bogus": {}}}, {"n": 3}, {"vdtype": 2},
                    {"sorted": 1}, {"meta": []}):
         with pytest.raises(CorruptDatabaseError, match="^m: "):
             check_manifest(dict(good, **change), "m")
+    run = {"name": "000001.terms", "len": 64, "crc": 0, "r0": 0, "n": 0}
+    for terms in ({"spec": good["terms"]["spec"]}, {"spec": {"v": 2}, "runs": []},
+                  {"spec": good["terms"]["spec"], "runs": [dict(run, r0=1)]},
+                  {"spec": good["terms"]["spec"], "runs": [dict(run, n=1)]}):   # rows past n
+        with pytest.raises(CorruptDatabaseError, match="^m: "):
+            check_manifest(dict(good, terms=terms, next_file=2), "m")
+    check_manifest(dict(good, terms=dict(good["terms"], runs=[run]), next_file=2), "m")
+    old = {k: v for k, v in good.items() if k != "terms"}       # format 1: no postings
+    check_manifest(dict(old, format=1), "m")
+    with pytest.raises(CorruptDatabaseError, match="unexpected fields"):
+        check_manifest(dict(old, format=2), "m")
     extra = dict(good, extra=1)
     with pytest.raises(CorruptDatabaseError, match="unexpected fields"):
         check_manifest(extra, "m")

@@ -23,8 +23,9 @@ from .format import (DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_KEYS, KIND_ORDER,
 from .compaction import (append_rows, copy_live_rows, create_row_files, read_appended,
                          write_index_file)
 from .manifest import map_files, sweep, write_manifest
-from .records import Chunk, encode_record
+from .records import Chunk, decode_record, encode_record
 from .segments import Appender, write_new_file
+from .terms import TermRun, add_tiered, build_run, merge_runs, write_run
 from .wal import Log, create_log
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ class CheckpointsMixin(_Base):
         if kidx is not None:
             keys_entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_KEYS),
                                         KIND_KEYS, self._uuid, list(kidx), width=16, sync=sync)
+        terms = self._terms_checkpoint(apps, n, sync)
         for a in apps.values():
             if sync:
                 a.sync()
@@ -168,6 +170,7 @@ class CheckpointsMixin(_Base):
             files["keys"] = keys_entry
         gen = self._gen + 1
         body.update(files=files, n=int(n), sorted=bool(seg_sorted), links=links_entry, index=index_entry,
+                    format=2, terms=terms,
                     meta=self._meta, txn=self._txn, wal=wal_name(gen), m=self._m, d=self._d,
                     vdtype=DTYPE_CODE[self._vdtype] if self._vdtype else 0,
                     next_file=self._next_file)
@@ -274,6 +277,7 @@ class CheckpointsMixin(_Base):
                                                 KIND_ORDER, self._uuid, [order], width=8, sync=sync)
             if "keys" in self._man["files"]:     # keys map to ids: unchanged by renumbering
                 files["keys"] = self._man["files"]["keys"]
+            terms = self._terms_rewrite(rows, sync)
             index_entry = self._man["index"]
             if index is None and index_entry is not None and self.on_renumber is not None:
                 index = self.on_renumber(rows)
@@ -281,7 +285,7 @@ class CheckpointsMixin(_Base):
                 index_entry = write_index_file(self._dir, self._new_file_no, self._uuid, *index, sync)
             gen = self._gen + 1
             body = dict(self._man)
-            body.update(files=files, n=len(rows), sorted=srt, index=index_entry,
+            body.update(files=files, n=len(rows), sorted=srt, index=index_entry, format=2, terms=terms,
                         meta=self._meta if meta is None else meta,
                         txn=self._txn if txn is None else txn, wal=wal_name(gen), m=m,
                         next_file=self._next_file)
@@ -296,6 +300,76 @@ class CheckpointsMixin(_Base):
             self._broken = e
             raise
         self._after_swap(gen, body)
+
+    # ------------------------------------------------------------------ term postings
+
+    def _checked_runs(self, runs: list[TermRun]) -> list[TermRun]:
+        for r in runs:
+            if not r._checked:
+                r.check(self._where(r.mapped.name))  # type: ignore[union-attr]  # stored runs are mapped
+        return runs
+
+    def _terms_checkpoint(self, apps, n: int, sync: bool) -> dict:
+        """The manifest's ``terms`` entry after a checkpoint to ``n`` rows: a new run
+        for the rows past the stored ones (the log's rows, tokenised now or reused
+        from the in-memory tail), merged into the runs before it as
+        :func:`~.terms.add_tiered` says; only new or merged runs are written."""
+        runs = list(self._term_runs)
+        old = self._man.get("terms")
+        entries = list(old["runs"]) if old else []
+        covered = sum(r.n for r in runs)
+        if n > covered:
+            tail = self._terms_tail
+            parts = list(tail.runs) if tail.start == covered else []
+            upto = parts[-1].r0 + parts[-1].n if parts else covered
+            if upto < n:
+                parts.append(build_run(self.tokenizer, upto, self._checkpoint_texts(apps, upto, n)))
+            new = parts[0] if len(parts) == 1 else merge_runs(parts)
+            merged = add_tiered(runs, new, lambda rs: merge_runs(self._checked_runs(rs)))
+            k = 0
+            while k < min(len(runs), len(merged)) and merged[k] is runs[k]:
+                k += 1
+            entries = entries[:k] + [write_run(self._dir, self._new_file_no, self._uuid, r, sync)
+                                     for r in merged[k:]]
+        return {"spec": self._text_spec, "runs": entries}
+
+    def _checkpoint_texts(self, apps, a: int, b: int) -> list:
+        """Texts of rows ``a .. b`` while a checkpoint appends them: mapped rows and
+        the log's rows from the snapshot, spilled rows (written straight into the row
+        files, not mapped yet) from the appended bytes."""
+        out: list = []
+        seg_n = self._seg_n
+        if a < min(b, seg_n):
+            out += self._texts_of(a, min(b, seg_n))
+        lo = max(a, seg_n)
+        first_chunk = self._chunk_rows[0] if self._chunks else b
+        if lo < min(first_chunk, b):
+            hi = min(first_chunk, b)
+            ends = np.frombuffer(read_appended(apps["ends"], 8 * seg_n), _U8)
+            base = int(self._seg_ends[-1]) if seg_n else 0
+            rec = read_appended(apps["rec"], base)
+            where = self._where(apps["rec"].name)
+            for r in range(lo, hi):
+                st = int(ends[r - seg_n - 1]) if r > seg_n else base
+                out.append(decode_record(0, rec[st - base:int(ends[r - seg_n]) - base], where).text)
+        if max(lo, first_chunk) < b:
+            out += self._texts_of(max(lo, first_chunk), b)
+        return out
+
+    def _terms_rewrite(self, rows: np.ndarray, sync: bool) -> dict:
+        """The ``terms`` entry of a compaction keeping ``rows`` (renumbered 0..): one
+        run, the stored runs' postings of the kept rows renumbered."""
+        runs = self._checked_runs(list(self._term_runs))
+        covered = sum(r.n for r in runs)
+        if covered < self._n:       # rows no run holds yet (an older database's)
+            runs.append(build_run(self.tokenizer, covered, self._texts_of(covered, self._n)))
+        entries = []
+        if len(rows):
+            remap = np.full(self._n, -1, _I8)
+            remap[rows] = np.arange(len(rows))
+            entries.append(write_run(self._dir, self._new_file_no, self._uuid,
+                                     merge_runs(runs, remap, 0), sync))
+        return {"spec": self._text_spec, "runs": entries}
 
     def _open_appenders_from(self, body) -> None:
         self._man = body

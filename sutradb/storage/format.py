@@ -34,10 +34,10 @@ MAN_MAGIC = b"SUTRAMAN"
 
 # kinds of segment files: code -> (name, file extension)
 KIND_IDS, KIND_ENDS, KIND_REC, KIND_CODES, KIND_VEC, KIND_DEAD, KIND_ORDER = 1, 2, 3, 4, 5, 6, 7
-KIND_LINKS, KIND_INDEX, KIND_KEYS = 8, 9, 10
+KIND_LINKS, KIND_INDEX, KIND_KEYS, KIND_TERMS = 8, 9, 10, 11
 KIND_EXT = {KIND_IDS: "ids", KIND_ENDS: "ends", KIND_REC: "rec", KIND_CODES: "codes",
             KIND_VEC: "vec", KIND_DEAD: "dead", KIND_ORDER: "order", KIND_LINKS: "links",
-            KIND_INDEX: "index", KIND_KEYS: "keys"}
+            KIND_INDEX: "index", KIND_KEYS: "keys", KIND_TERMS: "terms"}
 EXT_KIND = {v: k for k, v in KIND_EXT.items()}
 
 # dtypes that may be stored (code in headers / log records <-> numpy dtype)

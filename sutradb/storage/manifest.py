@@ -19,11 +19,12 @@ import os
 from ..errors import CorruptDatabaseError, InvalidArgumentError
 from . import osio
 from .format import (DTYPE_CODE, DTYPES, KIND_CODES, KIND_DEAD, KIND_ENDS, KIND_IDS, KIND_INDEX,
-                     KIND_KEYS, KIND_LINKS, KIND_ORDER, KIND_REC, KIND_VEC, MANIFEST_NAME,
+                     KIND_KEYS, KIND_LINKS, KIND_TERMS, KIND_ORDER, KIND_REC, KIND_VEC, MANIFEST_NAME,
                      MAX_CODE_SIZE, MAX_DIM, MAX_MANIFEST, VECTOR_DTYPES, align8,
                      encode_manifest, file_name, parse_file_name, wal_name)
 from .segments import MappedFile, pread_all, write_new_file
 from .wal import create_log
+from ..text import check_spec
 
 __all__ = ["FILE_KEYS", "read_file", "check_create_params", "fresh_body", "check_manifest",
            "write_manifest", "create_generation", "map_files", "sweep"]
@@ -63,12 +64,13 @@ def check_create_params(p) -> dict:
         An unknown key or a value out of range.
     """
     if p is None:
-        return {}
+        p = {}
     if not isinstance(p, dict):
         raise InvalidArgumentError("create_params must be a dict")
-    unknown = set(p) - {"code_size", "dim", "vector_dtype"}
+    unknown = set(p) - {"code_size", "dim", "vector_dtype", "text"}
     if unknown:
         raise InvalidArgumentError(f"unknown create_params: {sorted(unknown)}")
+    text = check_spec(p.get("text"))
     m = p.get("code_size", 0)
     d = p.get("dim", 0)
     vd = p.get("vector_dtype", "float32" if d else None)
@@ -78,16 +80,18 @@ def check_create_params(p) -> dict:
         raise InvalidArgumentError("dim must be an int in [0, 2**20]")
     if vd is not None and vd not in VECTOR_DTYPES:
         raise InvalidArgumentError("vector_dtype must be 'float16' or 'float32'")
-    return {"code_size": m, "dim": d, "vector_dtype": vd if d else None}
+    return {"code_size": m, "dim": d, "vector_dtype": vd if d else None, "text": text}
 
 
 def fresh_body(uid: bytes, gen: int, params: dict, next_file: int) -> dict:
     """The manifest body of an empty store (no files yet) at generation ``gen``."""
     vd = params.get("vector_dtype")
-    return {"format": 1, "uuid": uid, "wal": wal_name(gen), "next_file": next_file, "txn": 0,
+    body = {"format": 1, "uuid": uid, "wal": wal_name(gen), "next_file": next_file, "txn": 0,
             "m": params.get("code_size", 0), "d": params.get("dim", 0),
             "vdtype": DTYPE_CODE[VECTOR_DTYPES[vd]] if vd else 0,
             "n": 0, "sorted": True, "files": {}, "links": None, "index": None, "meta": {}}
+    body.update(format=2, terms={"spec": params.get("text") or check_spec(None), "runs": []})
+    return body
 
 
 def write_manifest(directory: str, gen: int, body: dict, sync: bool, on_unsynced=None) -> None:
@@ -211,6 +215,9 @@ def map_files(directory: str, body: dict) -> dict:
         maps["links"] = MappedFile(d, body["links"], KIND_LINKS, uid, 0, 0)
     if body["index"] is not None:
         maps["index"] = MappedFile(d, body["index"], KIND_INDEX, uid, 0, 0)
+    if body.get("terms"):
+        for j, e in enumerate(body["terms"]["runs"]):
+            maps[f"terms{j}"] = MappedFile(d, e, KIND_TERMS, uid, 0, 0)
     return maps
 
 
@@ -221,6 +228,8 @@ def sweep(directory: str, body: dict) -> None:
     for k in ("links", "index"):
         if body[k] is not None:
             names.add(body[k]["name"])
+    if body.get("terms"):
+        names.update(e["name"] for e in body["terms"]["runs"])
     names.add(body["wal"])
     try:
         listing = os.listdir(directory)
@@ -255,8 +264,11 @@ def check_manifest(b: dict, where: str) -> None:
 
     keys = {"format", "uuid", "wal", "next_file", "txn", "m", "d", "vdtype", "n", "sorted",
             "files", "links", "index", "meta"}
+    need(b.get("format") in (1, 2), f"unsupported format {b.get('format')!r:.20}")
+    # format 2 adds the term postings (ranked full-text search); 1 has none
+    if b["format"] == 2:
+        keys = keys | {"terms"}
     need(set(b) == keys, f"unexpected fields {sorted(set(b) ^ keys)}")
-    need(b["format"] == 1, "unsupported format")
     need(isinstance(b["uuid"], bytes) and len(b["uuid"]) == 16, "bad uuid")
     need(isinstance(b["wal"], str) and parse_file_name(b["wal"]) is not None
          and parse_file_name(b["wal"])[0] == "wal",  # type: ignore[index]  # not None: tested
@@ -306,6 +318,21 @@ def check_manifest(b: dict, where: str) -> None:
         need(is_int(e.get("count")) and is_int(e.get("names_len")), "bad links entry")
         c = e["count"]
         need(e["len"] == align8(20 * c) + 16 * c + e["names_len"], "links file size does not match")
+    if b["format"] == 2:
+        t = b["terms"]
+        need(isinstance(t, dict) and set(t) == {"spec", "runs"} and isinstance(t["runs"], list),
+             "bad terms entry")
+        sp = t["spec"]
+        need(isinstance(sp, dict) and set(sp) == {"v", "stopwords", "stem"} and sp["v"] == 1
+             and isinstance(sp["stopwords"], list) and all(isinstance(w, str) for w in sp["stopwords"])
+             and (sp["stem"] is None or isinstance(sp["stem"], str)), "bad text tokenizer spec")
+        r = 0
+        for e in t["runs"]:
+            entry(e, "terms")
+            need(is_int(e.get("r0")) and is_int(e.get("n")) and e["r0"] == r,
+                 "term runs do not cover consecutive rows")
+            r += e["n"]
+        need(r <= n, "term runs cover rows that do not exist")
     if b["index"] is not None:
         e = b["index"]
         entry(e, "index")

@@ -49,6 +49,8 @@ from .keys import KeyIndex
 from .links import LinkTable
 from .records import Record, as_ids, decode_record
 from .tail import TailMixin, concat_rows
+from .terms import TailTerms, TermRun, map_run
+from ..text import Tokenizer, check_spec
 
 __all__ = ["Snapshot"]
 
@@ -116,6 +118,15 @@ class Snapshot(TailMixin):
         self._tail_dead = []
         self._cache = {}
         self._grow = {}           # row buffers that commits extend (_cat_rows)
+        # term postings: the stored runs (checked on first use) and the rows past them
+        terms = body.get("terms")
+        self._text_spec = terms["spec"] if terms else check_spec(None)
+        self._tokenizer: Tokenizer | None = None
+        runs = []
+        for j, e in enumerate(terms["runs"] if terms else ()):
+            runs.append(map_run(maps[f"terms{j}"], e, w(e["name"])))
+        self._term_runs: list[TermRun] = runs
+        self._terms_tail = TailTerms(sum(r.n for r in runs))
         # keys: the checkpointed index (mapped lazily) and the log's additions
         self._keys = KeyIndex(maps.get("keys"), w(body["files"]["keys"]["name"]) if "keys" in maps else "",
                               self._scan_keys if n else None, self._live_key_of)
@@ -482,6 +493,63 @@ class Snapshot(TailMixin):
                 raise CorruptDatabaseError(f"{self._where(self._man['files']['ends']['name'])}: "
                                            "record offsets are not increasing")
             self._ends_checked = True
+
+    # ------------------------------------------------------------------ term postings
+
+    @property
+    def text_spec(self) -> dict:
+        """The tokenizer spec of the stored term postings (:mod:`sutradb.text`)."""
+        return dict(self._text_spec)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The :class:`~sutradb.text.Tokenizer` of :attr:`text_spec` (made on first use).
+
+        Raises
+        ------
+        InvalidArgumentError
+            The spec names a stemmer whose package is not installed.
+        """
+        t = self._tokenizer
+        if t is None:
+            t = self._tokenizer = Tokenizer(self._text_spec)
+        return t
+
+    def term_runs(self) -> list[TermRun]:
+        """Runs of postings covering every row (:mod:`.terms`): the stored ones,
+        checked on first use, then the rows in the log, tokenised on first use."""
+        self._check_open()
+        for r in self._term_runs:
+            if not r._checked:
+                r.check(self._where(r.mapped.name))  # type: ignore[union-attr]  # stored runs are mapped
+        tail = self._terms_tail
+        if tail.upto < self._n:
+            tail.extend(self.tokenizer, self._n, self._texts_of)
+        return self._term_runs + tail.runs
+
+    def _texts_of(self, a: int, b: int) -> list[str | None]:
+        return [r.text for r in self.records_at(np.arange(a, b))]
+
+    def postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (live or dead, int64) whose text holds the term of hash ``term``, and
+        how often (uint16)."""
+        parts = [r.lookup(term) for r in self.term_runs()]
+        parts = [p for p in parts if len(p[0])]
+        if not parts:
+            return np.zeros(0, _I8), np.zeros(0, np.uint16)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def doc_lengths(self) -> np.ndarray:
+        """``(n_rows,) uint32``: terms in each row's text (cached until the next commit)."""
+        c = self._cache.get("doclen")
+        if c is None:
+            runs = self.term_runs()
+            c = runs[0].doclen if len(runs) == 1 else (
+                np.concatenate([r.doclen for r in runs]) if runs else np.zeros(0, np.uint32))
+            self._cache["doclen"] = c
+        return c
 
     # ------------------------------------------------------------------ keys
 

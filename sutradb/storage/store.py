@@ -66,6 +66,7 @@ from ..errors import (CorruptDatabaseError, DatabaseExistsError, DatabaseNotFoun
                       InvalidArgumentError, LockedError, ReadOnlyError)
 from . import osio, watermark
 from .format import (HEADER_SIZE, LOCK_NAME, MANIFEST_NAME, decode_manifest, parse_file_name)
+from .terms import TailTerms
 from .manifest import (check_create_params, check_manifest, create_generation, fresh_body,
                        map_files, read_file, sweep)
 from .records import Record
@@ -613,6 +614,8 @@ class Store(CheckpointsMixin, Snapshot):
         self._seg_ids_raw = self._seg_ends = self._seg_rec = self._seg_codes = None
         self._seg_vecs = self._seg_order = self._seg_keys = None
         self._keys = None           # it holds the mapped .keys file
+        self._term_runs = []        # and these the mapped .terms files
+        self._terms_tail = TailTerms(0)
 
     def close(self) -> None:
         """Roll back an open transaction, checkpoint (writers), release files and the
