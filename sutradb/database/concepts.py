@@ -70,6 +70,12 @@ class Hit(NamedTuple):
     distance: float
     concept: Concept
 
+    @property
+    def score(self) -> float:
+        """``-distance``: higher is better (the BM25 or fused score of a text or
+        hybrid search)."""
+        return -self.distance
+
 
 #: Make a Concept without NamedTuple's argument handling (the get() fast path).
 _new_concept = tuple.__new__

@@ -23,6 +23,7 @@ from ..errors import (ClosedError, DimensionError, EmbedderError, InvalidArgumen
 from ..index.flat import FlatVectors
 from ..index.vector import VectorIndex, code_rows, decode_index
 from ..storage import Store
+from ..text import check_spec
 from .arrow import ArrowMixin
 from .concepts import ConceptsMixin
 from .writes import WritesMixin
@@ -165,7 +166,8 @@ class Database(WritesMixin, ConceptsMixin, ListingMixin, LinksMixin, SearchMixin
         self._path = None if self._memory else path
         try:
             self._store = Store.open(MEMORY if self._memory else path, mode, timeout=timeout,
-                                     durability=opts["durability"], recover=recover)
+                                     durability=opts["durability"], recover=recover,
+                                     create_params={"text": opts["text_tokenizer"]})
         except FileNotFoundError as e:
             cls = getattr(_errors, "DatabaseNotFoundError", None)
             if cls is not None and not isinstance(e, cls):
@@ -192,6 +194,10 @@ class Database(WritesMixin, ConceptsMixin, ListingMixin, LinksMixin, SearchMixin
         the arguments (session overrides of tuning options applied, not stored); load
         the vector index and hook the index into the store's compactions."""
         s = self._store
+        tok = opts["text_tokenizer"]
+        if tok is not None and check_spec(tok) != s.text_spec:
+            raise InvalidArgumentError(f"{self._path}: the database's text tokenizer is "
+                                       f"{s.text_spec} (set when it was created), not {check_spec(tok)}")
         meta = s.meta.get("sutradb")
         if meta is None:
             if s.n_rows:

@@ -50,6 +50,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "embedder": None,            # spec ("sentence-transformers:all-MiniLM-L6-v2", "spacy:NAME")
                                  # or an object with .name, .dim and __call__(texts)
     "batch_size": 256,           # texts embedded per batch by add()
+    "text_tokenizer": None,      # ranked full-text search: a sutradb.text spec, e.g.
+                                 # {"stopwords": "english", "stem": "english"}; set at
+                                 # creation (None: case-folded Unicode words)
 }
 #: Options stored in the database meta at creation.
 STORED = ("vector_dtype", "index", "index_threshold", "ivf_threshold", "ivf_nlist",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..index.bm25 import bm25_top, rrf
 from ..index.filters import compile_where
 from ..index.flat import FlatVectors
 from ..index.pq import check_k
@@ -82,24 +83,50 @@ class SearchMixin(_Base):
 
     def search(self, query: str | npt.ArrayLike, k: int = 10, *, where: Where | None = None,
                rerank: int | None = None, nprobe: int | None = None,
-               exact: bool = False) -> list[Hit]:
-        """The k nearest concepts of one query.
+               exact: bool = False, mode: str = "vector", vector: npt.ArrayLike | None = None,
+               weights: tuple[float, float] = (1.0, 1.0)) -> list[Hit]:
+        """The k best concepts for one query: nearest vectors, best BM25 text match,
+        or both fused.
 
         Parameters
         ----------
         query : (dim,) array_like or str
-            A vector, or a text when the database has an embedder.
+            A vector, or a text (embedded by the database's embedder for the vector
+            side, unless ``vector`` is given; tokenised for the text side).
         k, where, rerank, nprobe, exact
-            As in :meth:`search_vectors`.
+            As in :meth:`search_vectors`; ``where`` applies inside both rankings.
+        mode : {"vector", "text", "hybrid"}
+            ``"vector"``: nearest vectors. ``"text"``: :meth:`search_text`.
+            ``"hybrid"``: the vector and the BM25 rankings (each to depth
+            ``max(4k, 60)``) fused by reciprocal rank,
+            ``sum_i weights[i] / (60 + rank_i)``.
+        vector : (dim,) array_like, optional
+            The query vector of a hybrid search when the caller embeds the text
+            itself (a database without an embedder).
+        weights : (float, float)
+            Weights of the vector and the text ranking in a hybrid search.
 
         Returns
         -------
         list of Hit
-            ``Hit(id, distance, concept)``, nearest first.
+            ``Hit(id, distance, concept)``, best first. ``distance`` is the metric's
+            distance for ``"vector"``, the negated BM25 score for ``"text"`` and the
+            negated fused score for ``"hybrid"`` (``Hit.score`` is its negation:
+            higher is better).
         """
+        if mode == "text":
+            if not isinstance(query, str):
+                raise InvalidArgumentError("a text search takes a str query")
+            return self.search_text(query, k, where=where)
+        if mode == "hybrid":
+            return self._search_hybrid(query, k, where, vector, weights, rerank, nprobe, exact)
+        if mode != "vector":
+            raise InvalidArgumentError(f"mode must be 'vector', 'text' or 'hybrid', not {mode!r}")
         self._check_open()
         self._catch_up()
         k = check_k(k)
+        if vector is not None:
+            query = vector
         if isinstance(query, str):
             query = self._embed([query])[0]
         Q = check_query_rows(query, self._meta["dim"], self._meta["metric"], one=True)
@@ -113,6 +140,100 @@ class SearchMixin(_Base):
                 c = self._concept_at(r)
                 out.append(Hit(int(ids[r]), d, c))
         return out
+
+    def search_text(self, query: str, k: int = 10, *, where: Where | None = None,
+                    k1: float = 1.2, b: float = 0.75) -> list[Hit]:
+        """The k concepts whose texts best match ``query``, ranked by BM25.
+
+        The texts' terms (:mod:`sutradb.text`: case-folded Unicode words, with the
+        stop words and stemmer of the database's ``text_tokenizer``) are kept by the
+        storage engine: committed and rolled back with the concepts, written to
+        ``.terms`` files at checkpoints, opened without reading a text
+        (:mod:`sutradb.storage.terms`). Scores are Lucene's BM25
+        (:func:`sutradb.index.bm25.bm25_top`); a ``where`` filter selects which
+        concepts may be returned, the statistics are those of all live concepts.
+
+        Parameters
+        ----------
+        query : str
+        k : int >= 1
+        where : dict, optional
+            A filter, as in :meth:`search_vectors`.
+        k1, b : float
+            BM25's term-frequency saturation (>= 0) and length normalisation ([0, 1]).
+
+        Returns
+        -------
+        list of Hit
+            ``Hit(id, distance, concept)`` best first, ``distance`` the negated BM25
+            score (``Hit.score``: the score). Concepts that share no term with the
+            query are not returned, so there may be fewer than ``k``.
+
+        Examples
+        --------
+        >>> import sutradb
+        >>> db = sutradb.open(":memory:", dim=2)
+        >>> _ = db.add_vectors([[1, 0], [0, 1], [1, 1]],
+        ...                    texts=["red apples", "green apples and pears", "a red car"])
+        >>> [(h.concept.text, round(h.score, 3)) for h in db.search_text("red apples", k=2)]
+        [('red apples', 0.495), ('a red car', 0.214)]
+        """
+        self._check_open()
+        k = check_k(k)
+        if not isinstance(query, str):
+            raise InvalidArgumentError(f"search_text takes a str query, not {type(query).__name__}")
+        if isinstance(k1, bool) or not isinstance(k1, (int, float)) or not 0 <= k1 < float("inf"):
+            raise InvalidArgumentError(f"k1 must be a finite number >= 0, got {k1!r}")
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
+            raise InvalidArgumentError(f"b must be in [0, 1], got {b!r}")
+        with self._read:
+            rows, scores = self._text_rows(query, k, where, float(k1), float(b))
+            ids = self._store.ids
+            return [Hit(int(ids[r]), -sc, self._concept_at(r))
+                    for r, sc in zip(rows.tolist(), scores.tolist())]
+
+    def _text_rows(self, query, k, where, k1=1.2, b=0.75):
+        """(rows, BM25 scores) of the k best text matches (under the read lock)."""
+        s = self._store
+        tok = s.tokenizer
+        terms = tok.terms(query)
+        if not terms or not s.n_live:
+            return np.zeros(0, np.int64), np.zeros(0)
+        counts: dict[int, int] = {}
+        for h in tok.hashes(terms):
+            counts[h] = counts.get(h, 0) + 1
+        live = s.live
+        doclen = s.doc_lengths()
+        stats = s._cache.get("text_stats")
+        if stats is None:
+            stats = s._cache["text_stats"] = (int(s.n_live), float(doclen[live].sum()) / max(int(s.n_live), 1))
+        mask = self._where_mask(where, live) if where is not None else None
+        post = [s.postings(h) + (c,) for h, c in counts.items()]
+        return bm25_top(post, doclen, live, stats[0], stats[1], k, k1=k1, b=b, mask=mask)
+
+    def _search_hybrid(self, query, k, where, vector, weights, rerank, nprobe, exact) -> list[Hit]:
+        self._check_open()
+        self._catch_up()
+        k = check_k(k)
+        if not isinstance(query, str):
+            raise InvalidArgumentError("a hybrid search takes a str query (and vector= for the "
+                                       "vector side when the database has no embedder)")
+        try:
+            wv, wt = (float(w) for w in weights)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError("weights must be two numbers (vector, text)") from None
+        if not (wv >= 0 and wt >= 0 and wv + wt > 0):
+            raise InvalidArgumentError("weights must be >= 0 and not both 0")
+        qv = self._embed([query])[0] if vector is None else vector
+        Q = check_query_rows(qv, self._meta["dim"], self._meta["metric"], one=True)
+        depth = max(4 * k, 60)
+        with self._read:
+            _, vrows = self._search_rows(Q, depth, where, rerank, exact, None, nprobe)
+            trows, _ = self._text_rows(query, depth, where)
+            vr = vrows[0][vrows[0] >= 0].tolist()
+            fused = rrf([vr, trows.tolist()], [wv, wt], k)
+            ids = self._store.ids
+            return [Hit(int(ids[r]), -sc, self._concept_at(r)) for r, sc in fused]
 
     def _search_rows(self, Q, k, where, rerank, exact, threads, nprobe=None):
         s = self._store

@@ -34,6 +34,9 @@ def is_id(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
+from ..text import check_spec
+
+
 def check_options(o: dict[str, Any]) -> None:
     """Validate a full options dict (:data:`DEFAULT_OPTIONS` updated with the
     caller's); InvalidArgumentError, or EmbedderError for an unusable embedder
@@ -58,6 +61,7 @@ def check_options(o: dict[str, Any]) -> None:
     tr = o["target_recall"]
     if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not 0 < tr <= 1:
         raise InvalidArgumentError(f"target_recall must be in (0, 1], got {tr!r}")
+    check_spec(o["text_tokenizer"])
     p = o["progress"]
     if not (isinstance(p, bool) or callable(p)):
         raise InvalidArgumentError("progress must be a bool or a callable(done, total)")

@@ -1,0 +1,209 @@
+"""Ranked full-text search (BM25 over the storage engine's term postings) and hybrid
+search, against an independent implementation (``bm25s``, Lucene's formula) on the
+bundled real sample, through commits, rollbacks, checkpoints, compaction and reopen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sutradb
+from sutradb.demo import load_sample
+from sutradb.errors import EmbedderError, InvalidArgumentError
+from sutradb.index.bm25 import rrf
+from sutradb.storage.format import MANIFEST_NAME
+from sutradb.storage.manifest import read_file, write_manifest
+from sutradb.storage.format import decode_manifest
+
+bm25s = pytest.importorskip("bm25s")
+
+SMALL = dict(durability="off")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    base, texts, _, qtexts, _ = load_sample()
+    return base.astype(np.float32), texts, qtexts
+
+
+def oracle(db, k1=1.2, b=0.75):
+    """bm25s (method "lucene") over the live concepts' texts, tokenised by the
+    database's own tokenizer; returns a function query -> {id: score}."""
+    tok = db._store.tokenizer
+    ids = db.ids().tolist()
+    docs = db.get_many(ids)
+    corpus = [tok.terms(c.text) for c in docs]
+    r = bm25s.BM25(method="lucene", k1=k1, b=b)
+    r.index(corpus, show_progress=False)
+
+    def scores(query):
+        q = [t for t in tok.terms(query) if t in r.vocab_dict]
+        if not q:
+            return {}
+        s = r.get_scores(q)
+        return {i: float(x) for i, x in zip(ids, s) if x > 0}
+    return scores
+
+
+def check_against_oracle(db, queries, k=10, where_ids=None, where=None, **kw):
+    ref = oracle(db, **kw)
+    n_checked = 0
+    for q in queries:
+        exp = ref(q)
+        if where_ids is not None:
+            exp = {i: s for i, s in exp.items() if i in where_ids}
+        got = db.search_text(q, k, where=where, **kw)
+        best = sorted(exp.items(), key=lambda x: (-x[1], x[0]))[:k]
+        assert len(got) == len(best), q
+        for h, (i, s) in zip(got, best):
+            assert h.score == pytest.approx(s, rel=1e-5), q
+            # ties aside, the same ids in the same order
+            if h.id != i:
+                assert exp[h.id] == pytest.approx(s, rel=1e-6), (q, h.id, i)
+        n_checked += bool(best)
+    return n_checked
+
+
+def test_bm25_agrees_with_bm25s_on_the_sample(tmp_path, sample):
+    base, texts, qtexts = sample
+    with sutradb.open(tmp_path / "db", dim=base.shape[1], **SMALL) as db:
+        db.add_vectors(base, texts=texts)
+        assert check_against_oracle(db, qtexts[:60]) >= 40
+        assert check_against_oracle(db, qtexts[:30], k1=0.9, b=0.4) >= 20
+        # one word of a stored text finds it
+        h = db.search_text(texts[7].split()[0] + " " + texts[7].split()[-1], k=50)
+        assert 7 in [x.id for x in h]
+
+
+def test_postings_follow_commits_rollbacks_checkpoints_compaction_and_reopen(tmp_path, sample):
+    base, texts, qtexts = sample
+    rng = np.random.default_rng(5)
+    path = tmp_path / "db"
+    db = sutradb.open(path, dim=base.shape[1], **SMALL)
+    db._store._checkpoint_bytes = 40_000     # many checkpoints: several runs, merges
+    db._store._compact_min_rows, db._store._compact_ratio = 50, 0.1
+    gens = db._store.generation
+    for lo in range(0, 1200, 100):
+        db.add_vectors(base[lo:lo + 100], texts=texts[lo:lo + 100])
+        live = db.ids()
+        victims = rng.choice(live, 15, replace=False).tolist()
+        db.delete(victims[:10])
+        for i in victims[10:]:
+            db.update(i, text=texts[(i * 7 + 3) % len(texts)])
+        try:
+            with db.transaction():              # rolled back: nothing of it shows
+                db.add_vectors(base[1500:1510], texts=["zzyzx quixotic"] * 10)
+                db.update(int(db.ids()[0]), text="zzyzx")
+                raise RuntimeError
+        except RuntimeError:
+            pass
+    assert db._store.generation - gens >= 5
+    runs = db._store._man["terms"]["runs"]
+    assert 1 <= len(runs) <= 6, runs
+    assert db.search_text("zzyzx quixotic") == []
+    assert check_against_oracle(db, qtexts[:40]) >= 20
+    db.compact()
+    assert len(db._store._man["terms"]["runs"]) == 1
+    assert check_against_oracle(db, qtexts[20:50]) >= 15
+    before = [[(h.id, h.score) for h in db.search_text(q)] for q in qtexts[:20]]
+    db.close()
+    with sutradb.open(path, mode="r") as r:
+        assert [[(h.id, h.score) for h in r.search_text(q)] for q in qtexts[:20]] == before
+        # nothing was tokenised to open it: every row is in a stored run
+        assert r._store._terms_tail.upto == r._store._terms_tail.start == r._store.n_rows
+
+
+def test_memory_database_and_where_filter(sample):
+    base, texts, qtexts = sample
+    db = sutradb.open(":memory:", dim=base.shape[1])
+    ids = db.add_vectors(base[:800], texts=texts[:800],
+                         metadata=[{"even": i % 2 == 0} for i in range(800)])
+    evens = {int(i) for i in ids if i % 2 == 0}
+    assert check_against_oracle(db, qtexts[:30], where_ids=evens, where={"even": True}) >= 10
+    for q in qtexts[:30]:
+        got = db.search_text(q, 10, where={"even": True})
+        assert all(h.id in evens for h in got)
+
+
+def test_hybrid_is_rrf_of_the_vector_and_text_rankings(sample):
+    base, texts, qtexts = sample
+    _, _, queries, _, _ = load_sample()
+    db = sutradb.open(":memory:", dim=base.shape[1], index="flat")
+    db.add_vectors(base[:1000], texts=texts[:1000], metadata=[{"g": i % 3} for i in range(1000)])
+    for j in range(10):
+        q, v = qtexts[j], queries[j].astype(np.float32)
+        for where in (None, {"g": 1}):
+            vec = [h.id for h in db.search(v, 60, where=where)]
+            txt = [h.id for h in db.search_text(q, 60, where=where)]
+            for w in ((1.0, 1.0), (2.0, 0.5)):
+                got = db.search(q, 10, mode="hybrid", vector=v, where=where, weights=w)
+                exp = rrf([vec, txt], list(w), 10)
+                assert [(h.id, pytest.approx(-h.distance)) for h in got] == [(i, s) for i, s in exp]
+                if where:
+                    assert all(h.concept.metadata["g"] == 1 for h in got)
+        assert [h.id for h in db.search(q, 5, mode="text")] == [h.id for h in db.search_text(q, 5)]
+        assert [h.id for h in db.search(v, 5, mode="vector")] == [h.id for h in db.search(v, 5)]
+
+
+def test_bad_input():
+    db = sutradb.open(":memory:", dim=2)
+    db.add_vectors([[1, 0]], texts=["x"])
+    for bad in (dict(k1=-1), dict(b=2), dict(k1=True), dict(k=0)):
+        with pytest.raises(InvalidArgumentError):
+            db.search_text("x", **bad)
+    with pytest.raises(InvalidArgumentError):
+        db.search_text(b"x")
+    with pytest.raises(InvalidArgumentError):
+        db.search([1, 0], mode="text")
+    with pytest.raises(EmbedderError):
+        db.search("x", mode="hybrid")               # no embedder, no vector=
+    with pytest.raises(InvalidArgumentError):
+        db.search("x", mode="bm25")
+    with pytest.raises(InvalidArgumentError):
+        db.search("x", mode="hybrid", vector=[1, 0], weights=(0, 0))
+    assert db.search_text("") == [] and db.search_text("nothing here") == []
+    with pytest.raises(InvalidArgumentError):
+        sutradb.open(":memory:", dim=2, text_tokenizer={"stem": 3})
+    with pytest.raises(InvalidArgumentError):
+        sutradb.open(":memory:", dim=2, text_tokenizer={"lowercase": True})
+
+
+def test_tokenizer_spec_is_stored_with_the_database(tmp_path):
+    pytest.importorskip("snowballstemmer")
+    path = tmp_path / "db"
+    spec = {"stopwords": "english", "stem": "english"}
+    with sutradb.open(path, dim=2, text_tokenizer=spec) as db:
+        db.add_vectors([[1, 0], [0, 1], [1, 1]], texts=["The cats are running", "a dog ran", "the the the"])
+        assert [h.id for h in db.search_text("cat running")] == [0]
+        assert db.search_text("the") == []                  # a stop word
+    with sutradb.open(path) as db:                          # the stored spec applies
+        assert [h.id for h in db.search_text("CATS run")] == [0]
+        assert db._store.text_spec["stem"] == "english"
+    with pytest.raises(InvalidArgumentError, match="text tokenizer"):
+        sutradb.open(path, text_tokenizer={"stem": None})
+
+
+def test_a_database_written_before_term_postings_gets_them(tmp_path, sample):
+    """A format-1 manifest (no ``terms``): its texts are tokenised on first use and the
+    next checkpoint writes the postings (the manifest moves to format 2)."""
+    base, texts, qtexts = sample
+    path = tmp_path / "db"
+    with sutradb.open(path, dim=base.shape[1], **SMALL) as db:
+        db.add_vectors(base[:300], texts=texts[:300])
+        expect = [[h.id for h in db.search_text(q)] for q in qtexts[:10]]
+    man = path / MANIFEST_NAME
+    gen, body = decode_manifest(read_file(man), str(man))
+    body = {k: v for k, v in body.items() if k != "terms"}
+    body["format"] = 1
+    write_manifest(str(path), gen, body, True)
+    with sutradb.open(path, mode="r") as r:
+        assert r._store._man["format"] == 1
+        assert [[h.id for h in r.search_text(q)] for q in qtexts[:10]] == expect
+    with sutradb.open(path, **SMALL) as db:
+        db.add_vectors(base[300:310], texts=texts[300:310])
+        db._store.checkpoint()
+        assert db._store._man["format"] == 2
+        assert sum(e["n"] for e in db._store._man["terms"]["runs"]) == 310
+        assert [[h.id for h in db.search_text(q)] for q in qtexts[:10]] == [
+            [h.id for h in db.search_text(q)] for q in qtexts[:10]]
+        assert check_against_oracle(db, qtexts[:20]) >= 5
