@@ -160,7 +160,7 @@ def test_concepts_added_without_a_key_have_no_document_id():
 def test_ids_are_keys_generated_when_missing_and_replaced_on_re_add():
     store = SutraVectorStore(":memory:", fake())
     ids = store.add_documents([Document("a", id="given"), Document("b")])
-    assert ids[0] == "given" and isinstance(ids[1], str) and len(ids[1]) == 32
+    assert ids[0] == "given" and isinstance(ids[1], str) and len(ids[1]) == 36
     assert store.database.get(ids[1]).text == "b"
     first = store.database.get("given").id
     store.add_texts(["a2"], [{"v": 2}], ids=["given"])

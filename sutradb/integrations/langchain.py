@@ -289,13 +289,13 @@ class SutraVectorStore(VectorStore):
                 raise InvalidArgumentError("ids is a list with one id per text")
             if len(ids) != n:
                 raise InvalidArgumentError(f"{len(ids)} ids for {n} texts")
-            keys = [uuid.uuid4().hex if i is None else i for i in ids]
+            keys = [str(uuid.uuid4()) if i is None else i for i in ids]
             _check_ids(keys, "add_texts")
             if len(set(keys)) != n:
                 dup = next(k for k in keys if keys.count(k) > 1)
                 raise DuplicateKeyError(f"id {dup!r} appears twice")
         else:
-            keys = [uuid.uuid4().hex for _ in range(n)]
+            keys = [str(uuid.uuid4()) for _ in range(n)]
         mds = None if metadatas is None else [None if m is None else dict(m) for m in metadatas]
         if n == 0:
             return []
