@@ -1,0 +1,695 @@
+"""A LangChain vector store over a sutradb database: :class:`SutraVectorStore`.
+
+A LangChain :class:`~langchain_core.documents.Document` is stored as one sutradb
+concept:
+
+=====================  ===============================================================
+LangChain              sutradb
+=====================  ===============================================================
+``Document.id``        the concept's ``key`` (unique str). Documents added without an
+                       id get a new ``uuid4`` string; adding a document whose id is
+                       stored already replaces it (:meth:`sutradb.Database.upsert`:
+                       the concept keeps its int id)
+``page_content``       ``text`` (indexed for ``$text`` filters and ``find_words``)
+``metadata``           ``metadata`` (what msgpack holds: str keys; None, bool, int,
+                       float, str, bytes, lists, dicts)
+the embedding          ``vector``: ``embed_documents`` of the store's ``Embeddings``
+                       (queries: ``embed_query``)
+``filter=``            ``where=``: sutradb's MongoDB-style filters
+=====================  ===============================================================
+
+Scores: :meth:`SutraVectorStore.similarity_search_with_score` returns the database's
+distance (lower is nearer): ``1 - cos`` for the default ``metric="cosine"``, ``-dot``
+for ``"ip"``, squared L2 for ``"l2"``. The relevance scores of
+``similarity_search_with_relevance_scores`` are in ``[0, 1]``, higher is nearer.
+
+``langchain-core`` is imported with this module (``pip install "sutradb[langchain]"``);
+``import sutradb`` does not import it. The user guide page is ``docs/langchain.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ..database import Concept, Database, Hit
+from ..database import open as _open_database
+from ..errors import (
+    ClosedError,
+    DuplicateKeyError,
+    EmbedderError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    NotFoundError,
+)
+
+try:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import VectorStore
+    from langchain_core.vectorstores.utils import maximal_marginal_relevance
+except ImportError as e:  # pragma: no cover - depends on what is installed
+    raise MissingDependencyError(
+        "sutradb.integrations.langchain needs langchain-core: pip install "
+        "'sutradb[langchain]' (or pip install langchain-core)") from e
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from typing_extensions import Self
+
+__all__ = ["SutraVectorStore"]
+
+#: Keyword arguments of the searches passed on to :meth:`sutradb.Database.search`.
+SEARCH_OPTIONS = ("rerank", "nprobe", "exact")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _no_more(kwargs: Mapping[str, Any], what: str, known: Sequence[str] = ()) -> None:
+    """InvalidArgumentError naming the keyword arguments ``what`` does not take."""
+    if kwargs:
+        hint = f" (it takes {', '.join(known)})" if known else ""
+        raise InvalidArgumentError(f"{what}: unknown keyword arguments "
+                                   f"{', '.join(sorted(kwargs))}{hint}")
+
+
+def _check_ids(ids: Iterable[Any], what: str) -> list[str]:
+    """``ids`` as a list of str (a single str is refused: it would be taken as a
+    sequence of one-character ids)."""
+    if isinstance(ids, (str, bytes)):
+        raise InvalidArgumentError(f"{what} takes a list of ids (wrap a single id in a list)")
+    out = list(ids)
+    for i in out:
+        if not isinstance(i, str):
+            raise InvalidArgumentError(f"{what}: a document id must be a str, not "
+                                       f"{type(i).__name__}")
+    return out
+
+
+def _where(filter: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A ``filter=`` argument as sutradb's ``where=`` (an empty filter is no filter)."""
+    if filter is None:
+        return None
+    if not isinstance(filter, Mapping):
+        raise InvalidArgumentError(
+            f"filter must be a dict in sutradb's where= dialect (e.g. {{'lang': 'en'}}, "
+            f"{{'year': {{'$gte': 2000}}}}), not {type(filter).__name__}")
+    return dict(filter) or None
+
+
+def _document(c: Concept) -> Document:
+    """The LangChain document of a stored concept (``id``: its key)."""
+    # the concepts of get_many and search are decoded for the call: their metadata
+    # dicts are not shared with the database's caches
+    return Document(page_content=c.text if c.text is not None else "",
+                    metadata=c.metadata or {}, id=c.key)
+
+
+def _cosine_relevance(distance: float) -> float:
+    """``1 - cos`` -> the cosine similarity, clipped to ``[0, 1]``."""
+    return min(1.0, max(0.0, 1.0 - distance))
+
+
+def _ip_relevance(distance: float) -> float:
+    """``-dot`` -> the inner product, clipped to ``[0, 1]`` (the cosine similarity of
+    unit-length embeddings)."""
+    return min(1.0, max(0.0, -distance))
+
+
+def _l2_relevance(distance: float) -> float:
+    """Squared L2 distance -> ``1 / (1 + d)``, in ``(0, 1]``."""
+    return 1.0 / (1.0 + max(0.0, distance))
+
+
+_RELEVANCE: dict[str, Callable[[float], float]] = {
+    "cosine": _cosine_relevance, "ip": _ip_relevance, "l2": _l2_relevance}
+
+
+# --------------------------------------------------------------------------- the store
+
+class SutraVectorStore(VectorStore):
+    """A LangChain vector store kept in a sutradb database.
+
+    Parameters
+    ----------
+    path_or_database : str, os.PathLike or Database
+        A database directory (created when it does not exist) or ``":memory:"``,
+        opened with :func:`sutradb.open`; or a :class:`sutradb.Database` that is open
+        already (the store then does not close it).
+    embedding : langchain_core.embeddings.Embeddings
+        Embeds the documents (``embed_documents``) and the queries (``embed_query``).
+        Its vectors must keep the dimension of the database: a new database takes
+        the dimension of the first vectors added, so nothing is embedded to find it.
+    **open_options
+        Passed to :func:`sutradb.open` with a path: ``mode``, ``metric`` (default
+        ``"cosine"``; an existing database keeps its own), ``vector_dtype``,
+        ``durability``, ``index_threshold``... Not allowed with a Database.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``embedding`` is not a LangChain ``Embeddings``, open options come with a
+        Database, or an option of :func:`sutradb.open` is wrong.
+    ClosedError
+        The database given is closed.
+
+    Notes
+    -----
+    Every write (:meth:`add_texts`, :meth:`add_documents`, :meth:`delete`) is one
+    sutradb transaction: on an error nothing of the call is stored. The store is as
+    thread-safe as the database, so the async methods of LangChain's base class
+    (which run the sync ones in an executor) are safe to use concurrently.
+
+    Examples
+    --------
+    >>> from langchain_core.embeddings import DeterministicFakeEmbedding
+    >>> from sutradb.integrations.langchain import SutraVectorStore
+    >>> store = SutraVectorStore(":memory:", DeterministicFakeEmbedding(size=8))
+    >>> store.add_texts(["a cat", "a dog"], [{"n": 1}, {"n": 2}], ids=["c", "d"])
+    ['c', 'd']
+    >>> store.similarity_search("a cat", k=1)[0].id
+    'c'
+    >>> store.close()
+    """
+
+    def __init__(self, path_or_database: str | os.PathLike[str] | Database,
+                 embedding: Embeddings, **open_options: Any) -> None:
+        if not (callable(getattr(embedding, "embed_documents", None))
+                and callable(getattr(embedding, "embed_query", None))):
+            raise InvalidArgumentError(
+                f"embedding must be a LangChain Embeddings (with embed_documents and "
+                f"embed_query), not {type(embedding).__name__}")
+        if isinstance(path_or_database, Database):
+            if open_options:
+                raise InvalidArgumentError(
+                    f"open options ({', '.join(sorted(open_options))}) are for a path; "
+                    f"this database is open already")
+            if path_or_database.closed:
+                raise ClosedError("the database is closed")
+            self._db = path_or_database
+            self._owns = False
+        elif isinstance(path_or_database, (str, os.PathLike)):
+            self._db = _open_database(path_or_database, **open_options)
+            self._owns = True
+        else:
+            raise InvalidArgumentError(
+                f"path_or_database must be a path, ':memory:' or a sutradb.Database, not "
+                f"{type(path_or_database).__name__}")
+        self._embedding = embedding
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def embeddings(self) -> Embeddings:
+        """The ``Embeddings`` of the documents and the queries."""
+        return self._embedding
+
+    @property
+    def database(self) -> Database:
+        """The :class:`sutradb.Database` the documents are kept in (for what the
+        LangChain interface has no method for: ``find``, ``count``, ``compact``,
+        ``verify``, ``tune``...)."""
+        return self._db
+
+    def close(self) -> None:
+        """Close the database if the store opened it (from a path); a database given
+        to the store open stays open. Idempotent."""
+        if self._owns:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> Literal[False]:
+        self.close()
+        return False
+
+    def __repr__(self) -> str:
+        return f"<SutraVectorStore {self._db!r}>"
+
+    # ------------------------------------------------------------------ writes
+
+    def add_texts(self, texts: Iterable[str],
+                  metadatas: Sequence[Mapping[str, Any] | None] | None = None, *,
+                  ids: Sequence[str | None] | None = None, **kwargs: Any) -> list[str]:
+        """Embed texts and store them, in one transaction.
+
+        Parameters
+        ----------
+        texts : iterable of str
+            The documents' contents (embedded with ``embed_documents``).
+        metadatas : sequence of (dict or None), optional
+            One per text.
+        ids : sequence of (str or None), optional
+            One per text: the document ids (sutradb keys). A new ``uuid4`` string is
+            made for each None, and for every text when ``ids`` is not given. An id
+            that is stored already is replaced: its text, metadata and vector.
+        **kwargs
+            ``batch_size`` (int): texts per ``embed_documents`` call (default: all
+            in one call). Nothing else.
+
+        Returns
+        -------
+        list of str
+            The ids of the texts, in order.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The lengths of ``metadatas`` or ``ids`` differ from that of ``texts``; a
+            text or an id is not a str; a metadata value msgpack cannot hold.
+        DuplicateKeyError
+            An id appears twice in the call.
+        DimensionError
+            The embeddings do not have the dimension of the database.
+        EmbedderError
+            ``embed_documents`` returned another number of vectors than of texts, or
+            rows of different lengths.
+        ReadOnlyError
+            The database is open read-only.
+        """
+        batch_size = kwargs.pop("batch_size", None)
+        _no_more(kwargs, "add_texts", ("batch_size",))
+        if isinstance(texts, (str, bytes)):
+            raise InvalidArgumentError("add_texts takes a list of texts (wrap a single text "
+                                       "in a list)")
+        texts = list(texts)
+        n = len(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise InvalidArgumentError(f"a text must be a str, not {type(t).__name__}")
+        if metadatas is not None and len(metadatas) != n:
+            raise InvalidArgumentError(f"{len(metadatas)} metadatas for {n} texts")
+        if ids is not None:
+            if isinstance(ids, (str, bytes)):
+                raise InvalidArgumentError("ids is a list with one id per text")
+            if len(ids) != n:
+                raise InvalidArgumentError(f"{len(ids)} ids for {n} texts")
+            keys = [str(uuid.uuid4()) if i is None else i for i in ids]
+            _check_ids(keys, "add_texts")
+            if len(set(keys)) != n:
+                dup = next(k for k in keys if keys.count(k) > 1)
+                raise DuplicateKeyError(f"id {dup!r} appears twice")
+        else:
+            keys = [str(uuid.uuid4()) for _ in range(n)]
+        mds = None if metadatas is None else [None if m is None else dict(m) for m in metadatas]
+        if n == 0:
+            return []
+        self._db.upsert(self._embed_documents(texts, batch_size), keys=keys, texts=texts,
+                        metadata=mds)
+        return keys
+
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """Embed documents and store them, in one transaction.
+
+        Parameters
+        ----------
+        documents : list of Document
+            Their ``page_content``, ``metadata`` and ``id``; a document without an id
+            gets a new ``uuid4`` string (the documents are not changed).
+        **kwargs
+            ``ids`` (a list, one per document): ids that take precedence over the
+            documents' own; ``batch_size`` as in :meth:`add_texts`.
+
+        Returns
+        -------
+        list of str
+            The ids of the documents, in order.
+
+        Raises
+        ------
+        InvalidArgumentError, DuplicateKeyError, DimensionError, EmbedderError, ReadOnlyError
+            As in :meth:`add_texts`: nothing is stored.
+        """
+        ids = kwargs.pop("ids", None)
+        if ids is None:
+            ids = [d.id for d in documents]
+        return self.add_texts([d.page_content for d in documents],
+                              [d.metadata for d in documents], ids=ids, **kwargs)
+
+    def _embed_documents(self, texts: list[str], batch_size: Any) -> np.ndarray:
+        """The ``(n, dim)`` float32 embeddings of ``texts``, checked."""
+        n = len(texts)
+        if batch_size is None:
+            step = n
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        else:
+            step = batch_size
+        rows: list[Sequence[float]] = []
+        for s0 in range(0, n, step):
+            rows.extend(self._embedding.embed_documents(texts[s0:s0 + step]))
+        if len(rows) != n:
+            raise EmbedderError(f"embed_documents returned {len(rows)} vectors for {n} texts")
+        try:
+            V = np.asarray(rows, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise EmbedderError(f"embed_documents returned vectors that are not one (n, dim) "
+                                f"array of numbers: {e}") from None
+        if V.ndim != 2:
+            raise EmbedderError(f"embed_documents returned an array of shape {V.shape}, "
+                                f"not (n, dim)")
+        return V
+
+    def delete(self, ids: Sequence[str] | None = None, *,
+               filter: Mapping[str, Any] | None = None, **kwargs: Any) -> bool:
+        """Delete documents by id, or those that match a filter, in one transaction.
+
+        Parameters
+        ----------
+        ids : sequence of str, optional
+            Document ids; ids that are not stored are skipped (no error).
+        filter : dict, optional
+            A ``where=`` filter (see :meth:`similarity_search`): with ``ids``, those of
+            the ids that match; alone, every document that matches (``filter={}``
+            deletes them all).
+
+        Returns
+        -------
+        bool
+            True.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Neither ``ids`` nor ``filter`` (LangChain's base class says ``ids=None``
+            deletes everything; here that takes ``filter={}``), an id that is not a
+            str, a bad filter.
+        ReadOnlyError
+            The database is open read-only.
+        """
+        _no_more(kwargs, "delete", ("ids", "filter"))
+        where = _where(filter)          # None for no filter and for {}
+        if ids is None:
+            if filter is None:
+                raise InvalidArgumentError("delete needs ids, or filter= (filter={} deletes "
+                                           "every document)")
+            self._db.delete(where=where or {})
+            return True
+        keys = list(dict.fromkeys(_check_ids(ids, "delete")))
+        db = self._db
+        with db.transaction():
+            present = [k for k in keys if k in db]
+            if present:
+                db.delete(present, where=where)
+        return True
+
+    # ------------------------------------------------------------------ reads
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """The stored documents with these ids.
+
+        Parameters
+        ----------
+        ids : sequence of str
+
+        Returns
+        -------
+        list of Document
+            In the order of ``ids``, each document once (a repeated id is returned
+            once); ids that are not stored are left out, without an error.
+
+        Raises
+        ------
+        InvalidArgumentError
+            An id is not a str.
+        """
+        keys = list(dict.fromkeys(_check_ids(ids, "get_by_ids")))
+        db = self._db
+        present = [k for k in keys if k in db]
+        try:
+            concepts = db.get_many(present)
+        except NotFoundError:         # deleted by another thread since: one by one
+            concepts = []
+            for k in present:
+                try:
+                    concepts.append(db.get(k))
+                except NotFoundError:
+                    pass
+        return [_document(c) for c in concepts]
+
+    def _search(self, embedding: Sequence[float] | npt.ArrayLike, k: int,
+                filter: Mapping[str, Any] | None, kwargs: dict[str, Any], what: str) -> list[Hit]:
+        """The hits of a query vector (``kwargs``: the search options)."""
+        if isinstance(embedding, (str, bytes)):
+            raise InvalidArgumentError(f"{what} takes an embedding (a list of floats), not a "
+                                       f"str")
+        opts = {name: kwargs.pop(name) for name in SEARCH_OPTIONS if name in kwargs}
+        _no_more(kwargs, what, ("filter",) + SEARCH_OPTIONS)
+        return self._db.search(embedding, k, where=_where(filter), **opts)
+
+    def similarity_search_with_score_by_vector(
+            self, embedding: Sequence[float] | npt.ArrayLike, k: int = 4,
+            filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[tuple[Document, float]]:
+        """The ``k`` documents nearest to an embedding, with their distances.
+
+        Parameters
+        ----------
+        embedding : sequence of float
+            A query vector of the database's dimension.
+        k : int >= 1
+        filter : dict, optional
+            As in :meth:`similarity_search`.
+        **kwargs
+            As in :meth:`similarity_search`.
+
+        Returns
+        -------
+        list of (Document, float)
+            Nearest first; the float is the database's distance (lower is nearer; see
+            :meth:`similarity_search_with_score`).
+        """
+        hits = self._search(embedding, k, filter, kwargs,
+                            "similarity_search_with_score_by_vector")
+        return [(_document(h.concept), float(h.distance)) for h in hits]
+
+    def similarity_search_with_score(
+            self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None,
+            **kwargs: Any) -> list[tuple[Document, float]]:
+        """The ``k`` documents nearest to a query, with their distances.
+
+        Parameters
+        ----------
+        query : str
+            Embedded with ``embed_query``.
+        k : int >= 1
+        filter : dict, optional
+            As in :meth:`similarity_search`.
+        **kwargs
+            As in :meth:`similarity_search`.
+
+        Returns
+        -------
+        list of (Document, float)
+            Nearest first. The float is the database's distance, lower is nearer:
+            ``1 - cos`` in ``[0, 2]`` for ``metric="cosine"`` (the default), ``-dot``
+            for ``"ip"``, the squared L2 distance for ``"l2"``. It is computed from
+            the stored vectors (float16 by default: about three significant
+            digits). :meth:`similarity_search_with_relevance_scores` turns it into a
+            score in ``[0, 1]``, higher is nearer.
+        """
+        return self.similarity_search_with_score_by_vector(
+            self._embedding.embed_query(query), k, filter, **kwargs)
+
+    def similarity_search_by_vector(
+            self, embedding: Sequence[float] | npt.ArrayLike, k: int = 4,
+            filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Document]:
+        """The ``k`` documents nearest to an embedding.
+
+        Parameters
+        ----------
+        embedding : sequence of float
+            A query vector of the database's dimension.
+        k : int >= 1
+        filter : dict, optional
+            As in :meth:`similarity_search`.
+        **kwargs
+            As in :meth:`similarity_search`.
+
+        Returns
+        -------
+        list of Document
+            Nearest first.
+        """
+        hits = self._search(embedding, k, filter, kwargs, "similarity_search_by_vector")
+        return [_document(h.concept) for h in hits]
+
+    def similarity_search(self, query: str, k: int = 4,
+                          filter: Mapping[str, Any] | None = None,
+                          **kwargs: Any) -> list[Document]:
+        """The ``k`` documents nearest to a query.
+
+        Parameters
+        ----------
+        query : str
+            Embedded with ``embed_query``.
+        k : int >= 1
+            How many documents (fewer when fewer are stored or match the filter).
+        filter : dict, optional
+            Metadata conditions, sutradb's ``where=`` dialect (MongoDB style, as
+            Chroma's ``where``): ``{"lang": "en"}`` (equality; a list field holds the
+            value), ``{"year": {"$gte": 2000, "$lt": 2010}}``, ``$eq``, ``$ne``,
+            ``$in``, ``$nin``, ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$contains``,
+            ``$all``, ``$exists``, ``$not``, dotted paths into nested dicts, ``$and``
+            / ``$or`` / ``$not`` of filters, and ``{"$text": "words"}`` (the
+            ``page_content`` holds every word). Applied inside the search: ``k``
+            matching documents come back when ``k`` match. See
+            :mod:`sutradb.index.filters`.
+        **kwargs
+            Search options of :meth:`sutradb.Database.search_vectors`: ``rerank``,
+            ``nprobe``, ``exact``.
+
+        Returns
+        -------
+        list of Document
+            Nearest first, each with its ``id``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``k`` is not an int >= 1, a bad filter (an unknown operator, a value of
+            the wrong type), an unknown keyword argument.
+        DimensionError
+            The query embedding does not have the dimension of the database.
+        """
+        return [d for d, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        """Distance -> relevance in ``[0, 1]``, higher is nearer: for ``"cosine"`` the
+        cosine similarity clipped at 0; for ``"ip"`` the inner product clipped to
+        ``[0, 1]`` (the cosine of unit-length embeddings); for ``"l2"``
+        ``1 / (1 + squared distance)``."""
+        return _RELEVANCE[self._db.metric]
+
+    def max_marginal_relevance_search_by_vector(
+            self, embedding: Sequence[float] | npt.ArrayLike, k: int = 4, fetch_k: int = 20,
+            lambda_mult: float = 0.5, filter: Mapping[str, Any] | None = None,
+            **kwargs: Any) -> list[Document]:
+        """Documents near an embedding and different from each other (maximal
+        marginal relevance).
+
+        The ``fetch_k`` nearest documents (that match ``filter``) are fetched with
+        their stored vectors; then ``k`` of them are picked one at a time, each the
+        one that maximises ``lambda_mult * sim(query) - (1 - lambda_mult) *
+        max sim(picked)`` (cosine similarities, whatever the database's metric:
+        LangChain's :func:`~langchain_core.vectorstores.utils.maximal_marginal_relevance`).
+
+        Parameters
+        ----------
+        embedding : sequence of float
+            A query vector of the database's dimension.
+        k : int >= 1
+            How many documents.
+        fetch_k : int >= 1
+            Candidates (at least ``k`` are fetched).
+        lambda_mult : float in [0, 1]
+            1 ranks by similarity to the query only; 0 by diversity only.
+        filter : dict, optional
+            As in :meth:`similarity_search`.
+        **kwargs
+            As in :meth:`similarity_search`.
+
+        Returns
+        -------
+        list of Document
+            In the order they were picked (the nearest first).
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``k`` or ``fetch_k`` is not an int >= 1, ``lambda_mult`` is outside
+            ``[0, 1]``, or the database keeps no full vectors
+            (``vector_dtype=None``); the errors of :meth:`similarity_search`.
+        """
+        for name, v in (("k", k), ("fetch_k", fetch_k)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise InvalidArgumentError(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(lambda_mult, bool) or not isinstance(lambda_mult, (int, float)) \
+                or not 0.0 <= lambda_mult <= 1.0:
+            raise InvalidArgumentError(f"lambda_mult must be a number in [0, 1], got "
+                                       f"{lambda_mult!r}")
+        hits = self._search(embedding, max(int(k), int(fetch_k)), filter, kwargs,
+                            "max_marginal_relevance_search")
+        if not hits:
+            return []
+        vectors = [h.concept.vector for h in hits]
+        if any(v is None for v in vectors):
+            raise InvalidArgumentError(
+                "max_marginal_relevance_search needs the stored vectors; this database "
+                "keeps PQ codes only (vector_dtype=None)")
+        V = np.stack(vectors).astype(np.float32)  # type: ignore[arg-type]  # checked: no None
+        q = np.asarray(embedding, dtype=np.float32)
+        picked = maximal_marginal_relevance(q, V.tolist(), lambda_mult=float(lambda_mult),
+                                            k=int(k))
+        return [_document(hits[i].concept) for i in picked]
+
+    def max_marginal_relevance_search(
+            self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
+            filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Document]:
+        """Documents near a query and different from each other (maximal marginal
+        relevance): :meth:`max_marginal_relevance_search_by_vector` of
+        ``embed_query(query)``.
+
+        Parameters
+        ----------
+        query : str
+        k, fetch_k, lambda_mult, filter, **kwargs
+            As in :meth:`max_marginal_relevance_search_by_vector`.
+
+        Returns
+        -------
+        list of Document
+        """
+        return self.max_marginal_relevance_search_by_vector(
+            self._embedding.embed_query(query), k, fetch_k, lambda_mult, filter, **kwargs)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_texts(cls, texts: list[str], embedding: Embeddings,
+                   metadatas: list[dict[str, Any]] | None = None, *,
+                   ids: list[str] | None = None, path: str | os.PathLike[str] | None = None,
+                   database: Database | None = None, **kwargs: Any) -> Self:
+        """A store holding ``texts``: opens (or takes) the database, then
+        :meth:`add_texts`.
+
+        Parameters
+        ----------
+        texts : list of str
+        embedding : Embeddings
+        metadatas : list of dict, optional
+        ids : list of str, optional
+            As in :meth:`add_texts`.
+        path : str or os.PathLike, optional
+            The database directory (default ``":memory:"``).
+        database : Database, optional
+            An open database instead of ``path``.
+        **kwargs
+            ``batch_size`` for :meth:`add_texts`; the rest are options of
+            :func:`sutradb.open` (with ``path``).
+
+        Returns
+        -------
+        SutraVectorStore
+
+        Raises
+        ------
+        InvalidArgumentError
+            Both ``path`` and ``database``; the errors of the constructor and of
+            :meth:`add_texts` (then a database the call opened is closed again).
+        """
+        if path is not None and database is not None:
+            raise InvalidArgumentError("from_texts takes path= or database=, not both")
+        add_kwargs = {"batch_size": kwargs.pop("batch_size")} if "batch_size" in kwargs else {}
+        store = cls(database if database is not None else (":memory:" if path is None else path),
+                    embedding, **kwargs)
+        try:
+            store.add_texts(texts, metadatas, ids=ids, **add_kwargs)
+        except BaseException:
+            store.close()
+            raise
+        return store
