@@ -1,0 +1,1 @@
+"""Integrations of sutradb with other libraries (each module imports its library on import)."""
