@@ -1,9 +1,9 @@
 """sutradb.integrations.llama_index: the vector store used through llama-index-core's own
 VectorStoreIndex and retrievers, and directly, on a small offline corpus.
 
-Oracles: LlamaIndex's own reference filter function (``build_metadata_filter_fn``, what
-its in-memory store runs) for the filters, and brute-force NumPy similarities for the
-rankings. Nothing here downloads anything: sockets are refused, and LlamaIndex's
+Oracles: the nodes each filter selects, worked out by hand and checked against
+LlamaIndex's own reference filter function (``build_metadata_filter_fn``, what its
+in-memory store runs), and brute-force NumPy similarities for the rankings. Nothing here downloads anything: sockets are refused, and LlamaIndex's
 default tokenizer (tiktoken, which the VectorStoreIndex constructor resolves) is
 replaced by a whitespace split.
 """
@@ -31,7 +31,6 @@ from llama_index.core.schema import (MetadataMode, NodeRelationship, RelatedNode
 from llama_index.core.vector_stores.types import (FilterCondition, FilterOperator,  # noqa: E402
                                                   MetadataFilter, MetadataFilters,
                                                   VectorStoreQuery, VectorStoreQueryMode)
-from llama_index.core.vector_stores.utils import build_metadata_filter_fn  # noqa: E402
 
 import sutradb  # noqa: E402
 from sutradb.integrations import llama_index as li  # noqa: E402
@@ -203,49 +202,80 @@ def F(key, value, op="=="):
     return MetadataFilter(key=key, value=value, operator=op)
 
 
-FLAT_CASES = {
-    "eq": [F("topic", "science")],
-    "ne": [F("rating", 4.0, "!=")],                     # a node without rating matches
-    "gt": [F("rating", 4.2, ">")],
-    "gte": [F("rating", 4.2, ">=")],
-    "lt": [F("year", 2010, "<")],
-    "lte": [F("year", 2010, "<=")],
-    "in": [F("topic", ["science", "cooking"], "in")],
-    "nin": [F("source", ["World Atlas", "Science Daily"], "nin")],
-    "contains": [F("tags", "city", "contains")],
-    "any": [F("tags", ["biology", "eggs"], "any")],
-    "all": [F("tags", ["physics", "astronomy"], "all")],
-    "text_match": [F("source", "Notes", "text_match")],
-    "is_empty tags": [F("tags", None, "is_empty")],
-    "is_empty subtitle": [F("subtitle", None, "is_empty")],
-    "gt str": [F("source", "Science", ">")],
-    "and": [F("topic", "geography"), F("year", 2000, ">")],
-    "and float int": [F("rating", 4, ">="), F("year", 2015.5, "<")],
+def AND(*fl):
+    return MetadataFilters(filters=list(fl))
+
+
+def S(names):
+    return set(names.split())
+
+
+# filter -> the nodes that match, worked out by hand from the corpus (LlamaIndex's
+# semantics; test_expected_sets_are_llama_index_semantics checks them against its
+# reference filter function)
+CASES = {
+    "eq": (AND(F("topic", "science")), S("boil photo dna light")),
+    "ne": (AND(F("rating", 4.0, "!=")), set(IDS) - {"berlin"}),   # nile has no rating
+    "gt": (AND(F("rating", 4.2, ">")), S("paris boil photo pasta")),
+    "gte": (AND(F("rating", 4.2, ">=")), S("paris boil photo dna pasta")),
+    "lt": (AND(F("year", 2010, "<")), S("berlin dna")),
+    "lte": (AND(F("year", 2010, "<=")), S("berlin dna boil")),
+    "in": (AND(F("topic", ["science", "cooking"], "in")),
+           S("boil photo dna light bread omelette pasta tomato")),
+    "nin": (AND(F("source", ["World Atlas", "Science Daily"], "nin")),
+            S("tokyo light bread omelette pasta tomato")),
+    "contains": (AND(F("tags", "city", "contains")), S("paris tokyo")),
+    "any": (AND(F("tags", ["biology", "eggs"], "any")), S("photo dna omelette")),
+    "all": (AND(F("tags", ["physics", "astronomy"], "all")), S("light")),
+    "text_match": (AND(F("source", "Notes", "text_match")),
+                   S("tokyo light bread omelette pasta tomato")),
+    "is_empty list": (AND(F("tags", None, "is_empty")), S("pasta tomato")),
+    "is_empty str": (AND(F("subtitle", None, "is_empty")), set(IDS) - {"paris"}),
+    "gt str": (AND(F("source", "Science", ">")), S("paris berlin nile boil photo dna light")),
+    "and": (AND(F("topic", "geography"), F("year", 2000, ">")), S("paris tokyo nile")),
+    "and float int": (AND(F("rating", 4, ">="), F("year", 2015.5, "<")),
+                      S("berlin boil photo dna")),
+    "or": (MetadataFilters(filters=[F("topic", "cooking"), F("rating", 4.5, ">=")],
+                           condition=FilterCondition.OR),
+           S("bread omelette pasta tomato paris boil photo")),
+    "not": (MetadataFilters(filters=[F("topic", "cooking"), F("year", 2015, "<")],
+                            condition=FilterCondition.NOT), S("paris tokyo nile light")),
 }
 
 
-def reference(filters: MetadataFilters) -> set[str]:
-    """LlamaIndex's own filter semantics (its in-memory store's function)."""
-    fn = build_metadata_filter_fn(lambda nid: META[nid], filters)
-    return {nid for nid in IDS if fn(nid)}
-
-
-def _cases():
-    for name, fl in FLAT_CASES.items():
-        yield name, MetadataFilters(filters=fl)
-    yield "or", MetadataFilters(filters=[F("topic", "cooking"), F("rating", 4.5, ">=")],
-                                condition=FilterCondition.OR)
-    yield "not", MetadataFilters(filters=[F("topic", "cooking"), F("year", 2015, "<")],
-                                 condition=FilterCondition.NOT)
-
-
-@pytest.mark.parametrize("name,filters", list(_cases()), ids=[c[0] for c in _cases()])
-def test_filter_matches_llama_index_reference(index, name, filters):
-    want = reference(filters)
+@pytest.mark.parametrize("name", list(CASES))
+def test_filter_through_the_retriever(index, name):
+    filters, want = CASES[name]
     assert 0 < len(want) < len(CORPUS), "a case must select some nodes and not all"
     got = retrieve_ids(index, "capital city water", filters=filters)
     assert set(got) == want
     assert len(got) == len(want)
+
+
+def _reference():
+    """LlamaIndex's reference filter function (its in-memory store's), when the
+    installed version has today's semantics (missing fields match NE / NIN, NOT is
+    known: from llama-index-core 0.14.23 or so), else None."""
+    try:
+        from llama_index.core.vector_stores.utils import build_metadata_filter_fn
+        probe = build_metadata_filter_fn(lambda _: {}, MetadataFilters(
+            filters=[F("x", 1, "!=")], condition=FilterCondition.NOT))
+        if probe("n"):              # NOT of a NE that a missing field matches: False
+            return None
+    except (ImportError, ValueError):
+        return None
+    return build_metadata_filter_fn
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_expected_sets_are_llama_index_semantics(name):
+    fn = _reference()
+    if fn is None:
+        pytest.skip("this llama-index-core's reference filter function predates the "
+                    "semantics of the expected sets")
+    filters, want = CASES[name]
+    match = fn(lambda nid: META[nid], filters)
+    assert {nid for nid in IDS if match(nid)} == want
 
 
 def test_nested_filters(index):
@@ -253,8 +283,7 @@ def test_nested_filters(index):
     geo = MetadataFilters(filters=[F("topic", "geography"), F("year", 2000, ">")])
     sci = MetadataFilters(filters=[F("topic", "science"), F("rating", 4.8, ">=")])
     both = MetadataFilters(filters=[geo, sci], condition=FilterCondition.OR)
-    want = reference(geo) | reference(sci)
-    assert want == {"paris", "tokyo", "nile", "boil", "photo"}
+    want = S("paris tokyo nile") | S("boil photo")
     assert set(retrieve_ids(index, "anything", filters=both)) == want
     # AND of a nested OR with a leaf; NOT of a nested group
     tagged = MetadataFilters(filters=[both, F("tags", "city", "contains")])
