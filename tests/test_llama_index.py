@@ -376,6 +376,22 @@ def test_query_restricted_to_node_ids_and_doc_ids(index):
     assert res.ids[0] == "paris" and len(res.ids) == 3
 
 
+def test_index_nodes_and_as_retrievers_node_ids(index):
+    # as_retriever() restricts queries to the index struct's node ids: for a store
+    # that keeps text, only the IndexNodes / ImageNodes inserted (docs/llama-index.md)
+    from llama_index.core.indices.vector_store.retrievers import VectorIndexRetriever
+    from llama_index.core.schema import IndexNode
+
+    assert retrieve_ids(index, "capital of France", k=2) == ["paris", "berlin"]
+    index.insert_nodes([IndexNode(id_="sub", text="capital of France in summary",
+                                  index_id="other")])
+    assert retrieve_ids(index, "capital of France", k=3) == ["sub"]
+    got = VectorIndexRetriever(index, similarity_top_k=3, node_ids=None).retrieve(
+        "capital of France")
+    assert [r.node.node_id for r in got] == ["sub", "paris", "berlin"]
+    assert isinstance(got[0].node, IndexNode) and got[0].node.index_id == "other"
+
+
 def test_get_nodes_delete_nodes_clear():
     store = SutraVectorStore(":memory:", vector_dtype="float32")
     nodes = make_nodes()
