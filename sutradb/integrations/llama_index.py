@@ -106,8 +106,8 @@ def _leaf(f: MetadataFilter) -> dict[str, Any]:
         return {"$or": [{key: {"$exists": False}}, {key: None}, {key: ""}, {key: []}]}
     raise NotImplementedError(
         f"filter on {key!r}: the operator {op.name} has no sutradb equivalent (sutradb's "
-        "substring match is case-sensitive: TEXT_MATCH); pass a sutradb filter as "
-        "query(..., where=...) instead")
+        "substring match, TEXT_MATCH, is case-sensitive; its $text filter, passed as "
+        "query(..., where={'$text': ...}), matches the words of the text case-insensitively)")
 
 
 def filters_to_where(filters: MetadataFilters | None) -> dict[str, Any] | None:
@@ -474,7 +474,8 @@ class SutraVectorStore(BasePydanticVectorStore):
         # scores, weighted by query.alpha) map here once sutradb ranks texts: each a
         # method like _dense_query over the same `where`.
         raise NotImplementedError(
-            f"SutraVectorStore answers query mode DEFAULT (dense vectors), not {mode.value!r}")
+            f"SutraVectorStore answers query mode DEFAULT (dense vectors), not "
+            f"{getattr(mode, 'value', mode)!r}")
 
     def _dense_query(self, query: VectorStoreQuery, where: dict[str, Any] | None,
                      search: dict[str, Any]) -> VectorStoreQueryResult:
