@@ -7,4 +7,7 @@ extra to install when that library is missing.
 :mod:`sutradb.integrations.langchain`
     :class:`~sutradb.integrations.langchain.SutraVectorStore`, a LangChain vector
     store (``pip install "sutradb[langchain]"``; see ``docs/langchain.md``).
+:mod:`sutradb.integrations.llama_index`
+    :class:`~sutradb.integrations.llama_index.SutraVectorStore`, a LlamaIndex vector
+    store (``pip install "sutradb[llama-index]"``; see ``docs/llama-index.md``).
 """
