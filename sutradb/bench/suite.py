@@ -533,10 +533,65 @@ def bench_compact(ctx, prog):
                 disk_mb=dir_mb(path), disk_before_mb=before, seconds=dt)]
 
 
+def bench_text(ctx, prog):
+    """Ranked full-text search, k = 10: ``search_text`` (BM25 over the stored postings)
+    against SQLite FTS5's ``bm25()`` over the same texts and queries (the query's terms
+    OR-ed), interleaved repeats; also the mean overlap of their top 10s."""
+    import sutradb
+    from ..text import Tokenizer
+    texts, N = ctx["texts"], ctx["scale"]
+    if texts is None or len(texts) < N:
+        skip(ctx, prog, "text search", "the data set has no base_texts.txt")
+        return []
+    queries = ctx["query_texts"] or [" ".join(t.split()[:6]) for t in texts[::max(1, N // 500)]]
+    queries = [q for q in queries if q.strip()][:ctx["nq"]]
+    tok = Tokenizer()
+    lp = Path(ctx["tmp"]) / "fts.db"
+    lp.unlink(missing_ok=True)
+    t = time.perf_counter()
+    con = sqlite3.connect(lp)
+    con.execute("CREATE VIRTUAL TABLE f USING fts5(t, tokenize='unicode61 remove_diacritics 0')")
+    with con:
+        con.executemany("INSERT INTO f(rowid, t) VALUES (?, ?)", ((i, texts[i]) for i in range(N)))
+    fts_build = time.perf_counter() - t
+    fq = [" OR ".join(f'"{w}"' for w in dict.fromkeys(tok.terms(q))) for q in queries]
+    db = sutradb.open(ctx["db_path"], "r")
+    t = time.perf_counter()
+    db.search_text(queries[0], 10)          # the first query after opening: postings checked
+    first = time.perf_counter() - t
+    ours, lite, overlap = [], [], []
+    for r in range(ctx["repeats"]):
+        for who in common.rotated(["sutradb", "sqlite3"], r):
+            with prog.op(f"text search {who} x{N}", total=len(queries), unit="queries") as adv:
+                if who == "sutradb":
+                    got = [[h.id for h in db.search_text(q, 10)] for q in queries[:3]]
+                    ours.append(per_call(lambda q: db.search_text(q, 10), [(q,) for q in queries], adv))
+                else:
+                    sql = "SELECT rowid FROM f WHERE f MATCH ? ORDER BY bm25(f) LIMIT 10"
+                    lite.append(per_call(lambda q: con.execute(sql, (q,)).fetchall() if q else [],
+                                         [(q,) for q in fq], adv))
+    for q, f in zip(queries, fq):
+        a = [h.id for h in db.search_text(q, 10)]
+        b = [x[0] for x in con.execute("SELECT rowid FROM f WHERE f MATCH ? ORDER BY bm25(f) LIMIT 10",
+                                       (f,)).fetchall()] if f else []
+        if a or b:
+            overlap.append(len(set(a) & set(b)) / max(len(a), len(b)))
+    db.close()
+    con.close()
+    del got
+    o_lat = np.concatenate(ours)
+    l_lat = np.concatenate(lite)
+    return [row("text search", "sutradb", N, lat=o_lat, unit="queries/s",
+                first_query_ms=first * 1e3,
+                top10_overlap_with_fts5=float(np.mean(overlap)) if overlap else None),
+            row("text search", "sqlite3 fts5", N, lat=l_lat, unit="queries/s",
+                build_s=fts_build)]
+
+
 OPS = {"learn": bench_learn, "load": bench_load, "index": bench_index, "open": bench_open,
        "save": bench_save,
        "get": bench_get, "distance": bench_distance, "search": bench_search,
-       "compact": bench_compact}
+       "text": bench_text, "compact": bench_compact}
 
 
 # ------------------------------------------------------------------------- reporting
@@ -729,6 +784,8 @@ def run_suite(ap, args, default_data, results_dir) -> int:
         ap.error(f"unknown operations {sorted(unknown)}")
     try:
         base, texts, queries, gt, source = load_data(args, default_data)
+        qt = Path(source) / "query_texts.txt"
+        query_texts = qt.read_text(encoding="utf-8").splitlines() if qt.is_file() else None
     except (OSError, ValueError) as e:
         ap.error(f"cannot read the data set: {e}")
     try:
@@ -740,11 +797,12 @@ def run_suite(ap, args, default_data, results_dir) -> int:
         ap.error("--scales must be positive")
     scales = sorted({min(s, len(base)) for s in asked})
     if "load" not in ops and any(o in ops for o in ("index", "open", "get", "distance", "search",
-                                                    "compact")):
+                                                    "text", "compact")):
         ops.insert(0, "load")                    # they read the database `load` builds
     shared: dict[str, Any] = {"warned": set(), "skipped": []}    # across scales: say each skip once
     ctx_base = {
         "texts": texts, "queries": queries, "gt": gt, "n_total": len(base),
+        "query_texts": query_texts,
         "embedder": args.embedder, "shared": shared,
         "learn_n": args.learn or (256 if args.quick else 2000),
         "repeats": args.repeats or (2 if args.quick else 3),

@@ -123,7 +123,38 @@ def _from_postings(r0: int, doclen: np.ndarray, h: np.ndarray, rows_rel: np.ndar
                    tf: np.ndarray) -> TermRun:
     """A run from postings (term hash, row relative to r0, tf) in any order."""
     o = np.lexsort((rows_rel, h))
-    h, rows_rel, tf = h[o], rows_rel[o], tf[o]
+    return _sorted_run(r0, doclen, h[o], rows_rel[o], tf[o])
+
+
+def build_run(tok: Tokenizer, r0: int, texts: Sequence[str | None]) -> TermRun:
+    """Tokenise ``texts`` (the texts of rows ``r0, r0 + 1, ...``) into a run."""
+    n = len(texts)
+    doclen = np.zeros(n, _U4)
+    tokens: list[str] = []
+    terms = tok.terms
+    for j, t in enumerate(texts):
+        if t:
+            ts = terms(t)
+            doclen[j] = len(ts)
+            tokens += ts
+    if not tokens:
+        return _from_postings(r0, doclen, _EMPTY_I8, _EMPTY_I8, _EMPTY_I8)
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(tokens))}
+    tid = np.fromiter(map(vocab.__getitem__, tokens), _I8, len(tokens))
+    vh = np.asarray(tok.hashes(vocab), _I8)
+    # number the terms in hash order: one sort of (term rank, row) keys gives the
+    # postings in file order and the term frequencies
+    order = np.argsort(vh, kind="stable")
+    rank = np.empty(len(vh), _I8)
+    rank[order] = np.arange(len(vh))
+    rows = np.repeat(np.arange(n, dtype=_I8), doclen.astype(_I8))
+    u, cnt = np.unique(rank[tid] * n + rows, return_counts=True)
+    return _sorted_run(r0, doclen, vh[order][u // n], u % n, cnt)
+
+
+def _sorted_run(r0: int, doclen: np.ndarray, h: np.ndarray, rows_rel: np.ndarray,
+                tf: np.ndarray) -> TermRun:
+    """A run from postings already sorted by (term hash, row)."""
     if len(h):
         first = np.flatnonzero(np.concatenate(([True], h[1:] != h[:-1])))
         hashes = h[first]
@@ -133,29 +164,6 @@ def _from_postings(r0: int, doclen: np.ndarray, h: np.ndarray, rows_rel: np.ndar
     return TermRun(r0, np.ascontiguousarray(doclen, _U4), np.ascontiguousarray(hashes, _I8),
                    offsets, np.ascontiguousarray(rows_rel, _U4),
                    np.ascontiguousarray(np.minimum(tf, 65535), _U2))
-
-
-def build_run(tok: Tokenizer, r0: int, texts: Sequence[str | None]) -> TermRun:
-    """Tokenise ``texts`` (the texts of rows ``r0, r0 + 1, ...``) into a run."""
-    n = len(texts)
-    doclen = np.zeros(n, _U4)
-    vocab: dict[str, int] = {}
-    sd = vocab.setdefault
-    tids: list[int] = []
-    ext = tids.extend
-    terms = tok.terms
-    for j, t in enumerate(texts):
-        if t:
-            ts = terms(t)
-            doclen[j] = len(ts)
-            ext([sd(w, len(vocab)) for w in ts])
-    if not tids:
-        return _from_postings(r0, doclen, _EMPTY_I8, _EMPTY_I8, _EMPTY_I8)
-    tid = np.asarray(tids, _I8)
-    rows = np.repeat(np.arange(n, dtype=_I8), doclen.astype(_I8))
-    u, cnt = np.unique(tid * n + rows, return_counts=True)
-    vh = np.asarray(tok.hashes(vocab), _I8)
-    return _from_postings(r0, doclen, vh[u // n], u % n, cnt)
 
 
 def merge_runs(runs: Sequence[TermRun], remap: np.ndarray | None = None, r0: int | None = None) -> TermRun:
