@@ -53,6 +53,9 @@ def check_rows(rows):
         if r["operation"] == "search":
             assert 0.0 <= r["recall_at_10"] <= 1.0, r
             assert r["batched_qps"] > 0
+        if r["operation"] == "text search" and r["system"] == "sutradb":
+            # the same BM25 ranking idea, two tokenizers and two idf forms: most agree
+            assert 0.5 <= r["top10_overlap_with_fts5"] <= 1.0, r
 
 
 def test_bench_quick_runs_outside_a_checkout(tmp_path):
@@ -72,7 +75,7 @@ def test_bench_quick_runs_outside_a_checkout(tmp_path):
     check_rows(rows)
     ops = {r["operation"] for r in rows}
     assert {"load", "open", "save", "get", "get_key", "distance", "distance_batch", "search",
-            "compact"} <= ops
+            "text search", "compact"} <= ops
     assert "learn" not in ops                       # the embedder cannot be loaded: skipped
     assert {"sutradb", "sqlite3"} <= {r["system"] for r in rows}
     search = [r for r in rows if r["operation"] == "search" and r["system"].startswith("sutradb")]
