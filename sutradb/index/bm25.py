@@ -79,8 +79,15 @@ def bm25_top(postings: Sequence[tuple[np.ndarray, np.ndarray, int]], doclen: np.
     rows = np.concatenate(rows_l)
     w = np.concatenate(w_l)
     if len(rows_l) > 1:
-        rows, inv = np.unique(rows, return_inverse=True)
-        w = np.bincount(inv, weights=w, minlength=len(rows))
+        n = len(live)
+        if n <= 32 * len(rows):
+            # dense: one pass over a score per row beats sorting the postings
+            acc = np.bincount(rows, weights=w, minlength=n)
+            rows = np.flatnonzero(acc)
+            w = acc[rows]
+        else:
+            rows, inv = np.unique(rows, return_inverse=True)
+            w = np.bincount(inv, weights=w, minlength=len(rows))
     if mask is not None:
         keep = mask[rows]
         rows, w = rows[keep], w[keep]
