@@ -33,6 +33,7 @@ from llama_index.core.vector_stores.types import (FilterCondition, FilterOperato
                                                   VectorStoreQuery, VectorStoreQueryMode)
 
 import sutradb  # noqa: E402
+from sutradb.index.bm25 import rrf  # noqa: E402
 from sutradb.integrations import llama_index as li  # noqa: E402
 from sutradb.integrations.llama_index import SutraVectorStore, filters_to_where  # noqa: E402
 
@@ -322,8 +323,7 @@ def test_unsupported_operators_and_modes_say_so(index):
     with pytest.raises(NotImplementedError, match="TEXT_MATCH_INSENSITIVE"):
         store.query(VectorStoreQuery(query_embedding=q, filters=MetadataFilters(
             filters=[F("source", "notes", "text_match_insensitive")])))
-    for mode in (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.HYBRID,
-                 VectorStoreQueryMode.MMR, VectorStoreQueryMode.SPARSE):
+    for mode in (VectorStoreQueryMode.MMR, VectorStoreQueryMode.SEMANTIC_HYBRID):
         with pytest.raises(NotImplementedError, match="DEFAULT"):
             store.query(VectorStoreQuery(query_embedding=q, query_str="capital", mode=mode))
     with pytest.raises(ValueError, match="query_embedding"):
@@ -568,6 +568,243 @@ def test_concepts_stored_without_llama_index(tmp_path):
     assert res.nodes[0].text == "y axis" and res.nodes[0].metadata == {"axis": "y"}
     assert res.nodes[2].text == "" and res.nodes[2].metadata == {}
     assert res.similarities[0] == pytest.approx(1.0 / np.sqrt(1.01), abs=1e-3)
+
+
+# --------------------------------------------------------------------- text and hybrid search
+#
+# Oracles: Database.search_text for TEXT_SEARCH (ids, order, scores), and
+# sutradb.index.bm25.rrf of the separate vector ranking (Database.search) and BM25
+# ranking (Database.search_text), each to depth max(4k, 60), for HYBRID.
+
+QUERIES = ["capital Mediterranean", "carbon dioxide Celsius", "eggs and the Nile",
+           "Which capital is metropolitan?", "water carbon sugar", "sweetness of tomatoes",
+           "no word of this query is stored zzz", "capital"]
+
+
+def query_vector(q: str) -> np.ndarray:
+    """The query embedding a retriever computes (its aggregate of one string)."""
+    return np.asarray(EMB.get_agg_embedding_from_queries([q]), dtype=np.float32)
+
+
+def text_oracle(db, q, k, where=None):
+    return [(h.concept.key, h.score) for h in db.search_text(q, k, where=where)]
+
+
+def hybrid_oracle(db, q, k, weights=(1.0, 1.0), where=None):
+    depth = max(4 * k, 60)
+    dense = [h.concept.key for h in db.search(query_vector(q), depth, where=where)]
+    text = [h.concept.key for h in db.search_text(q, depth, where=where)]
+    return [(i, s) for i, s in rrf([dense, text], weights, k) if s > 0]
+
+
+def scored(results) -> list[tuple[str, float]]:
+    return [(r.node.node_id, r.score) for r in results]
+
+
+def assert_same(got, want):
+    assert [i for i, _ in got] == [i for i, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-9)
+
+
+def test_text_search_through_the_retriever_is_search_text(index):
+    db = index.vector_store.client
+    for q in QUERIES:
+        for k in (1, 3, 12):
+            r = index.as_retriever(vector_store_query_mode="text_search", similarity_top_k=k)
+            got = r.retrieve(q)
+            assert_same(scored(got), text_oracle(db, q, k))
+            # SPARSE is the same BM25 ranking (as in LlamaIndex's Postgres store)
+            sp = index.as_retriever(vector_store_query_mode="sparse", similarity_top_k=k)
+            assert_same(scored(sp.retrieve(q)), text_oracle(db, q, k))
+    # nodes that share no term with the query are not returned
+    assert index.as_retriever(vector_store_query_mode="text_search").retrieve("zzz qqq") == []
+    got = index.as_retriever(vector_store_query_mode="text_search",
+                             similarity_top_k=12).retrieve("yeast")
+    assert [r.node.node_id for r in got] == ["bread"]
+    # the node comes back whole
+    assert got[0].node.text == CORPUS[8][2] and got[0].node.metadata == CORPUS[8][3]
+    assert got[0].node.ref_doc_id == "doc-food"
+
+
+def test_text_search_top_k_is_sparse_top_k(index):
+    db = index.vector_store.client
+    r = index.as_retriever(vector_store_query_mode="text_search", similarity_top_k=1,
+                           sparse_top_k=4)
+    got = r.retrieve("capital city water")
+    assert len(got) == 4
+    assert_same(scored(got), text_oracle(db, "capital city water", 4))
+
+
+def test_text_search_needs_no_embedding(index):
+    store = index.vector_store
+    res = store.query(VectorStoreQuery(query_str="capital", similarity_top_k=5,
+                                       mode=VectorStoreQueryMode.TEXT_SEARCH))
+    assert set(res.ids) == {"paris", "berlin"}
+    assert res.similarities == [s for _, s in text_oracle(store.client, "capital", 5)]
+    # a plain str is a mode too (VectorStoreQueryMode is a str enum)
+    res2 = store.query(VectorStoreQuery(query_str="capital", similarity_top_k=5, mode="text_search"))
+    assert res2.ids == res.ids
+
+
+@pytest.mark.parametrize("alpha", [None, 0.0, 0.25, 0.5, 0.8, 1.0])
+def test_hybrid_through_the_retriever_is_rrf_of_the_two_rankings(index, alpha):
+    db = index.vector_store.client
+    weights = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
+    for q in QUERIES:
+        for k in (1, 3, 5, 12):
+            r = index.as_retriever(vector_store_query_mode="hybrid", alpha=alpha,
+                                   similarity_top_k=k)
+            got = scored(r.retrieve(q))
+            want = hybrid_oracle(db, q, k, weights)
+            assert_same(got, want)
+            if alpha is None or 0 < alpha < 1:
+                assert len(got) == k          # every node is in the vector ranking
+
+
+def test_hybrid_alpha_one_is_the_vector_ranking_and_zero_the_text_ranking(index):
+    for q in QUERIES:
+        dense = retrieve_ids(index, q, k=5)
+        hy1 = retrieve_ids(index, q, k=5, vector_store_query_mode="hybrid", alpha=1.0)
+        assert hy1 == dense
+        text = retrieve_ids(index, q, k=5, vector_store_query_mode="text_search")
+        hy0 = retrieve_ids(index, q, k=5, vector_store_query_mode="hybrid", alpha=0.0)
+        assert hy0 == text                    # fewer than 5 when fewer share a term
+
+
+def test_hybrid_top_k(index):
+    db = index.vector_store.client
+    r = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=2, hybrid_top_k=5)
+    got = scored(r.retrieve("carbon dioxide Celsius"))
+    assert len(got) == 5
+    assert_same(got, hybrid_oracle(db, "carbon dioxide Celsius", 5))
+
+
+def test_a_rare_query_word_lifts_its_only_node(index):
+    # "Mediterranean" occurs in the text of one node, the Nile's; the vector ranking
+    # (the toy embedding also embeds the metadata) puts two capitals before it
+    db = index.vector_store.client
+    assert db.find_words("Mediterranean") == [db.get("nile").id]
+    q = "capital Mediterranean"
+    dense = retrieve_ids(index, q, k=3)
+    assert dense.index("nile") == 2
+    text = retrieve_ids(index, q, k=3, vector_store_query_mode="text_search")
+    assert text[0] == "nile"
+    hybrid = retrieve_ids(index, q, k=3, vector_store_query_mode="hybrid")
+    assert hybrid.index("nile") == 1          # lifted above a capital the text ranks lower
+    leaning_text = retrieve_ids(index, q, k=3, vector_store_query_mode="hybrid", alpha=0.25)
+    assert leaning_text[0] == "nile"
+    assert retrieve_ids(index, q, k=3, vector_store_query_mode="hybrid", alpha=0.9)[0] == "paris"
+
+
+def test_filters_apply_inside_text_and_hybrid_search(index):
+    db = index.vector_store.client
+    cooking = MetadataFilters(filters=[F("topic", "cooking")])
+    where = filters_to_where(cooking)
+    q = "capital carbon eggs heat of the Nile"
+    # unfiltered, the best text matches are not cooking nodes
+    assert retrieve_ids(index, q, k=2, vector_store_query_mode="text_search")[0] != "bread"
+    for k in (1, 2, 4):
+        got = index.as_retriever(vector_store_query_mode="text_search", similarity_top_k=k,
+                                 filters=cooking).retrieve(q)
+        assert_same(scored(got), text_oracle(db, q, k, where))
+        assert all(r.node.metadata["topic"] == "cooking" for r in got)
+        assert len(got) == min(k, 3)          # bread, omelette, pasta share a term with q
+        got = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=k,
+                                 alpha=0.4, filters=cooking).retrieve(q)
+        assert_same(scored(got), hybrid_oracle(db, q, k, (0.4, 0.6), where))
+        assert len(got) == k and all(r.node.metadata["topic"] == "cooking" for r in got)
+    # sutradb's own where= and the node / document restrictions, in both modes
+    sub = {"$text": "capital"}
+    got = retrieve_ids(index, "capital city", vector_store_query_mode="hybrid",
+                       vector_store_kwargs={"where": sub})
+    assert set(got) == {"paris", "berlin"}
+    store = index.vector_store
+    res = store.query(VectorStoreQuery(query_str="capital carbon", similarity_top_k=10,
+                                       mode="text_search", doc_ids=["doc-food"]))
+    assert res.ids == ["bread"]
+    res = store.query(VectorStoreQuery(query_str="capital carbon", similarity_top_k=10,
+                                       query_embedding=query_vector("capital carbon").tolist(),
+                                       mode="hybrid", node_ids=["berlin", "photo", "tomato"]))
+    assert set(res.ids) == {"berlin", "photo", "tomato"}
+
+
+def test_hybrid_against_rrf_on_a_larger_corpus():
+    # more nodes than the rankings' depth (max(4k, 60)), words drawn from a small
+    # vocabulary so that many nodes share terms; filters on a field
+    rng = np.random.default_rng(17)
+    vocab = [f"w{i}" for i in range(120)]
+    nodes = []
+    for i in range(400):
+        words = rng.choice(vocab, size=int(rng.integers(3, 12)), p=None)
+        nodes.append(TextNode(id_=f"n{i:03d}", text=" ".join(words), metadata={"g": i % 3},
+                              excluded_embed_metadata_keys=["g"]))
+    store = SutraVectorStore(":memory:")
+    idx = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
+                           embed_model=EMB)
+    db = store.client
+    g1 = MetadataFilters(filters=[F("g", 1)])
+    for t in range(12):
+        q = " ".join(rng.choice(vocab, size=3))
+        k = (1, 5, 10, 20)[t % 4]
+        alpha = (None, 0.3, 0.7)[t % 3]
+        weights = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
+        filt = t % 2 == 1
+        r = idx.as_retriever(vector_store_query_mode="hybrid", alpha=alpha, similarity_top_k=k,
+                             filters=g1 if filt else None)
+        want = hybrid_oracle(db, q, k, weights, filters_to_where(g1) if filt else None)
+        assert_same(scored(r.retrieve(q)), want)
+        r = idx.as_retriever(vector_store_query_mode="text_search", similarity_top_k=k,
+                             filters=g1 if filt else None)
+        assert_same(scored(r.retrieve(q)),
+                    text_oracle(db, q, k, filters_to_where(g1) if filt else None))
+    store.close()
+
+
+def test_text_and_hybrid_query_errors(index):
+    store = index.vector_store
+    q = query_vector("capital").tolist()
+    with pytest.raises(ValueError, match="query_str"):
+        store.query(VectorStoreQuery(query_embedding=q, mode="text_search"))
+    with pytest.raises(ValueError, match="query_str"):
+        store.query(VectorStoreQuery(query_embedding=q, mode="hybrid"))
+    with pytest.raises(ValueError, match="query_embedding"):
+        store.query(VectorStoreQuery(query_str="capital", mode="hybrid"))
+    for alpha in (1.5, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="alpha"):
+            store.query(VectorStoreQuery(query_embedding=q, query_str="capital",
+                                         mode="hybrid", alpha=alpha))
+    with pytest.raises(TypeError, match="exact"):
+        store.query(VectorStoreQuery(query_str="capital", mode="text_search"), exact=True)
+    # the vector search options tune the vector side of a hybrid search
+    a = store.query(VectorStoreQuery(query_embedding=q, query_str="capital", mode="hybrid",
+                                     similarity_top_k=4), exact=True)
+    b = store.query(VectorStoreQuery(query_embedding=q, query_str="capital", mode="hybrid",
+                                     similarity_top_k=4))
+    assert a.ids == b.ids
+
+
+def test_async_text_and_hybrid_retrieve(index):
+    for mode in ("text_search", "hybrid"):
+        r = index.as_retriever(vector_store_query_mode=mode, similarity_top_k=3, alpha=0.3)
+        got = asyncio.run(r.aretrieve("capital Mediterranean"))
+        assert scored(got) == scored(r.retrieve("capital Mediterranean"))
+
+
+def test_text_search_follows_writes_and_reopening(tmp_path):
+    path = tmp_path / "kb"
+    store = SutraVectorStore(path)
+    idx = VectorStoreIndex(make_nodes(), storage_context=StorageContext.from_defaults(
+        vector_store=store), embed_model=EMB)
+    assert retrieve_ids(idx, "Mediterranean", vector_store_query_mode="text_search") == ["nile"]
+    idx.insert_nodes([TextNode(id_="med", text="A cruise on the Mediterranean Sea.")])
+    idx.delete_ref_doc("doc-geo")
+    assert retrieve_ids(idx, "Mediterranean", vector_store_query_mode="text_search") == ["med"]
+    store.close()
+    with SutraVectorStore(path, mode="r") as ro:
+        idx2 = VectorStoreIndex.from_vector_store(ro, embed_model=EMB)
+        assert retrieve_ids(idx2, "Mediterranean capital",
+                            vector_store_query_mode="text_search") == ["med"]
+        assert retrieve_ids(idx2, "Mediterranean", k=2, vector_store_query_mode="hybrid")[0] == "med"
 
 
 # --------------------------------------------------------------------- the module

@@ -14,7 +14,8 @@ One node is one concept:
 * ``key``: the node id (``node.node_id``), sutradb's unique primary key, so adding a
   node whose id is stored already replaces it (:meth:`~sutradb.Database.upsert`);
 * ``text``: the node's text (``node.get_content(metadata_mode=MetadataMode.NONE)``),
-  in sutradb's word index (``$text`` filters);
+  in sutradb's word index (``$text`` filters) and its term postings (the BM25
+  ranking of ``TEXT_SEARCH`` and ``HYBRID`` queries);
 * ``vector``: ``node.embedding``;
 * ``metadata``: the node's own metadata as top-level fields (filterable, nested dicts
   and lists included), plus what LlamaIndex's
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..database import Concept, Database, open as _open
+from ..database import Concept, Database, Hit, open as _open
 from ..errors import DimensionError, MissingDependencyError
 
 try:
@@ -210,7 +211,9 @@ class SutraVectorStore(BasePydanticVectorStore):
     and metadata (see :mod:`sutradb.integrations.llama_index`); the store keeps the
     text (``stores_text = True``), so an index needs no document store:
     ``VectorStoreIndex.from_vector_store(store, embed_model=...)`` on a database
-    reopened later answers as the index that filled it did.
+    reopened later answers as the index that filled it did. Queries rank by
+    embedding (``DEFAULT``), by BM25 over the texts (``TEXT_SEARCH``, ``SPARSE``) or
+    by both fused (``HYBRID``): see :meth:`query`.
 
     Parameters
     ----------
@@ -422,41 +425,68 @@ class SutraVectorStore(BasePydanticVectorStore):
         return out
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """The nodes nearest to a query embedding.
+        """The nodes nearest to a query embedding, best matching a query text (BM25),
+        or both fused.
 
         Parameters
         ----------
         query : VectorStoreQuery
-            ``query_embedding`` and ``similarity_top_k``; ``filters`` (see
-            :func:`filters_to_where`); ``node_ids`` and ``doc_ids`` restrict the search
-            to those nodes / to the nodes of those documents (an empty list restricts
-            nothing: ``VectorStoreIndex.as_retriever`` passes one). ``mode`` must be
-            ``DEFAULT``.
+            ``mode`` picks the ranking:
+
+            * ``DEFAULT``: the ``similarity_top_k`` nodes nearest to
+              ``query_embedding``;
+            * ``TEXT_SEARCH`` (and ``SPARSE``, its synonym here, as in LlamaIndex's
+              Postgres store): the ``sparse_top_k`` (default ``similarity_top_k``)
+              nodes whose text best matches ``query_str``, ranked by BM25
+              (:meth:`sutradb.Database.search_text`). No embedding is needed. Nodes
+              that share no term with the query are not returned;
+            * ``HYBRID``: the vector ranking of ``query_embedding`` and the BM25
+              ranking of ``query_str`` fused by reciprocal rank
+              (:meth:`sutradb.Database.search` with ``mode="hybrid"``), weighted by
+              ``alpha`` as LlamaIndex defines it (1 for the vector search alone, 0
+              for the text search alone): weights ``(alpha, 1 - alpha)``, ``(1, 1)``
+              when ``alpha`` is None. ``hybrid_top_k`` (default
+              ``similarity_top_k``) nodes come back; each ranking is taken to
+              sutradb's depth ``max(4 * k, 60)``. Nodes that only a ranking of
+              weight 0 found are left out, so ``alpha=1`` is the vector ranking and
+              ``alpha=0`` the BM25 ranking.
+
+            ``filters`` (see :func:`filters_to_where`) apply inside every ranking;
+            ``node_ids`` and ``doc_ids`` restrict the search to those nodes / to the
+            nodes of those documents (an empty list restricts nothing:
+            ``VectorStoreIndex.as_retriever`` passes one). From an index:
+            ``index.as_retriever(vector_store_query_mode="hybrid", alpha=0.5)``.
         **kwargs
             ``where``: a sutradb filter (:mod:`sutradb.index.filters`: ``$text``,
             ``$exists``, ``$not``... anything its language has) that must hold as
             well; ``rerank``, ``nprobe``, ``exact``: as in
-            :meth:`sutradb.Database.search`. From a retriever:
+            :meth:`sutradb.Database.search`, for the vector ranking (``DEFAULT`` and
+            ``HYBRID``). From a retriever:
             ``index.as_retriever(vector_store_kwargs={"where": ...})``.
 
         Returns
         -------
         VectorStoreQueryResult
-            ``nodes`` (whole, without embeddings), ``similarities`` (higher is better:
-            the cosine for a cosine database, the dot product for ``"ip"``, minus the
-            Euclidean distance for ``"l2"``) and ``ids`` (node ids), nearest first.
-            The filter is applied inside the scan, so when at least
-            ``similarity_top_k`` nodes match that many come back.
+            ``nodes`` (whole, without embeddings), ``similarities`` and ``ids`` (node
+            ids), best first. The similarities are higher-is-better: for ``DEFAULT``
+            the cosine for a cosine database, the dot product for ``"ip"``, minus
+            the Euclidean distance for ``"l2"``; for ``TEXT_SEARCH`` the BM25 score;
+            for ``HYBRID`` the fused score ``sum_i w_i / (60 + rank_i)``. The
+            filter is applied inside the search, so when at least top-k nodes match
+            (and, for a text search, share a term with the query) that many come
+            back.
 
         Raises
         ------
         NotImplementedError
-            A mode other than ``DEFAULT`` (the text search and hybrid modes are not
-            there yet), or a filter operator sutradb has no equivalent for.
+            Another mode (``MMR``, ``SEMANTIC_HYBRID``...), or a filter operator
+            sutradb has no equivalent for.
         ValueError
-            No query embedding.
+            No ``query_embedding`` (``DEFAULT``, ``HYBRID``), no ``query_str``
+            (``TEXT_SEARCH``, ``HYBRID``), or an ``alpha`` outside ``[0, 1]``.
         TypeError
-            An unknown keyword argument.
+            An unknown keyword argument, or ``rerank`` / ``nprobe`` / ``exact`` with a
+            text search (it has no vector ranking to tune).
         """
         unknown = set(kwargs) - {"where", *SEARCH_KWARGS}
         if unknown:
@@ -470,11 +500,13 @@ class SutraVectorStore(BasePydanticVectorStore):
         mode = query.mode
         if mode == VectorStoreQueryMode.DEFAULT:
             return self._dense_query(query, where, search)
-        # TEXT_SEARCH (ranked full-text, BM25) and HYBRID (BM25 fused with the dense
-        # scores, weighted by query.alpha) map here once sutradb ranks texts: each a
-        # method like _dense_query over the same `where`.
+        if mode in (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE):
+            return self._text_query(query, where, search)
+        if mode == VectorStoreQueryMode.HYBRID:
+            return self._hybrid_query(query, where, search)
         raise NotImplementedError(
-            f"SutraVectorStore answers query mode DEFAULT (dense vectors), not "
+            f"SutraVectorStore answers the query modes DEFAULT (dense vectors), "
+            f"TEXT_SEARCH and SPARSE (BM25) and HYBRID (both, fused), not "
             f"{getattr(mode, 'value', mode)!r}")
 
     def _dense_query(self, query: VectorStoreQuery, where: dict[str, Any] | None,
@@ -485,10 +517,45 @@ class SutraVectorStore(BasePydanticVectorStore):
         q = np.asarray(query.query_embedding, dtype=np.float32)
         hits = self._db.search(q, k=query.similarity_top_k, where=where, **search)
         to_sim = SIMILARITY[self._db.metric]
-        nodes = [_to_node(h.concept) for h in hits]
-        return VectorStoreQueryResult(nodes=nodes,
-                                      similarities=[to_sim(float(h.distance)) for h in hits],
-                                      ids=[n.node_id for n in nodes])
+        return _result(hits, [to_sim(float(h.distance)) for h in hits])
+
+    def _text_query(self, query: VectorStoreQuery, where: dict[str, Any] | None,
+                    search: dict[str, Any]) -> VectorStoreQueryResult:
+        mode = getattr(query.mode, "value", query.mode)
+        if search:
+            raise TypeError(f"{', '.join(sorted(search))} tune the vector search; a "
+                            f"{mode!r} query ranks texts only")
+        if not isinstance(query.query_str, str) or not query.query_str:
+            raise ValueError(f"the query has no query_str (a {mode!r} query ranks the "
+                             "nodes' texts against it)")
+        k = query.sparse_top_k or query.similarity_top_k
+        hits = self._db.search_text(query.query_str, k, where=where)
+        return _result(hits, [h.score for h in hits])
+
+    def _hybrid_query(self, query: VectorStoreQuery, where: dict[str, Any] | None,
+                      search: dict[str, Any]) -> VectorStoreQueryResult:
+        if query.query_embedding is None:
+            raise ValueError("the query has no query_embedding (HYBRID mode fuses the "
+                             "vector ranking with the text ranking)")
+        if not isinstance(query.query_str, str) or not query.query_str:
+            raise ValueError("the query has no query_str (HYBRID mode fuses the vector "
+                             "ranking with the text ranking)")
+        alpha = query.alpha
+        if alpha is None:
+            weights = (1.0, 1.0)
+        elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
+                or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be a number in [0, 1] (1: the vector search "
+                             f"alone, 0: the text search alone), got {alpha!r}")
+        else:
+            weights = (float(alpha), 1.0 - float(alpha))
+        k = query.hybrid_top_k or query.similarity_top_k
+        q = np.asarray(query.query_embedding, dtype=np.float32)
+        hits = self._db.search(query.query_str, k, where=where, mode="hybrid", vector=q,
+                               weights=weights, **search)
+        # a node that only a ranking of weight 0 found has a fused score of 0
+        hits = [h for h in hits if h.score > 0]
+        return _result(hits, [h.score for h in hits])
 
     # ------------------------------------------------------------------ the rest
 
@@ -513,6 +580,12 @@ class SutraVectorStore(BasePydanticVectorStore):
 def _no_kwargs(method: str, kwargs: dict[str, Any]) -> None:
     if kwargs:
         raise TypeError(f"{method} got unexpected arguments {sorted(kwargs)}")
+
+
+def _result(hits: Sequence[Hit], similarities: list[float]) -> VectorStoreQueryResult:
+    nodes = [_to_node(h.concept) for h in hits]
+    return VectorStoreQueryResult(nodes=nodes, similarities=similarities,
+                                  ids=[n.node_id for n in nodes])
 
 
 def _to_node(c: Concept) -> BaseNode:
