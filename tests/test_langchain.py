@@ -9,10 +9,13 @@ table embeddings below.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import textwrap
+import zlib
 from collections.abc import Iterator
+from enum import Enum
 
 import numpy as np
 import pytest
@@ -34,6 +37,7 @@ from sutradb.errors import (
     InvalidArgumentError,
     ReadOnlyError,
 )
+from sutradb.index.bm25 import rrf
 from sutradb.integrations.langchain import SutraVectorStore
 
 
@@ -373,6 +377,328 @@ def test_larger_store_with_a_trained_index(kind):
     assert len(hits) == 5 and all(d.metadata["even"] for d in hits)
     store.add_texts(["replaced"], ids=["document number 7"])    # upsert with a trained PQ
     assert store.get_by_ids(["document number 7"])[0].page_content == "replaced"
+
+
+# ----------------------------------------------------------------------------- keyword and hybrid
+
+# Oracles: Database.search_text for retrieval_mode="sparse" (ids, order, scores), and
+# sutradb.index.bm25.rrf of the separate dense ranking (Database.search of the query's
+# embedding) and BM25 ranking (Database.search_text), each to depth max(4k, 60), for
+# retrieval_mode="hybrid".
+
+STOP = {"the", "a", "an", "of", "in", "is", "and", "at", "to", "on", "for", "with", "its", "by"}
+
+
+class BagOfWords(Embeddings):
+    """Each word but a few stop words adds +-1 to one of ``dim`` coordinates (CRC-32);
+    words in ``unknown`` are out of the model's vocabulary (ignored). Counts the
+    query embeddings."""
+
+    def __init__(self, dim: int = 64, unknown: frozenset[str] = frozenset()):
+        self.dim = dim
+        self.unknown = unknown
+        self.queries = 0
+
+    def vector(self, text: str) -> list[float]:
+        v = np.zeros(self.dim)
+        v[-1] = 0.05                                  # never all zeros
+        for w in re.findall(r"\w+", text.lower()):
+            if w not in STOP and w not in self.unknown:
+                h = zlib.crc32(w.encode())
+                v[h % (self.dim - 1)] += 1.0 if (h >> 8) & 1 else -1.0
+        return v.tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.vector(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        self.queries += 1
+        return self.vector(text)
+
+
+NOTES = [
+    ("paris", "Paris is the capital of France and its largest city.", {"topic": "geo", "year": 2019}),
+    ("berlin", "Berlin became the capital of a reunified Germany in 1990.",
+     {"topic": "geo", "year": 1990}),
+    ("tokyo", "Tokyo is the most populous metropolitan area in the world.",
+     {"topic": "geo", "year": 2021}),
+    ("nile", "The Nile flows north through eleven countries into the Mediterranean.",
+     {"topic": "geo", "year": 2015}),
+    ("alps", "The Alps stretch across eight countries of Europe.", {"topic": "geo", "year": 2011}),
+    ("boil", "Water boils at one hundred degrees Celsius at sea level.",
+     {"topic": "science", "year": 2010}),
+    ("photo", "Photosynthesis turns sunlight, water and carbon dioxide into sugar.",
+     {"topic": "science", "year": 2012}),
+    ("dna", "DNA carries the genetic instructions of living organisms.",
+     {"topic": "science", "year": 2003}),
+    ("light", "Light from the Sun reaches the Earth in about eight minutes.",
+     {"topic": "science", "year": 2018}),
+    ("bread", "Bread dough rises because yeast produces carbon dioxide.",
+     {"topic": "food", "year": 2020}),
+    ("omelette", "A French omelette is cooked quickly over medium heat.",
+     {"topic": "food", "year": 2022}),
+    ("pasta", "Fresh pasta needs only flour, eggs and a pinch of salt.", {"topic": "food", "year": 2017}),
+    ("tomato", "Slow roasting tomatoes concentrates their sweetness.", {"topic": "food", "year": 2016}),
+]
+QUERIES = ["capital Mediterranean", "largest countries of the Mediterranean", "capital of Germany",
+           "eight countries", "yeast heat", "carbon dioxide water", "nothing stored here zzz",
+           "the"]
+
+
+def notes_store(emb: Embeddings | None = None, **options) -> SutraVectorStore:
+    store = SutraVectorStore(":memory:", emb or BagOfWords(), **options)
+    store.add_texts([t for _, t, _ in NOTES], [m for *_, m in NOTES], ids=[i for i, *_ in NOTES])
+    return store
+
+
+@pytest.fixture
+def notes() -> Iterator[SutraVectorStore]:
+    store = notes_store()
+    yield store
+    store.close()
+
+
+def sparse_oracle(store, q, k, flt=None) -> list[tuple[str, float]]:
+    return [(h.concept.key, -h.score) for h in store.database.search_text(q, k, where=flt)]
+
+
+def hybrid_oracle(store, q, k, weights=(1.0, 1.0), flt=None) -> list[tuple[str, float]]:
+    db = store.database
+    depth = max(4 * k, 60)
+    v = np.asarray(store.embeddings.vector(q), dtype=np.float32)
+    dense = [h.concept.key for h in db.search(v, depth, where=flt)]
+    text = [h.concept.key for h in db.search_text(q, depth, where=flt)]
+    return [(i, -s) for i, s in rrf([dense, text], weights, k)]
+
+
+def assert_same(got, want):
+    assert [d.id for d, _ in got] == [i for i, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-9)
+
+
+def test_sparse_mode_is_search_text(notes):
+    for q in QUERIES:
+        for k in (1, 3, 13):
+            got = notes.similarity_search_with_score(q, k, retrieval_mode="sparse")
+            assert_same(got, sparse_oracle(notes, q, k))
+            docs = notes.similarity_search(q, k, retrieval_mode="sparse")
+            assert docs == [d for d, _ in got]
+    # documents that share no term with the query are not returned
+    assert notes.similarity_search("zzz qqq", 5, retrieval_mode="sparse") == []
+    (doc,) = notes.similarity_search("yeast", 5, retrieval_mode="sparse")
+    assert doc == Document(NOTES[9][1], metadata=NOTES[9][2], id="bread")
+
+
+def test_sparse_mode_does_not_embed_the_query():
+    emb = BagOfWords()
+    store = notes_store(emb)
+    store.similarity_search("capital", 3, retrieval_mode="sparse")
+    store.as_retriever(search_kwargs={"retrieval_mode": "sparse"}).invoke("capital")
+    assert emb.queries == 0
+    store.similarity_search("capital", 3, retrieval_mode="hybrid")
+    assert emb.queries == 1
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (0.7, 0.3), (2.0, 0.5), (1.0, 0.0), (0.0, 1.0)])
+def test_hybrid_mode_is_rrf_of_the_two_rankings(notes, weights):
+    for q in QUERIES:
+        for k in (1, 3, 5, 13):
+            got = notes.similarity_search_with_score(q, k, retrieval_mode="hybrid",
+                                                     hybrid_weights=weights)
+            assert_same(got, hybrid_oracle(notes, q, k, weights))
+            assert len(got) == k                  # every document is in the dense ranking
+
+
+@pytest.mark.parametrize("kind", ["flat", "pq"])
+def test_sparse_and_hybrid_against_the_oracles_on_a_larger_corpus(kind):
+    # more documents than the rankings' depth (max(4k, 60)); many share terms; filters
+    rng = np.random.default_rng(23)
+    vocab = [f"w{i}" for i in range(150)]
+    texts = [" ".join(rng.choice(vocab, size=int(rng.integers(3, 14)))) for _ in range(500)]
+    emb = BagOfWords(dim=32)
+    store = SutraVectorStore(":memory:", emb,
+                             index_threshold=256 if kind == "pq" else 10**6)
+    store.add_texts(texts, [{"g": i % 3} for i in range(500)], ids=[f"d{i:03d}" for i in range(500)])
+    assert store.database.index_info["kind"] == kind
+    for t in range(16):
+        q = " ".join(rng.choice(vocab, size=3))
+        k = (1, 5, 10, 20)[t % 4]
+        weights = ((1.0, 1.0), (0.3, 0.7), (0.8, 0.2))[t % 3]
+        flt = {"g": 1} if t % 2 else None
+        got = store.similarity_search_with_score(q, k, filter=flt, retrieval_mode="hybrid",
+                                                 hybrid_weights=weights)
+        assert_same(got, hybrid_oracle(store, q, k, weights, flt))
+        assert all(d.metadata["g"] == 1 for d, _ in got) if flt else True
+        got = store.similarity_search_with_score(q, k, filter=flt, retrieval_mode="sparse")
+        assert_same(got, sparse_oracle(store, q, k, flt))
+    store.close()
+
+
+def test_a_rare_query_word_lifts_its_only_document():
+    # an embedding model that does not know the word "Mediterranean" (out of its
+    # vocabulary, as a rare name or code often is): the dense ranking sees "capital"
+    # only. The word occurs in one document.
+    store = notes_store(BagOfWords(unknown=frozenset({"mediterranean"})))
+    assert store.database.find_words("Mediterranean") == [store.database.get("nile").id]
+    q = "capital Mediterranean"
+    dense = ids_of(store.similarity_search(q, k=3))
+    assert dense[:2] in (["paris", "berlin"], ["berlin", "paris"]) and "nile" not in dense
+    assert ids_of(store.similarity_search(q, k=1, retrieval_mode="sparse")) == ["nile"]
+    hybrid = ids_of(store.similarity_search(q, k=3, retrieval_mode="hybrid"))
+    assert hybrid[2] == "nile"                    # in the top 3, where dense has it not
+    # rank fusion is flat (1/61 vs 1/62 for the first two places): only a weight that
+    # leans hard on the text ranking puts the word's document before both capitals
+    leaning = ids_of(store.similarity_search(q, k=3, retrieval_mode="hybrid",
+                                             hybrid_weights=(0.05, 1.0)))
+    assert leaning[0] == "nile"
+    store.close()
+
+
+def test_filters_apply_inside_sparse_and_hybrid(notes):
+    q = "capital carbon eggs heat"
+    assert ids_of(notes.similarity_search(q, 1, retrieval_mode="sparse")) != ["bread"]
+    for k in (1, 2, 4):
+        got = notes.similarity_search_with_score(q, k, filter={"topic": "food"},
+                                                 retrieval_mode="sparse")
+        assert_same(got, sparse_oracle(notes, q, k, {"topic": "food"}))
+        assert len(got) == min(k, 3)              # bread, omelette, pasta share a term
+        got = notes.similarity_search_with_score(q, k, filter={"topic": "food"},
+                                                 retrieval_mode="hybrid", hybrid_weights=(0.4, 0.6))
+        assert_same(got, hybrid_oracle(notes, q, k, (0.4, 0.6), {"topic": "food"}))
+        assert len(got) == k and all(d.metadata["topic"] == "food" for d, _ in got)
+    flt = {"$and": [{"year": {"$gte": 2015}}, {"$text": "capital"}]}
+    assert ids_of(notes.similarity_search("capital city", 5, filter=flt,
+                                          retrieval_mode="hybrid")) == ["paris"]
+
+
+def test_retrievers_and_store_modes(notes):
+    q = "largest countries of the Mediterranean"
+    kw = {"k": 3, "retrieval_mode": "hybrid", "hybrid_weights": (0.5, 1.0), "filter": {"topic": "geo"}}
+    r = notes.as_retriever(search_kwargs=kw)
+    want = notes.similarity_search(q, **kw)
+    assert r.invoke(q) == want and asyncio.run(r.ainvoke(q)) == want
+    assert ids_of(want) == [i for i, _ in hybrid_oracle(notes, q, 3, (0.5, 1.0), {"topic": "geo"})]
+    sparse = notes.as_retriever(search_kwargs={"k": 2, "retrieval_mode": "sparse"})
+    assert ids_of(sparse.invoke(q)) == [i for i, _ in sparse_oracle(notes, q, 2)]
+    # a store whose mode is hybrid: similarity_search and as_retriever() use it, a call
+    # may say otherwise
+    hy = notes_store(retrieval_mode="hybrid", hybrid_weights=(1.0, 2.0))
+    assert (hy.retrieval_mode, hy.hybrid_weights) == ("hybrid", (1.0, 2.0))
+    assert "retrieval_mode='hybrid'" in repr(hy)
+    assert ids_of(hy.as_retriever(search_kwargs={"k": 4}).invoke(q)) == \
+        [i for i, _ in hybrid_oracle(hy, q, 4, (1.0, 2.0))]
+    assert hy.similarity_search(q, 4, hybrid_weights=(1.0, 1.0)) == \
+        notes.similarity_search(q, 4, retrieval_mode="hybrid")
+    assert hy.similarity_search(q, 4, retrieval_mode="dense") == notes.similarity_search(q, 4)
+    assert ids_of(asyncio.run(hy.asimilarity_search(q, 2))) == ids_of(hy.similarity_search(q, 2))
+    # MMR and the searches by vector rank by embedding, whatever the store's mode
+    assert hy.max_marginal_relevance_search(q, 3) == notes.max_marginal_relevance_search(q, 3)
+    v = hy.embeddings.embed_query(q)
+    assert hy.similarity_search_by_vector(v, 3) == notes.similarity_search_by_vector(v, 3)
+    hy.close()
+    # from_texts / from_documents take the mode like the constructor
+    fs = SutraVectorStore.from_texts([t for _, t, _ in NOTES], BagOfWords(),
+                                     ids=[i for i, *_ in NOTES], retrieval_mode="sparse")
+    assert fs.retrieval_mode == "sparse"
+    assert ids_of(fs.as_retriever().invoke("yeast")) == ["bread"]
+    fs.close()
+
+
+def test_retrieval_mode_enum_values_are_taken():
+    class RetrievalMode(str, Enum):       # as langchain_qdrant.RetrievalMode
+        DENSE = "dense"
+        SPARSE = "sparse"
+        HYBRID = "hybrid"
+
+    store = notes_store(retrieval_mode=RetrievalMode.SPARSE)
+    assert store.retrieval_mode == "sparse"
+    assert ids_of(store.similarity_search("yeast")) == ["bread"]
+    assert store.similarity_search("yeast heat", retrieval_mode=RetrievalMode.HYBRID) == \
+        store.similarity_search("yeast heat", retrieval_mode="hybrid")
+    store.close()
+
+
+def test_relevance_scores_of_the_modes(notes):
+    q = "yeast heat"
+    for weights in ((1.0, 1.0), (0.5, 2.0)):
+        rel = notes.similarity_search_with_relevance_scores(q, 5, retrieval_mode="hybrid",
+                                                            hybrid_weights=weights)
+        want = hybrid_oracle(notes, q, 5, weights)
+        assert [d.id for d, _ in rel] == [i for i, _ in want]
+        # the fused score over its largest value (first in both rankings)
+        np.testing.assert_allclose([s for _, s in rel],
+                                   [-s * 61 / sum(weights) for _, s in want], rtol=1e-9)
+        assert rel[0][1] == pytest.approx(1.0)    # "bread" is first in both rankings
+        assert all(0.0 <= s <= 1.0 for _, s in rel)
+    thr = notes.as_retriever(search_type="similarity_score_threshold",
+                             search_kwargs={"score_threshold": 0.9, "k": 5,
+                                            "retrieval_mode": "hybrid"})
+    assert ids_of(thr.invoke(q)) == ["bread", "omelette"]
+    assert ids_of(asyncio.run(thr.ainvoke(q))) == ["bread", "omelette"]
+    # dense relevance is unchanged
+    assert notes.similarity_search_with_relevance_scores(q, 3, retrieval_mode="dense") == \
+        notes.similarity_search_with_relevance_scores(q, 3)
+    with pytest.raises(InvalidArgumentError, match="BM25"):
+        notes.similarity_search_with_relevance_scores(q, 3, retrieval_mode="sparse")
+
+
+def test_sparse_search_follows_writes_and_reopening(tmp_path):
+    path = tmp_path / "kb"
+    emb = BagOfWords()
+    with SutraVectorStore.from_texts([t for _, t, _ in NOTES], emb, ids=[i for i, *_ in NOTES],
+                                     path=path, retrieval_mode="sparse") as store:
+        assert ids_of(store.similarity_search("Mediterranean")) == ["nile"]
+        store.add_texts(["The Danube flows into the Black Sea."], ids=["nile"])    # replaced
+        store.add_texts(["A cruise on the Mediterranean."], ids=["cruise"])
+        store.delete(["paris"])
+        assert ids_of(store.similarity_search("Mediterranean")) == ["cruise"]
+        assert ids_of(store.similarity_search("Danube capital")) == ["nile", "berlin"]
+    with SutraVectorStore(path, emb, mode="r", retrieval_mode="hybrid") as ro:
+        assert ids_of(ro.similarity_search("Mediterranean", k=1)) == ["cruise"]
+        assert ids_of(ro.similarity_search("capital", k=5, retrieval_mode="sparse")) == ["berlin"]
+
+
+def test_keyword_and_hybrid_errors(notes):
+    with pytest.raises(InvalidArgumentError, match="'dense' and 'sparse' here"):
+        notes.similarity_search("x", retrieval_mode="text")
+    with pytest.raises(InvalidArgumentError, match="retrieval_mode must be"):
+        notes.similarity_search("x", retrieval_mode="keyword")
+    with pytest.raises(InvalidArgumentError, match="retrieval_mode must be"):
+        SutraVectorStore(":memory:", fake(), retrieval_mode="bm25")
+    for bad in ((1.0,), (1.0, 2.0, 3.0), (-1.0, 1.0), (0.0, 0.0), (True, 1.0), "ab",
+                (float("nan"), 1.0), (float("inf"), 1.0), None):
+        with pytest.raises(InvalidArgumentError, match="hybrid_weights"):
+            notes.similarity_search("x", retrieval_mode="hybrid", hybrid_weights=bad)
+        with pytest.raises(InvalidArgumentError, match="hybrid_weights"):
+            SutraVectorStore(":memory:", fake(), hybrid_weights=bad)
+    with pytest.raises(InvalidArgumentError, match="exact tune the dense ranking"):
+        notes.similarity_search("x", retrieval_mode="sparse", exact=True)
+    with pytest.raises(InvalidArgumentError, match="unknown keyword arguments colour"):
+        notes.similarity_search("x", retrieval_mode="sparse", colour="red")
+    with pytest.raises(InvalidArgumentError, match="unknown keyword arguments colour"):
+        notes.similarity_search("x", retrieval_mode="hybrid", colour="red")
+    with pytest.raises(InvalidArgumentError, match="k must be"):
+        notes.similarity_search("x", k=0, retrieval_mode="sparse")
+    with pytest.raises(InvalidArgumentError, match="str query"):
+        notes.similarity_search([1.0, 2.0], retrieval_mode="hybrid")    # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="only 'dense'"):
+        notes.max_marginal_relevance_search("x", retrieval_mode="hybrid")
+    with pytest.raises(InvalidArgumentError, match="unknown keyword arguments retrieval_mode"):
+        notes.similarity_search_by_vector(notes.embeddings.embed_query("x"), retrieval_mode="sparse")
+    # the dense ranking's options tune the dense side of a hybrid search
+    a = notes.similarity_search_with_score("yeast heat", 4, retrieval_mode="hybrid", exact=True)
+    assert a == notes.similarity_search_with_score("yeast heat", 4, retrieval_mode="hybrid")
+    assert notes.max_marginal_relevance_search("x", 2, retrieval_mode="dense",
+                                               hybrid_weights=(1, 2)) == \
+        notes.max_marginal_relevance_search("x", 2)
+
+
+def test_module_doctests():
+    import doctest
+
+    import sutradb.integrations.langchain as lc
+    res = doctest.testmod(lc, optionflags=doctest.ELLIPSIS)
+    assert res.attempted >= 5 and res.failed == 0
 
 
 # ----------------------------------------------------------------------------- errors

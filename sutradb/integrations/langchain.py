@@ -18,9 +18,16 @@ the embedding          ``vector``: ``embed_documents`` of the store's ``Embeddin
 ``filter=``            ``where=``: sutradb's MongoDB-style filters
 =====================  ===============================================================
 
+Retrieval modes (``retrieval_mode=``, langchain-qdrant's names): ``"dense"`` (the
+default) ranks by embedding, ``"sparse"`` by BM25 over the stored texts
+(:meth:`sutradb.Database.search_text`), ``"hybrid"`` fuses both rankings by
+reciprocal rank (:meth:`sutradb.Database.search` with ``mode="hybrid"``). A store
+setting, overridable per call: see :class:`SutraVectorStore`.
+
 Scores: :meth:`SutraVectorStore.similarity_search_with_score` returns the database's
 distance (lower is nearer): ``1 - cos`` for the default ``metric="cosine"``, ``-dot``
-for ``"ip"``, squared L2 for ``"l2"``. The relevance scores of
+for ``"ip"``, squared L2 for ``"l2"``; minus the BM25 score in ``"sparse"`` mode and
+minus the fused score in ``"hybrid"`` mode. The relevance scores of
 ``similarity_search_with_relevance_scores`` are in ``[0, 1]``, higher is nearer.
 
 ``langchain-core`` is imported with this module (``pip install "sutradb[langchain]"``);
@@ -50,6 +57,7 @@ from ..errors import (
 try:
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
+    from langchain_core.runnables.config import run_in_executor
     from langchain_core.vectorstores import VectorStore
     from langchain_core.vectorstores.utils import maximal_marginal_relevance
 except ImportError as e:  # pragma: no cover - depends on what is installed
@@ -65,6 +73,12 @@ __all__ = ["SutraVectorStore"]
 
 #: Keyword arguments of the searches passed on to :meth:`sutradb.Database.search`.
 SEARCH_OPTIONS = ("rerank", "nprobe", "exact")
+#: The retrieval modes: the values of langchain-qdrant's ``RetrievalMode``.
+RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
+#: Keyword arguments that choose the ranking of a query's search.
+MODE_OPTIONS = ("retrieval_mode", "hybrid_weights")
+#: The rank constant of the fused ranking (:func:`sutradb.index.bm25.rrf`'s ``c``).
+RRF_C = 60.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -99,6 +113,35 @@ def _where(filter: Mapping[str, Any] | None) -> dict[str, Any] | None:
             f"filter must be a dict in sutradb's where= dialect (e.g. {{'lang': 'en'}}, "
             f"{{'year': {{'$gte': 2000}}}}), not {type(filter).__name__}")
     return dict(filter) or None
+
+
+def _check_mode(mode: Any) -> str:
+    """A retrieval mode as its str value (a str enum such as
+    ``langchain_qdrant.RetrievalMode`` is taken by value)."""
+    value = getattr(mode, "value", mode)
+    if isinstance(value, str) and value in RETRIEVAL_MODES:
+        return value
+    hint = (" (sutradb's Database.search modes 'vector' and 'text' are 'dense' and "
+            "'sparse' here)" if value in ("vector", "text") else "")
+    raise InvalidArgumentError(f"retrieval_mode must be 'dense', 'sparse' or 'hybrid', not "
+                               f"{mode!r}{hint}")
+
+
+def _check_weights(weights: Any) -> tuple[float, float]:
+    """``hybrid_weights`` as two floats >= 0, not both 0."""
+    try:
+        wd, ws = weights
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"hybrid_weights must be two numbers (dense, sparse), "
+                                   f"got {weights!r}") from None
+    for w in (wd, ws):
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= float(w) < float("inf"):
+            raise InvalidArgumentError(f"hybrid_weights must be two finite numbers >= 0, "
+                                       f"got {weights!r}")
+    if float(wd) + float(ws) <= 0.0:
+        raise InvalidArgumentError("hybrid_weights must not both be 0")
+    return float(wd), float(ws)
 
 
 def _document(c: Concept) -> Document:
@@ -144,16 +187,31 @@ class SutraVectorStore(VectorStore):
         Embeds the documents (``embed_documents``) and the queries (``embed_query``).
         Its vectors must keep the dimension of the database: a new database takes
         the dimension of the first vectors added, so nothing is embedded to find it.
+    retrieval_mode : {"dense", "sparse", "hybrid"}
+        How :meth:`similarity_search` (and so ``as_retriever()``) ranks the documents
+        for a query, unless a call says otherwise: ``"dense"`` (the default) by the
+        query's embedding; ``"sparse"`` by BM25 over the documents' ``page_content``
+        (keyword search: documents that share no term with the query are not
+        returned, and the query is not embedded); ``"hybrid"`` both rankings, each to
+        depth ``max(4k, 60)``, fused by weighted reciprocal rank,
+        ``w_dense / (60 + rank_dense) + w_sparse / (60 + rank_sparse)``. A member of
+        ``langchain_qdrant.RetrievalMode`` is taken by its value.
+    hybrid_weights : (float, float)
+        ``(w_dense, w_sparse)`` of ``"hybrid"`` searches (default ``(1.0, 1.0)``),
+        >= 0 and not both 0.
     **open_options
         Passed to :func:`sutradb.open` with a path: ``mode``, ``metric`` (default
         ``"cosine"``; an existing database keeps its own), ``vector_dtype``,
-        ``durability``, ``index_threshold``... Not allowed with a Database.
+        ``durability``, ``index_threshold``, ``text_tokenizer`` (the stop words and
+        stemmer of the ``"sparse"`` ranking, set when the database is created)... Not
+        allowed with a Database.
 
     Raises
     ------
     InvalidArgumentError
         ``embedding`` is not a LangChain ``Embeddings``, open options come with a
-        Database, or an option of :func:`sutradb.open` is wrong.
+        Database, an option of :func:`sutradb.open` is wrong, or a bad
+        ``retrieval_mode`` / ``hybrid_weights``.
     ClosedError
         The database given is closed.
 
@@ -164,6 +222,20 @@ class SutraVectorStore(VectorStore):
     thread-safe as the database, so the async methods of LangChain's base class
     (which run the sync ones in an executor) are safe to use concurrently.
 
+    Keyword and hybrid search follow the convention most LangChain vector stores with
+    a keyword ranking share: the ranking is a setting of the store, named as
+    langchain-qdrant names it (``QdrantVectorStore(..., retrieval_mode=
+    RetrievalMode.HYBRID)``; Elasticsearch's ``strategy=``, Azure AI Search's
+    ``search_type=`` and langchain-postgres's ``hybrid_search_config=`` are store
+    settings too), so ``similarity_search`` and ``as_retriever()`` use it unchanged.
+    As in Azure AI Search's ``similarity_search(..., search_type=...)``, a call may
+    override it: ``retrieval_mode=`` and ``hybrid_weights=`` keyword arguments of
+    the query searches, also in ``as_retriever(search_kwargs={...})``, so one store
+    serves dense, keyword and hybrid retrievers. The fusion is the weighted
+    reciprocal rank fusion of LangChain's ``EnsembleRetriever`` (``weights=`` there,
+    ``c=60``), computed inside the database under one read lock. The searches by
+    vector and maximal marginal relevance rank by embedding only.
+
     Examples
     --------
     >>> from langchain_core.embeddings import DeterministicFakeEmbedding
@@ -173,16 +245,22 @@ class SutraVectorStore(VectorStore):
     ['c', 'd']
     >>> store.similarity_search("a cat", k=1)[0].id
     'c'
+    >>> store.similarity_search("dog", k=2, retrieval_mode="sparse")[0].id
+    'd'
     >>> store.close()
     """
 
     def __init__(self, path_or_database: str | os.PathLike[str] | Database,
-                 embedding: Embeddings, **open_options: Any) -> None:
+                 embedding: Embeddings, *, retrieval_mode: str = "dense",
+                 hybrid_weights: tuple[float, float] = (1.0, 1.0),
+                 **open_options: Any) -> None:
         if not (callable(getattr(embedding, "embed_documents", None))
                 and callable(getattr(embedding, "embed_query", None))):
             raise InvalidArgumentError(
                 f"embedding must be a LangChain Embeddings (with embed_documents and "
                 f"embed_query), not {type(embedding).__name__}")
+        self._retrieval_mode = _check_mode(retrieval_mode)
+        self._hybrid_weights = _check_weights(hybrid_weights)
         if isinstance(path_or_database, Database):
             if open_options:
                 raise InvalidArgumentError(
@@ -209,6 +287,18 @@ class SutraVectorStore(VectorStore):
         return self._embedding
 
     @property
+    def retrieval_mode(self) -> str:
+        """The store's ranking of query searches: ``"dense"``, ``"sparse"`` or
+        ``"hybrid"`` (a call's ``retrieval_mode=`` overrides it)."""
+        return self._retrieval_mode
+
+    @property
+    def hybrid_weights(self) -> tuple[float, float]:
+        """``(w_dense, w_sparse)`` of the store's hybrid searches (a call's
+        ``hybrid_weights=`` overrides them)."""
+        return self._hybrid_weights
+
+    @property
     def database(self) -> Database:
         """The :class:`sutradb.Database` the documents are kept in (for what the
         LangChain interface has no method for: ``find``, ``count``, ``compact``,
@@ -229,7 +319,8 @@ class SutraVectorStore(VectorStore):
         return False
 
     def __repr__(self) -> str:
-        return f"<SutraVectorStore {self._db!r}>"
+        mode = "" if self._retrieval_mode == "dense" else f" retrieval_mode={self._retrieval_mode!r}"
+        return f"<SutraVectorStore {self._db!r}{mode}>"
 
     # ------------------------------------------------------------------ writes
 
@@ -433,14 +524,49 @@ class SutraVectorStore(VectorStore):
         return [_document(c) for c in concepts]
 
     def _search(self, embedding: Sequence[float] | npt.ArrayLike, k: int,
-                filter: Mapping[str, Any] | None, kwargs: dict[str, Any], what: str) -> list[Hit]:
+                filter: Mapping[str, Any] | None, kwargs: dict[str, Any], what: str,
+                known: Sequence[str] = ()) -> list[Hit]:
         """The hits of a query vector (``kwargs``: the search options)."""
         if isinstance(embedding, (str, bytes)):
             raise InvalidArgumentError(f"{what} takes an embedding (a list of floats), not a "
                                        f"str")
         opts = {name: kwargs.pop(name) for name in SEARCH_OPTIONS if name in kwargs}
-        _no_more(kwargs, what, ("filter",) + SEARCH_OPTIONS)
+        _no_more(kwargs, what, ("filter",) + SEARCH_OPTIONS + tuple(known))
         return self._db.search(embedding, k, where=_where(filter), **opts)
+
+    def _mode(self, kwargs: dict[str, Any]) -> tuple[str, tuple[float, float]]:
+        """The retrieval mode and hybrid weights of a call (popped from ``kwargs``;
+        the store's own when not given)."""
+        mode = _check_mode(kwargs.pop("retrieval_mode", self._retrieval_mode))
+        weights = _check_weights(kwargs.pop("hybrid_weights", self._hybrid_weights))
+        return mode, weights
+
+    def _query_hits(self, query: str, k: int, filter: Mapping[str, Any] | None,
+                    kwargs: dict[str, Any], mode: str, weights: tuple[float, float],
+                    what: str) -> list[Hit]:
+        """The hits of a query text in a retrieval mode (``kwargs``: the search
+        options left)."""
+        if not isinstance(query, str):
+            raise InvalidArgumentError(f"{what} takes a str query, not {type(query).__name__} "
+                                       f"(similarity_search_by_vector takes an embedding)")
+        if mode == "dense":
+            return self._search(self._embedding.embed_query(query), k, filter, kwargs, what,
+                                MODE_OPTIONS)
+        where = _where(filter)
+        if mode == "sparse":
+            if kwargs:
+                tuning = sorted(set(kwargs) & set(SEARCH_OPTIONS))
+                if tuning:
+                    raise InvalidArgumentError(
+                        f"{what}: {', '.join(tuning)} tune the dense ranking; "
+                        f"retrieval_mode='sparse' has none")
+                _no_more(kwargs, what, ("filter",) + MODE_OPTIONS)
+            return self._db.search_text(query, k, where=where)
+        opts = {name: kwargs.pop(name) for name in SEARCH_OPTIONS if name in kwargs}
+        _no_more(kwargs, what, ("filter",) + SEARCH_OPTIONS + MODE_OPTIONS)
+        return self._db.search(query, k, where=where, mode="hybrid",
+                               vector=self._embedding.embed_query(query), weights=weights,
+                               **opts)
 
     def similarity_search_with_score_by_vector(
             self, embedding: Sequence[float] | npt.ArrayLike, k: int = 4,
@@ -485,15 +611,19 @@ class SutraVectorStore(VectorStore):
         Returns
         -------
         list of (Document, float)
-            Nearest first. The float is the database's distance, lower is nearer:
-            ``1 - cos`` in ``[0, 2]`` for ``metric="cosine"`` (the default), ``-dot``
-            for ``"ip"``, the squared L2 distance for ``"l2"``. It is computed from
-            the stored vectors (float16 by default: about three significant
-            digits). :meth:`similarity_search_with_relevance_scores` turns it into a
-            score in ``[0, 1]``, higher is nearer.
+            Best first. The float is sutradb's ``Hit.distance``, lower is better in
+            every mode. ``"dense"``: the database's distance, ``1 - cos`` in
+            ``[0, 2]`` for ``metric="cosine"`` (the default), ``-dot`` for ``"ip"``,
+            the squared L2 distance for ``"l2"``, computed from the stored vectors
+            (float16 by default: about three significant digits). ``"sparse"``: minus
+            the BM25 score. ``"hybrid"``: minus the fused score.
+            :meth:`similarity_search_with_relevance_scores` turns dense and hybrid
+            ones into a score in ``[0, 1]``, higher is nearer.
         """
-        return self.similarity_search_with_score_by_vector(
-            self._embedding.embed_query(query), k, filter, **kwargs)
+        mode, weights = self._mode(kwargs)
+        hits = self._query_hits(query, k, filter, kwargs, mode, weights,
+                                "similarity_search")
+        return [(_document(h.concept), float(h.distance)) for h in hits]
 
     def similarity_search_by_vector(
             self, embedding: Sequence[float] | npt.ArrayLike, k: int = 4,
@@ -526,9 +656,11 @@ class SutraVectorStore(VectorStore):
         Parameters
         ----------
         query : str
-            Embedded with ``embed_query``.
+            Embedded with ``embed_query`` (not in ``"sparse"`` mode); its terms are
+            the keywords of the ``"sparse"`` and ``"hybrid"`` rankings.
         k : int >= 1
-            How many documents (fewer when fewer are stored or match the filter).
+            How many documents (fewer when fewer are stored or match the filter; in
+            ``"sparse"`` mode, fewer when fewer share a term with the query).
         filter : dict, optional
             Metadata conditions, sutradb's ``where=`` dialect (MongoDB style, as
             Chroma's ``where``): ``{"lang": "en"}`` (equality; a list field holds the
@@ -540,19 +672,24 @@ class SutraVectorStore(VectorStore):
             matching documents come back when ``k`` match. See
             :mod:`sutradb.index.filters`.
         **kwargs
-            Search options of :meth:`sutradb.Database.search_vectors`: ``rerank``,
-            ``nprobe``, ``exact``.
+            ``retrieval_mode``: ``"dense"``, ``"sparse"`` or ``"hybrid"`` for this
+            call (default: the store's, see :class:`SutraVectorStore`);
+            ``hybrid_weights``: ``(w_dense, w_sparse)`` for this call. Search options
+            of the dense ranking (:meth:`sutradb.Database.search_vectors`):
+            ``rerank``, ``nprobe``, ``exact``. From a retriever:
+            ``as_retriever(search_kwargs={"k": 4, "retrieval_mode": "hybrid"})``.
 
         Returns
         -------
         list of Document
-            Nearest first, each with its ``id``.
+            Best first, each with its ``id``.
 
         Raises
         ------
         InvalidArgumentError
             ``k`` is not an int >= 1, a bad filter (an unknown operator, a value of
-            the wrong type), an unknown keyword argument.
+            the wrong type), a bad ``retrieval_mode`` or ``hybrid_weights``, a search
+            option with ``retrieval_mode="sparse"``, an unknown keyword argument.
         DimensionError
             The query embedding does not have the dimension of the database.
         """
@@ -564,6 +701,39 @@ class SutraVectorStore(VectorStore):
         ``[0, 1]`` (the cosine of unit-length embeddings); for ``"l2"``
         ``1 / (1 + squared distance)``."""
         return _RELEVANCE[self._db.metric]
+
+    def _similarity_search_with_relevance_scores(
+            self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+        """Documents with relevance scores in ``[0, 1]`` (what
+        ``similarity_search_with_relevance_scores`` and retrievers with
+        ``search_type="similarity_score_threshold"`` use).
+
+        ``"dense"``: :meth:`_select_relevance_score_fn` of the distance.
+        ``"hybrid"``: the fused score over its largest possible value,
+        ``(w_dense + w_sparse) / 61`` (first in both rankings), so 1 for a document
+        ranked first by both. ``"sparse"`` raises :class:`InvalidArgumentError`: BM25
+        scores have no upper bound to scale by.
+        """
+        filter = kwargs.pop("filter", None)
+        mode, weights = self._mode(kwargs)
+        if mode == "sparse":
+            raise InvalidArgumentError(
+                "relevance scores in [0, 1] need a bounded score: dense and hybrid "
+                "searches have one, BM25 scores do not (similarity_search_with_score "
+                "returns minus the BM25 score)")
+        hits = self._query_hits(query, k, filter, kwargs, mode, weights,
+                                "similarity_search_with_relevance_scores")
+        if mode == "dense":
+            fn = self._select_relevance_score_fn()
+            return [(_document(h.concept), fn(float(h.distance))) for h in hits]
+        best = sum(weights) / (RRF_C + 1.0)
+        return [(_document(h.concept), min(1.0, max(0.0, float(h.score) / best))) for h in hits]
+
+    async def _asimilarity_search_with_relevance_scores(
+            self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+        """:meth:`_similarity_search_with_relevance_scores` in an executor."""
+        return await run_in_executor(None, self._similarity_search_with_relevance_scores,
+                                     query, k, **kwargs)
 
     def max_marginal_relevance_search_by_vector(
             self, embedding: Sequence[float] | npt.ArrayLike, k: int = 4, fetch_k: int = 20,
@@ -591,7 +761,9 @@ class SutraVectorStore(VectorStore):
         filter : dict, optional
             As in :meth:`similarity_search`.
         **kwargs
-            As in :meth:`similarity_search`.
+            Search options as in :meth:`similarity_search`; ``retrieval_mode`` may
+            only be ``"dense"`` (the store's own mode is not used: the candidates
+            are the nearest by embedding).
 
         Returns
         -------
@@ -612,8 +784,15 @@ class SutraVectorStore(VectorStore):
                 or not 0.0 <= lambda_mult <= 1.0:
             raise InvalidArgumentError(f"lambda_mult must be a number in [0, 1], got "
                                        f"{lambda_mult!r}")
+        # the candidates are the nearest by embedding, whatever the store's mode
+        mode = _check_mode(kwargs.pop("retrieval_mode", "dense"))
+        _check_weights(kwargs.pop("hybrid_weights", self._hybrid_weights))
+        if mode != "dense":
+            raise InvalidArgumentError(
+                f"max_marginal_relevance_search ranks by the embeddings: "
+                f"retrieval_mode={mode!r} has no meaning there (only 'dense')")
         hits = self._search(embedding, max(int(k), int(fetch_k)), filter, kwargs,
-                            "max_marginal_relevance_search")
+                            "max_marginal_relevance_search", MODE_OPTIONS)
         if not hits:
             return []
         vectors = [h.concept.vector for h in hits]
@@ -669,7 +848,8 @@ class SutraVectorStore(VectorStore):
         database : Database, optional
             An open database instead of ``path``.
         **kwargs
-            ``batch_size`` for :meth:`add_texts`; the rest are options of
+            ``batch_size`` for :meth:`add_texts`; ``retrieval_mode`` and
+            ``hybrid_weights`` of the store; the rest are options of
             :func:`sutradb.open` (with ``path``).
 
         Returns
