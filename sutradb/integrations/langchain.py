@@ -581,7 +581,9 @@ class SutraVectorStore(VectorStore):
         filter : dict, optional
             As in :meth:`similarity_search`.
         **kwargs
-            As in :meth:`similarity_search`.
+            The search options of :meth:`similarity_search` (``rerank``, ``nprobe``,
+            ``exact``): a search by vector ranks by embedding only, whatever the
+            store's ``retrieval_mode``.
 
         Returns
         -------
@@ -638,7 +640,9 @@ class SutraVectorStore(VectorStore):
         filter : dict, optional
             As in :meth:`similarity_search`.
         **kwargs
-            As in :meth:`similarity_search`.
+            The search options of :meth:`similarity_search` (``rerank``, ``nprobe``,
+            ``exact``): a search by vector ranks by embedding only, whatever the
+            store's ``retrieval_mode``.
 
         Returns
         -------
