@@ -392,7 +392,8 @@ def _copy_intact(db, dest):
     if len(ids) and db.get(int(ids[0])).vector is None:
         raise UsageError("this database keeps no full vectors: nothing to copy them from")
     new_of = {}
-    with sopen(dest, "x", dim=db.dim, metric=db.metric) as out:
+    with sopen(dest, "x", dim=db.dim, metric=db.metric,
+               text_tokenizer=db._store.text_spec) as out:
         with out.transaction():
             for s in range(0, len(ids), 4096):
                 part = ids[s:s + 4096]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -117,12 +118,15 @@ class Tokenizer:
     ['cat', 'were', 'run']
     """
 
-    __slots__ = ("spec", "_stop", "_stem", "_hashes")
+    __slots__ = ("spec", "_stop", "_lang", "_local", "_stems", "_hashes")
 
     def __init__(self, spec: dict[str, Any] | None = None) -> None:
         self.spec = check_spec(spec)
         self._stop = frozenset(self.spec["stopwords"])
-        self._stem = _stemmer(self.spec["stem"]).stemWords if self.spec["stem"] else None
+        self._lang = self.spec["stem"]
+        # a Snowball stemmer keeps state between calls: one per thread
+        self._local = threading.local()
+        self._stems: dict[str, str] = {}            # word -> stem (memoised; shared)
         self._hashes: dict[str, int] = {}
 
     def terms(self, text: str | None) -> list[str]:
@@ -133,8 +137,19 @@ class Tokenizer:
         if self._stop:
             stop = self._stop
             words = [w for w in words if w not in stop]
-        if self._stem is not None and words:
-            words = self._stem(words)
+        if self._lang is not None and words:
+            stems = self._stems
+            out = [stems.get(w) for w in words]
+            if None in out:
+                stem = getattr(self._local, "stem", None)
+                if stem is None:
+                    stem = self._local.stem = _stemmer(self._lang).stemWord
+                if len(stems) > 1 << 20:
+                    stems.clear()
+                for j, w in enumerate(words):
+                    if out[j] is None:
+                        out[j] = stems[w] = stem(w)
+            return out  # type: ignore[return-value]  # every None was replaced
         return words
 
     def hashes(self, terms: Iterable[str]) -> list[int]:

@@ -97,6 +97,10 @@ def test_postings_follow_commits_rollbacks_checkpoints_compaction_and_reopen(tmp
                 raise RuntimeError
         except RuntimeError:
             pass
+        if lo % 200 == 0:       # postings built by a search: the next checkpoint writes them
+            db.search_text(qtexts[lo // 100])
+        if lo == 600:           # the deferred upkeep: every row's postings written
+            assert db._store.index_text() > 0 and db._store.text_uncovered == 0
     assert db._store.generation - gens >= 5
     runs = db._store._man["terms"]["runs"]
     assert 1 <= len(runs) <= 6, runs
@@ -201,7 +205,9 @@ def test_a_database_written_before_term_postings_gets_them(tmp_path, sample):
         assert [[h.id for h in r.search_text(q)] for q in qtexts[:10]] == expect
     with sutradb.open(path, **SMALL) as db:
         db.add_vectors(base[300:310], texts=texts[300:310])
-        db._store.checkpoint()
+        db._store.checkpoint()          # a commit's checkpoint tokenises nothing
+        assert db._store._man["format"] == 2 and db._store.text_uncovered == 310
+        assert db._store.index_text() == 310
         assert db._store._man["format"] == 2
         assert sum(e["n"] for e in db._store._man["terms"]["runs"]) == 310
         assert [[h.id for h in db.search_text(q)] for q in qtexts[:10]] == [
@@ -267,3 +273,102 @@ def test_postings_of_spilled_transactions_checkpoints_and_compactions(tmp_path, 
         s = Store.open(path, "r")
         check_postings(s)
     s.close()
+
+
+def test_commits_never_tokenise_upkeep_and_close_write_the_postings(tmp_path, sample):
+    base, texts, qtexts = sample
+    path = tmp_path / "db"
+    db = sutradb.open(path, dim=base.shape[1], index="flat", **SMALL)
+    db.add_vectors(base, texts=texts)                    # one spilled transaction
+    db._store.checkpoint()
+    assert db._store.text_uncovered == len(texts)        # nothing tokenised by the commits
+    db.add_vectors(np.tile(base, (2, 1))[:2500], texts=(texts * 2)[:2500])
+    assert db._store.text_uncovered == len(texts) + 2500 >= 4096
+    expect = [h.id for h in db.search_text(qtexts[0])]   # the writer's search runs the upkeep
+    assert db._store.text_uncovered == 0 and db._store._man["terms"]["runs"]
+    db.add_vectors(base[:5], texts=texts[:5])
+    assert db._store.text_uncovered == 5
+    db.close()                                           # close writes the last ones
+    with sutradb.open(path, mode="r") as r:
+        assert r._store.text_uncovered == 0
+        assert [h.id for h in r.search_text(qtexts[0])] == expect
+        assert r.verify()["concepts"] == len(texts) + 2505
+
+
+def test_ties_are_broken_by_id_and_k_extends():
+    db = sutradb.open(":memory:", dim=2)
+    db.add_vectors(np.ones((300, 2), np.float32), texts=["same words here"] * 300)
+    for k in (1, 3, 10, 50):
+        assert [h.id for h in db.search_text("words", k)] == list(range(k))
+
+
+def test_colliding_term_hashes_give_one_posting_per_row(monkeypatch):
+    import sutradb.text as text
+    real = text.term_hash
+    monkeypatch.setattr(text, "term_hash", lambda t: real("x") if t in ("cat", "dog") else real(t))
+    db = sutradb.open(":memory:", dim=2)
+    db.add_vectors(np.ones((3, 2), np.float32), texts=["cat dog", "cat", "bird"])
+    hits = db.search_text("cat", 10)
+    assert sorted(h.id for h in hits) == [0, 1]          # each once; "dog" counts as "cat"
+
+
+def test_stemming_is_thread_safe():
+    pytest.importorskip("snowballstemmer")
+    import threading
+
+    from sutradb.text import Tokenizer
+    words = ("running cats connection generously happiness organizational jumped "
+             "relational conditional nationalism hopefully").split()
+    tok = Tokenizer({"stem": "english"})
+    expect = Tokenizer({"stem": "english"}).terms(" ".join(words))
+    bad = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(300):
+            ws = list(rng.permutation(words))
+            got = tok.terms(" ".join(ws))
+            if got != [expect[words.index(w)] for w in ws]:
+                bad.append(ws)
+            tok._stems.clear() if rng.random() < 0.2 else None
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_damaged_postings_are_reported_then_rebuilt_by_compaction(tmp_path, sample):
+    from sutradb.errors import CorruptDatabaseError
+    base, texts, qtexts = sample
+    path = tmp_path / "db"
+    with sutradb.open(path, dim=base.shape[1], index="flat", **SMALL) as db:
+        db.add_vectors(base[:500], texts=texts[:500])
+        expect = [h.id for h in db.search_text(qtexts[1])]
+        db.delete(list(range(0, 500, 3)))
+        expect = [i for i in [h.id for h in db.search_text(qtexts[1], 50)]][:10]
+    run = next(p for p in path.iterdir() if p.suffix == ".terms")
+    b = bytearray(run.read_bytes())
+    b[-20] ^= 0x55
+    run.write_bytes(bytes(b))
+    with sutradb.open(path, **SMALL) as db:
+        with pytest.raises(CorruptDatabaseError):
+            db.search_text(qtexts[1])
+        db.compact()                                  # the postings derive from the texts
+        assert db._store.text_uncovered == len(db)
+        assert db._store.index_text() == len(db)
+        assert [h.id for h in db.search_text(qtexts[1])] == expect
+        assert check_against_oracle(db, qtexts[:10]) >= 3
+
+
+def test_export_and_import_keep_the_tokenizer(tmp_path):
+    pytest.importorskip("snowballstemmer")
+    spec = {"stopwords": "english", "stem": "english"}
+    with sutradb.open(tmp_path / "db", dim=2, text_tokenizer=spec) as db:
+        db.add_vectors([[1, 0], [0, 1]], texts=["The cats are running", "a dog ran"])
+        db.export(tmp_path / "exp")
+    with sutradb.from_export(tmp_path / "exp", tmp_path / "copy") as c:
+        assert c._store.text_spec == sutradb.text.check_spec(spec)
+        assert [h.id for h in c.search_text("cat run")] == [0]

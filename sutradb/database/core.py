@@ -451,6 +451,15 @@ class Database(WritesMixin, ConceptsMixin, ListingMixin, LinksMixin, SearchMixin
                 return
             if self._staged is None:
                 self._catch_up(wait=True)       # index upkeep the last commits left due
+                if not self._memory and self._store.mode != "r":
+                    try:
+                        if self._text_due(1):   # the next open tokenises nothing
+                            self._index_text()
+                    except Exception as e:      # the commits stand; postings wait
+                        import warnings
+                        warnings.warn(f"sutradb: writing the term postings failed ({e!r}); "
+                                      "text search tokenises those texts on first use",
+                                      RuntimeWarning, stacklevel=2)
             held = len(self._txn_stack) if self._txn_owner == threading.get_ident() else 0
             with self._excl:
                 try:

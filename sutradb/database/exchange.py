@@ -215,7 +215,8 @@ class ExchangeMixin(_Base):
                "dim": self._meta["dim"] or None, "metric": self._meta["metric"],
                "next_id": int(self._meta["next_id"]),
                "embedder": stored.get("embedder"),
-               "options": {k: stored.get(k, self._meta.get(k)) for k in STORED},
+               "options": {**{k: stored.get(k, self._meta.get(k)) for k in STORED},
+                           "text_tokenizer": s.text_spec},
                "stats": {k: stored[k] for k in _STATS if k in stored},
                "index": {"kind": kind}}
         return rows, man, index, links
@@ -763,7 +764,7 @@ def from_export(source, path, **options):
     if not memory and os.path.exists(os.fspath(path)):
         raise DatabaseExistsError(f"{os.fspath(path)!r} exists (an export is imported into a "
                                   "new database)")
-    opts = {k: v for k, v in man["options"].items() if k in STORED}
+    opts = {k: v for k, v in man["options"].items() if k in STORED or k == "text_tokenizer"}
     timeout = options.pop("timeout", 0.0)
     opts.update(options)
     db = None

@@ -58,6 +58,9 @@ __all__ = ["IndexingMixin", "added_error", "recall_grid"]
 #: flat, so it must stay small next to the share of the lists a search probes.
 _FOLD_SHARE = 1 / 16
 _FOLD_MIN = 4096
+#: Rows without stored term postings that make writing them due (a writer's next
+#: search, or close, tokenises them: sutradb.storage.Store.index_text).
+TEXT_UPKEEP_ROWS = 4096
 #: tune(): a ladder of nprobe stops when this many more steps adding as much recall as
 #: the last one would still fall short of the target (the re-ranked depth is the limit).
 _TUNE_STEPS_LEFT = 10
@@ -210,8 +213,21 @@ class IndexingMixin(_Base):
 
     def _maybe_train(self) -> None:
         """After a commit: note whether the index is due for upkeep (training, IVF lists
-        laid out, regrown or folded); :meth:`_catch_up` runs it on first use."""
-        self._index_due = self._upkeep_step() is not None
+        laid out, regrown or folded; term postings to write); :meth:`_catch_up` runs it
+        on first use."""
+        self._index_due = self._upkeep_step() is not None or self._text_due()
+
+    def _text_due(self, rows: int = TEXT_UPKEEP_ROWS) -> bool:
+        """Whether at least ``rows`` rows wait for their term postings to be written
+        (:meth:`~sutradb.storage.store.Store.index_text`)."""
+        s = self._store
+        return s.mode != "r" and s.path is not None and s.text_uncovered >= max(rows, 1)
+
+    def _index_text(self) -> None:
+        """Write the term postings that commits left to do (tokenising the texts of the
+        rows no stored run covers; the caller holds the write lock)."""
+        with self._excl:
+            self._store.index_text()
 
     def _upkeep_step(self) -> Callable[[], None] | None:
         """The upkeep the ``index`` option asks for at the current size, as a bound
@@ -251,6 +267,8 @@ class IndexingMixin(_Base):
             step = self._upkeep_step()
             if step is not None:
                 step()
+            if self._text_due():
+                self._index_text()
         except Exception as e:          # the commit stands; searches stay as they were
             import warnings
             warnings.warn(f"sutradb: automatic index maintenance failed ({e!r}); searches "

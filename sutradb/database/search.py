@@ -179,6 +179,7 @@ class SearchMixin(_Base):
         [('red apples', 0.495), ('a red car', 0.214)]
         """
         self._check_open()
+        self._catch_up()
         k = check_k(k)
         if not isinstance(query, str):
             raise InvalidArgumentError(f"search_text takes a str query, not {type(query).__name__}")

@@ -92,9 +92,12 @@ def bm25_top(postings: Sequence[tuple[np.ndarray, np.ndarray, int]], doclen: np.
         keep = mask[rows]
         rows, w = rows[keep], w[keep]
     if len(rows) > k:
-        part = np.argpartition(-w, k - 1)[:k]
-        rows, w = rows[part], w[part]
-    o = np.lexsort((rows, -w))
+        # the k-th best score, then every row above it and the lowest rows tied with
+        # it: ties are broken by row, so a larger k extends a smaller k's answer
+        kth = -np.partition(-w, k - 1)[k - 1]
+        keep = w >= kth
+        rows, w = rows[keep], w[keep]
+    o = np.lexsort((rows, -w))[:k]
     return rows[o].astype(np.int64), w[o]
 
 

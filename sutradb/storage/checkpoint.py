@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
+from ..errors import CorruptDatabaseError, InvalidArgumentError
 from . import osio
 from .format import (DTYPE_CODE, HEADER_SIZE, KIND_CODES, KIND_KEYS, KIND_ORDER, KIND_VEC,
                      file_name, seg_header, wal_name)
@@ -104,7 +104,36 @@ class CheckpointsMixin(_Base):
         its manifest swap)."""
         append_rows(self._apps, ch)
 
-    def _checkpoint(self, spilled: bool = False):
+    def index_text(self) -> int:
+        """Write the term postings of the rows no stored run covers (tokenising their
+        texts) in a checkpoint, merging runs; returns the rows tokenised (0: nothing
+        to do, or an in-memory store, whose postings live in memory).
+
+        Checkpoints inside commits write only the postings already built in memory
+        (by text searches); the rest waits for this call, which the database makes
+        as deferred upkeep (:meth:`Database.close`, a writer's searches), so commits
+        never pay for tokenisation.
+        """
+        self._no_txn("index_text")
+        if self._memory:
+            return 0
+        todo = self.text_uncovered
+        if not todo:
+            return 0
+        try:
+            self._checkpoint(build_terms=True)
+        except OSError:
+            self._recover_after_failure()
+            raise
+        return todo
+
+    @property
+    def text_uncovered(self) -> int:
+        """Rows whose term postings are not in a stored run yet (:meth:`index_text`)."""
+        self._check_open()
+        return self._n - sum(r.n for r in self._term_runs)
+
+    def _checkpoint(self, spilled: bool = False, build_terms: bool = False):
         """Write the tail into segment files and swap the manifest (commit point)."""
         sync = self._durability != "off"
         apps = self._apps
@@ -159,7 +188,7 @@ class CheckpointsMixin(_Base):
         if kidx is not None:
             keys_entry = write_new_file(self._dir, file_name(self._new_file_no(), KIND_KEYS),
                                         KIND_KEYS, self._uuid, list(kidx), width=16, sync=sync)
-        terms = self._terms_checkpoint(apps, n, sync)
+        terms = self._terms_checkpoint(apps, n, sync, build_terms)
         for a in apps.values():
             if sync:
                 a.sync()
@@ -183,7 +212,7 @@ class CheckpointsMixin(_Base):
         if self._should_compact():
             try:
                 self._rewrite()
-            except OSError as e:   # the checkpoint itself is done; compaction retries later
+            except Exception as e:   # the checkpoint itself is done; compaction retries later
                 self.last_checkpoint_error = e
                 self._recover_after_failure()
                 if self._broken is not None:
@@ -309,23 +338,32 @@ class CheckpointsMixin(_Base):
                 r.check(self._where(r.mapped.name))  # type: ignore[union-attr]  # stored runs are mapped
         return runs
 
-    def _terms_checkpoint(self, apps, n: int, sync: bool) -> dict:
+    def _terms_checkpoint(self, apps, n: int, sync: bool, build: bool = False) -> dict:
         """The manifest's ``terms`` entry after a checkpoint to ``n`` rows: a new run
-        for the rows past the stored ones (the log's rows, tokenised now or reused
-        from the in-memory tail), merged into the runs before it as
-        :func:`~.terms.add_tiered` says; only new or merged runs are written."""
+        for the rows past the stored ones that the in-memory tail already holds (with
+        ``build``, every row past them, tokenised now), merged into the runs before
+        it as :func:`~.terms.add_tiered` says; only new or merged runs are written.
+        Without ``build`` (a commit's checkpoint) nothing is tokenised and a run that
+        cannot be merged (damaged) is left as it is."""
         runs = list(self._term_runs)
         old = self._man.get("terms")
         entries = list(old["runs"]) if old else []
         covered = sum(r.n for r in runs)
         if n > covered:
             tail = self._terms_tail
-            parts = list(tail.runs) if tail.start == covered else []
+            parts = [r for r in tail.runs if r.r0 + r.n <= n] if tail.start == covered else []
             upto = parts[-1].r0 + parts[-1].n if parts else covered
-            if upto < n:
+            if build and upto < n:
                 parts.append(build_run(self.tokenizer, upto, self._checkpoint_texts(apps, upto, n)))
+            if not parts:
+                return {"spec": self._text_spec, "runs": entries}
             new = parts[0] if len(parts) == 1 else merge_runs(parts)
-            merged = add_tiered(runs, new, lambda rs: merge_runs(self._checked_runs(rs)))
+            try:
+                merged = add_tiered(runs, new, lambda rs: merge_runs(self._checked_runs(rs)))
+            except CorruptDatabaseError:
+                if build:
+                    raise
+                merged = runs + [new]
             k = 0
             while k < min(len(runs), len(merged)) and merged[k] is runs[k]:
                 k += 1
@@ -358,13 +396,20 @@ class CheckpointsMixin(_Base):
 
     def _terms_rewrite(self, rows: np.ndarray, sync: bool) -> dict:
         """The ``terms`` entry of a compaction keeping ``rows`` (renumbered 0..): one
-        run, the stored runs' postings of the kept rows renumbered."""
-        runs = self._checked_runs(list(self._term_runs))
+        run, the postings of the kept rows that stored runs and the in-memory tail
+        hold, renumbered (rows past them stay for :meth:`index_text`; nothing is
+        tokenised here). Postings that fail their check are dropped, not copied: they
+        derive from the texts, and :meth:`index_text` builds them again."""
+        try:
+            runs = self._checked_runs(list(self._term_runs))
+        except CorruptDatabaseError:
+            return {"spec": self._text_spec, "runs": []}
         covered = sum(r.n for r in runs)
-        if covered < self._n:       # rows no run holds yet (an older database's)
-            runs.append(build_run(self.tokenizer, covered, self._texts_of(covered, self._n)))
+        tail = self._terms_tail
+        if tail.start == covered:
+            runs += [r for r in tail.runs if r.r0 + r.n <= self._n]
         entries = []
-        if len(rows):
+        if runs and len(rows):
             remap = np.full(self._n, -1, _I8)
             remap[rows] = np.arange(len(rows))
             entries.append(write_run(self._dir, self._new_file_no, self._uuid,

@@ -123,8 +123,13 @@ class Snapshot(TailMixin):
         self._text_spec = terms["spec"] if terms else check_spec(None)
         self._tokenizer: Tokenizer | None = None
         runs = []
+        # a run file the previous version named too is the same file (never
+        # rewritten): keep its object, checked state included
+        before = {(r.mapped.name, r.mapped.crc): r for r in getattr(self, "_term_runs", ())
+                  if r.mapped is not None}
         for j, e in enumerate(terms["runs"] if terms else ()):
-            runs.append(map_run(maps[f"terms{j}"], e, w(e["name"])))
+            old = before.get((e["name"], e["crc"]))
+            runs.append(old if old is not None else map_run(maps[f"terms{j}"], e, w(e["name"])))
         self._term_runs: list[TermRun] = runs
         self._terms_tail = TailTerms(sum(r.n for r in runs))
         # keys: the checkpointed index (mapped lazily) and the log's additions

@@ -504,7 +504,7 @@ class Store(CheckpointsMixin, Snapshot):
         if self._log.pos > self._checkpoint_bytes:
             try:
                 self._checkpoint()
-            except OSError as e:   # the transaction is committed; retry next time
+            except Exception as e:   # the transaction is committed; retry next time
                 self.last_checkpoint_error = e
                 self._recover_after_failure()
                 if self._broken is not None:
@@ -573,6 +573,8 @@ class Store(CheckpointsMixin, Snapshot):
                              cut_only=self._mode == "r")
         self._check_ends()
         self._seg_lookup()
+        for run in self._term_runs:
+            run.check(self._where(run.mapped.name), force=True)  # type: ignore[union-attr]  # stored runs are mapped
         self._links.base.check()
         for r in range(self._n):
             self.record_at(r)

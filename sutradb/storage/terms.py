@@ -89,9 +89,10 @@ class TermRun:
     def postings(self) -> int:
         return len(self.rows)
 
-    def check(self, where: str) -> None:
-        """Validate a mapped run once (checksum, then structure); CorruptDatabaseError."""
-        if self._checked:
+    def check(self, where: str, force: bool = False) -> None:
+        """Validate a mapped run once (checksum, then structure; ``force``: again);
+        CorruptDatabaseError."""
+        if self._checked and not force:
             return
         assert self.mapped is not None
         self.mapped.check_crc()
@@ -99,6 +100,12 @@ class TermRun:
         ok = (len(o) == len(h) + 1 and int(o[0]) == 0 and int(o[-1]) == len(r)
               and bool((o[1:] >= o[:-1]).all()) and (len(h) < 2 or bool((h[1:] > h[:-1]).all()))
               and (not len(r) or int(r.max()) < self.n))
+        if ok and len(r) > 1:
+            # rows strictly increase within a term (a decrease marks a term's start)
+            step = np.diff(r.astype(_I8)) <= 0
+            starts = np.zeros(len(r) + 1, bool)
+            starts[o[1:-1].astype(_I8)] = True
+            ok = not bool((step & ~starts[1:len(r)]).any())
         if not ok:
             raise CorruptDatabaseError(f"{where}: term postings are inconsistent")
         self._checked = True
@@ -141,15 +148,13 @@ def build_run(tok: Tokenizer, r0: int, texts: Sequence[str | None]) -> TermRun:
         return _from_postings(r0, doclen, _EMPTY_I8, _EMPTY_I8, _EMPTY_I8)
     vocab = {w: i for i, w in enumerate(dict.fromkeys(tokens))}
     tid = np.fromiter(map(vocab.__getitem__, tokens), _I8, len(tokens))
-    vh = np.asarray(tok.hashes(vocab), _I8)
-    # number the terms in hash order: one sort of (term rank, row) keys gives the
-    # postings in file order and the term frequencies
-    order = np.argsort(vh, kind="stable")
-    rank = np.empty(len(vh), _I8)
-    rank[order] = np.arange(len(vh))
+    # number the terms in hash order (words whose hashes collide share a number):
+    # one sort of (term number, row) keys gives the postings in file order and the
+    # term frequencies
+    uh, rank = np.unique(np.asarray(tok.hashes(vocab), _I8), return_inverse=True)
     rows = np.repeat(np.arange(n, dtype=_I8), doclen.astype(_I8))
-    u, cnt = np.unique(rank[tid] * n + rows, return_counts=True)
-    return _sorted_run(r0, doclen, vh[order][u // n], u % n, cnt)
+    u, cnt = np.unique(rank.astype(_I8)[tid] * n + rows, return_counts=True)
+    return _sorted_run(r0, doclen, uh[u // n], u % n, cnt)
 
 
 def _sorted_run(r0: int, doclen: np.ndarray, h: np.ndarray, rows_rel: np.ndarray,
@@ -176,14 +181,18 @@ def merge_runs(runs: Sequence[TermRun], remap: np.ndarray | None = None, r0: int
     tf = np.concatenate([p[2] for p in parts]) if parts else _EMPTY_U2
     doclen = np.concatenate([r.doclen for r in runs]) if runs else np.zeros(0, _U4)
     base = runs[0].r0 if runs else 0
+    # each run is sorted by (hash, row) and the runs' rows ascend: a stable sort by
+    # hash alone gives (hash, row) order (renumbering keeps the rows' order)
+    o = np.argsort(h, kind="stable")
+    h, rows, tf = h[o], rows[o], tf[o]
     if remap is None:
-        return _from_postings(base, doclen, h, rows - base, tf)
+        return _sorted_run(base, doclen, h, rows - base, tf)
     new = remap[rows]
     keep = new >= 0
     own = np.arange(base, base + len(doclen))
     dl_keep = remap[own] >= 0
     start = 0 if r0 is None else r0
-    return _from_postings(start, doclen[dl_keep], h[keep], new[keep] - start, tf[keep])
+    return _sorted_run(start, doclen[dl_keep], h[keep], new[keep] - start, tf[keep])
 
 
 def add_tiered(runs: list[TermRun], new: TermRun, merge: Callable[[list[TermRun]], TermRun] = merge_runs) -> list[TermRun]:
