@@ -591,3 +591,16 @@ def test_close_unmaps_the_files_and_keeps_arrays_given_out(tmp_path):
     assert mapped() == []
     with pytest.raises(errors.ClosedError):
         db.search_vectors(X[0])
+
+
+def test_delete_missing_ok():
+    from sutradb.errors import InvalidArgumentError, NotFoundError
+    db = sutradb.open(":memory:", dim=2)
+    db.add_vectors([[1, 0], [0, 1], [1, 1]], keys=["a", "b", "c"])
+    with pytest.raises(NotFoundError):
+        db.delete(["a", "zz"])
+    assert len(db) == 3                              # nothing deleted half-way
+    assert db.delete(["a", "zz", 77, "a"], missing_ok=True) == 1
+    assert sorted(db.ids().tolist()) == [1, 2]
+    with pytest.raises(InvalidArgumentError):
+        db.delete([1.5], missing_ok=True)            # bad input still raises

@@ -372,3 +372,4 @@ def test_export_and_import_keep_the_tokenizer(tmp_path):
     with sutradb.from_export(tmp_path / "exp", tmp_path / "copy") as c:
         assert c._store.text_spec == sutradb.text.check_spec(spec)
         assert [h.id for h in c.search_text("cat run")] == [0]
+

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from ..errors import (DimensionError, DuplicateKeyError, InvalidArgumentError,
+from ..errors import (DimensionError, DuplicateKeyError, InvalidArgumentError, NotFoundError,
                       SutraError)
 from .options import BATCH, UNSET
 from .progress import progress_bar
@@ -515,7 +515,8 @@ class WritesMixin(_Base):
                 self._stage_replace(st, recs)
             return out
 
-    def delete(self, ids: IdsOrKeys | None = None, *, where: Where | None = None) -> int:
+    def delete(self, ids: IdsOrKeys | None = None, *, where: Where | None = None,
+               missing_ok: bool = False) -> int:
         """Delete concepts (ids or keys; one or a sequence), or those that match a
         filter, and their links.
 
@@ -525,6 +526,9 @@ class WritesMixin(_Base):
         where : dict, optional
             A filter (:mod:`sutradb.index.filters`): every concept that matches
             (``where={}`` matches all). With ``ids`` too, those of the ids that match.
+        missing_ok : bool
+            Skip ids and keys that do not exist instead of raising (vector store
+            frameworks delete by ids that may be gone already).
 
         Returns
         -------
@@ -547,7 +551,16 @@ class WritesMixin(_Base):
                     ids = [ids]
                 elif isinstance(ids, np.ndarray):
                     ids = ids.ravel().tolist()
-                todo = list(dict.fromkeys(self._id_of(x, st) for x in ids))  # type: ignore[union-attr]  # a sequence now
+                if missing_ok:
+                    found = []
+                    for x in ids:  # type: ignore[union-attr]  # a sequence now
+                        try:
+                            found.append(self._id_of(x, st))
+                        except NotFoundError:
+                            pass
+                    todo = list(dict.fromkeys(found))
+                else:
+                    todo = list(dict.fromkeys(self._id_of(x, st) for x in ids))  # type: ignore[union-attr]  # a sequence now
             else:
                 todo = None
             if where is not None:
