@@ -59,44 +59,51 @@ def bm25_top(postings: Sequence[tuple[np.ndarray, np.ndarray, int]], doclen: np.
         Best first; ties by row.
     scores : (<= k,) float64
     """
-    rows_l, w_l = [], []
     norm_b = b / avgdl if avgdl > 0 else 0.0
+    lists = []                  # (rows, tf, count * idf) of each term, live rows only
     for rows, tf, count in postings:
         if not len(rows):
             continue
         m = live[rows]
         rows = rows[m]
         df = len(rows)
-        if not df:
-            continue
-        tf = tf[m].astype(np.float64)
-        idf = math.log(1.0 + (n_live - df + 0.5) / (df + 0.5))
-        dl = doclen[rows].astype(np.float64)
-        rows_l.append(rows)
-        w_l.append((count * idf) * tf / (tf + k1 * ((1.0 - b) + norm_b * dl)))
-    if not rows_l:
+        if df:
+            lists.append((rows, tf[m], count * math.log(1.0 + (n_live - df + 0.5) / (df + 0.5))))
+    if not lists:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
+
+    def weights(rows, tf, cidf):
+        tf = tf.astype(np.float64)
+        return cidf * tf / (tf + k1 * ((1.0 - b) + norm_b * doclen[rows].astype(np.float64)))
+
+    rows_l = [t[0] for t in lists]
+    w_l = [weights(*t) for t in lists]
     rows = np.concatenate(rows_l)
     w = np.concatenate(w_l)
     if len(rows_l) > 1:
-        n = len(live)
-        if n <= 32 * len(rows):
-            # dense: one pass over a score per row beats sorting the postings
-            acc = np.bincount(rows, weights=w, minlength=n)
-            rows = np.flatnonzero(acc)
-            w = acc[rows]
-        else:
-            rows, inv = np.unique(rows, return_inverse=True)
-            w = np.bincount(inv, weights=w, minlength=len(rows))
+        # each row's total, read back at each of its postings (a row holding several
+        # query terms appears once per term, with the same total): no sort of the
+        # postings, no pass over every row but the accumulation
+        acc = np.bincount(rows, weights=w, minlength=len(live))
+        w = acc[rows]
     if mask is not None:
         keep = mask[rows]
         rows, w = rows[keep], w[keep]
-    if len(rows) > k:
-        # the k-th best score, then every row above it and the lowest rows tied with
-        # it: ties are broken by row, so a larger k extends a smaller k's answer
-        kth = -np.partition(-w, k - 1)[k - 1]
-        keep = w >= kth
-        rows, w = rows[keep], w[keep]
+    if not len(rows):
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    if len(rows_l) > 1 or len(rows) > k:
+        # the k-th best distinct row is among the best k * (terms) postings; then
+        # every row scoring at least its score, ties broken by row
+        m = min(len(w), k * len(rows_l))
+        top = np.argpartition(-w, m - 1)[:m] if m < len(w) else np.arange(len(w))
+        sc = acc[np.unique(rows[top])] if len(rows_l) > 1 else w[top]
+        j = min(k, len(sc)) - 1
+        kth = -np.partition(-sc, j)[j]
+        sel = w >= kth
+        rows, w = rows[sel], w[sel]
+        if len(rows_l) > 1:
+            rows = np.unique(rows)
+            w = acc[rows]
     o = np.lexsort((rows, -w))[:k]
     return rows[o].astype(np.int64), w[o]
 
