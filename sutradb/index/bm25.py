@@ -80,28 +80,33 @@ def bm25_top(postings: Sequence[tuple[np.ndarray, np.ndarray, int]], doclen: np.
     w_l = [weights(*t) for t in lists]
     rows = np.concatenate(rows_l)
     w = np.concatenate(w_l)
+    per_row = 1                 # postings per row at most (rows unique: one term)
     if len(rows_l) > 1:
-        # each row's total, read back at each of its postings (a row holding several
-        # query terms appears once per term, with the same total): no sort of the
-        # postings, no pass over every row but the accumulation
         acc = np.bincount(rows, weights=w, minlength=len(live))
-        w = acc[rows]
+        if len(rows) >= 2 * len(live):
+            # twice as many postings as rows: the rows that score, once each
+            rows = np.flatnonzero(acc)
+            w = acc[rows]
+        else:
+            # few postings: each reads its row's total back (a row holding several
+            # query terms appears once per term), no pass over every row
+            w = acc[rows]
+            per_row = len(rows_l)
     if mask is not None:
         keep = mask[rows]
         rows, w = rows[keep], w[keep]
-    if not len(rows):
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    if len(rows_l) > 1 or len(rows) > k:
-        # the k-th best distinct row is among the best k * (terms) postings; then
-        # every row scoring at least its score, ties broken by row
-        m = min(len(w), k * len(rows_l))
+    if len(rows) > k:
+        # the k-th best distinct row is among the best k * per_row postings; then
+        # every row scoring at least as much, ties broken by row (a larger k extends
+        # a smaller k's answer)
+        m = min(len(w), k * per_row)
         top = np.argpartition(-w, m - 1)[:m] if m < len(w) else np.arange(len(w))
-        sc = acc[np.unique(rows[top])] if len(rows_l) > 1 else w[top]
+        sc = acc[np.unique(rows[top])] if per_row > 1 else w[top]
         j = min(k, len(sc)) - 1
         kth = -np.partition(-sc, j)[j]
         sel = w >= kth
         rows, w = rows[sel], w[sel]
-        if len(rows_l) > 1:
+        if per_row > 1:
             rows = np.unique(rows)
             w = acc[rows]
     o = np.lexsort((rows, -w))[:k]
