@@ -109,6 +109,9 @@ def bm25_top(postings: Sequence[tuple[np.ndarray, np.ndarray, int]], doclen: np.
         if per_row > 1:
             rows = np.unique(rows)
             w = acc[rows]
+    elif per_row > 1:
+        rows = np.unique(rows)
+        w = acc[rows]
     o = np.lexsort((rows, -w))[:k]
     return rows[o].astype(np.int64), w[o]
 
