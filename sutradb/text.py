@@ -10,7 +10,7 @@ A term is a maximal run of Unicode word characters (``\\w+``) of the case-folded
 (so ``"Straße"`` and ``"STRASSE"`` are the same term and CJK or accented words are
 kept whole), minus the spec's stop words, optionally reduced to its stem by the
 Snowball stemmer of the spec's language (the ``snowballstemmer`` package, pure Python,
-installed with ``pip install snowballstemmer``; never downloaded at run time).
+installed with ``pip install "sutradb[text]"``; never downloaded at run time).
 
 Storage keeps each term as the 64-bit BLAKE2b hash of its UTF-8 bytes
 (:func:`term_hash`): postings are looked up without a vocabulary to decode. Two terms
@@ -94,7 +94,7 @@ def _stemmer(language: str) -> Any:
         import snowballstemmer  # type: ignore[import-untyped]  # no stubs
     except ImportError:
         raise InvalidArgumentError("stemming needs the snowballstemmer package "
-                                   "(pip install snowballstemmer)") from None
+                                   "(pip install 'sutradb[text]')") from None
     try:
         return snowballstemmer.stemmer(language)
     except KeyError:

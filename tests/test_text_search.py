@@ -15,7 +15,7 @@ from sutradb.storage.format import MANIFEST_NAME
 from sutradb.storage.manifest import read_file, write_manifest
 from sutradb.storage.format import decode_manifest
 
-bm25s = pytest.importorskip("bm25s")
+import bm25s  # the reference implementation (the test extra installs it)
 
 SMALL = dict(durability="off")
 
@@ -173,7 +173,6 @@ def test_bad_input():
 
 
 def test_tokenizer_spec_is_stored_with_the_database(tmp_path):
-    pytest.importorskip("snowballstemmer")
     path = tmp_path / "db"
     spec = {"stopwords": "english", "stem": "english"}
     with sutradb.open(path, dim=2, text_tokenizer=spec) as db:
@@ -313,7 +312,6 @@ def test_colliding_term_hashes_give_one_posting_per_row(monkeypatch):
 
 
 def test_stemming_is_thread_safe():
-    pytest.importorskip("snowballstemmer")
     import threading
 
     from sutradb.text import Tokenizer
@@ -364,7 +362,6 @@ def test_damaged_postings_are_reported_then_rebuilt_by_compaction(tmp_path, samp
 
 
 def test_export_and_import_keep_the_tokenizer(tmp_path):
-    pytest.importorskip("snowballstemmer")
     spec = {"stopwords": "english", "stem": "english"}
     with sutradb.open(tmp_path / "db", dim=2, text_tokenizer=spec) as db:
         db.add_vectors([[1, 0], [0, 1]], texts=["The cats are running", "a dog ran"])
