@@ -72,9 +72,10 @@ def bm25_top(postings: Sequence[tuple[np.ndarray, np.ndarray, int]], doclen: np.
     if not lists:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
 
-    def weights(rows, tf, cidf):
-        tf = tf.astype(np.float64)
-        return cidf * tf / (tf + k1 * ((1.0 - b) + norm_b * doclen[rows].astype(np.float64)))
+    def weights(rows: np.ndarray, tf: np.ndarray, cidf: float) -> np.ndarray:
+        t: np.ndarray = tf.astype(np.float64)
+        out: np.ndarray = cidf * t / (t + k1 * ((1.0 - b) + norm_b * doclen[rows].astype(np.float64)))
+        return out
 
     rows_l = [t[0] for t in lists]
     w_l = [weights(*t) for t in lists]
