@@ -482,11 +482,8 @@ class SutraVectorStore(VectorStore):
             self._db.delete(where=where or {})
             return True
         keys = list(dict.fromkeys(_check_ids(ids, "delete")))
-        db = self._db
-        with db.transaction():
-            present = [k for k in keys if k in db]
-            if present:
-                db.delete(present, where=where)
+        if keys:
+            self._db.delete(keys, where=where, missing_ok=True)     # one transaction
         return True
 
     # ------------------------------------------------------------------ reads

@@ -228,7 +228,11 @@ class CheckpointsMixin(_Base):
         self._log.close()
         log = self._log = Log(wal_fd, os.path.join(self._dir, body["wal"]), self._dir,
                               self._durability == "full")
+        checked = self._ids_checked
         self._install(gen, body, maps)
+        # the new ids (and order) files hold checked ids and ids this writer appended
+        # from memory: no need to read them all again
+        self._ids_checked = self._ids_checked or checked
         try:
             log.open_new(self._uuid, gen, body["wal"])
         except BaseException as e:
