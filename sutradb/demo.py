@@ -117,6 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"re-ranking ({t_all / len(Q) * 1e3:.3f} ms/query), "
                   f"{recall_at(I0, gt, 10):.3f} from the PQ codes alone")
 
+            # the same query ranked by its words (BM25), then both rankings fused
+            q0 = qtexts[0]
+            v0 = None if emb is not None else queries[0].astype(np.float32)
+            for label in ("text search (BM25)", "hybrid (vector + BM25)"):
+                t = time.perf_counter()
+                hits = (db.search_text(q0, k=3) if label.startswith("text") else
+                        db.search(q0, k=3, mode="hybrid", vector=v0))
+                ms = (time.perf_counter() - t) * 1e3
+                print(f"\n{label}: {q0!r}   ({ms:.2f} ms)")
+                for rank, h in enumerate(hits, 1):
+                    print(f"  {rank}. [{h.score:.3f}] {h.concept.text}")
+
             if emb is not None:
                 t = time.perf_counter()
                 db.add(["A vector database for Python that runs in-process",

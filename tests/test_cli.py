@@ -199,3 +199,14 @@ def test_import_usage_errors(tmp_path, capsys):
     assert code == 2 and "manifest.json" in err
     code, _, err = run(capsys, "export", tmp_path / "db", "--format", "parquet")
     assert code == 2 and "directory" in err
+
+
+def test_the_demo_runs_and_shows_every_kind_of_search(capsys):
+    """The README's first command runs sutradb.demo: vector, text (BM25) and hybrid
+    search of the bundled sample (without the model: the stored query embeddings)."""
+    from sutradb.demo import main
+    assert main(["--show", "1", "--no-model"]) == 0
+    out = capsys.readouterr().out
+    assert "recall@10 over 50 queries" in out
+    assert "text search (BM25):" in out and "hybrid (vector + BM25):" in out
+    assert "db.verify():" in out
