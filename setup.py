@@ -217,6 +217,17 @@ for level, flags in LEVELS.items():
             depends=[csrc] + [os.path.join(ROOT, "sutradb", h) for h in ("_simd.h", "_cpu.h")],
         ))
 
+# the record codec: portable C with no SIMD, built once (base flags, no level flags),
+# so it runs on every CPU of the platform
+extensions += cythonize(
+    [Extension("sutradb.storage._codec", ["sutradb/storage/_codec.pyx"],
+               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+               extra_compile_args=[a for a in base_args if a not in ("-fopenmp", "/openmp")])],
+    compiler_directives=directives,
+    annotate=_flag("SUTRADB_CYTHON_ANNOTATE"),
+    build_dir=BUILD_DIR,
+)
+
 # what was built, for sutradb.show_config() and the loader (which must know what a
 # level needs *before* importing it: its module init may already use those
 # instructions)

@@ -604,3 +604,62 @@ def test_delete_missing_ok():
     assert sorted(db.ids().tolist()) == [1, 2]
     with pytest.raises(InvalidArgumentError):
         db.delete([1.5], missing_ok=True)            # bad input still raises
+
+
+def test_get_cache_evicts_in_batches_and_stays_correct(tmp_path):
+    """A record cache smaller than the ids read: every get stays right through
+    evictions, updates and deletes, and the cache never outgrows its size."""
+    p = str(tmp_path / "db")
+    with sutradb.open(p, "w", dim=8, cache_size=16) as db:
+        db.add_vectors(randv(200, seed=5), texts=[f"t{i}" for i in range(200)],
+                       metadata=[{"i": i, "l": [i]} for i in range(200)],
+                       keys=[f"k{i}" for i in range(200)])
+    with sutradb.open(p, "a", cache_size=16) as db:
+        rng = np.random.default_rng(0)
+        for step, i in enumerate(rng.integers(0, 200, 2000).tolist()):
+            if step % 97 == 0:
+                db.update(i, text=f"u{step}", metadata={"i": i, "step": step})
+            c = db.get(i) if step % 2 else db.get(f"k{i}")
+            assert c.id == i and c.key == f"k{i}" and c.metadata["i"] == i
+            assert c.text == (f"t{i}" if "step" not in c.metadata else f"u{c.metadata['step']}")
+            c.metadata["i"] = -1                     # the caller's own copy
+            assert len(db._ccache) <= 16 and len(db._kcache) <= 16
+        db.delete([3])
+        with pytest.raises(errors.NotFoundError):
+            db.get(3)
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_get_many_equals_get(tmp_path, checkpoint):
+    """get_many (the batch decode) returns what get returns, for ids and keys, from
+    checkpointed rows and from the log's rows, in the order asked, repeats allowed."""
+    p = str(tmp_path / "db")
+    db = sutradb.open(p, "w", dim=8)
+    db.add_vectors(randv(300, seed=6), texts=[f"t{i}" if i % 4 else None for i in range(300)],
+                   metadata=[{"i": i, "n": {"l": [i]}} if i % 3 else None for i in range(300)],
+                   keys=[f"k{i}" if i % 2 else None for i in range(300)])
+    if checkpoint:                                   # closing checkpoints the log
+        db.close()
+        db = sutradb.open(p, "a")
+    with db:
+        db.update([5, 7], texts=["five", "seven"])
+        db.delete([9])
+        ask = [7, 0, "k5", 299, 7, 150, "k1"] + list(range(10, 300, 17))
+        got = db.get_many(ask)
+        want = [db.get(x) for x in ask]
+        assert [(c.id, c.key, c.text, c.metadata) for c in got] == \
+            [(c.id, c.key, c.text, c.metadata) for c in want]
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a.vector, b.vector)
+            assert not a.vector.flags.writeable
+        got[1].metadata["x"] = 1                     # the caller's own dicts
+        assert "x" not in db.get_many([0])[0].metadata
+        assert db.get_many([]) == [] and [c.id for c in db.get_many(iter([1]))] == [1]
+        with pytest.raises(errors.NotFoundError, match="id 9"):
+            db.get_many([1, 9])
+        with pytest.raises(errors.NotFoundError, match="k2"):
+            db.get_many([1, "k2"])
+        with pytest.raises(errors.InvalidArgumentError):
+            db.get_many([1, 2.5])
+        with pytest.raises(errors.InvalidArgumentError):
+            db.get_many([True])

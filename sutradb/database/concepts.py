@@ -24,6 +24,7 @@ caches what it read while it still holds the read lock.
 from __future__ import annotations
 
 import copy
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, cast
 
 import numpy as np
@@ -81,10 +82,32 @@ class Hit(NamedTuple):
 _new_concept = tuple.__new__
 
 
+_CONTAINERS = (list, dict)
+
+
+def _evict(cache: dict[Any, Any], size: int) -> None:
+    """Make room in a full first-in-first-out cache: drop its oldest quarter at once.
+
+    Deleting only the oldest entry before each insert costs O(size) per insert: a dict
+    keeps deleted entries in place until it is resized, and finding the first live
+    one walks over them (26 us per insert at 65,536 entries). A quarter at a time
+    walks them once per ``size / 4`` inserts."""
+    try:
+        for k in list(islice(cache, max(1, size // 4))):
+            cache.pop(k, None)
+    except RuntimeError:        # another reader changed it meanwhile: it made room
+        pass
+
+
 def _nested(md: Any) -> bool:
     """Whether a metadata dict holds lists or dicts (the cache's records are copied
     deeply then: a caller that changes its Concept must not change the cache)."""
-    return bool(md) and any(type(v) is list or type(v) is dict for v in md.values())
+    if not md:
+        return False
+    for v in md.values():
+        if type(v) in _CONTAINERS:
+            return True
+    return False
 
 
 class ConceptsMixin(_Base):
@@ -215,8 +238,8 @@ class ConceptsMixin(_Base):
             # it moves their rows, so a record found here is the version of the row
             # found next, or that row is beyond ``st``'s vectors (IndexError below)
             rec = self._ccache.get(id_or_key)
-            row = st[0].get(id_or_key)
-            if row is not None and rec is not None:
+            row = st[0].get(id_or_key) if rec is not None else None
+            if rec is not None and row is not None:
                 vecs = st[1]
                 try:
                     v = vecs[row] if vecs is not None else None
@@ -226,9 +249,12 @@ class ConceptsMixin(_Base):
                     md = rec[2]
                     return _new_concept(Concept, (id_or_key, rec[0], rec[1], (
                         copy.deepcopy(md) if rec[3] else dict(md)) if md else {}, v))
-        self._check_open()
+        if self._closed:
+            raise ClosedError("the database is closed")
         with self._read:
-            if isinstance(id_or_key, str):
+            if type(id_or_key) is int:
+                i = id_or_key
+            elif isinstance(id_or_key, str):
                 i = self._committed_key(id_or_key)
                 if i is None:
                     raise NotFoundError(f"key {id_or_key!r} is not in the database")
@@ -241,29 +267,26 @@ class ConceptsMixin(_Base):
             row = st[0].get(i)
             if row is None:
                 raise NotFoundError(f"id {i} is not in the database")
-            c = self._concept_at(row)
-            nested = _nested(c.metadata)
+            r = self._store.record_at(row)
+            vecs = st[1]
+            v = vecs[row] if vecs is not None else None
+            md = r.metadata
+            nested = _nested(md)
             # cached under the read lock: a commit between the read and the caching
             # would find nothing to drop, and the old record would stay cached
-            if self._cache_size:
+            size = self._cache_size
+            if size:
                 cc = self._ccache
-                if len(cc) >= self._cache_size:
-                    try:
-                        del cc[next(iter(cc))]
-                    except (StopIteration, KeyError, RuntimeError):
-                        pass
-                cc[c.id] = (c.key, c.text, c.metadata, nested)
-                if c.key is not None:
+                if len(cc) >= size:
+                    _evict(cc, size)
+                cc[i] = (r.key, r.text, md, nested)
+                if r.key is not None:
                     kc = self._kcache
-                    if len(kc) >= self._cache_size:
-                        try:
-                            del kc[next(iter(kc))]
-                        except (StopIteration, KeyError, RuntimeError):
-                            pass
-                    kc[c.key] = c.id
-        md = c.metadata
-        return Concept(c.id, c.key, c.text,
-                       (copy.deepcopy(md) if nested else dict(md)) if md else {}, c.vector)
+                    if len(kc) >= size:
+                        _evict(kc, size)
+                    kc[r.key] = i
+        return _new_concept(Concept, (i, r.key, r.text,
+                                      (copy.deepcopy(md) if nested else dict(md)) if md else {}, v))
 
     def _row_map(self) -> dict[int, int]:
         """id -> live row (built once, then kept up to date at each commit)."""
@@ -287,34 +310,37 @@ class ConceptsMixin(_Base):
         first id or key that is not there.
         """
         self._check_open()
-        items = list(ids)
+        items = ids if isinstance(ids, list) else list(ids)
         if not items:
             return []
+        plain = all(type(x) is int for x in items)
         with self._read:
-            out_ids = np.empty(len(items), np.int64)
-            for j, x in enumerate(items):
-                if isinstance(x, str):
-                    i = self._committed_key(x)
-                    if i is None:
-                        raise NotFoundError(f"key {x!r} is not in the database")
-                    out_ids[j] = i
-                elif is_id(x):
-                    out_ids[j] = int(x)
-                else:
-                    raise InvalidArgumentError(f"get takes an id (int) or a key (str), not "
-                                               f"{type(x).__name__}")
+            if plain:
+                out_ids = np.array(items, np.int64)
+            else:
+                out_ids = np.empty(len(items), np.int64)
+                for j, x in enumerate(items):
+                    if isinstance(x, str):
+                        i = self._committed_key(x)
+                        if i is None:
+                            raise NotFoundError(f"key {x!r} is not in the database")
+                        out_ids[j] = i
+                    elif is_id(x):
+                        out_ids[j] = int(x)
+                    else:
+                        raise InvalidArgumentError(f"get takes an id (int) or a key (str), not "
+                                                   f"{type(x).__name__}")
             s = self._store
             rows = s.rows_of(out_ids)
             if (rows < 0).any():
                 raise NotFoundError(f"id {int(out_ids[rows < 0][0])} is not in the database")
-            recs = s.records_at(rows)
+            ids_l = out_ids.tolist()
+            keys, texts, metas = s.record_columns(rows)
             vecs = s.vectors
-            V = vecs[rows] if vecs is not None else None
-        if V is not None:
-            V.setflags(write=False)
-        # the records were decoded for this call: their dicts are the caller's own
-        return [Concept(r.id, r.key, r.text, r.metadata or {}, V[j] if V is not None else None)
-                for j, r in enumerate(recs)]
+        # the records were decoded for this call: their dicts are the caller's own; the
+        # vectors are read-only views of the stored rows, as get() returns them
+        V = [vecs[r] for r in rows.tolist()] if vecs is not None else [None] * len(items)
+        return [_new_concept(Concept, t) for t in zip(ids_l, keys, texts, metas, V)]
 
     def get_vectors(self, ids: npt.ArrayLike) -> np.ndarray:
         """The stored vectors of several concepts at once, without their texts and
@@ -342,6 +368,20 @@ class ConceptsMixin(_Base):
         self._check_open()
         with self._read:
             return np.array(self._store.get_vectors(ids))
+
+    def _concepts_at(self, rows: list[int]) -> list[Concept]:
+        """The concepts of rows, their records decoded in one batch
+        (:meth:`~sutradb.storage.store.Store.record_columns`); the caller holds the
+        read lock. The metadata dicts are the caller's own; vectors are read-only views
+        of the stored rows."""
+        if not rows:
+            return []
+        s = self._store
+        R = np.array(rows, np.int64)
+        keys, texts, metas = s.record_columns(R)
+        vecs = s.vectors
+        V = [vecs[r] for r in rows] if vecs is not None else [None] * len(rows)
+        return [_new_concept(Concept, t) for t in zip(s.ids[R].tolist(), keys, texts, metas, V)]
 
     def _concept_at(self, row: int) -> Concept:
         s = self._store

@@ -168,11 +168,7 @@ class ListingMixin(_Base):
             stop = None if limit is None else offset + limit
             ids = ids[offset:stop]
             rows = self._store.rows_of(ids)
-            return [self._concept_copy(r) for r in rows.tolist()]
-
-    def _concept_copy(self, row: int) -> Concept:
-        c = self._concept_at(row)
-        return Concept(c.id, c.key, c.text, c.metadata if c.metadata else {}, c.vector)
+            return self._concepts_at(rows.tolist())
 
     def find_iter(self, where: Where | None = None, *, order_by: str = "id",
                   batch_size: int = 1000) -> Iterator[Concept]:
@@ -202,7 +198,7 @@ class ListingMixin(_Base):
             self._check_open()
             with self._read:
                 rows = self._store.rows_of(ids[s0:s0 + step])
-                page = [self._concept_copy(r) for r in rows.tolist() if r >= 0]
+                page = self._concepts_at([r for r in rows.tolist() if r >= 0])
             yield from page
 
     def count(self, where: Where | None = None) -> int:

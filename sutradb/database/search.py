@@ -22,6 +22,9 @@ from ..index.words import WordIndex
 from .concepts import Hit
 from .validation import check_query_rows
 
+#: Make a Hit without NamedTuple's argument handling.
+_new_hit = tuple.__new__
+
 if TYPE_CHECKING:
     import numpy.typing as npt
 
@@ -132,14 +135,10 @@ class SearchMixin(_Base):
         Q = check_query_rows(query, self._meta["dim"], self._meta["metric"], one=True)
         with self._read:
             D, rows = self._search_rows(Q, k, where, rerank, exact, None, nprobe)
-            out = []
-            ids = self._store.ids
-            for d, r in zip(D[0].tolist(), rows[0].tolist()):
-                if r < 0:
-                    break
-                c = self._concept_at(r)
-                out.append(Hit(int(ids[r]), d, c))
-        return out
+            R = rows[0].tolist()
+            n = next((j for j, r in enumerate(R) if r < 0), len(R))   # fewer than k matched
+            cs = self._concepts_at(R[:n])
+        return [_new_hit(Hit, (c.id, d, c)) for d, c in zip(D[0].tolist(), cs)]
 
     def search_text(self, query: str, k: int = 10, *, where: Where | None = None,
                     k1: float = 1.2, b: float = 0.75) -> list[Hit]:
@@ -189,9 +188,8 @@ class SearchMixin(_Base):
             raise InvalidArgumentError(f"b must be in [0, 1], got {b!r}")
         with self._read:
             rows, scores = self._text_rows(query, k, where, float(k1), float(b))
-            ids = self._store.ids
-            return [Hit(int(ids[r]), -sc, self._concept_at(r))
-                    for r, sc in zip(rows.tolist(), scores.tolist())]
+            cs = self._concepts_at(rows.tolist())
+        return [_new_hit(Hit, (c.id, -sc, c)) for sc, c in zip(scores.tolist(), cs)]
 
     def _text_rows(self, query, k, where, k1=1.2, b=0.75):
         """(rows, BM25 scores) of the k best text matches (under the read lock)."""
@@ -233,8 +231,8 @@ class SearchMixin(_Base):
             trows, _ = self._text_rows(query, depth, where)
             vr = vrows[0][vrows[0] >= 0].tolist()
             fused = rrf([vr, trows.tolist()], [wv, wt], k)
-            ids = self._store.ids
-            return [Hit(int(ids[r]), -sc, self._concept_at(r)) for r, sc in fused]
+            cs = self._concepts_at([r for r, _ in fused])
+        return [_new_hit(Hit, (c.id, -sc, c)) for (_, sc), c in zip(fused, cs)]
 
     def _search_rows(self, Q, k, where, rerank, exact, threads, nprobe=None):
         s = self._store

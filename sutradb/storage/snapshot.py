@@ -44,9 +44,10 @@ import numpy as np
 
 from ..errors import (ClosedError, CorruptDatabaseError, InvalidArgumentError, NotFoundError,
                       SutraError)
-from .format import DTYPES, MAX_RECORD
+from .format import DTYPES
 from .keys import KeyIndex
 from .links import LinkTable
+from ._codec import RecordFile
 from .records import Record, as_ids, decode_record
 from .tail import TailMixin, concat_rows
 from .terms import TailTerms, TermRun, map_run
@@ -67,6 +68,9 @@ class Snapshot(TailMixin):
     :meth:`~.tail.TailMixin._apply` (committed transactions, :mod:`.tail`); the subclass sets ``_dir`` (None in
     memory), ``_closed`` and ``_broken`` (checked by every public read).
     """
+
+    _closed: bool                   # set by the subclass (see above)
+    _broken: Any
 
     # ------------------------------------------------------------------ installing a version
 
@@ -98,6 +102,7 @@ class Snapshot(TailMixin):
                           if "vec" in maps else None)
         self._seg_order = maps["order"].array(_I8, n) if "order" in maps else None
         self._seg_keys = None
+        self._recf: RecordFile | None = None
         self._ends_checked = False
         self._ids_checked = not n
         dead = maps["dead"].array(_I8) if "dead" in maps else _EMPTY_I8
@@ -196,12 +201,19 @@ class Snapshot(TailMixin):
             return out
         if self._seg_n:
             keys, order = self._seg_lookup()
-            pos = np.searchsorted(keys, q, "right") - 1
-            ok = pos >= 0
-            pos = np.where(ok, pos, 0)
-            ok &= keys[pos] == q
-            rows = pos if order is None else order[pos]
-            out[ok] = rows[ok]
+            k0 = int(keys[0])
+            if int(keys[-1]) - k0 == len(keys) - 1 and order is None:
+                # consecutive ids (sorted and distinct, checked): the id is the address
+                pos = q - k0
+                ok = (pos >= 0) & (pos < len(keys))
+                out[ok] = pos[ok]
+            else:
+                pos = np.searchsorted(keys, q, "right") - 1
+                ok = pos >= 0
+                pos = np.where(ok, pos, 0)
+                ok &= keys[pos] == q
+                rows = pos if order is None else order[pos]
+                out[ok] = rows[ok]
         tm = self._tail_map
         if tm:
             if len(q) <= 256 or len(tm) <= 256:
@@ -391,19 +403,16 @@ class Snapshot(TailMixin):
 
     def record_at(self, row: int) -> Record:
         """The record of row ``row`` (live or dead)."""
-        self._check_open()
-        row = int(row)
+        if self._closed or self._broken is not None:
+            self._check_open()
+        if type(row) is not int:
+            row = int(row)
+        if 0 <= row < self._seg_n:            # checkpointed: the C codec
+            return (self._recf or self._recfile()).at(row)
         if not 0 <= row < self._n:
             raise InvalidArgumentError(f"row {row} out of range [0, {self._n})")
         if row < self._seg_n:
-            ends, rec = self._seg_ends, self._seg_rec
-            start = int(ends[row - 1]) if row else 0
-            end = int(ends[row])
-            where = self._where(self._man["files"]["rec"]["name"])
-            if not (0 <= start <= end <= len(rec)) or end - start > MAX_RECORD + 4:
-                raise CorruptDatabaseError(f"{self._where(self._man['files']['ends']['name'])}: "
-                                           f"bad record offsets for row {row}")
-            return decode_record(int(self._seg_ids[row]), rec[start:end].tobytes(), where)
+            return (self._recf or self._recfile()).at(row)
         i = bisect.bisect_right(self._chunk_rows, row) - 1
         ch = self._chunks[i]
         j = row - ch.row0
@@ -431,23 +440,12 @@ class Snapshot(TailMixin):
         out: list[Any] = [None] * n
         in_seg = rows < self._seg_n
         pos = np.flatnonzero(in_seg)
+        if len(pos) == n:
+            return self._recfile().many(rows)
         if len(pos):
-            seg = rows[pos]
-            ends, rec = self._seg_ends, self._seg_rec
-            stop = ends[seg].astype(_I8)
-            start = np.where(seg > 0, ends[np.maximum(seg - 1, 0)], 0).astype(_I8)
-            bad = (start < 0) | (start > stop) | (stop > len(rec)) | (stop - start > MAX_RECORD + 4)
-            if bad.any():
-                raise CorruptDatabaseError(f"{self._where(self._man['files']['ends']['name'])}: "
-                                           f"bad record offsets for row {int(seg[bad][0])}")
-            where = self._where(self._man["files"]["rec"]["name"])
-            lo, hi = int(start.min()), int(stop.max())
-            # one copy of the bytes when the rows are dense in the file
-            slab = rec[lo:hi].tobytes() if hi - lo <= 2 * int((stop - start).sum()) + (1 << 20) else None
-            ids = self._seg_ids[seg].tolist()
-            for p, i, a, b in zip(pos.tolist(), ids, start.tolist(), stop.tolist()):
-                body = slab[a - lo:b - lo] if slab is not None else rec[a:b].tobytes()
-                out[p] = decode_record(i, body, where)
+            seg = np.ascontiguousarray(rows[pos])
+            for p, r in zip(pos.tolist(), self._recfile().many(seg)):
+                out[p] = r
         if len(pos) < n:
             where = self._where(self._man["wal"])
             for p in np.flatnonzero(~in_seg).tolist():
@@ -457,6 +455,29 @@ class Snapshot(TailMixin):
                 a = int(ch.ends[j - 1]) if j else 0
                 out[p] = decode_record(int(ch.ids[j]), ch.rec[a:int(ch.ends[j])], where)
         return out
+
+    def record_columns(self, rows) -> tuple[list[Any], list[Any], list[Any]]:
+        """The keys, texts and metadata of many rows, as three lists in the order of
+        ``rows``: :meth:`records_at` without a :class:`Record` per row (the batch path
+        of ``get_many``). Metadata is ``{}`` where a record has none."""
+        self._check_open()
+        rows = np.ascontiguousarray(rows, _I8).ravel()
+        if len(rows) and 0 <= rows.min() and rows.max() < self._seg_n:
+            return self._recfile().columns(rows)
+        recs = self.records_at(rows)
+        return [r.key for r in recs], [r.text for r in recs], [r.metadata for r in recs]
+
+    def _recfile(self) -> RecordFile:
+        """The segment's record file in the C codec (made on first use per version)."""
+        rf = self._recf
+        if rf is None:
+            files = self._man["files"]
+            # the ids are checked against their CRC here (once per version)
+            rf = self._recf = RecordFile(self._seg_rec, np.ascontiguousarray(self._seg_ends, np.uint64),
+                                         np.ascontiguousarray(self._seg_ids, np.int64),
+                                         self._where(files["rec"]["name"]) if "rec" in files else "",
+                                         self._where(files["ends"]["name"]) if "ends" in files else "")
+        return rf
 
     def get_record(self, id_) -> Record:
         """The record of a live id.

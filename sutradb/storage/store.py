@@ -615,6 +615,7 @@ class Store(CheckpointsMixin, Snapshot):
         self._grow = {}
         self._seg_ids_raw = self._seg_ends = self._seg_rec = self._seg_codes = None
         self._seg_vecs = self._seg_order = self._seg_keys = None
+        self._recf = None           # it holds the mapped record file
         self._keys = None           # it holds the mapped .keys file
         self._term_runs = []        # and these the mapped .terms files
         self._terms_tail = TailTerms(0)
