@@ -215,7 +215,8 @@ def bench_dataset(path, args, prog):
     con.commit()
     cur = con.cursor()
     rnd = random.Random(0)
-    look = [rnd.randrange(n) for _ in range(args.lookups)]
+    # distinct ids: a cold pass reads each id for the first time on its handle
+    look = rnd.sample(range(n), min(args.lookups, n))
 
     def run_sqlite():
         ex = cur.execute
@@ -233,21 +234,35 @@ def bench_dataset(path, args, prog):
             g(i)
         return len(look) / (time.perf_counter() - t0)
 
-    cold, warm, sq = [], [], []
+    def run_many(dbx):
+        gm = dbx.get_many
+        t0 = time.perf_counter()
+        for a in range(0, len(look), 1000):
+            gm(look[a:a + 1000])
+        return len(look) / (time.perf_counter() - t0)
+
+    cold, warm, many, sq = [], [], [], []
     for r in range(args.repeats):
-        dbg = sutradb.open(dbpath, "r")
-        for name in common.rotated(["sqlite", "sutradb"], r):
+        for name in common.rotated(["sqlite", "sutradb", "get_many"], r):
             if name == "sqlite":
                 sq.append(run_sqlite())
-            else:
+            elif name == "sutradb":
+                dbg = sutradb.open(dbpath, "r")         # a fresh handle: every id cold
                 cold.append(run_get(dbg))
                 warm.append(run_get(dbg))
-        dbg.close()
+                dbg.close()
+            else:
+                dbg = sutradb.open(dbpath, "r")
+                many.append(run_many(dbg))
+                dbg.close()
     res["get_per_s"] = {"sutradb_cold": statistics.median(cold), "sutradb_warm": statistics.median(warm),
-                        "sqlite": statistics.median(sq), "samples": {"cold": cold, "warm": warm, "sqlite": sq}}
+                        "sutradb_get_many": statistics.median(many), "sqlite": statistics.median(sq),
+                        "samples": {"cold": cold, "warm": warm, "get_many": many, "sqlite": sq}}
     res["get_vs_sqlite_warm"] = res["get_per_s"]["sutradb_warm"] / res["get_per_s"]["sqlite"]
     res["get_vs_sqlite_cold"] = res["get_per_s"]["sutradb_cold"] / res["get_per_s"]["sqlite"]
+    res["get_many_vs_sqlite"] = res["get_per_s"]["sutradb_get_many"] / res["get_per_s"]["sqlite"]
     prog.log(f"   get()/s warm {res['get_per_s']['sutradb_warm']:,.0f} cold {res['get_per_s']['sutradb_cold']:,.0f}"
+             f"  get_many {res['get_per_s']['sutradb_get_many']:,.0f}"
              f"  sqlite {res['get_per_s']['sqlite']:,.0f}")
     con.close()
     prog.step()
@@ -319,7 +334,8 @@ def main(argv=None):
                  if "speedup_vs_faiss_ivfpq_refine" in r else "")
               + (f" (same recall {r['same_recall']['target_recall']:.3f}: "
                  f"{r['same_recall']['sutradb_speedup']:.2f}x faiss ivf-pq+refine)" if "same_recall" in r else "")
-              + f"; get {r['get_vs_sqlite_warm']:.2f}x sqlite warm ({r['get_vs_sqlite_cold']:.2f}x cold)"
+              + f"; get {r['get_vs_sqlite_warm']:.2f}x sqlite warm ({r['get_vs_sqlite_cold']:.2f}x cold,"
+              f" get_many {r.get('get_many_vs_sqlite', float('nan')):.2f}x)"
               f"; distance {r['distance_pairs_per_s']['single']:,.0f}/s single, "
               f"{r['distance_pairs_per_s']['batched']:,.0f}/s batched"
               f"; memory {r['memory']['ratio_anon_plus_file_vs_float32']:.3f} of float32 "

@@ -357,42 +357,66 @@ def bench_save(ctx, prog):
 
 
 def bench_get(ctx, prog):
+    """``get`` by id warm (ids read before) and cold (a fresh handle, distinct ids not
+    read before), by key, and ``get_many`` of the cold ids in batches of 1,000 on a
+    fresh handle, against sqlite3 primary-key and key lookups."""
     import sutradb
     path, N = ctx["db_path"], ctx["scale"]
     rng = np.random.default_rng(2)
     n = ctx["gets"]
     ids = rng.integers(0, N, n)
+    id_list = ids.tolist()
+    # cold reads: ids not read before, each once, on a fresh handle
+    cold_ids = rng.permutation(N)[:n].tolist()
+    nc = len(cold_ids)
     keys = [f"k{i}" for i in ids]
     db = sutradb.open(path, "r")
+    for i in id_list:                       # warm: every id read once before
+        db.get(i)
     con = sqlite3.connect(Path(ctx["tmp"]) / "lite.db")
     d = {i: (f"k{i}", None, None) for i in range(N)}
     cur = con.cursor()
-    res = {}
+    res: dict[str, list[float]] = {}
     for r in range(ctx["repeats"]):
-        for who in common.rotated(["id", "key", "sqlite3", "sqlite3-key", "dict"], r):
+        for who in common.rotated(["id", "cold", "many", "key", "sqlite3", "sqlite3-key", "dict"], r):
+            fresh = sutradb.open(path, "r") if who in ("cold", "many") else None
             t = time.perf_counter()
             if who == "id":
-                for i in ids.tolist():
+                for i in id_list:
                     db.get(i)
+            elif who == "cold":
+                g = fresh.get
+                for i in cold_ids:
+                    g(i)
+            elif who == "many":
+                for a in range(0, nc, 1000):
+                    fresh.get_many(cold_ids[a:a + 1000])
             elif who == "key":
                 for k in keys:
                     db.get(k)
             elif who == "sqlite3":
-                for i in ids.tolist():
+                for i in id_list:
                     cur.execute("SELECT key, text, v FROM c WHERE id = ?", (i,)).fetchone()
             elif who == "sqlite3-key":
                 for k in keys:
                     cur.execute("SELECT id, text, v FROM c WHERE key = ?", (k,)).fetchone()
             else:
-                for i in ids.tolist():
+                for i in id_list:
                     d[i]
-            res.setdefault(who, []).append(n / (time.perf_counter() - t))
+            res.setdefault(who, []).append((nc if who in ("cold", "many") else n)
+                                           / (time.perf_counter() - t))
+            if fresh is not None:
+                fresh.close()
     db.close()
     con.close()
     med = {k: float(np.median(v)) for k, v in res.items()}
     return [
         row("get", "sutradb", N, throughput=med["id"], unit="gets/s", by="id",
             vs_sqlite=med["id"] / med["sqlite3"]),
+        row("get_cold", "sutradb", N, throughput=med["cold"], unit="gets/s", by="id, fresh handle",
+            vs_sqlite=med["cold"] / med["sqlite3"]),
+        row("get_many", "sutradb", N, throughput=med["many"], unit="gets/s",
+            by="1,000 ids per call, fresh handle", vs_sqlite=med["many"] / med["sqlite3"]),
         row("get_key", "sutradb", N, throughput=med["key"], unit="gets/s", by="key",
             vs_sqlite=med["key"] / med["sqlite3-key"]),
         row("get", "sqlite3", N, throughput=med["sqlite3"], unit="gets/s", by="id"),
