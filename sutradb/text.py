@@ -165,7 +165,11 @@ class Tokenizer:
             out.append(h)
         return out
 
-    def query_terms(self, text: str) -> tuple[list[int], list[str]]:
-        """The distinct terms of a query and their hashes, in order of first appearance."""
-        terms = list(dict.fromkeys(self.terms(text)))
-        return self.hashes(terms), terms
+    def query_term_counts(self, text: str) -> dict[int, int]:
+        """``{term hash: times the term occurs in text}``, in order of first
+        appearance: a query's terms (a term repeated in the query counts as often,
+        as in Lucene's BM25)."""
+        counts: dict[int, int] = {}
+        for h in self.hashes(self.terms(text)):
+            counts[h] = counts.get(h, 0) + 1
+        return counts

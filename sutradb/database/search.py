@@ -195,20 +195,14 @@ class SearchMixin(_Base):
         """(rows, BM25 scores) of the k best text matches (under the read lock)."""
         s = self._store
         tok = s.tokenizer
-        terms = tok.terms(query)
-        if not terms or not s.n_live:
+        counts = tok.query_term_counts(query)
+        if not counts or not s.n_live:
             return np.zeros(0, np.int64), np.zeros(0)
-        counts: dict[int, int] = {}
-        for h in tok.hashes(terms):
-            counts[h] = counts.get(h, 0) + 1
         live = s.live
-        doclen = s.doc_lengths()
-        stats = s._cache.get("text_stats")
-        if stats is None:
-            stats = s._cache["text_stats"] = (int(s.n_live), float(doclen[live].sum()) / max(int(s.n_live), 1))
+        n_live, avgdl = s.text_stats()
         mask = self._where_mask(where, live) if where is not None else None
         post = [s.postings(h) + (c,) for h, c in counts.items()]
-        return bm25_top(post, doclen, live, stats[0], stats[1], k, k1=k1, b=b, mask=mask)
+        return bm25_top(post, s.doc_lengths(), live, n_live, avgdl, k, k1=k1, b=b, mask=mask)
 
     def _search_hybrid(self, query, k, where, vector, weights, rerank, nprobe, exact) -> list[Hit]:
         self._check_open()

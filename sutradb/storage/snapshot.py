@@ -554,7 +554,7 @@ class Snapshot(TailMixin):
         return self._term_runs + tail.runs
 
     def _texts_of(self, a: int, b: int) -> list[str | None]:
-        return [r.text for r in self.records_at(np.arange(a, b))]
+        return self.record_columns(np.arange(a, b, dtype=_I8))[1]
 
     def postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows (live or dead, int64) whose text holds the term of hash ``term``, and
@@ -576,6 +576,16 @@ class Snapshot(TailMixin):
                 np.concatenate([r.doclen for r in runs]) if runs else np.zeros(0, np.uint32))
             self._cache["doclen"] = c
         return c
+
+    def text_stats(self) -> tuple[int, float]:
+        """``(live concepts, their mean document length in terms)``: the collection
+        statistics of BM25 (cached until the next commit)."""
+        c = self._cache.get("text_stats")
+        if c is None:
+            n = int(self._n_live)
+            dl = self.doc_lengths()
+            c = self._cache["text_stats"] = (n, float(dl[self.live].sum()) / max(n, 1))
+        return cast("tuple[int, float]", c)
 
     # ------------------------------------------------------------------ keys
 

@@ -126,13 +126,6 @@ class TermRun:
                 np.asarray(self.tf))
 
 
-def _from_postings(r0: int, doclen: np.ndarray, h: np.ndarray, rows_rel: np.ndarray,
-                   tf: np.ndarray) -> TermRun:
-    """A run from postings (term hash, row relative to r0, tf) in any order."""
-    o = np.lexsort((rows_rel, h))
-    return _sorted_run(r0, doclen, h[o], rows_rel[o], tf[o])
-
-
 def build_run(tok: Tokenizer, r0: int, texts: Sequence[str | None]) -> TermRun:
     """Tokenise ``texts`` (the texts of rows ``r0, r0 + 1, ...``) into a run."""
     n = len(texts)
@@ -145,7 +138,7 @@ def build_run(tok: Tokenizer, r0: int, texts: Sequence[str | None]) -> TermRun:
             doclen[j] = len(ts)
             tokens += ts
     if not tokens:
-        return _from_postings(r0, doclen, _EMPTY_I8, _EMPTY_I8, _EMPTY_I8)
+        return _sorted_run(r0, doclen, _EMPTY_I8, _EMPTY_I8, _EMPTY_I8)
     vocab = {w: i for i, w in enumerate(dict.fromkeys(tokens))}
     tid = np.fromiter(map(vocab.__getitem__, tokens), _I8, len(tokens))
     # number the terms in hash order (words whose hashes collide share a number):
