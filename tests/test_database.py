@@ -663,3 +663,21 @@ def test_get_many_equals_get(tmp_path, checkpoint):
             db.get_many([1, 2.5])
         with pytest.raises(errors.InvalidArgumentError):
             db.get_many([True])
+
+
+def test_a_row_enters_the_record_cache_on_its_second_read(tmp_path):
+    p = str(tmp_path / "db")
+    with sutradb.open(p, "w", dim=8) as db:
+        db.add_vectors(randv(10, seed=7), texts=[f"t{i}" for i in range(10)],
+                       metadata=[{"i": i, "l": [i]} for i in range(10)], keys=[f"k{i}" for i in range(10)])
+    with sutradb.open(p, "a") as db:
+        a = db.get(3)
+        assert 3 not in db._ccache                   # read once: not cached
+        a.metadata["l"].append(99)                   # the caller's own
+        b = db.get("k3")
+        assert 3 in db._ccache and b.metadata == {"i": 3, "l": [3]}
+        b.metadata["l"].append(98)
+        c = db.get(3)                                # from the cache: a deep copy
+        assert c.metadata == {"i": 3, "l": [3]} and c.text == "t3"
+        db.update(3, text="new")
+        assert db.get(3).text == "new" and db.get("k3").text == "new"

@@ -11,9 +11,12 @@ keeps one *row* per version of a concept; the database maps ids to their live ro
 
 The lock-free ``get``
 ---------------------
-``get`` of an id (or key) it has seen takes no lock: it reads ``_rstate`` (the row map
-and the vector array of the last commit), then the record cached for the id
-(``_ccache``), then the id's row. A commit, under the exclusive lock, first drops the
+``get`` of an id (or key) it has read twice takes no lock: it reads ``_rstate`` (the
+row map and the vector array of the last commit), then the record cached for the id
+(``_ccache``), then the id's row. A row's record enters the cache on its second read
+(``_seen``: one byte per row), so reads that touch each row once (a scan, a cold
+start) pay no cache insert and evict nothing; the cache drops its oldest quarter when
+full (``cache_size`` records). A commit, under the exclusive lock, first drops the
 cached records of the ids it changes, then the read state, then moves their rows in
 the row map (:meth:`~sutradb.database.transactions.TransactionsMixin._after_commit`):
 so a cached record found is the version of the row found next, or that row is beyond
@@ -271,22 +274,31 @@ class ConceptsMixin(_Base):
             vecs = st[1]
             v = vecs[row] if vecs is not None else None
             md = r.metadata
-            nested = _nested(md)
-            # cached under the read lock: a commit between the read and the caching
-            # would find nothing to drop, and the old record would stay cached
+            # admitted to the cache on its second read (a row read once, as a scan
+            # reads, costs no cache insert and evicts nothing); cached under the read
+            # lock: a commit between the read and the caching would find nothing to
+            # drop, and the old record would stay cached
             size = self._cache_size
             if size:
-                cc = self._ccache
-                if len(cc) >= size:
-                    _evict(cc, size)
-                cc[i] = (r.key, r.text, md, nested)
-                if r.key is not None:
-                    kc = self._kcache
-                    if len(kc) >= size:
-                        _evict(kc, size)
-                    kc[r.key] = i
-        return _new_concept(Concept, (i, r.key, r.text,
-                                      (copy.deepcopy(md) if nested else dict(md)) if md else {}, v))
+                seen = self._seen
+                if row < len(seen) and seen[row]:
+                    nested = _nested(md)
+                    cc = self._ccache
+                    if len(cc) >= size:
+                        _evict(cc, size)
+                    cc[i] = (r.key, r.text, md, nested)
+                    if r.key is not None:
+                        kc = self._kcache
+                        if len(kc) >= size:
+                            _evict(kc, size)
+                        kc[r.key] = i
+                    return _new_concept(Concept, (i, r.key, r.text, (
+                        copy.deepcopy(md) if nested else dict(md)) if md else {}, v))
+                if row >= len(seen):
+                    seen.extend(bytes(row + 4096 - len(seen)))
+                seen[row] = 1
+        # decoded for this call only: the caller's own
+        return _new_concept(Concept, (i, r.key, r.text, md, v))
 
     def _row_map(self) -> dict[int, int]:
         """id -> live row (built once, then kept up to date at each commit)."""

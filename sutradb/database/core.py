@@ -266,6 +266,7 @@ class Database(WritesMixin, ConceptsMixin, ListingMixin, LinksMixin, SearchMixin
         """Forget every derived structure (they are rebuilt lazily)."""
         self._ccache: dict[int, tuple[Any, ...]] = {}     # id -> (key, text, metadata) decoded
         self._kcache: dict[str, int] = {}       # key -> id, confirmed against _ccache
+        self._seen = bytearray()                # rows get() read once (cache admission)
         self._rowmap: dict[int, int] | None = None
         self._records = RecordIndexes()         # key / metadata / word indexes
         self._row_caches()

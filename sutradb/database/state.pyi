@@ -69,6 +69,7 @@ class DatabaseState:
     # ---- the caches (core._reset_caches, core._row_caches)
     _ccache: dict[int, tuple[Any, ...]]
     _kcache: dict[str, int]
+    _seen: bytearray
     _rowmap: dict[int, int] | None
     _records: RecordIndexes
     _flat: FlatVectors | None
