@@ -214,6 +214,9 @@ class WritesMixin(_Base):
         seen = set()
         # a concept of this batch that takes another key frees its own (a swap)
         renamed = {} if owners is None else dict(zip(owners, keys))
+        # no committed key at all (a first bulk load): only this batch and the staged
+        # keys can clash
+        committed = self._store.has_keys()
         for j, k in enumerate(keys):
             if k is None:
                 continue
@@ -225,6 +228,8 @@ class WritesMixin(_Base):
             owner = owners[j] if owners is not None else None
             if k in st.keys:
                 holder = st.keys[k]
+            elif not committed:
+                holder = None
             else:
                 holder = self._committed_key(k)
                 if holder is not None and self._staged_gone(st, holder):

@@ -589,6 +589,12 @@ class Snapshot(TailMixin):
 
     # ------------------------------------------------------------------ keys
 
+    def has_keys(self) -> bool:
+        """Whether any committed row may have a key (O(1); false positives allowed,
+        never a false negative): when False, no key is taken."""
+        self._check_open()
+        return self._keys.has_keys()
+
     def id_for_key(self, key: str) -> int | None:
         """The live id whose record has key ``key`` (committed state), or None.
 
