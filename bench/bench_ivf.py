@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run: fewer points/queries, 1 repeat")
     p.add_argument("--no-faiss", action="store_true")
     p.add_argument("--no-hnswlib", action="store_true")
+    p.add_argument("--hnsw-cache", metavar="PATH", default=None,
+                   help="hnswlib index file: loaded if it exists (its build not timed), else "
+                        "built and saved there (hours of builds saved at 1M+)")
     p.add_argument("--json", metavar="PATH", default=None)
     p.add_argument("--plot", metavar="PATH.png", default=None)
     p.add_argument("--from-json", metavar="PATH", default=None,
@@ -205,10 +208,21 @@ class Hnsw:
         import hnswlib
         t = {}
         idx = hnswlib.Index(space="ip", dim=ds.dim)
-        idx.init_index(max_elements=len(ds.base), ef_construction=200, M=16, random_seed=100)
-        with prog.op("hnswlib: add (M=16, ef_construction=200)"):
-            t["add"], _ = common.time_call(
-                lambda: idx.add_items(ds.base, np.arange(len(ds.base)), num_threads=args.build_threads))
+        cache = args.hnsw_cache
+        if cache and os.path.exists(cache):
+            # built before with the same parameters (M 16, ef_construction 200, seed
+            # 100) on the same base: the search is the same, the build is not timed
+            idx.load_index(cache, max_elements=len(ds.base))
+            if idx.get_current_count() != len(ds.base):
+                raise SystemExit(f"{cache}: {idx.get_current_count()} vectors, the data has {len(ds.base)}")
+            t["loaded_from"] = cache
+        else:
+            idx.init_index(max_elements=len(ds.base), ef_construction=200, M=16, random_seed=100)
+            with prog.op("hnswlib: add (M=16, ef_construction=200)"):
+                t["add"], _ = common.time_call(
+                    lambda: idx.add_items(ds.base, np.arange(len(ds.base)), num_threads=args.build_threads))
+            if cache:
+                idx.save_index(cache)
         idx.set_num_threads(1)
         self.index = idx
         with tempfile.TemporaryDirectory() as tmp:

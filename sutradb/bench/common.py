@@ -168,6 +168,11 @@ def machine_info(extra_packages: Sequence[str] = ()) -> dict:
             info["faiss_simd_level"] = faiss.SIMDConfig.get_level_name()
         except Exception:
             pass
+    try:                                    # the kernel level this process runs
+        from .. import simd
+        info["sutradb_simd_level"] = simd.level
+    except Exception:                       # noqa: BLE001  (kernels not built: still report)
+        info["sutradb_simd_level"] = None
     info["thread_pools"] = thread_pools()
     info["git_revision"] = git_revision()
     info["env"] = {k: os.environ[k] for k in sorted(os.environ)
