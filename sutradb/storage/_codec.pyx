@@ -43,7 +43,8 @@ cdef extern from *:
 
 # rows ahead whose offsets, then bytes, are asked for while a batch is checked (a
 # hint: the random reads of a batch overlap instead of waiting one by one)
-DEF AHEAD = 8
+cdef enum:
+    AHEAD = 8
 
 cdef uint32_t _T[8][256]
 cdef uint64_t _MAX_SPAN = MAX_RECORD + 4
