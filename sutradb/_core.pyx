@@ -43,10 +43,10 @@ float distance, from tables that fold each pair of 16-entry tables into one
 path on CPUs without those instructions).
 """
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t
+from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, int32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
-from libc.math cimport INFINITY, sqrtf, floor
+from libc.math cimport INFINITY, sqrtf, floor, floorf
 from cython.parallel cimport prange, threadid
 
 import numpy as np
@@ -74,6 +74,9 @@ cdef extern from "_simd.h" nogil:
                                 Py_ssize_t G4, const int32_t *qthr, unsigned *bits)
     unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut, Py_ssize_t G4,
                                   int32_t qthr)
+    unsigned sutra_q4_sums16_blk(const uint8_t *blk, const uint8_t *qlut, Py_ssize_t G4,
+                                 int32_t qthr, int32_t *out)
+    void sutra_select_smallest(float *v, int64_t *ix, Py_ssize_t K, Py_ssize_t n)
 
 cdef extern from "_simd.h" nogil:
     int sutra_ctz(unsigned x)
@@ -818,11 +821,151 @@ cdef inline bint _probed_rows(const int64_t *probes, const int64_t *offsets, Py_
     return r1[0] > r[0]
 
 
+#: groups of 16 rows the approximate blocked scan requests ahead (within the list,
+#: and of the next probed list when it starts)
+DEF _Q4_PREFETCH = 8
+
+
+cdef void _ivf_scan_unit_q4b_approx(const float *T_raw, Py_ssize_t M, const uint8_t *blk,
+                                    Py_ssize_t W, const int64_t *offsets,
+                                    const int64_t *probes, Py_ssize_t p0, Py_ssize_t p1,
+                                    const int64_t *ids, const uint8_t *mask,
+                                    Py_ssize_t nmask, float *scratch, float *hd, int64_t *hi,
+                                    Py_ssize_t k) noexcept nogil:
+    """The k best rows of the probed lists by (quantised sum, id) into the max-heap
+    (hd, hi), hd holding the sums as floats (exact below 2^24: M * 255 <= 65535).
+    scratch as in ``_ivf_scan_unit_q4b`` (only the quantised tables are used).
+
+    The candidates collect in a buffer of 2k: when it is full, a quickselect keeps
+    the k best and their worst becomes the bar a row must beat (cheaper than
+    sifting a heap of k for each of the ~1,000 rows that improve it at 1M rows, kc
+    200). Rows are dropped only when k rows already beat them, so the k kept are
+    the k best, as a heap would keep them."""
+    cdef Py_ssize_t G4 = (W + 3) // 4
+    cdef Py_ssize_t gbytes = 64 * G4
+    cdef uint8_t *qlut = <uint8_t *> (scratch + W * 256)
+    cdef int32_t sums[16]
+    cdef double summin = 0, slack = 0
+    cdef int32_t qthr = 2147483647
+    cdef unsigned bb, valid
+    cdef Py_ssize_t p, r, r1, b, b0, b1, j, lo, hi_, row, nr, nr1, n = 0, cap = 2 * k
+    cdef int64_t rid, ti = -1
+    cdef float d, tv = INFINITY
+    cdef float *bd = <float *> malloc(cap * sizeof(float))
+    cdef int64_t *bi = <int64_t *> malloc(cap * sizeof(int64_t))
+    _heap_init(hd, hi, k)
+    if bd == NULL or bi == NULL:
+        free(bd)
+        free(bi)
+        _ivf_scan_unit_q4b_approx_heap(T_raw, M, blk, W, offsets, probes, p0, p1, ids, mask,
+                                       nmask, scratch, hd, hi, k)
+        return
+    sutra_q4_luts(T_raw, M, qlut, &summin, &slack)
+    for p in range(p0, p1):
+        if not _probed_rows(probes, offsets, p, &r, &r1):
+            continue
+        # the next probed list's first groups: its lines arrive while this one is scanned
+        if p + 1 < p1 and _probed_rows(probes, offsets, p + 1, &nr, &nr1):
+            sutra_prefetch(<const char *> (blk + (nr >> 4) * gbytes),
+                           min(_Q4_PREFETCH, ((nr1 - 1) >> 4) - (nr >> 4) + 1) * gbytes)
+        b0 = r >> 4
+        b1 = (r1 - 1) >> 4
+        for b in range(b0, b1 + 1):
+            if b + _Q4_PREFETCH <= b1:
+                sutra_prefetch(<const char *> (blk + (b + _Q4_PREFETCH) * gbytes), gbytes)
+            lo = max(r - 16 * b, 0)
+            hi_ = min(r1 - 16 * b, 16)
+            valid = ((<unsigned> 1 << hi_) - <unsigned> 1) & ~((<unsigned> 1 << lo) - <unsigned> 1)
+            bb = sutra_q4_sums16_blk(blk + b * gbytes, qlut, G4, qthr, sums) & valid
+            while bb != 0:
+                j = sutra_ctz(bb)
+                bb = bb & (bb - <unsigned> 1)
+                row = 16 * b + j
+                rid = ids[row]
+                d = <float> sums[j]
+                if not _after(tv, ti, d, rid):
+                    continue
+                if mask != NULL and (rid >= nmask or mask[rid] == 0):
+                    continue
+                bd[n] = d
+                bi[n] = rid
+                n += 1
+                if n == cap:
+                    n = _keep_best(bd, bi, n, k, &tv, &ti)
+                    qthr = <int32_t> tv
+    if n > k:
+        n = _keep_best(bd, bi, n, k, &tv, &ti)
+    for j in range(n):
+        _heap_push(hd, hi, k, bd[j], bi[j])
+    free(bd)
+    free(bi)
+
+
+cdef Py_ssize_t _keep_best(float *bd, int64_t *bi, Py_ssize_t n, Py_ssize_t k,
+                           float *tv, int64_t *ti) noexcept nogil:
+    """Move the k best (d, id) of the n > k in (bd, bi) to the front; (tv, ti) := the
+    worst of them. Returns k."""
+    cdef Py_ssize_t j
+    sutra_select_smallest(bd, bi, n, k)
+    tv[0] = bd[0]
+    ti[0] = bi[0]
+    for j in range(1, k):
+        if _after(bd[j], bi[j], tv[0], ti[0]):
+            tv[0] = bd[j]
+            ti[0] = bi[j]
+    return k
+
+
+cdef void _ivf_scan_unit_q4b_approx_heap(const float *T_raw, Py_ssize_t M,
+                                         const uint8_t *blk, Py_ssize_t W,
+                                         const int64_t *offsets, const int64_t *probes,
+                                         Py_ssize_t p0, Py_ssize_t p1, const int64_t *ids,
+                                         const uint8_t *mask, Py_ssize_t nmask,
+                                         float *scratch, float *hd, int64_t *hi,
+                                         Py_ssize_t k) noexcept nogil:
+    """``_ivf_scan_unit_q4b_approx`` with a heap of k instead of the buffer (the
+    same result; used when the buffer cannot be allocated)."""
+    cdef Py_ssize_t G4 = (W + 3) // 4
+    cdef Py_ssize_t gbytes = 64 * G4
+    cdef uint8_t *qlut = <uint8_t *> (scratch + W * 256)
+    cdef int32_t sums[16]
+    cdef double summin = 0, slack = 0
+    cdef int32_t qthr = 2147483647
+    cdef unsigned bb, valid
+    cdef Py_ssize_t p, r, r1, b, j, lo, hi_, row
+    cdef int64_t rid
+    cdef float d
+    sutra_q4_luts(T_raw, M, qlut, &summin, &slack)
+    _heap_init(hd, hi, k)
+    for p in range(p0, p1):
+        if not _probed_rows(probes, offsets, p, &r, &r1):
+            continue
+        for b in range(r >> 4, ((r1 - 1) >> 4) + 1):
+            lo = max(r - 16 * b, 0)
+            hi_ = min(r1 - 16 * b, 16)
+            valid = ((<unsigned> 1 << hi_) - <unsigned> 1) & ~((<unsigned> 1 << lo) - <unsigned> 1)
+            bb = sutra_q4_sums16_blk(blk + b * gbytes, qlut, G4, qthr, sums) & valid
+            while bb != 0:
+                j = sutra_ctz(bb)
+                bb = bb & (bb - <unsigned> 1)
+                row = 16 * b + j
+                rid = ids[row]
+                d = <float> sums[j]
+                if not _after(hd[0], hi[0], d, rid):
+                    continue
+                if mask != NULL and (rid >= nmask or mask[rid] == 0):
+                    continue
+                _heap_replace_top(hd, hi, k, d, rid)
+                if hd[0] != INFINITY:
+                    qthr = <int32_t> hd[0]
+
+
 cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *blk,
                              Py_ssize_t W, const int64_t *offsets, const int64_t *probes,
                              Py_ssize_t p0, Py_ssize_t p1, const int64_t *ids,
                              const uint8_t *mask, Py_ssize_t nmask, float *scratch,
-                             float *hd, int64_t *hi, Py_ssize_t k, bint fast) noexcept nogil:
+                             float *hd, int64_t *hi, Py_ssize_t k, bint fast,
+                             bint approx=False) noexcept nogil:
     """``_ivf_scan_unit`` for 4-bit codes stored blocked (``index.ivf.BlockedCodes``): the
     list-ordered rows in groups of 16, each group as ceil(W / 4) runs of 64 bytes
     (run g: dword g of the 16 rows). A list covers the groups of its rows (the
@@ -832,7 +975,16 @@ cdef void _ivf_scan_unit_q4b(const float *T_raw, Py_ssize_t M, const uint8_t *bl
     distance of a row is computed from its W bytes copied out of the group, by the
     same call as for unblocked codes, so the result equals the plain scan's
     bit for bit. scratch: W * 256 floats of pair tables, then sutra_q4_lut_bytes(G4)
-    bytes of quantised tables and a 4 * G4-byte row buffer (_q4b_scratch_floats)."""
+    bytes of quantised tables and a 4 * G4-byte row buffer (_q4b_scratch_floats).
+
+    ``approx``: the candidates are the k best by (quantised sum, id) instead, their
+    "distances" the sums as floats (exact integers): no pair tables and no exact
+    float distances, for searches that re-rank their candidates anyway (the sums
+    are the same integers at every level, so are the candidates)."""
+    if approx:
+        _ivf_scan_unit_q4b_approx(T_raw, M, blk, W, offsets, probes, p0, p1, ids, mask,
+                                  nmask, scratch, hd, hi, k)
+        return
     cdef Py_ssize_t G4 = (W + 3) // 4
     cdef Py_ssize_t gbytes = 64 * G4
     cdef float *P = scratch
@@ -885,20 +1037,22 @@ cdef void _ivf_scan_unit(const float *T_raw, bint four_bit, Py_ssize_t M,
                          const int64_t *probes, Py_ssize_t p0, Py_ssize_t p1,
                          const int64_t *ids, const uint8_t *mask, Py_ssize_t nmask,
                          float *scratch, float *hd, int64_t *hi,
-                         Py_ssize_t k, bint fast=False, bint blocked=False) noexcept nogil:
+                         Py_ssize_t k, bint fast=False, bint blocked=False,
+                         bint approx=False) noexcept nogil:
     """One query over probed lists probes[p0:p1]; leaves its top-k (by distance,
     then caller id: a total order, so the result does not depend on how the lists
     are split into units) in (hd, hi) as a max-heap. Rows whose id has mask 0 (or
     lies outside the mask) are skipped. ``blocked`` (4-bit codes only): the codes
     are stored in groups of 16 rows and scanned by ``_ivf_scan_unit_q4b``, with the
-    quantised fast-scan bounds if ``fast`` and compiled in (same result)."""
+    quantised fast-scan bounds if ``fast`` and compiled in (same result), or, with
+    ``approx``, ranked by the quantised sums alone (``_ivf_scan_unit_q4b_approx``)."""
     cdef const float *T = T_raw
     cdef float *sums = scratch + W * 256
     cdef Py_ssize_t p, r, r1, j, nb
     cdef int64_t rid
     if blocked:
         _ivf_scan_unit_q4b(T_raw, M, codes, W, offsets, probes, p0, p1, ids, mask, nmask,
-                           scratch, hd, hi, k, fast)
+                           scratch, hd, hi, k, fast, approx)
         return
     if four_bit:
         _pair_tables(T_raw, M, scratch)
@@ -935,7 +1089,7 @@ cdef Py_ssize_t _blocked_width(Py_ssize_t rows, Py_ssize_t width, Py_ssize_t M,
 def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
                  const int64_t[::1] offsets, const int64_t[:, ::1] probes,
                  const int64_t[::1] ids, Py_ssize_t k, const uint8_t[::1] mask=None,
-                 int nthreads=1, bint fastscan=True, bint blocked=False):
+                 int nthreads=1, bint fastscan=True, bint blocked=False, bint approx=False):
     """Top-k by ADC distance over the probed lists of an inverted file.
 
     Parameters
@@ -957,6 +1111,10 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
     fastscan : bool
         Blocked codes: use the quantised fast scan when it is compiled in
         (``HAVE_FASTSCAN4``); the result is the same either way.
+    approx : bool
+        Blocked codes: the top-k by (quantised sum, id) instead of by ADC distance
+        (candidates for re-ranking; D then holds the integer sums as floats). The
+        same at every level and thread count. Ignored for unblocked codes.
 
     Returns
     -------
@@ -1023,15 +1181,17 @@ def ivf_adc_topk(const float[:, :, ::1] tables, const uint8_t[:, ::1] codes,
             p1 = p0
         _ivf_scan_unit(&tables[q, 0, 0], four_bit, M, codes_p, W, &offsets[0],
                        probes_p + q * nprobe, p0, p1, ids_p, mask_p, nmask,
-                       &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k, fastscan, blocked)
+                       &sc[threadid(), 0], &ud[u, 0], &ui[u, 0], k, fastscan, blocked,
+                       approx)
     _merge_units(Dv, Iv, ud, ui, nsplit, k, nthreads)
     return D, I
 
 
 cdef extern from "_simd.h" nogil:
+    void sutra_panel_dots_i8(const uint8_t *x, const int8_t *P, Py_ssize_t K, Py_ssize_t D4,
+                             int32_t *out)
     void sutra_panel_rows_f16(const float *x, const uint16_t *P, const float *base,
                               float alpha, Py_ssize_t K, Py_ssize_t d, float *out)
-    void sutra_select_smallest(float *v, int64_t *ix, Py_ssize_t K, Py_ssize_t n)
 
 
 def coarse_panels_f16(const float[:, ::1] centres):
@@ -1084,6 +1244,88 @@ def coarse_probes_f16(const float[:, ::1] queries, const uint16_t[:, :, ::1] pan
     return P
 
 
+def coarse_panels_i8(const float[:, ::1] centres):
+    """int8 panels of the centres for the single-query coarse search
+    (``sutra_panel_dots_i8``): each centre scaled by 127 / its largest absolute
+    value and rounded. Returns (panels (ceil(K / 16), ceil(d / 4), 64) int8, cinv (K,)
+    float32 = 1 / that scale, csum (K,) int32 = the sum of the centre's int8 values)."""
+    C = np.asarray(centres, dtype=np.float32)
+    K, d = C.shape
+    NP, D4 = (K + 15) // 16, (d + 3) // 4
+    mx = np.abs(C).max(axis=1) if d > 0 else np.zeros(K, np.float32)
+    scale = np.where(mx > 0, 127.0 / np.where(mx > 0, mx, 1), 1.0).astype(np.float32)
+    C8 = np.clip(np.rint(C * scale[:, None]), -127, 127).astype(np.int8)
+    pad = np.zeros((NP * 16, D4 * 4), dtype=np.int8)
+    pad[:K, :d] = C8
+    panels = np.ascontiguousarray(pad.reshape(NP, 16, D4, 4).transpose(0, 2, 1, 3)
+                                  .reshape(NP, D4, 64))
+    cinv = (1.0 / scale.astype(np.float64)).astype(np.float32)
+    return panels, cinv, C8.astype(np.int32).sum(axis=1).astype(np.int32)
+
+
+cdef void _coarse_one_i8(const float *q, const int8_t *P8, const float *cinv,
+                         const int32_t *csum, const float *cn, Py_ssize_t K, Py_ssize_t d,
+                         Py_ssize_t nprobe, uint8_t *q8, float *buf, int64_t *ix) noexcept nogil:
+    """The nprobe smallest ||c||^2 - 2 q.c into ix[0:nprobe], the dot products from the
+    int8 panels and the query scaled to int8 (+ 128 as uint8). buf: K floats, q8:
+    4 * ceil(d / 4) bytes."""
+    cdef Py_ssize_t j, c, D4 = (d + 3) // 4
+    cdef float mx = 0, v, sc, f
+    cdef int32_t *dots = <int32_t *> buf
+    for j in range(d):
+        v = q[j] if q[j] >= 0 else -q[j]
+        if v > mx:
+            mx = v
+    sc = 127.0 / mx if mx > 0 else 1.0
+    for j in range(d):
+        v = floorf(q[j] * sc + 0.5)
+        v = 127 if v > 127 else (-127 if v < -127 else v)
+        q8[j] = <uint8_t> (<int32_t> v + 128)
+    for j in range(d, 4 * D4):
+        q8[j] = 128
+    sutra_panel_dots_i8(q8, P8, K, D4, dots)
+    f = 2.0 / sc
+    for c in range(K):
+        # in place: the int32 dot of centre c becomes its float distance
+        buf[c] = cn[c] - (f * cinv[c]) * <float> (dots[c] - 128 * csum[c])
+        ix[c] = c
+    sutra_select_smallest(buf, ix, K, nprobe)
+
+
+def coarse_probes_i8(const float[:, ::1] queries, const int8_t[:, :, ::1] panels,
+                     const float[::1] cinv, const int32_t[::1] csum, const float[::1] cn,
+                     Py_ssize_t nprobe, int nthreads=1):
+    """``coarse_probes_f16`` with the int8 panels of ``coarse_panels_i8`` (a quarter of
+    the float32 centres' bytes; the dot products are exact integers at every level).
+    Returns (nq, nprobe) int64, in no particular order within a row."""
+    cdef Py_ssize_t nq = queries.shape[0], d = queries.shape[1], K = cn.shape[0]
+    if (panels.shape[0] != (K + 15) // 16 or panels.shape[1] != (d + 3) // 4
+            or panels.shape[2] != 64 or cinv.shape[0] != K or csum.shape[0] != K):
+        raise ValueError("panels do not match the queries and norms")
+    if nprobe < 1 or nprobe > K:
+        raise ValueError("nprobe must be in [1, K]")
+    nthreads = max(1, min(nthreads, nq))
+    P = np.empty((nq, nprobe), dtype=np.int64)
+    if nq == 0:
+        return P
+    buf = np.empty((nthreads, K), dtype=np.float32)
+    ixb = np.empty((nthreads, K), dtype=np.int64)
+    q8b = np.empty((nthreads, 4 * ((d + 3) // 4)), dtype=np.uint8)
+    cdef float[:, ::1] b = buf
+    cdef int64_t[:, ::1] ib = ixb
+    cdef uint8_t[:, ::1] q8 = q8b
+    cdef int64_t[:, ::1] Pv = P
+    cdef Py_ssize_t q, j
+    cdef int t
+    for q in prange(nq, nogil=True, num_threads=nthreads, schedule="static"):
+        t = threadid()
+        _coarse_one_i8(&queries[q, 0], &panels[0, 0, 0], &cinv[0], &csum[0], &cn[0], K, d,
+                       nprobe, &q8[t, 0], &b[t, 0], &ib[t, 0])
+        for j in range(nprobe):
+            Pv[q, j] = ib[t, j]
+    return P
+
+
 cdef void _ivf_one(const float *q, const uint16_t *panels, const float *ccn, Py_ssize_t K,
                    Py_ssize_t d, Py_ssize_t nprobe, const float *CT, const float *cn,
                    Py_ssize_t M, Py_ssize_t Ks, Py_ssize_t Ds, int tmetric,
@@ -1092,21 +1334,28 @@ cdef void _ivf_one(const float *q, const uint16_t *panels, const float *ccn, Py_
                    const char *vecs, bint half, Py_ssize_t nvec, int rmetric,
                    const float *zeros, Py_ssize_t kc, Py_ssize_t k,
                    float *fbuf, int64_t *ibuf, float *cd, int64_t *ci,
-                   float *outd, int64_t *outi, bint fast, bint blocked) noexcept nogil:
+                   float *outd, int64_t *outi, bint fast, bint blocked,
+                   const int8_t *p8, const float *cinv8, const int32_t *csum8, uint8_t *q8,
+                   bint approx) noexcept nogil:
     """The whole IVF search of one query: coarse probes (float16 panels), the
     query's ADC table, the scan of the probed lists into a heap of kc candidates,
     then (vecs != NULL) the exact re-rank of those into the k results. fbuf holds
     max(K, M * Ks + W * 256 + BLOCK + Ks + _q4_scratch_floats(W)) floats, ibuf
-    max(K, nprobe) int64."""
+    max(K, nprobe) int64. p8 != NULL: the coarse search takes the int8 panels
+    (``_coarse_one_i8``, q8 its query bytes) instead of the float16 ones. approx: the
+    kc candidates of blocked codes by their quantised sums (re-ranked searches)."""
     cdef Py_ssize_t j
     cdef float *T = fbuf
     cdef float *scan_scratch = fbuf + M * Ks
     cdef float *tbase = fbuf + M * Ks + W * 256 + BLOCK
     # coarse: distances in fbuf[0:K], selected ids in ibuf[0:nprobe]
-    sutra_panel_rows_f16(q, panels, ccn, -2.0, K, d, fbuf)
-    for j in range(K):
-        ibuf[j] = j
-    sutra_select_smallest(fbuf, ibuf, K, nprobe)
+    if p8 != NULL:
+        _coarse_one_i8(q, p8, cinv8, csum8, ccn, K, d, nprobe, q8, fbuf, ibuf)
+    else:
+        sutra_panel_rows_f16(q, panels, ccn, -2.0, K, d, fbuf)
+        for j in range(K):
+            ibuf[j] = j
+        sutra_select_smallest(fbuf, ibuf, K, nprobe)
     # the table overwrites fbuf (the probes live in ibuf)
     _tables_one(q, CT, cn, M, Ks, Ds, tmetric, tbase, T)
     if vecs == NULL:
@@ -1115,7 +1364,7 @@ cdef void _ivf_one(const float *q, const uint16_t *panels, const float *ccn, Py_
         _heap_sort(outd, outi, k)
         return
     _ivf_scan_unit(T, Ks == 16, M, codes, W, offsets, ibuf, 0, nprobe, ids, mask,
-                   nmask, scan_scratch, cd, ci, kc, fast, blocked)
+                   nmask, scan_scratch, cd, ci, kc, fast, blocked, approx)
     _rerank_one(q, vecs, half, d, nvec, ci, kc, rmetric, zeros, outd, outi, k)
 
 
@@ -1124,7 +1373,8 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
                const float[:, ::1] cn, int tmetric, const uint8_t[:, ::1] codes,
                const int64_t[::1] offsets, const int64_t[::1] ids, Py_ssize_t kc,
                Py_ssize_t k, const uint8_t[::1] mask=None, vectors=None, int rmetric=0,
-               int nthreads=1, bint fastscan=True, bint blocked=False):
+               int nthreads=1, bint fastscan=True, bint blocked=False, panels8=None,
+               bint approx=False):
     """Fused IVF search (one kernel call per batch, parallel over queries): per query
     ``coarse_probes_f16`` -> ``distance_tables_t`` -> ``ivf_adc_topk`` over the probes
     with ``kc`` candidates -> ``rerank`` of them against ``vectors`` (float32 or
@@ -1133,7 +1383,11 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
 
     ``CT``/``cn``: the quantizer's ``table_operands``; ``tmetric`` the table metric;
     ``rmetric`` the re-rank metric (METRIC_L2 / METRIC_IP / METRIC_COS);
-    ``fastscan`` and ``blocked`` as in ``ivf_adc_topk``.
+    ``fastscan`` and ``blocked`` as in ``ivf_adc_topk``; ``approx`` (blocked codes,
+    with ``vectors``): the ``kc`` candidates by their quantised sums
+    (``ivf_adc_topk(..., approx=True)``). ``panels8``: ``coarse_panels_i8``'s
+    (panels, cinv, csum) for an int8 coarse search (``coarse_probes_i8``) instead of
+    the float16 ``panels`` (which may then be None).
     Returns D (nq, k) float32, I (nq, k) int64 (ids).
     """
     cdef Py_ssize_t nq = queries.shape[0], d = queries.shape[1], K = ccn.shape[0]
@@ -1144,10 +1398,28 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
     cdef const float[:, ::1] v32
     cdef const uint16_t[:, ::1] v16
     cdef const char *vp = NULL
+    cdef const int8_t[:, :, ::1] p8v
+    cdef const float[::1] c8i
+    cdef const int32_t[::1] c8s
+    cdef const int8_t *p8p = NULL
+    cdef const float *c8ip = NULL
+    cdef const int32_t *c8sp = NULL
+    if panels8 is not None:
+        p8v, c8i, c8s = panels8
+        if (p8v.shape[0] != (K + 15) // 16 or p8v.shape[1] != (d + 3) // 4
+                or p8v.shape[2] != 64 or c8i.shape[0] != K or c8s.shape[0] != K):
+            raise ValueError("int8 panels do not match the queries and norms")
+        p8p = &p8v[0, 0, 0]
+        c8ip = &c8i[0]
+        c8sp = &c8s[0]
     if k < 1 or kc < k:
         raise ValueError("need 1 <= k <= kc")
-    if panels.shape[1] != d or panels.shape[2] != 16 or panels.shape[0] != (K + 15) // 16:
-        raise ValueError("panels do not match the queries and norms")
+    cdef const uint16_t *p16 = NULL
+    if panels8 is None:
+        if (panels is None or panels.shape[1] != d or panels.shape[2] != 16
+                or panels.shape[0] != (K + 15) // 16):
+            raise ValueError("panels do not match the queries and norms")
+        p16 = &panels[0, 0, 0]
     if nlist != K or nprobe < 1 or nprobe > K:
         raise ValueError("offsets must have nlist + 1 entries and 1 <= nprobe <= nlist")
     if M * Ds != d or cn.shape[0] != M or cn.shape[1] != Ks:
@@ -1208,6 +1480,8 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
     cdef int64_t[:, ::1] ibv = ib
     cdef float[:, ::1] cdv = cdb
     cdef int64_t[:, ::1] civ = cib
+    q8b = np.empty((nthreads, 4 * ((d + 3) // 4)), dtype=np.uint8)
+    cdef uint8_t[:, ::1] q8v = q8b
     cdef const float[::1] zv = zeros
     cdef float[:, ::1] Dv = D
     cdef int64_t[:, ::1] Iv = I
@@ -1216,11 +1490,12 @@ def ivf_search(const float[:, ::1] queries, const uint16_t[:, :, ::1] panels,
     cdef int t
     for q in prange(nq, nogil=True, num_threads=nthreads, schedule="dynamic"):
         t = threadid()
-        _ivf_one(&queries[q, 0], &panels[0, 0, 0], &ccn[0], K, d, nprobe,
+        _ivf_one(&queries[q, 0], p16, &ccn[0], K, d, nprobe,
                  &CT[0, 0, 0], &cn[0, 0], M, Ks, Ds, tmetric, &codes[0, 0], W,
                  &offsets[0], &ids[0], mask_p, nmask, vp, half, nvec, rmetric, &zv[0],
                  kc, k, &fbv[t, 0], &ibv[t, 0], &cdv[t, 0], &civ[t, 0],
-                 &Dv[q, 0], &Iv[q, 0], fastscan, blocked)
+                 &Dv[q, 0], &Iv[q, 0], fastscan, blocked, p8p, c8ip, c8sp, &q8v[t, 0],
+                 approx and blocked)
     return D, I
 
 

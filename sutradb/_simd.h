@@ -956,6 +956,161 @@ static inline void sutra_q4_block16_multi(const uint8_t *codes, Py_ssize_t W,
 
 static inline Py_ssize_t sutra_q4_lut_bytes(Py_ssize_t G4) { return SUTRA_Q4_LUT_BYTES(G4); }
 
+/* The quantised sums themselves (approximate candidates for re-ranked searches):
+ * out[r] = row r's sum over blocked group blk (the same integers at every level);
+ * returns the mask of rows whose sum is <= qthr. */
+#if defined(SUTRA_AVX512)
+static inline unsigned sutra_q4_sums16_blk(const uint8_t *blk, const uint8_t *qlut,
+                                           Py_ssize_t G4, int32_t qthr, int32_t *out)
+{
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    Py_ssize_t g;
+    for (g = 0; g < G4; g++)
+        sutra_q4_group(_mm512_loadu_si512((const void *)(blk + 64 * g)), qlut + 128 * g,
+                       &acc0, &acc1);
+    __m512i acc = _mm512_add_epi32(acc0, acc1);
+    _mm512_storeu_si512((void *)out, acc);
+    return (unsigned)_mm512_cmple_epi32_mask(acc, _mm512_set1_epi32(qthr));
+}
+#elif defined(SUTRA_AVX2)
+static inline unsigned sutra_q4_sums16_blk(const uint8_t *blk, const uint8_t *qlut,
+                                           Py_ssize_t G4, int32_t qthr, int32_t *out)
+{
+    __m256i accA = _mm256_setzero_si256(), accB = _mm256_setzero_si256();
+    __m256i c01, c23, l01, l23, h01, h23;
+    uint16_t sa[8], sb[8];
+    unsigned bits = 0;
+    Py_ssize_t g;
+    int r;
+    for (g = 0; g < G4; g++) {
+        const uint8_t *run = blk + 64 * g;
+        sutra_q4_transpose_avx2(_mm256_loadu_si256((const __m256i *)run),
+                                _mm256_loadu_si256((const __m256i *)(run + 32)), &c01, &c23);
+        sutra_q4_nibbles_avx2(c01, c23, &l01, &l23, &h01, &h23);
+        sutra_q4_lookup_avx2(l01, l23, h01, h23, qlut + 128 * g, &accA, &accB);
+    }
+    /* accA: rows 0-3, 8-11 (two partial sums per row, one per 128-bit lane);
+     * accB: rows 4-7, 12-15 */
+    _mm_storeu_si128((__m128i *)sa, _mm_add_epi16(_mm256_castsi256_si128(accA),
+                                                  _mm256_extracti128_si256(accA, 1)));
+    _mm_storeu_si128((__m128i *)sb, _mm_add_epi16(_mm256_castsi256_si128(accB),
+                                                  _mm256_extracti128_si256(accB, 1)));
+    for (r = 0; r < 4; r++) {
+        out[r] = sa[r];
+        out[8 + r] = sa[4 + r];
+        out[4 + r] = sb[r];
+        out[12 + r] = sb[4 + r];
+    }
+    for (r = 0; r < 16; r++)
+        if (out[r] <= qthr) bits |= 1u << r;
+    return bits;
+}
+#else
+static inline unsigned sutra_q4_sums16_blk(const uint8_t *blk, const uint8_t *qlut,
+                                           Py_ssize_t G4, int32_t qthr, int32_t *out)
+{
+    const uint16_t *P = (const uint16_t *)qlut;
+    unsigned bits = 0;
+    uint32_t s;
+    int r;
+    for (r = 0; r < 16; r++) {
+        SUTRA_Q4_ROW_SUM(s, P, G4, blk + 64 * g_ + 4 * r);
+        out[r] = (int32_t)s;
+        if ((int64_t)s <= (int64_t)qthr) bits |= 1u << r;
+    }
+    return bits;
+}
+#endif
+
+/* int8 coarse search. P holds ceil(K / 16) panels of D4 runs of 64 bytes: run j of
+ * panel p = dimensions 4j .. 4j + 3 of centres 16p .. 16p + 15 (4 bytes per centre,
+ * int8, zero padded past K and past d). x holds the query as 4 * D4 uint8 (the
+ * int8 value + 128; padding 128). out[c] = sum_j x[j] * centre_c[j] (int32, exact at
+ * every level) for c < K. One query streams a quarter of the float32 centres' bytes
+ * (half of the float16 panels'). */
+static inline void sutra_panel_dots_i8(const uint8_t *x, const int8_t *P, Py_ssize_t K,
+                                       Py_ssize_t D4, int32_t *out)
+{
+    const Py_ssize_t NP = (K + 15) / 16;
+    Py_ssize_t p = 0, j, l;
+    int32_t tmp[64];
+#if defined(SUTRA_AVX512)
+    for (; p + 4 <= NP; p += 4) {
+        const int8_t *p0 = P + p * D4 * 64;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        for (j = 0; j < D4; j++) {
+            int32_t w;
+            memcpy(&w, x + 4 * j, 4);
+            const __m512i xj = _mm512_set1_epi32(w);
+            a0 = _mm512_dpbusd_epi32(a0, xj, _mm512_loadu_si512((const void *)(p0 + j * 64)));
+            a1 = _mm512_dpbusd_epi32(a1, xj, _mm512_loadu_si512((const void *)(p0 + (D4 + j) * 64)));
+            a2 = _mm512_dpbusd_epi32(a2, xj, _mm512_loadu_si512((const void *)(p0 + (2 * D4 + j) * 64)));
+            a3 = _mm512_dpbusd_epi32(a3, xj, _mm512_loadu_si512((const void *)(p0 + (3 * D4 + j) * 64)));
+        }
+        _mm512_storeu_si512((void *)tmp, a0);
+        _mm512_storeu_si512((void *)(tmp + 16), a1);
+        _mm512_storeu_si512((void *)(tmp + 32), a2);
+        _mm512_storeu_si512((void *)(tmp + 48), a3);
+        for (l = 0; l < 64 && p * 16 + l < K; l++) out[p * 16 + l] = tmp[l];
+    }
+    for (; p < NP; p++) {
+        const int8_t *p0 = P + p * D4 * 64;
+        __m512i a0 = _mm512_setzero_si512();
+        for (j = 0; j < D4; j++) {
+            int32_t w;
+            memcpy(&w, x + 4 * j, 4);
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(w),
+                                     _mm512_loadu_si512((const void *)(p0 + j * 64)));
+        }
+        _mm512_storeu_si512((void *)tmp, a0);
+        for (l = 0; l < 16 && p * 16 + l < K; l++) out[p * 16 + l] = tmp[l];
+    }
+#elif defined(SUTRA_AVX2)
+    /* 16-bit products summed in pairs by vpmaddwd (exact; vpmaddubsw would saturate) */
+    for (; p < NP; p++) {
+        const int8_t *p0 = P + p * D4 * 64;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        for (j = 0; j < D4; j++) {
+            int64_t w2;
+            uint32_t w;
+            memcpy(&w, x + 4 * j, 4);
+            w2 = (int64_t)w | ((int64_t)w << 32);
+            /* x bytes as 16-bit: the 4 query bytes repeated for 4 centres */
+            const __m256i xq = _mm256_cvtepu8_epi16(_mm_set1_epi64x(w2));
+            const __m256i c0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p0 + j * 64)));
+            const __m256i c1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p0 + j * 64 + 16)));
+            const __m256i c2 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p0 + j * 64 + 32)));
+            const __m256i c3 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p0 + j * 64 + 48)));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xq, c0));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(xq, c1));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(xq, c2));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(xq, c3));
+        }
+        /* each centre's two pair-sums are adjacent int32 lanes: add them */
+        _mm256_storeu_si256((__m256i *)tmp, a0);
+        _mm256_storeu_si256((__m256i *)(tmp + 8), a1);
+        _mm256_storeu_si256((__m256i *)(tmp + 16), a2);
+        _mm256_storeu_si256((__m256i *)(tmp + 24), a3);
+        for (l = 0; l < 16 && p * 16 + l < K; l++) out[p * 16 + l] = tmp[2 * l] + tmp[2 * l + 1];
+    }
+#else
+    for (; p < NP; p++) {
+        const int8_t *p0 = P + p * D4 * 64;
+        int32_t acc[16];
+        for (l = 0; l < 16; l++) acc[l] = 0;
+        for (j = 0; j < D4; j++) {
+            const int8_t *run = p0 + j * 64;
+            const int32_t x0 = x[4 * j], x1 = x[4 * j + 1], x2 = x[4 * j + 2], x3 = x[4 * j + 3];
+            for (l = 0; l < 16; l++)
+                acc[l] += x0 * run[4 * l] + x1 * run[4 * l + 1] + x2 * run[4 * l + 2]
+                          + x3 * run[4 * l + 3];
+        }
+        for (l = 0; l < 16 && p * 16 + l < K; l++) out[p * 16 + l] = acc[l];
+    }
+    (void)tmp;
+#endif
+}
+
 /* ------------------------------------------------------------------------------
  * IVF helpers (appended for sutradb/index/ivf.py).
  * ---------------------------------------------------------------------------- */

@@ -219,11 +219,103 @@ def test_4bit_fast_scans_equal_plain_scan(four_bit_setup, sample, m, nq):
                     np.testing.assert_array_equal(got[1], ref[1])
                     np.testing.assert_array_equal(got[0], ref[0])
     # the public search takes BlockedCodes and gives the unblocked codes' results
-    for kw in ({}, {"rerank": 50, "vectors": x}, {"mask": mask}):
+    # without re-ranking; re-ranked, its candidates are the best by quantised sums
+    for kw in ({}, {"mask": mask}):
         a = ivf.search(q, lc, pq4, k=10, nprobe=12, **kw)
         b = ivf.search(q, blk, pq4, k=10, nprobe=12, **kw)
         np.testing.assert_array_equal(a[1], b[1])
         np.testing.assert_array_equal(a[0], b[0])
+    for msk in (None, mask):
+        b = ivf.search(q, blk, pq4, k=10, nprobe=12, rerank=50, vectors=x, mask=msk)
+        P = ivf.probes(Qn, 12)
+        _, C = _core.ivf_adc_topk(tables, blk.data, ivf.offsets, P, ivf.perm, 50,
+                                  None if msk is None else msk.view(np.uint8), 1,
+                                  blocked=True, approx=True)
+        D, I = _core.rerank(Qn, x.view(np.uint16), C, 10, _core.METRIC_COS, 1)
+        np.testing.assert_array_equal(b[1], I)
+        # (the public search normalises the query in float32: last-bit differences)
+        np.testing.assert_allclose(b[0], np.where(I >= 0, D + 1.0, D), rtol=1e-6)
+
+
+def quantised_sums_oracle(T, codes):
+    """NumPy twin of the fast scan's integer sums: each (M, 16) table of T (the
+    kernel's float32 tables) quantised to uint8 with one scale (the largest table
+    range / 255), shifted by its minimum."""
+    mn = T.min(axis=2, keepdims=True)
+    a = ((T.max(axis=2) - T.min(axis=2)).max(axis=1) / np.float32(255)).astype(np.float32)
+    q = np.clip(np.rint((T - mn) / a[:, None, None]), 0, 255).astype(np.int64)
+    M = T.shape[1]
+    sub = np.zeros((codes.shape[0], M), np.int64)
+    sub[:, 0::2] = codes[:, :(M + 1) // 2] & 15
+    sub[:, 1::2] = (codes[:, :M // 2] >> 4)
+    return np.stack([qi[np.arange(M), sub].sum(axis=1) for qi in q])    # (nq, n)
+
+
+@pytest.mark.parametrize("m", [96, 12, 6])
+def test_approx_candidates_are_the_quantised_top(four_bit_setup, sample, m):
+    """approx=True: the k candidates are the k smallest (quantised sum, id) of the
+    probed rows (mask applied), the same on one and two threads, fused or not."""
+    x, ivf, by_m = four_bit_setup
+    pq4, lc = by_m[m]
+    blk = BlockedCodes.from_rows(lc)
+    q = sample[1][:5]
+    Qn = normalised(q).astype(np.float32)
+    T = _core.distance_tables_t(Qn, *pq4._table_ops, pq4._adc_metric, 1)
+    np.testing.assert_allclose(T, R.distance_tables(Qn, pq4.codebooks, R.L2), rtol=1e-5,
+                               atol=1e-6)
+    sums = quantised_sums_oracle(T, lc)                     # list order
+    mask = np.random.default_rng(m).random(len(x)) < 0.5
+    list_of_row = np.repeat(np.arange(ivf.nlist), np.diff(ivf.offsets))
+    for nprobe, kc in ((1, 10), (9, 60), (150, 200)):
+        P = ivf.probes(Qn, nprobe)
+        for msk in (None, mask):
+            m8 = None if msk is None else msk.astype(np.uint8)
+            ref = None
+            for threads in (1, 2):
+                D, I = _core.ivf_adc_topk(T, blk.data, ivf.offsets, P, ivf.perm, kc, m8,
+                                          threads, blocked=True, approx=True)
+                if ref is None:
+                    ref = (D, I)
+                np.testing.assert_array_equal(I, ref[1])
+                np.testing.assert_array_equal(D, ref[0])
+            for i in range(len(Qn)):
+                keep = np.isin(list_of_row, P[i])
+                if msk is not None:
+                    keep &= msk[ivf.perm]
+                ids, sm = ivf.perm[keep], sums[i][keep]
+                o = np.lexsort((ids, sm))[:kc]
+                want_i = np.full(kc, -1, np.int64)
+                want_d = np.full(kc, np.inf, np.float32)
+                want_i[:len(o)], want_d[:len(o)] = ids[o], sm[o]
+                np.testing.assert_array_equal(I[i], want_i)
+                np.testing.assert_array_equal(D[i], want_d)
+            # the fused kernel (int8 coarse probes, the same as ivf.probes) re-ranks them
+            Df, If = _core.ivf_search(Qn, None, ivf._cn, nprobe, *pq4._table_ops,
+                                      pq4._adc_metric, blk.data, ivf.offsets, ivf.perm, kc,
+                                      10, m8, x.view(np.uint16), _core.METRIC_COS, 2,
+                                      blocked=True, panels8=ivf._P8, approx=True)
+            Dr, Ir = _core.rerank(Qn, x.view(np.uint16), ref[1], 10, _core.METRIC_COS, 1)
+            np.testing.assert_array_equal(If, Ir)
+            np.testing.assert_array_equal(Df, Dr)
+
+
+def test_int8_coarse_probes(ivf, sample):
+    """The int8 panels pick the nearest centres up to their rounding (exact integer
+    dot products: every level gives the same lists)."""
+    Qn = normalised(sample[1]).astype(np.float32)
+    C = ivf.centroids.astype(np.float64)
+    d = (C * C).sum(1)[None, :] - 2 * Qn.astype(np.float64) @ C.T
+    for nprobe in (1, 8, 40, ivf.nlist):
+        P = _core.coarse_probes_i8(Qn, *ivf._P8, ivf._cn, nprobe, 2)
+        np.testing.assert_array_equal(P, _core.coarse_probes_i8(Qn, *ivf._P8, ivf._cn, nprobe, 1))
+        assert P.shape == (len(Qn), nprobe)
+        exact = np.argsort(d, axis=1, kind="stable")[:, :nprobe]
+        same = np.mean([len(set(a) & set(b)) / nprobe for a, b in zip(P.tolist(), exact.tolist())])
+        assert same > 0.97
+        # whatever is picked is within int8 rounding of the nprobe-th distance
+        kth = np.sort(d, axis=1)[:, nprobe - 1]
+        assert (np.take_along_axis(d, P, 1) <= kth[:, None] + 0.02).all()
+        assert (np.sort(P, 1)[:, 1:] != np.sort(P, 1)[:, :-1]).all()
 
 
 def test_blocked_codes_errors(four_bit_setup, pq, sample):

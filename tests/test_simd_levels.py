@@ -260,6 +260,26 @@ def test_ivf_levels_agree(level, nbits, data):
                 D2, I2 = core.ivf_adc_topk(T, arr, ivf.offsets, P1, ivf.perm, 10, None, 2,
                                            fastscan=fast, blocked=blocked)
                 assert_same_topk(D1, I1, D2, I2)
+        if nbits == 4:
+            # quantised-sum candidates: the same integers, so the same rows, everywhere
+            blk = BlockedCodes.from_rows(codes).data
+            D1, I1 = ref_core.ivf_adc_topk(T, blk, ivf.offsets, P1, ivf.perm, 30, None, 1,
+                                           blocked=True, approx=True)
+            D2, I2 = core.ivf_adc_topk(T, blk, ivf.offsets, P1, ivf.perm, 30, None, 2,
+                                       blocked=True, approx=True)
+            np.testing.assert_array_equal(I1, I2)
+            np.testing.assert_array_equal(D1, D2)
+    # int8 coarse panels: the same bytes, the same integer dot products
+    p8 = ref_core.coarse_panels_i8(ivf.centroids.astype(np.float32))
+    for a, b in zip(p8, core.coarse_panels_i8(ivf.centroids.astype(np.float32))):
+        np.testing.assert_array_equal(a, b)
+    for nprobe in (1, 4, 32):
+        P1 = ref_core.coarse_probes_i8(queries, *p8, cn, nprobe, 1)
+        P2 = core.coarse_probes_i8(queries, *p8, cn, nprobe, 2)
+        if nprobe == 32:
+            np.testing.assert_array_equal(np.sort(P1, 1), np.sort(P2, 1))
+        else:                    # (float rounding of the scaled sums may swap a near-tie)
+            assert (np.sort(P1, 1) == np.sort(P2, 1)).mean() > 0.98
 
 
 def test_cli_info_build_reports_the_active_level(tmp_path):
