@@ -26,7 +26,6 @@ stored on the object, so one index can serve concurrent searches.
 from __future__ import annotations
 
 import math
-import mmap
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from .. import simd
+from ..storage import osio
 from ..errors import (
     CorruptDatabaseError,
     DimensionError,
@@ -82,19 +82,16 @@ _HUGE_BYTES = 8 << 20
 
 
 def _huge_zeros(shape: tuple[int, int]) -> np.ndarray:
-    """A zeroed uint8 array; from ``_HUGE_BYTES`` on (Linux) in an anonymous mapping
-    advised ``MADV_HUGEPAGE``: the fast scan jumps between lists, and with 4 KiB pages
-    each list start costs a TLB miss (measured at 1M rows, nprobe 96: the scan ~10%
-    faster with huge pages). Falls back to ``np.zeros`` where that is not available."""
+    """A zeroed uint8 array; from ``_HUGE_BYTES`` on, in memory advised for
+    transparent huge pages where the OS offers them (:func:`~sutradb.storage.osio.huge_pages`):
+    the fast scan jumps between lists, and with 4 KiB pages each list start costs a
+    TLB miss (measured at 1M rows, nprobe 96: the scan ~6% faster with huge pages).
+    Elsewhere ``np.zeros``."""
     nbytes = int(shape[0]) * int(shape[1])
-    if nbytes >= _HUGE_BYTES and hasattr(mmap, "MADV_HUGEPAGE"):
-        try:
-            buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            buf.madvise(mmap.MADV_HUGEPAGE)
-            return np.frombuffer(buf, dtype=np.uint8, count=nbytes).reshape(shape)
-        except (OSError, ValueError, AttributeError):
-            pass
-    return np.zeros(shape, dtype=np.uint8)
+    mm = osio.huge_pages(nbytes) if nbytes >= _HUGE_BYTES else None
+    if mm is None:
+        return np.zeros(shape, dtype=np.uint8)
+    return np.frombuffer(mm, dtype=np.uint8, count=nbytes).reshape(shape)
 
 
 def _is_int(v: object) -> bool:

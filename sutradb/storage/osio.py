@@ -242,6 +242,25 @@ def advise_random(mm) -> bool:
     return True
 
 
+#: ``mmap.MADV_HUGEPAGE`` where the platform has it (Linux), else ``None``.
+MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
+
+
+def huge_pages(nbytes: int) -> mmap.mmap | None:
+    """A zeroed anonymous mapping of ``nbytes`` advised for transparent huge pages
+    (``MADV_HUGEPAGE``: fewer TLB misses for scans that jump around a large array),
+    or None where the platform has no such advice or refuses it (then the caller
+    allocates as usual)."""
+    if MADV_HUGEPAGE is None or nbytes <= 0:
+        return None
+    try:
+        mm = mmap.mmap(-1, nbytes)
+        mm.madvise(MADV_HUGEPAGE)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return mm
+
+
 # --------------------------------------------------------------------------- locks
 
 _HELD_ERRNOS = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
