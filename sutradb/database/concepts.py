@@ -396,9 +396,3 @@ class ConceptsMixin(_Base):
         vecs = s.vectors
         V = [vecs[r] for r in rows] if vecs is not None else [None] * len(rows)
         return [_new_concept(Concept, t) for t in zip(s.ids[R].tolist(), keys, texts, metas, V)]
-
-    def _concept_at(self, row: int) -> Concept:
-        s = self._store
-        r = s.record_at(row)
-        vecs = s.vectors
-        return Concept(r.id, r.key, r.text, r.metadata, vecs[row] if vecs is not None else None)
