@@ -705,16 +705,23 @@ static inline unsigned sutra_q4_block16(const uint8_t *codes, Py_ssize_t W,
 /* sutra_q4_block16 over codes stored *blocked*: blk holds 16 rows as G4 runs of
  * 64 bytes, run g = dword g (bytes 4g .. 4g + 3) of rows 0..15 one after the other
  * (what the gather above assembles), so each group is one plain load. */
-static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut,
-                                            Py_ssize_t G4, int32_t qthr)
+/* The 16 rows' quantised sums over a blocked group (one int32 lane per row). */
+static inline __m512i sutra_q4_blk_sums512(const uint8_t *blk, const uint8_t *qlut,
+                                           Py_ssize_t G4)
 {
     __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
     Py_ssize_t g;
     for (g = 0; g < G4; g++)
         sutra_q4_group(_mm512_loadu_si512((const void *)(blk + 64 * g)), qlut + 128 * g,
                        &acc0, &acc1);
-    __m512i acc = _mm512_add_epi32(acc0, acc1);
-    return (unsigned)_mm512_cmple_epi32_mask(acc, _mm512_set1_epi32(qthr));
+    return _mm512_add_epi32(acc0, acc1);
+}
+
+static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut,
+                                            Py_ssize_t G4, int32_t qthr)
+{
+    return (unsigned)_mm512_cmple_epi32_mask(sutra_q4_blk_sums512(blk, qlut, G4),
+                                             _mm512_set1_epi32(qthr));
 }
 
 /* The same for SUTRA_QB queries at once: the code gathers and nibble splits are
@@ -815,19 +822,30 @@ SUTRA_ALWAYS_INLINE unsigned sutra_q4_mask_avx2(__m256i accA, __m256i accB, int3
     return (unsigned)_mm_movemask_epi8(p) & 0xFFFFu;
 }
 
-static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut,
-                                            Py_ssize_t G4, int32_t qthr)
+/* The quantised sums of a blocked group's 16 rows, as two 16-bit accumulators (accA:
+ * rows 0-3, 8-11; accB: rows 4-7, 12-15; two partial sums per row, one per 128-bit
+ * lane). */
+static inline void sutra_q4_blk_acc_avx2(const uint8_t *blk, const uint8_t *qlut,
+                                         Py_ssize_t G4, __m256i *accA, __m256i *accB)
 {
-    __m256i accA = _mm256_setzero_si256(), accB = _mm256_setzero_si256();
     __m256i c01, c23, l01, l23, h01, h23;
     Py_ssize_t g;
+    *accA = _mm256_setzero_si256();
+    *accB = _mm256_setzero_si256();
     for (g = 0; g < G4; g++) {
         const uint8_t *run = blk + 64 * g;
         sutra_q4_transpose_avx2(_mm256_loadu_si256((const __m256i *)run),
                                 _mm256_loadu_si256((const __m256i *)(run + 32)), &c01, &c23);
         sutra_q4_nibbles_avx2(c01, c23, &l01, &l23, &h01, &h23);
-        sutra_q4_lookup_avx2(l01, l23, h01, h23, qlut + 128 * g, &accA, &accB);
+        sutra_q4_lookup_avx2(l01, l23, h01, h23, qlut + 128 * g, accA, accB);
     }
+}
+
+static inline unsigned sutra_q4_block16_blk(const uint8_t *blk, const uint8_t *qlut,
+                                            Py_ssize_t G4, int32_t qthr)
+{
+    __m256i accA, accB;
+    sutra_q4_blk_acc_avx2(blk, qlut, G4, &accA, &accB);
     return sutra_q4_mask_avx2(accA, accB, qthr);
 }
 
@@ -963,12 +981,7 @@ static inline Py_ssize_t sutra_q4_lut_bytes(Py_ssize_t G4) { return SUTRA_Q4_LUT
 static inline unsigned sutra_q4_sums16_blk(const uint8_t *blk, const uint8_t *qlut,
                                            Py_ssize_t G4, int32_t qthr, int32_t *out)
 {
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
-    Py_ssize_t g;
-    for (g = 0; g < G4; g++)
-        sutra_q4_group(_mm512_loadu_si512((const void *)(blk + 64 * g)), qlut + 128 * g,
-                       &acc0, &acc1);
-    __m512i acc = _mm512_add_epi32(acc0, acc1);
+    const __m512i acc = sutra_q4_blk_sums512(blk, qlut, G4);
     _mm512_storeu_si512((void *)out, acc);
     return (unsigned)_mm512_cmple_epi32_mask(acc, _mm512_set1_epi32(qthr));
 }
@@ -976,19 +989,11 @@ static inline unsigned sutra_q4_sums16_blk(const uint8_t *blk, const uint8_t *ql
 static inline unsigned sutra_q4_sums16_blk(const uint8_t *blk, const uint8_t *qlut,
                                            Py_ssize_t G4, int32_t qthr, int32_t *out)
 {
-    __m256i accA = _mm256_setzero_si256(), accB = _mm256_setzero_si256();
-    __m256i c01, c23, l01, l23, h01, h23;
+    __m256i accA, accB;
     uint16_t sa[8], sb[8];
     unsigned bits = 0;
-    Py_ssize_t g;
     int r;
-    for (g = 0; g < G4; g++) {
-        const uint8_t *run = blk + 64 * g;
-        sutra_q4_transpose_avx2(_mm256_loadu_si256((const __m256i *)run),
-                                _mm256_loadu_si256((const __m256i *)(run + 32)), &c01, &c23);
-        sutra_q4_nibbles_avx2(c01, c23, &l01, &l23, &h01, &h23);
-        sutra_q4_lookup_avx2(l01, l23, h01, h23, qlut + 128 * g, &accA, &accB);
-    }
+    sutra_q4_blk_acc_avx2(blk, qlut, G4, &accA, &accB);
     /* accA: rows 0-3, 8-11 (two partial sums per row, one per 128-bit lane);
      * accB: rows 4-7, 12-15 */
     _mm_storeu_si128((__m128i *)sa, _mm_add_epi16(_mm256_castsi256_si128(accA),
